@@ -1,0 +1,3 @@
+"""Parley: a messaging backend."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""In-process caches and change tracking."""

@@ -1,0 +1,120 @@
+"""The ``parley`` command: serve, migrate, and the client, bench and cost tools.
+
+Flags are written into the ``PARLEY_*`` environment variables before anything is built, so
+the server's worker processes read exactly what the command line said.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+
+from parley.settings import AUTH_MODES, STORAGE_KINDS, Settings, SettingsError
+
+FLAGS: tuple[tuple[str, str, str], ...] = (
+    # flag, environment variable, help
+    ("--host", "PARLEY_HOST", "address to listen on (default 127.0.0.1)"),
+    ("--port", "PARLEY_PORT", "port to listen on (default 8080)"),
+    ("--workers", "PARLEY_WORKERS", "server worker processes (default 1)"),
+    ("--data-dir", "PARLEY_DATA_DIR", "folder of the SQLite database (default ./parley-data)"),
+    ("--auth", "PARLEY_AUTH", "token (default) or none: the original API, no tokens"),
+    ("--storage", "PARLEY_STORAGE", f"one of {', '.join(STORAGE_KINDS)} (default sqlite)"),
+    ("--database-url", "PARLEY_DATABASE_URL", "postgresql://... for --storage postgres"),
+    ("--redis-url", "PARLEY_REDIS_URL", "redis://... shared cache and wake-ups"),
+    ("--rate-limits", "PARLEY_RATE_LIMITS", "on (default) or off"),
+    ("--log-level", "PARLEY_LOG_LEVEL", "debug, info (default), warning, error"),
+)
+
+
+def _add_settings(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
+    for flag, env, help_text in FLAGS:
+        if flag in names:
+            choices = (
+                AUTH_MODES if flag == "--auth" else STORAGE_KINDS if flag == "--storage" else None
+            )
+            parser.add_argument(flag, dest=env, help=help_text, choices=choices)
+
+
+def _apply(args: argparse.Namespace) -> Settings:
+    for _, env, _ in FLAGS:
+        value = getattr(args, env, None)
+        if value is not None:
+            os.environ[env] = str(value)
+    return Settings.from_env()
+
+
+def serve(settings: Settings) -> int:
+    from granian import Granian
+    from granian.constants import Interfaces
+
+    url = f"http://{settings.host}:{settings.port}"
+    print(f"Parley listening on {url}  (storage: {settings.storage}, auth: {settings.auth})")
+    print(f"API docs: {url}/docs   web chat: {url}/")
+    sys.stdout.flush()
+    if settings.storage == "sqlite" and settings.workers > 1:
+        print("note: SQLite serves one process; use --storage postgres for several workers")
+        return 2
+    server = Granian(
+        "parley.http.server:app_factory",
+        factory=True,
+        address=settings.host,
+        port=settings.port,
+        interface=Interfaces.ASGI,
+        workers=settings.workers,
+        log_enabled=True,
+        log_access=settings.access_log,
+        backlog=2048,
+    )
+    server.serve()
+    return 0
+
+
+async def _migrate(settings: Settings) -> None:
+    from parley.app import make_storage
+
+    storage = make_storage(settings)
+    await storage.open()
+    await storage.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Tools with their own argument parsers get the rest of the line untouched.
+    if argv and argv[0] == "client":
+        from parley.client.cli import main as client_main
+
+        return client_main(argv[1:])
+    if argv and argv[0] == "cost":
+        from parley.cost.cli import main as cost_main
+
+        return cost_main(argv[1:])
+    if argv and argv[0] == "bench":
+        from parley.bench.cli import main as bench_main
+
+        return bench_main(argv[1:])
+
+    parser = argparse.ArgumentParser(prog="parley", description="Parley messaging backend.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_cmd = commands.add_parser("serve", help="run the HTTP service")
+    _add_settings(serve_cmd, [flag for flag, _, _ in FLAGS])
+    migrate_cmd = commands.add_parser("migrate", help="create or upgrade the storage schema")
+    _add_settings(migrate_cmd, ["--data-dir", "--storage", "--database-url"])
+    commands.add_parser("client", help="command-line client (parley client --help)")
+    commands.add_parser("bench", help="workload benchmark (parley bench --help)")
+    commands.add_parser("cost", help="capacity and cost model (parley cost --help)")
+    args = parser.parse_args(argv)
+    try:
+        settings = _apply(args)
+    except SettingsError as exc:
+        print(f"parley: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "serve":
+        return serve(settings)
+    if args.command == "migrate":
+        asyncio.run(_migrate(settings))
+        print(f"storage {settings.storage}: schema is up to date")
+        return 0
+    return 2

@@ -1,0 +1,52 @@
+"""The records Parley stores and the wire shape of a message.
+
+Timestamps are integer unix milliseconds inside Parley and decimal strings on the wire.
+Within one millisecond, messages are ordered by ``seq``, a storage-assigned tiebreak.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Literal
+
+import msgspec
+
+MessageType = Literal["private", "group"]
+
+
+def new_id(prefix: str) -> str:
+    """An opaque, URL-safe, unguessable id: a type prefix and 128 random bits."""
+    return prefix + secrets.token_urlsafe(16)
+
+
+class UserRecord(msgspec.Struct, frozen=True, gc=False):
+    id: str
+    username: str
+    token_hash: bytes | None = None
+
+
+class GroupRecord(msgspec.Struct, frozen=True, gc=False):
+    id: str
+    name: str
+
+
+class Message(msgspec.Struct, frozen=True, gc=False):
+    id: str
+    type: MessageType
+    sender_id: str
+    recipient_id: str
+    body: str
+    ts: int
+    seq: int = 0
+
+
+class Page(msgspec.Struct, frozen=True):
+    """One answer to "what is new for me since T".
+
+    ``next_ts`` is a safe cursor: every message that will ever be visible with a timestamp
+    at or below it is either in this page or in an earlier one.
+    """
+
+    messages: list[Message]
+    next_ts: int
+    has_more: bool

@@ -1,0 +1,80 @@
+"""Message positions and the commit frontier of one process.
+
+Every message gets a timestamp (unix ms) from :class:`PositionTracker.begin` before it is
+written, and reports :meth:`PositionTracker.finish` once its write has committed (or failed).
+Readers ask for :meth:`PositionTracker.frontier`: the largest timestamp F such that
+
+* every write that began with a timestamp <= F has finished, and
+* every write that begins from now on gets a timestamp > F.
+
+A reader that only returns messages with ``ts <= F`` and hands F out as ``nextTimestamp``
+can therefore never hide a message from a client that polls with ``timestamp=F``: anything
+committed later carries a larger timestamp. Writes may finish in any order; the frontier
+stays below the oldest unfinished one::
+
+    begin -> 8, 9, 10, 11        frontier 7
+    finish 9                     frontier 7   (8 is still running)
+    finish 8                     frontier 9   (10 is still running)
+    finish 10, 11; clock at 12   frontier 11
+
+The clock is monotonic (it never goes back even if the wall clock does), and the frontier
+trails it by one millisecond, so timestamps handed out to readers never force the next
+write's timestamp ahead of the wall clock. This object is used from one event loop thread
+only and takes no lock.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections.abc import Callable
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class PositionTracker:
+    def __init__(self, clock: Callable[[], int] = wall_clock_ms, start: int = 0) -> None:
+        self._clock = clock
+        self._last = start
+        self._unfinished: list[int] = []  # heap of begun, unfinished timestamps
+        self._finished: dict[int, int] = {}  # ts -> finished count still in the heap
+
+    def now(self) -> int:
+        """The monotonic clock: never smaller than any earlier reading or start value."""
+        wall = self._clock()
+        if wall > self._last:
+            self._last = wall
+        return self._last
+
+    def advance(self, ts: int) -> None:
+        """Never hand out a timestamp below ``ts`` (used at start-up with the last stored one)."""
+        if ts > self._last:
+            self._last = ts
+
+    def begin(self) -> int:
+        ts = self.now()
+        heapq.heappush(self._unfinished, ts)
+        return ts
+
+    def finish(self, ts: int) -> None:
+        self._finished[ts] = self._finished.get(ts, 0) + 1
+        heap = self._unfinished
+        while heap and self._finished.get(heap[0], 0):
+            top = heapq.heappop(heap)
+            left = self._finished[top] - 1
+            if left:
+                self._finished[top] = left
+            else:
+                del self._finished[top]
+
+    def frontier(self) -> int:
+        limit = self.now() - 1
+        if self._unfinished:
+            return min(limit, self._unfinished[0] - 1)
+        return limit
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._unfinished) - sum(self._finished.values())

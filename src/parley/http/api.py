@@ -1,0 +1,409 @@
+"""Route handlers. Each one parses, calls one service method and returns a schema.
+
+``ROUTES`` is the single table of the API: the router, the OpenAPI document and the
+authorization tests are all generated from it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from parley import errors
+from parley.app import Parley
+from parley.http import schemas as s
+from parley.http.errors import error_body, retry_after, status_of
+from parley.http.responses import JsonResponse, encode, json_response
+from parley.services.access import Actor
+
+log = logging.getLogger("parley.http")
+
+B = TypeVar("B", bound=msgspec.Struct)
+Auth = Literal["public", "token", "self", "member", "sender"]
+Handler = Callable[[Request, Actor], Awaitable[Response]]
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    description: str
+    schema: dict[str, Any] = field(default_factory=lambda: {"type": "string"})
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    method: str
+    path: str
+    name: str
+    summary: str
+    auth: Auth
+    request: type[msgspec.Struct] | None = None
+    response: type[msgspec.Struct] | None = None
+    query: tuple[Param, ...] = ()
+    errors: tuple[int, ...] = ()
+    content_type: str = "application/json"
+
+
+ID_PATTERN_NOTE = "Opaque id returned by the server."
+TIMESTAMP = Param(
+    "timestamp",
+    "Only messages with a timestamp greater than this (unix ms). Pass the previous "
+    "answer's nextTimestamp.",
+    {"type": "string", "pattern": "^[0-9]{1,18}$"},
+)
+LIMIT = Param("limit", "Page size, 1-1000 (default 500).", {"type": "integer", "minimum": 1})
+INCLUDE = Param(
+    "include",
+    "`sent` also returns private messages the user sent to others.",
+    {"type": "string", "enum": ["sent"]},
+)
+WAIT = Param(
+    "wait",
+    "Long-poll: seconds (0-60) to wait for a message newer than `timestamp`.",
+    {"type": "integer", "minimum": 0, "maximum": 60},
+)
+USER_OP = Param("op", "block or unblock", {"type": "string", "enum": ["block", "unblock"]}, True)
+GROUP_OP = Param("op", "add or remove", {"type": "string", "enum": ["add", "remove"]}, True)
+SEND_TYPE = Param(
+    "type", "private or group", {"type": "string", "enum": ["private", "group"]}, True
+)
+
+ROUTES: tuple[RouteSpec, ...] = (
+    RouteSpec(
+        "POST",
+        "/v1/users/create",
+        "create_user",
+        "Create a user",
+        "public",
+        s.CreateUserIn,
+        s.UserOut,
+        errors=(400, 413, 429),
+    ),
+    RouteSpec(
+        "POST",
+        "/v1/users/{userId}",
+        "user_op",
+        "Block or unblock a user",
+        "self",
+        s.BlockIn,
+        s.BlockOut,
+        (USER_OP,),
+        (400, 401, 403, 404, 409, 413, 429),
+    ),
+    RouteSpec(
+        "GET",
+        "/v1/users/{userId}",
+        "get_user",
+        "A user's id and name",
+        "token",
+        None,
+        s.UserOut,
+        errors=(401, 404, 429),
+    ),
+    RouteSpec(
+        "GET",
+        "/v1/users/{userId}/groups",
+        "user_groups",
+        "Groups a user belongs to",
+        "self",
+        None,
+        s.UserGroupsOut,
+        errors=(401, 403, 404, 429),
+    ),
+    RouteSpec(
+        "GET",
+        "/v1/users/{userId}/blocked",
+        "user_blocked",
+        "Users a user blocks",
+        "self",
+        None,
+        s.BlockedOut,
+        errors=(401, 403, 404, 429),
+    ),
+    RouteSpec(
+        "POST",
+        "/v1/groups/create",
+        "create_group",
+        "Create a group",
+        "token",
+        s.CreateGroupIn,
+        s.GroupOut,
+        errors=(400, 401, 413, 429),
+    ),
+    RouteSpec(
+        "POST",
+        "/v1/groups/{groupId}",
+        "group_op",
+        "Add or remove a group member",
+        "member",
+        s.MemberIn,
+        s.MembershipOut,
+        (GROUP_OP,),
+        (400, 401, 403, 404, 409, 413, 429),
+    ),
+    RouteSpec(
+        "GET",
+        "/v1/groups/{groupId}",
+        "get_group",
+        "A group's name and members",
+        "member",
+        None,
+        s.GroupDetailsOut,
+        errors=(401, 403, 404, 429),
+    ),
+    RouteSpec(
+        "POST",
+        "/v1/messages/send",
+        "send_message",
+        "Send a private or group message",
+        "sender",
+        s.SendIn,
+        s.MessageOut,
+        (SEND_TYPE,),
+        (400, 401, 403, 404, 413, 429, 503),
+    ),
+    RouteSpec(
+        "GET",
+        "/v1/messages/{userId}",
+        "get_messages",
+        "Check a user's messages",
+        "self",
+        None,
+        s.MessagesOut,
+        (TIMESTAMP, LIMIT, INCLUDE, WAIT),
+        (400, 401, 403, 404, 429, 503),
+    ),
+    RouteSpec("GET", "/healthz", "healthz", "The process is alive", "public", None, s.HealthOut),
+    RouteSpec(
+        "GET",
+        "/readyz",
+        "readyz",
+        "Storage is reachable",
+        "public",
+        None,
+        s.HealthOut,
+        errors=(503,),
+    ),
+    RouteSpec(
+        "GET", "/metrics", "metrics", "Prometheus metrics", "public", content_type="text/plain"
+    ),
+)
+
+_request_ids = itertools.count(1)
+_process_tag = os.urandom(3).hex()
+
+
+def _query(request: Request, name: str, options: tuple[str, ...]) -> str:
+    value = request.query_params.get(name)
+    if value not in options:
+        raise errors.InvalidInput(
+            f"query parameter {name} must be one of: {', '.join(options)}", f"bad_{name}"
+        )
+    return value
+
+
+def _number(request: Request, name: str, low: int, high: int) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+        raise errors.InvalidInput(f"{name} must be a non-negative whole number", f"bad_{name}")
+    value = int(raw)
+    if not low <= value <= high:
+        raise errors.InvalidInput(f"{name} must be between {low} and {high}", f"bad_{name}")
+    return value
+
+
+class Api:
+    """The handlers, bound to one Parley instance."""
+
+    def __init__(self, parley: Parley) -> None:
+        self.parley = parley
+        self.users = parley.users
+        self.groups = parley.groups
+        self.messages = parley.messages
+        self.stats = parley.metrics
+        self.token_mode = parley.settings.token_mode
+        self.body_max = parley.settings.limits.body_max_bytes
+
+    # plumbing --------------------------------------------------------------------------
+    def endpoint(
+        self, spec: RouteSpec, handler: Handler
+    ) -> Callable[[Request], Awaitable[Response]]:
+        needs_token = self.token_mode and spec.auth != "public"
+        observe = self.stats.observe
+        name = spec.name
+
+        async def run(request: Request) -> Response:
+            started = time.perf_counter()
+            try:
+                actor = await self._actor(request) if needs_token else None
+                response = await handler(request, actor)
+            except errors.ParleyError as exc:
+                response = self.error_response(exc)
+            except Exception:
+                log.exception("unhandled error in %s", name)
+                response = JsonResponse(error_body("internal_error", "internal error"), 500)
+            response.raw_headers.append(
+                (b"x-request-id", f"{_process_tag}-{next(_request_ids)}".encode())
+            )
+            observe(name, response.status_code, time.perf_counter() - started)
+            return response
+
+        return run
+
+    @staticmethod
+    def error_response(exc: errors.ParleyError) -> JsonResponse:
+        extra = None
+        after = retry_after(exc)
+        if after is not None:
+            extra = [(b"retry-after", str(after).encode())]
+        return JsonResponse(error_body(exc.code, exc.message), status_of(exc), extra)
+
+    async def _actor(self, request: Request) -> str:
+        header = request.headers.get("authorization")
+        if not header:
+            raise errors.Unauthenticated("missing bearer token", "missing_token")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise errors.Unauthenticated("malformed authorization header", "bad_token")
+        return await self.users.authenticate(token.strip())
+
+    async def _body(self, request: Request, kind: type[B]) -> B:
+        length = request.headers.get("content-length")
+        if length is not None:
+            if not length.isdigit():
+                raise errors.InvalidInput("bad content-length", "bad_request")
+            if int(length) > self.body_max:
+                raise errors.PayloadTooLarge(f"body is larger than {self.body_max} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.body_max:
+                raise errors.PayloadTooLarge(f"body is larger than {self.body_max} bytes")
+            chunks.append(chunk)
+        try:
+            return msgspec.json.decode(b"".join(chunks), type=kind)
+        except msgspec.ValidationError as exc:
+            raise errors.InvalidInput(str(exc), "invalid_field") from None
+        except msgspec.DecodeError:
+            raise errors.InvalidInput("body is not valid JSON", "invalid_json") from None
+
+    # users -----------------------------------------------------------------------------
+    async def create_user(self, request: Request, actor: Actor) -> Response:
+        body = await self._body(request, s.CreateUserIn)
+        name = body.username if body.username is not None else body.userName
+        if name is None:
+            raise errors.InvalidInput("username is required", "missing_field")
+        created = await self.users.create(name)
+        return json_response(s.UserOut.of(created.user, created.token))
+
+    async def user_op(self, request: Request, actor: Actor) -> Response:
+        op = _query(request, "op", ("block", "unblock"))
+        body = await self._body(request, s.BlockIn)
+        user_id = request.path_params["userId"]
+        if op == "block":
+            await self.users.block(actor, user_id, body.blockedUserId)
+        else:
+            await self.users.unblock(actor, user_id, body.blockedUserId)
+        return json_response(s.BlockOut(user_id, body.blockedUserId, op == "block"))
+
+    async def get_user(self, request: Request, actor: Actor) -> Response:
+        user = await self.users.get(actor, request.path_params["userId"])
+        return json_response(s.UserOut.of(user))
+
+    async def user_groups(self, request: Request, actor: Actor) -> Response:
+        user_id = request.path_params["userId"]
+        groups = await self.groups.of_user(actor, user_id)
+        return json_response(s.UserGroupsOut(user_id, [s.GroupOut.of(g) for g in groups]))
+
+    async def user_blocked(self, request: Request, actor: Actor) -> Response:
+        user_id = request.path_params["userId"]
+        return json_response(s.BlockedOut(user_id, await self.users.blocked(actor, user_id)))
+
+    # groups ----------------------------------------------------------------------------
+    async def create_group(self, request: Request, actor: Actor) -> Response:
+        body = await self._body(request, s.CreateGroupIn)
+        group = await self.groups.create(actor, body.groupName)
+        return json_response(s.GroupOut.of(group))
+
+    async def group_op(self, request: Request, actor: Actor) -> Response:
+        op = _query(request, "op", ("add", "remove"))
+        body = await self._body(request, s.MemberIn)
+        group_id = request.path_params["groupId"]
+        if op == "add":
+            await self.groups.add(actor, group_id, body.userId)
+        else:
+            await self.groups.remove(actor, group_id, body.userId)
+        return json_response(s.MembershipOut(group_id, body.userId, op == "add"))
+
+    async def get_group(self, request: Request, actor: Actor) -> Response:
+        view = await self.groups.view(actor, request.path_params["groupId"])
+        return json_response(s.GroupDetailsOut(view.group.id, view.group.name, view.members))
+
+    # messages --------------------------------------------------------------------------
+    async def send_message(self, request: Request, actor: Actor) -> Response:
+        kind = _query(request, "type", ("private", "group"))
+        body = await self._body(request, s.SendIn)
+        if kind == "private":
+            recipient = body.receiverId if body.receiverId is not None else body.recipientId
+            field_name = "receiverId"
+        else:
+            recipient = body.groupId if body.groupId is not None else body.recipientId
+            field_name = "groupId"
+        if recipient is None:
+            raise errors.InvalidInput(f"{field_name} is required", "missing_field")
+        key = request.headers.get("idempotency-key") or body.clientMessageId
+        message = await self.messages.send(
+            actor,
+            "private" if kind == "private" else "group",
+            body.senderId,
+            recipient,
+            body.message,
+            key,
+        )
+        return json_response(s.MessageOut.of(message))
+
+    async def get_messages(self, request: Request, actor: Actor) -> Response:
+        user_id = request.path_params["userId"]
+        after = _number(request, "timestamp", 0, 10**18)
+        limit = _number(request, "limit", 1, 10**9)
+        wait = _number(request, "wait", 0, 60)
+        include = request.query_params.get("include")
+        if include not in (None, "", "sent"):
+            raise errors.InvalidInput("include must be sent", "bad_include")
+        page = await self.messages.check(
+            actor, user_id, after, limit, include == "sent", float(wait or 0)
+        )
+        return json_response(s.MessagesOut.of(page))
+
+    # operations ------------------------------------------------------------------------
+    async def healthz(self, request: Request, actor: Actor) -> Response:
+        return json_response(s.HealthOut("ok"))
+
+    async def readyz(self, request: Request, actor: Actor) -> Response:
+        checks = await self.parley.readiness()
+        ready = all(v == "ok" for v in checks.values())
+        body = s.HealthOut("ok" if ready else "unavailable", checks)
+        if ready:
+            return json_response(body)
+        return JsonResponse(encode(body), 503, [(b"retry-after", b"1")])
+
+    async def metrics(self, request: Request, actor: Actor) -> Response:
+        text = self.stats.render().encode()
+        return Response(text, media_type="text/plain; version=0.0.4")
+
+    def handler(self, spec: RouteSpec) -> Handler:
+        method: Handler = getattr(self, spec.name)
+        return method

@@ -1,0 +1,122 @@
+"""The ASGI application: routes from the table, docs, the web page, errors for the rest."""
+
+from __future__ import annotations
+
+import contextlib
+import mimetypes
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import swagger_ui_bundle
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from parley.app import Parley, build
+from parley.http.api import ROUTES, Api
+from parley.http.errors import error_body
+from parley.http.openapi import document
+from parley.http.responses import SECURITY_HEADERS, JsonResponse, encode
+from parley.logs import configure_logging
+from parley.settings import Settings
+
+STATIC = Path(__file__).resolve().parent.parent / "web" / "static"
+SWAGGER = Path(swagger_ui_bundle.swagger_ui_path)
+SWAGGER_FILES = {"swagger-ui.css", "swagger-ui-bundle.js", "index.css", "favicon-32x32.png"}
+PAGE_CSP = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+    "script-src 'self'; connect-src 'self'; frame-ancestors 'none'"
+)
+DOCS_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Parley API</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="stylesheet" href="/docs/assets/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="/docs/assets/swagger-ui-bundle.js"></script>
+<script src="/docs/assets/docs.js"></script></body></html>"""
+DOCS_JS = "window.ui = SwaggerUIBundle({url: '/openapi.json', dom_id: '#swagger-ui'});\n"
+
+
+def _file(path: Path, csp: str | None = None) -> Response:
+    media, _ = mimetypes.guess_type(path.name)
+    response = FileResponse(path, media_type=media or "application/octet-stream")
+    headers = [(k.decode(), v.decode()) for k, v in SECURITY_HEADERS if k != b"cache-control"]
+    for key, value in headers:
+        response.headers[key] = value
+    response.headers["cache-control"] = "no-cache"
+    if csp:
+        response.headers["content-security-policy"] = csp
+    return response
+
+
+def _not_found() -> JsonResponse:
+    return JsonResponse(error_body("not_found", "no such route"), 404)
+
+
+def create_app(parley: Parley) -> Starlette:
+    api = Api(parley)
+    routes: list[BaseRoute] = [
+        Route(spec.path, api.endpoint(spec, api.handler(spec)), methods=[spec.method])
+        for spec in ROUTES
+    ]
+    openapi = encode(document(parley.settings.token_mode))
+    static_files = {p.name for p in STATIC.iterdir() if p.is_file()} if STATIC.is_dir() else set()
+
+    async def openapi_json(request: Request) -> Response:
+        return JsonResponse(openapi)
+
+    async def docs(request: Request) -> Response:
+        return HTMLResponse(DOCS_PAGE, headers={"content-security-policy": PAGE_CSP})
+
+    async def docs_asset(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name == "docs.js":
+            return Response(DOCS_JS, media_type="text/javascript")
+        if name not in SWAGGER_FILES:
+            return _not_found()
+        return _file(SWAGGER / name)
+
+    async def page(request: Request) -> Response:
+        name = request.path_params.get("name", "index.html")
+        if name not in static_files:
+            return _not_found()
+        return _file(STATIC / name, PAGE_CSP)
+
+    routes += [
+        Route("/openapi.json", openapi_json, methods=["GET"]),
+        Route("/docs", docs, methods=["GET"]),
+        Route("/docs/assets/{name}", docs_asset, methods=["GET"]),
+        Route("/", page, methods=["GET"]),
+        Route("/{name}", page, methods=["GET"]),
+    ]
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        if status == 404:
+            return _not_found()
+        if status == 405:
+            return JsonResponse(error_body("method_not_allowed", "method not allowed"), 405)
+        return JsonResponse(error_body("bad_request", "bad request"), status)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await parley.start()
+        try:
+            yield
+        finally:
+            await parley.stop()
+
+    app = Starlette(
+        routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error}
+    )
+    app.state.parley = parley
+    return app
+
+
+def app_factory() -> Starlette:
+    """Entry point for the ASGI server: settings from the environment."""
+    settings = Settings.from_env()
+    configure_logging(settings.log_level)
+    return create_app(build(settings))

@@ -1,0 +1,1 @@
+"""Services hold the rules: who may do what, and what happens to the data."""

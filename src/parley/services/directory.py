@@ -1,0 +1,123 @@
+"""Users, groups, memberships and blocks, served from memory.
+
+The directory loads an entry from storage the first time it is asked for and keeps it; every
+write made through this process updates it after storage has committed. Unknown ids are not
+remembered (they are looked up again), so a user created by another process is found.
+
+A load that raced with a write is not kept: every update bumps ``_epoch``, and a loaded
+value is cached only if the epoch did not move while it was being read.
+"""
+
+from __future__ import annotations
+
+from parley.domain.models import GroupRecord, UserRecord
+from parley.storage.base import Storage
+
+
+class Directory:
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self._users: dict[str, UserRecord] = {}
+        self._groups: dict[str, GroupRecord] = {}
+        self._members: dict[str, set[str]] = {}
+        self._memberships: dict[str, set[str]] = {}
+        self._blocks: dict[str, set[str]] = {}
+        self._epoch = 0
+
+    # reads -----------------------------------------------------------------------------
+    def cached_user(self, user_id: str) -> UserRecord | None:
+        return self._users.get(user_id)
+
+    async def user(self, user_id: str) -> UserRecord | None:
+        user = self._users.get(user_id)
+        if user is None:
+            user = await self.storage.get_user(user_id)
+            if user is not None:
+                self._users[user_id] = user
+        return user
+
+    async def group(self, group_id: str) -> GroupRecord | None:
+        group = self._groups.get(group_id)
+        if group is None:
+            group = await self.storage.get_group(group_id)
+            if group is not None:
+                self._groups[group_id] = group
+        return group
+
+    async def groups_of(self, user_id: str) -> set[str]:
+        groups = self._memberships.get(user_id)
+        if groups is None:
+            epoch = self._epoch
+            groups = set(await self.storage.user_groups(user_id))
+            if epoch == self._epoch:
+                self._memberships[user_id] = groups
+        return groups
+
+    async def members_of(self, group_id: str) -> set[str]:
+        members = self._members.get(group_id)
+        if members is None:
+            epoch = self._epoch
+            members = set(await self.storage.group_members(group_id))
+            if epoch == self._epoch:
+                self._members[group_id] = members
+        return members
+
+    async def blocked_by(self, user_id: str) -> set[str]:
+        blocked = self._blocks.get(user_id)
+        if blocked is None:
+            epoch = self._epoch
+            blocked = set(await self.storage.blocked_by(user_id))
+            if epoch == self._epoch:
+                self._blocks[user_id] = blocked
+        return blocked
+
+    async def is_member(self, group_id: str, user_id: str) -> bool:
+        return group_id in await self.groups_of(user_id)
+
+    # updates after a committed write ---------------------------------------------------
+    def user_created(self, user: UserRecord) -> None:
+        self._users[user.id] = user
+        self._memberships[user.id] = set()
+        self._blocks[user.id] = set()
+
+    def group_created(self, group: GroupRecord, first_member: str | None) -> None:
+        self._groups[group.id] = group
+        self._members[group.id] = set()
+        if first_member is not None:
+            self.member_added(group.id, first_member)
+
+    def member_added(self, group_id: str, user_id: str) -> None:
+        self._epoch += 1
+        members = self._members.get(group_id)
+        if members is not None:
+            members.add(user_id)
+        groups = self._memberships.get(user_id)
+        if groups is not None:
+            groups.add(group_id)
+
+    def member_removed(self, group_id: str, user_id: str) -> None:
+        self._epoch += 1
+        members = self._members.get(group_id)
+        if members is not None:
+            members.discard(user_id)
+        groups = self._memberships.get(user_id)
+        if groups is not None:
+            groups.discard(group_id)
+
+    def block_changed(self, blocker_id: str, blocked_id: str, blocked: bool) -> None:
+        self._epoch += 1
+        current = self._blocks.get(blocker_id)
+        if current is None:
+            return
+        if blocked:
+            current.add(blocked_id)
+        else:
+            current.discard(blocked_id)
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "users": len(self._users),
+            "groups": len(self._groups),
+            "memberships": len(self._memberships),
+            "blocks": len(self._blocks),
+        }

@@ -1,0 +1,83 @@
+"""Groups and their members."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from parley.domain.models import GroupRecord, new_id
+from parley.domain.rules import Limits, check_id, clean_name
+from parley.errors import Conflict, Forbidden, NotFound
+from parley.services.access import Actor, require_self
+from parley.services.directory import Directory
+from parley.services.users import UserService
+from parley.storage.base import Storage
+
+
+@dataclass(frozen=True, slots=True)
+class GroupView:
+    group: GroupRecord
+    members: list[str]
+
+
+class GroupService:
+    def __init__(
+        self, storage: Storage, directory: Directory, users: UserService, limits: Limits
+    ) -> None:
+        self.storage = storage
+        self.directory = directory
+        self.users = users
+        self.limits = limits
+
+    async def require(self, group_id: str) -> GroupRecord:
+        group = await self.directory.group(group_id)
+        if group is None:
+            raise NotFound("group not found", "group_not_found")
+        return group
+
+    async def create(self, actor: Actor, name: str) -> GroupRecord:
+        """Create a group. In token mode its creator becomes its first member."""
+        clean = clean_name(name, "groupName", self.limits.group_name_max)
+        group = GroupRecord(new_id("g_"), clean)
+        await self.storage.create_group(group, actor)
+        self.directory.group_created(group, actor)
+        return group
+
+    async def _require_member(self, actor: Actor, group_id: str) -> None:
+        if actor is not None and not await self.directory.is_member(group_id, actor):
+            raise Forbidden("you are not a member of this group", "not_a_member")
+
+    async def add(self, actor: Actor, group_id: str, user_id: str) -> None:
+        check_id(user_id, "userId")
+        await self.require(group_id)
+        await self._require_member(actor, group_id)
+        await self.users.require(user_id)
+        if await self.directory.is_member(group_id, user_id):
+            raise Conflict("user is already a member", "already_member")
+        if not await self.storage.add_member(group_id, user_id):
+            raise Conflict("user is already a member", "already_member")
+        self.directory.member_added(group_id, user_id)
+
+    async def remove(self, actor: Actor, group_id: str, user_id: str) -> None:
+        check_id(user_id, "userId")
+        await self.require(group_id)
+        if actor != user_id:  # anyone may leave; removing others needs membership
+            await self._require_member(actor, group_id)
+        await self.users.require(user_id)
+        if not await self.storage.remove_member(group_id, user_id):
+            raise Conflict("user is not a member", "not_in_group")
+        self.directory.member_removed(group_id, user_id)
+
+    async def view(self, actor: Actor, group_id: str) -> GroupView:
+        group = await self.require(group_id)
+        await self._require_member(actor, group_id)
+        return GroupView(group, sorted(await self.directory.members_of(group_id)))
+
+    async def of_user(self, actor: Actor, user_id: str) -> list[GroupRecord]:
+        require_self(actor, user_id)
+        await self.users.require(user_id)
+        groups = []
+        for group_id in sorted(await self.directory.groups_of(user_id)):
+            group = await self.directory.group(group_id)
+            if group is not None:
+                groups.append(group)
+        return groups

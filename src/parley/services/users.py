@@ -1,0 +1,79 @@
+"""Accounts, authentication and blocking."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from parley.domain.models import UserRecord, new_id
+from parley.domain.rules import Limits, check_id, clean_name
+from parley.errors import Conflict, NotFound, Unauthenticated
+from parley.services.access import Actor, new_token, require_self, split_token, token_matches
+from parley.services.directory import Directory
+from parley.storage.base import Storage
+
+
+@dataclass(frozen=True, slots=True)
+class NewUser:
+    user: UserRecord
+    token: str | None
+
+
+class UserService:
+    def __init__(
+        self, storage: Storage, directory: Directory, limits: Limits, token_mode: bool
+    ) -> None:
+        self.storage = storage
+        self.directory = directory
+        self.limits = limits
+        self.token_mode = token_mode
+
+    async def create(self, username: str) -> NewUser:
+        name = clean_name(username, "username", self.limits.username_max)
+        user_id = new_id("u_")
+        token, token_hash = new_token(user_id) if self.token_mode else (None, None)
+        user = UserRecord(user_id, name, token_hash)
+        await self.storage.create_user(user)
+        self.directory.user_created(user)
+        return NewUser(user, token)
+
+    async def authenticate(self, token: str) -> str:
+        """The id of the user a bearer token belongs to."""
+        user_id, secret = split_token(token)
+        user = await self.directory.user(user_id)
+        if user is None or not token_matches(secret, user.token_hash):
+            raise Unauthenticated("unknown token", "bad_token")
+        return user_id
+
+    async def get(self, actor: Actor, user_id: str) -> UserRecord:
+        return await self.require(user_id)
+
+    async def require(self, user_id: str, what: str = "user") -> UserRecord:
+        user = await self.directory.user(user_id)
+        if user is None:
+            raise NotFound(f"{what} not found", f"{what.replace(' ', '_')}_not_found")
+        return user
+
+    async def block(self, actor: Actor, user_id: str, blocked_id: str) -> None:
+        require_self(actor, user_id)
+        check_id(blocked_id, "blockedUserId")
+        await self.require(user_id)
+        await self.require(blocked_id, "blocked user")
+        if blocked_id in await self.directory.blocked_by(user_id):
+            raise Conflict("user is already blocked", "already_blocked")
+        if not await self.storage.add_block(user_id, blocked_id):
+            raise Conflict("user is already blocked", "already_blocked")
+        self.directory.block_changed(user_id, blocked_id, True)
+
+    async def unblock(self, actor: Actor, user_id: str, blocked_id: str) -> None:
+        require_self(actor, user_id)
+        check_id(blocked_id, "blockedUserId")
+        await self.require(user_id)
+        await self.require(blocked_id, "blocked user")
+        if not await self.storage.remove_block(user_id, blocked_id):
+            raise Conflict("user is not blocked", "not_blocked")
+        self.directory.block_changed(user_id, blocked_id, False)
+
+    async def blocked(self, actor: Actor, user_id: str) -> list[str]:
+        require_self(actor, user_id)
+        await self.require(user_id)
+        return sorted(await self.directory.blocked_by(user_id))

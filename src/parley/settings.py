@@ -1,0 +1,138 @@
+"""Settings, read once from ``PARLEY_*`` environment variables into typed groups.
+
+The command line (``parley serve --port 9000``) writes its flags into the same variables,
+so server worker processes, the CLI and tests all build from one place:
+:func:`Settings.from_env`. Every setting, its variable and its default is listed in
+``SETTINGS`` (the README's table is generated from the same facts).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from parley.domain.rules import Limits
+
+
+class SettingsError(ValueError):
+    """A setting has a value Parley cannot use; the message names the variable."""
+
+
+STORAGE_KINDS = ("sqlite", "memory", "postgres", "dynamodb")
+AUTH_MODES = ("token", "none")
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    enabled: bool = True
+    requests_per_minute: int = 6000  # per token, all calls
+    address_per_minute: int = 12000  # per client address, all calls
+    creates_per_hour: int = 600  # account and group creations per address
+    sends_per_minute: int = 1200  # sends per token
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    data_dir: Path = Path("parley-data")
+    auth: str = "token"
+    storage: str = "sqlite"
+    sqlite_synchronous: str = "FULL"
+    database_url: str = ""
+    redis_url: str = ""
+    redis_prefix: str = "parley:"
+    log_level: str = "info"
+    access_log: bool = False
+    request_timeout: float = 30.0
+    limits: Limits = field(default_factory=Limits)
+    rate_limits: RateLimits = field(default_factory=RateLimits)
+
+    @property
+    def token_mode(self) -> bool:
+        return self.auth == "token"
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "parley.db"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        read = _Reader(env)
+        settings = cls(
+            host=read.text("PARLEY_HOST", "127.0.0.1"),
+            port=read.integer("PARLEY_PORT", 8080, 0, 65535),
+            workers=read.integer("PARLEY_WORKERS", 1, 1, 64),
+            data_dir=Path(read.text("PARLEY_DATA_DIR", "parley-data")),
+            auth=read.choice("PARLEY_AUTH", "token", AUTH_MODES),
+            storage=read.choice("PARLEY_STORAGE", "sqlite", STORAGE_KINDS),
+            sqlite_synchronous=read.choice(
+                "PARLEY_SQLITE_SYNCHRONOUS", "FULL", ("FULL", "NORMAL", "EXTRA")
+            ),
+            database_url=read.text("PARLEY_DATABASE_URL", ""),
+            redis_url=read.text("PARLEY_REDIS_URL", ""),
+            redis_prefix=read.text("PARLEY_REDIS_PREFIX", "parley:"),
+            log_level=read.choice(
+                "PARLEY_LOG_LEVEL", "info", ("debug", "info", "warning", "error")
+            ),
+            access_log=read.flag("PARLEY_ACCESS_LOG", False),
+            request_timeout=float(read.integer("PARLEY_REQUEST_TIMEOUT", 30, 1, 3600)),
+            limits=Limits(
+                username_max=read.integer("PARLEY_MAX_USERNAME", 64, 1, 10_000),
+                group_name_max=read.integer("PARLEY_MAX_GROUP_NAME", 128, 1, 10_000),
+                message_max=read.integer("PARLEY_MAX_MESSAGE", 4096, 1, 1_000_000),
+                body_max_bytes=read.integer("PARLEY_MAX_BODY", 64 * 1024, 256, 16 * 1024 * 1024),
+                page_default=read.integer("PARLEY_PAGE_DEFAULT", 500, 1, 1000),
+                page_max=read.integer("PARLEY_PAGE_MAX", 1000, 1, 10_000),
+            ),
+            rate_limits=RateLimits(
+                enabled=read.flag("PARLEY_RATE_LIMITS", True),
+                requests_per_minute=read.integer("PARLEY_RATE_TOKEN_PER_MINUTE", 6000, 1, 10**9),
+                address_per_minute=read.integer("PARLEY_RATE_ADDRESS_PER_MINUTE", 12000, 1, 10**9),
+                creates_per_hour=read.integer("PARLEY_RATE_CREATES_PER_HOUR", 600, 1, 10**9),
+                sends_per_minute=read.integer("PARLEY_RATE_SENDS_PER_MINUTE", 1200, 1, 10**9),
+            ),
+        )
+        if settings.storage == "postgres" and not settings.database_url:
+            raise SettingsError("PARLEY_STORAGE=postgres needs PARLEY_DATABASE_URL")
+        return settings
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def text(self, name: str, default: str) -> str:
+        return self.env.get(name, default).strip() or default
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        raw = self.env.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SettingsError(f"{name} must be a whole number, not {raw!r}") from None
+        if not low <= value <= high:
+            raise SettingsError(f"{name} must be between {low} and {high}, not {value}")
+        return value
+
+    def choice(self, name: str, default: str, options: tuple[str, ...]) -> str:
+        value = self.text(name, default)
+        if value not in options:
+            raise SettingsError(f"{name} must be one of {', '.join(options)}, not {value!r}")
+        return value
+
+    def flag(self, name: str, default: bool) -> bool:
+        raw = self.env.get(name, "").strip().lower()
+        if not raw:
+            return default
+        if raw in ("1", "true", "on", "yes"):
+            return True
+        if raw in ("0", "false", "off", "no"):
+            return False
+        raise SettingsError(f"{name} must be on or off, not {raw!r}")

@@ -1,0 +1,1 @@
+"""Storage: one port (``base.Storage``) and one adapter per backend."""

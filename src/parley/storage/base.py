@@ -1,0 +1,171 @@
+"""The storage port.
+
+Every backend implements :class:`Storage`. The in-memory adapter is the reference; the
+contract suite in ``tests/integration/test_storage_contract.py`` runs against every adapter.
+
+Writes that can conflict are conditional and say whether they changed anything
+(``add_member`` returns False when the user already was a member), so the rules hold
+even when several processes write at once. Paging over messages is implemented once,
+here, on top of two primitives each adapter provides (``_page_rows`` and ``_rows_at``).
+"""
+
+from __future__ import annotations
+
+import functools
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, ParamSpec, TypeVar
+
+import msgspec
+
+from parley.domain.models import GroupRecord, Message, MessageType, Page, UserRecord
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class MessageDraft(msgspec.Struct, frozen=True):
+    """A message before storage gives it a timestamp and a sequence number."""
+
+    id: str
+    type: MessageType
+    sender_id: str
+    recipient_id: str
+    body: str
+    send_key: str | None = None  # the sender's idempotency key, if any
+
+
+class Storage(ABC):
+    """What Parley needs from a database. All methods may raise ``Unavailable``."""
+
+    name = "storage"
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+
+    # lifecycle -------------------------------------------------------------------------
+    async def open(self) -> None:  # noqa: B027 - optional hook
+        """Connect, create or migrate the schema."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections and threads."""
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """Raise ``Unavailable`` when the backend cannot serve requests."""
+
+    @abstractmethod
+    async def last_position(self) -> int:
+        """The largest message timestamp stored (0 when there is none)."""
+
+    # users -----------------------------------------------------------------------------
+    @abstractmethod
+    async def create_user(self, user: UserRecord) -> None: ...
+
+    @abstractmethod
+    async def get_user(self, user_id: str) -> UserRecord | None: ...
+
+    # groups ----------------------------------------------------------------------------
+    @abstractmethod
+    async def create_group(self, group: GroupRecord, first_member: str | None) -> None: ...
+
+    @abstractmethod
+    async def get_group(self, group_id: str) -> GroupRecord | None: ...
+
+    @abstractmethod
+    async def add_member(self, group_id: str, user_id: str) -> bool:
+        """Add a membership; False if it already existed."""
+
+    @abstractmethod
+    async def remove_member(self, group_id: str, user_id: str) -> bool:
+        """Remove a membership; False if there was none."""
+
+    @abstractmethod
+    async def group_members(self, group_id: str) -> list[str]: ...
+
+    @abstractmethod
+    async def user_groups(self, user_id: str) -> list[str]: ...
+
+    # blocks ----------------------------------------------------------------------------
+    @abstractmethod
+    async def add_block(self, blocker_id: str, blocked_id: str) -> bool:
+        """Record that blocker blocks blocked; False if it already did."""
+
+    @abstractmethod
+    async def remove_block(self, blocker_id: str, blocked_id: str) -> bool:
+        """Lift a block; False if there was none."""
+
+    @abstractmethod
+    async def blocked_by(self, blocker_id: str) -> list[str]:
+        """The users ``blocker_id`` blocks."""
+
+    # messages --------------------------------------------------------------------------
+    @abstractmethod
+    async def append_message(self, draft: MessageDraft) -> tuple[Message, bool]:
+        """Store a message durably and return it with its timestamp.
+
+        With a ``send_key``, a second append with the same sender and key stores nothing and
+        returns the first message with ``False``.
+        """
+
+    @abstractmethod
+    async def find_send(self, sender_id: str, send_key: str) -> Message | None:
+        """The message stored earlier under this sender's idempotency key, if any."""
+
+    @abstractmethod
+    async def _page_rows(
+        self, recipients: Sequence[str], sent_by: str | None, after: int, limit: int
+    ) -> tuple[list[Message], int]:
+        """Messages with ``after < ts <= frontier`` in (ts, seq) order, at most ``limit``,
+        and the frontier used, read consistently with those rows.
+
+        A message belongs to the answer when its ``recipient_id`` is in ``recipients``, or,
+        with ``sent_by``, when it is a private message sent by that user.
+        """
+
+    @abstractmethod
+    async def _rows_at(
+        self, recipients: Sequence[str], sent_by: str | None, ts: int
+    ) -> list[Message]:
+        """Every message of the answer set with exactly this timestamp, in seq order."""
+
+    async def read_messages(
+        self, recipients: Sequence[str], sent_by: str | None, after: int | None, limit: int
+    ) -> Page:
+        """A page of messages newer than ``after``. Pages never split one timestamp."""
+        start = -1 if after is None else after
+        rows, frontier = await self._page_rows(recipients, sent_by, start, limit + 1)
+        if len(rows) <= limit:
+            return Page(rows, max(frontier, start, 0), False)
+        boundary = rows[limit].ts
+        kept = [m for m in rows[:limit] if m.ts < boundary]
+        if kept:
+            return Page(kept, kept[-1].ts, True)
+        # More than `limit` messages share one millisecond: return all of them at once.
+        same = await self._rows_at(recipients, sent_by, boundary)
+        return Page(same, boundary, True)
+
+
+def counted(cls: type[Storage]) -> type[Storage]:
+    """Count every call of the port's operations in ``self.calls`` (for metrics and tests)."""
+    names = [
+        name
+        for name, value in vars(Storage).items()
+        if callable(value) and not name.startswith("_") and name not in ("open", "close")
+    ]
+    for name in names:
+        original = getattr(cls, name, None)
+        if original is None:
+            continue
+        setattr(cls, name, _counting(name, original))
+    return cls
+
+
+def _counting(name: str, method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    @functools.wraps(method)
+    async def wrapper(self: Storage, *args: Any, **kwargs: Any) -> Any:
+        self.calls[name] += 1
+        return await method(self, *args, **kwargs)
+
+    return wrapper

@@ -1,0 +1,163 @@
+"""The in-memory adapter: the reference behaviour every other adapter must match.
+
+Nothing survives a restart. Writes commit instantly, so positions finish in the order they
+begin; the tracker still bounds reads by the frontier, exactly as the SQLite adapter does.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from bisect import bisect_right
+from collections.abc import Iterator, Sequence
+
+from parley.domain.models import GroupRecord, Message, UserRecord
+from parley.domain.positions import PositionTracker
+from parley.storage.base import MessageDraft, Storage, counted
+
+
+@counted
+class MemoryStorage(Storage):
+    name = "memory"
+
+    def __init__(self, positions: PositionTracker | None = None) -> None:
+        super().__init__()
+        self.positions = positions or PositionTracker()
+        self._users: dict[str, UserRecord] = {}
+        self._groups: dict[str, GroupRecord] = {}
+        self._members: dict[str, set[str]] = {}
+        self._memberships: dict[str, set[str]] = {}
+        self._blocks: dict[str, set[str]] = {}
+        self._inbox: dict[str, list[Message]] = {}  # recipient id -> messages by (ts, seq)
+        self._sent: dict[str, list[Message]] = {}  # sender id -> private messages sent
+        self._sends: dict[tuple[str, str], Message] = {}
+        self._seq = itertools.count(1)
+        self._last_ts = 0
+
+    async def ping(self) -> None:
+        return None
+
+    async def last_position(self) -> int:
+        return self._last_ts
+
+    async def create_user(self, user: UserRecord) -> None:
+        self._users[user.id] = user
+
+    async def get_user(self, user_id: str) -> UserRecord | None:
+        return self._users.get(user_id)
+
+    async def create_group(self, group: GroupRecord, first_member: str | None) -> None:
+        self._groups[group.id] = group
+        self._members[group.id] = set()
+        if first_member is not None:
+            self._add(group.id, first_member)
+
+    async def get_group(self, group_id: str) -> GroupRecord | None:
+        return self._groups.get(group_id)
+
+    def _add(self, group_id: str, user_id: str) -> bool:
+        members = self._members.setdefault(group_id, set())
+        if user_id in members:
+            return False
+        members.add(user_id)
+        self._memberships.setdefault(user_id, set()).add(group_id)
+        return True
+
+    async def add_member(self, group_id: str, user_id: str) -> bool:
+        return self._add(group_id, user_id)
+
+    async def remove_member(self, group_id: str, user_id: str) -> bool:
+        members = self._members.get(group_id, set())
+        if user_id not in members:
+            return False
+        members.discard(user_id)
+        self._memberships.get(user_id, set()).discard(group_id)
+        return True
+
+    async def group_members(self, group_id: str) -> list[str]:
+        return sorted(self._members.get(group_id, ()))
+
+    async def user_groups(self, user_id: str) -> list[str]:
+        return sorted(self._memberships.get(user_id, ()))
+
+    async def add_block(self, blocker_id: str, blocked_id: str) -> bool:
+        blocked = self._blocks.setdefault(blocker_id, set())
+        if blocked_id in blocked:
+            return False
+        blocked.add(blocked_id)
+        return True
+
+    async def remove_block(self, blocker_id: str, blocked_id: str) -> bool:
+        blocked = self._blocks.get(blocker_id, set())
+        if blocked_id not in blocked:
+            return False
+        blocked.discard(blocked_id)
+        return True
+
+    async def blocked_by(self, blocker_id: str) -> list[str]:
+        return sorted(self._blocks.get(blocker_id, ()))
+
+    async def append_message(self, draft: MessageDraft) -> tuple[Message, bool]:
+        if draft.send_key is not None:
+            earlier = self._sends.get((draft.sender_id, draft.send_key))
+            if earlier is not None:
+                return earlier, False
+        ts = self.positions.begin()
+        try:
+            message = Message(
+                id=draft.id,
+                type=draft.type,
+                sender_id=draft.sender_id,
+                recipient_id=draft.recipient_id,
+                body=draft.body,
+                ts=ts,
+                seq=next(self._seq),
+            )
+            self._inbox.setdefault(message.recipient_id, []).append(message)
+            if message.type == "private":
+                self._sent.setdefault(message.sender_id, []).append(message)
+            if draft.send_key is not None:
+                self._sends[(draft.sender_id, draft.send_key)] = message
+            self._last_ts = max(self._last_ts, ts)
+        finally:
+            self.positions.finish(ts)
+        return message, True
+
+    async def find_send(self, sender_id: str, send_key: str) -> Message | None:
+        return self._sends.get((sender_id, send_key))
+
+    def _streams(self, recipients: Sequence[str], sent_by: str | None) -> list[list[Message]]:
+        streams = [self._inbox.get(r, []) for r in dict.fromkeys(recipients)]
+        if sent_by is not None:
+            streams.append(self._sent.get(sent_by, []))
+        return streams
+
+    def _merged(
+        self, recipients: Sequence[str], sent_by: str | None, after: int
+    ) -> Iterator[Message]:
+        parts = []
+        for stream in self._streams(recipients, sent_by):
+            start = bisect_right(stream, after, key=lambda m: m.ts)
+            parts.append(itertools.islice(stream, start, None))
+        seen: set[int] = set()
+        for message in heapq.merge(*parts, key=lambda m: (m.ts, m.seq)):
+            if message.seq not in seen:  # a private message to oneself is in both streams
+                seen.add(message.seq)
+                yield message
+
+    async def _page_rows(
+        self, recipients: Sequence[str], sent_by: str | None, after: int, limit: int
+    ) -> tuple[list[Message], int]:
+        frontier = self.positions.frontier()
+        rows: list[Message] = []
+        for message in self._merged(recipients, sent_by, after):
+            if message.ts > frontier or len(rows) >= limit:
+                break
+            rows.append(message)
+        return rows, frontier
+
+    async def _rows_at(
+        self, recipients: Sequence[str], sent_by: str | None, ts: int
+    ) -> list[Message]:
+        merged = self._merged(recipients, sent_by, ts - 1)
+        return list(itertools.takewhile(lambda m: m.ts == ts, merged))

@@ -1,0 +1,424 @@
+"""The SQLite adapter: the embedded default.
+
+* One dedicated writer thread owns the only write connection. Writes queue up and commit in
+  batches (group commit): one transaction per batch, one savepoint per operation, so a
+  failing operation never takes the others down. A write is acknowledged only after its
+  batch's COMMIT returned.
+* Reads run on the event loop thread on a separate read-only connection (WAL mode lets
+  them proceed while the writer commits). Point reads take microseconds, so running them
+  inline is cheaper than any hop to a thread.
+* Message timestamps come from the process's :class:`PositionTracker` when the write is
+  queued and are finished when its batch has committed; reads return only messages at or
+  below the tracker's frontier.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from parley.domain.models import GroupRecord, Message, UserRecord
+from parley.domain.positions import PositionTracker
+from parley.errors import Unavailable
+from parley.storage.base import MessageDraft, Storage, counted
+
+log = logging.getLogger("parley.storage.sqlite")
+
+T = TypeVar("T")
+Op = Callable[[sqlite3.Connection], Any]
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE users (
+        id TEXT PRIMARY KEY,
+        username TEXT NOT NULL,
+        token_hash BLOB
+    ) WITHOUT ROWID;
+    CREATE TABLE groups (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE members (
+        group_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        PRIMARY KEY (group_id, user_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX members_by_user ON members (user_id, group_id);
+    CREATE TABLE blocks (
+        blocker_id TEXT NOT NULL,
+        blocked_id TEXT NOT NULL,
+        PRIMARY KEY (blocker_id, blocked_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE messages (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        type TEXT NOT NULL,
+        sender_id TEXT NOT NULL,
+        recipient_id TEXT NOT NULL,
+        body TEXT NOT NULL,
+        ts INTEGER NOT NULL,
+        send_key TEXT
+    );
+    CREATE INDEX messages_by_recipient ON messages (recipient_id, ts, seq);
+    CREATE INDEX messages_sent_private ON messages (sender_id, ts, seq)
+        WHERE type = 'private';
+    CREATE UNIQUE INDEX messages_send_key ON messages (sender_id, send_key)
+        WHERE send_key IS NOT NULL;
+    """,
+)
+
+MESSAGE_COLUMNS = "id, type, sender_id, recipient_id, body, ts, seq"
+
+
+class _Job:
+    __slots__ = ("future", "op")
+
+    def __init__(self, op: Op, future: asyncio.Future[Any]) -> None:
+        self.op = op
+        self.future = future
+
+
+def _resolve(batch: list[_Job], results: list[tuple[bool, Any]]) -> None:
+    for job, (ok, value) in zip(batch, results, strict=True):
+        if job.future.done():
+            continue
+        if ok:
+            job.future.set_result(value)
+        else:
+            job.future.set_exception(value)
+
+
+class _Writer(threading.Thread):
+    """Owns the write connection; runs queued operations in group-committed batches."""
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection], max_batch: int) -> None:
+        super().__init__(name="parley-sqlite-writer", daemon=True)
+        self._connect = connect
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.batches = 0
+
+    def submit(self, op: Op) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.put(_Job(op, future))
+        return future
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self.join(timeout=10)
+
+    def run(self) -> None:
+        conn = self._connect()
+        try:
+            stopping = False
+            while not stopping:
+                first = self._queue.get()
+                if first is None:
+                    break
+                batch = [first]
+                while len(batch) < self._max_batch:
+                    try:
+                        job = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if job is None:
+                        stopping = True
+                        break
+                    batch.append(job)
+                results = self._run_batch(conn, batch)
+                self.batches += 1
+                loop = self._loop
+                if loop is not None and not loop.is_closed():
+                    loop.call_soon_threadsafe(_resolve, batch, results)
+        finally:
+            conn.close()
+
+    @staticmethod
+    def _run_batch(conn: sqlite3.Connection, batch: list[_Job]) -> list[tuple[bool, Any]]:
+        results: list[tuple[bool, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for job in batch:
+                conn.execute("SAVEPOINT op")
+                try:
+                    value = job.op(conn)
+                except Exception as exc:  # the operation's own failure, reported to it alone
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    results.append((False, exc))
+                else:
+                    conn.execute("RELEASE op")
+                    results.append((True, value))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            log.error("sqlite batch failed: %s", exc)
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            failure = Unavailable("storage write failed", retry_after=1)
+            return [(False, failure)] * len(batch)
+        return results
+
+
+def _message(row: tuple[Any, ...]) -> Message:
+    return Message(*row)
+
+
+@counted
+class SqliteStorage(Storage):
+    name = "sqlite"
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        synchronous: str = "FULL",
+        positions: PositionTracker | None = None,
+        max_batch: int = 1024,
+    ) -> None:
+        super().__init__()
+        self.path = path
+        self.synchronous = synchronous
+        self.positions = positions or PositionTracker()
+        self._max_batch = max_batch
+        self._writer: _Writer | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._last_ts = 0
+
+    # lifecycle -------------------------------------------------------------------------
+    def _connect(self, *, readonly: bool = False) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        conn.execute("PRAGMA foreign_keys=OFF")
+        conn.execute("PRAGMA cache_size=-65536")
+        if readonly:
+            conn.execute("PRAGMA query_only=1")
+        return conn
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        setup = self._connect()
+        try:
+            self._migrate(setup)
+            (last,) = setup.execute("SELECT COALESCE(MAX(ts), 0) FROM messages").fetchone()
+        finally:
+            setup.close()
+        self._last_ts = int(last)
+        # Timestamps never go back across a restart, even if the wall clock did.
+        self.positions.advance(self._last_ts + 1)
+        self._reader = self._connect(readonly=True)
+        self._writer = _Writer(self._connect, self._max_batch)
+        self._writer.start()
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> None:
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            conn.executescript(
+                f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version={number};\nCOMMIT;"
+            )
+            log.info("sqlite schema migrated to version %d", number)
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            await asyncio.to_thread(self._writer.stop)
+            self._writer = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    @property
+    def batches(self) -> int:
+        return self._writer.batches if self._writer else 0
+
+    # plumbing --------------------------------------------------------------------------
+    def _read(self) -> sqlite3.Connection:
+        if self._reader is None:
+            raise Unavailable("storage is not open")
+        return self._reader
+
+    async def _write(self, op: Op) -> Any:
+        if self._writer is None:
+            raise Unavailable("storage is not open")
+        return await self._writer.submit(op)
+
+    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        try:
+            return self._read().execute(sql, args).fetchall()
+        except sqlite3.OperationalError as exc:
+            log.error("sqlite read failed: %s", exc)
+            raise Unavailable("storage read failed") from exc
+
+    async def ping(self) -> None:
+        self._query("SELECT 1")
+        if self._writer is None or not self._writer.is_alive():
+            raise Unavailable("storage writer is not running")
+
+    async def last_position(self) -> int:
+        return self._last_ts
+
+    # users -----------------------------------------------------------------------------
+    async def create_user(self, user: UserRecord) -> None:
+        await self._write(
+            lambda c: c.execute(
+                "INSERT INTO users (id, username, token_hash) VALUES (?, ?, ?)",
+                (user.id, user.username, user.token_hash),
+            )
+        )
+
+    async def get_user(self, user_id: str) -> UserRecord | None:
+        rows = self._query("SELECT id, username, token_hash FROM users WHERE id = ?", (user_id,))
+        return UserRecord(*rows[0]) if rows else None
+
+    # groups ----------------------------------------------------------------------------
+    async def create_group(self, group: GroupRecord, first_member: str | None) -> None:
+        def op(c: sqlite3.Connection) -> None:
+            c.execute("INSERT INTO groups (id, name) VALUES (?, ?)", (group.id, group.name))
+            if first_member is not None:
+                c.execute(
+                    "INSERT INTO members (group_id, user_id) VALUES (?, ?)",
+                    (group.id, first_member),
+                )
+
+        await self._write(op)
+
+    async def get_group(self, group_id: str) -> GroupRecord | None:
+        rows = self._query("SELECT id, name FROM groups WHERE id = ?", (group_id,))
+        return GroupRecord(*rows[0]) if rows else None
+
+    async def _changes(self, sql: str, args: tuple[str, str]) -> bool:
+        changed: int = await self._write(lambda c: c.execute(sql, args).rowcount)
+        return changed > 0
+
+    async def add_member(self, group_id: str, user_id: str) -> bool:
+        return await self._changes(
+            "INSERT OR IGNORE INTO members (group_id, user_id) VALUES (?, ?)", (group_id, user_id)
+        )
+
+    async def remove_member(self, group_id: str, user_id: str) -> bool:
+        return await self._changes(
+            "DELETE FROM members WHERE group_id = ? AND user_id = ?", (group_id, user_id)
+        )
+
+    async def group_members(self, group_id: str) -> list[str]:
+        rows = self._query(
+            "SELECT user_id FROM members WHERE group_id = ? ORDER BY user_id", (group_id,)
+        )
+        return [r[0] for r in rows]
+
+    async def user_groups(self, user_id: str) -> list[str]:
+        rows = self._query(
+            "SELECT group_id FROM members WHERE user_id = ? ORDER BY group_id", (user_id,)
+        )
+        return [r[0] for r in rows]
+
+    # blocks ----------------------------------------------------------------------------
+    async def add_block(self, blocker_id: str, blocked_id: str) -> bool:
+        return await self._changes(
+            "INSERT OR IGNORE INTO blocks (blocker_id, blocked_id) VALUES (?, ?)",
+            (blocker_id, blocked_id),
+        )
+
+    async def remove_block(self, blocker_id: str, blocked_id: str) -> bool:
+        return await self._changes(
+            "DELETE FROM blocks WHERE blocker_id = ? AND blocked_id = ?", (blocker_id, blocked_id)
+        )
+
+    async def blocked_by(self, blocker_id: str) -> list[str]:
+        rows = self._query(
+            "SELECT blocked_id FROM blocks WHERE blocker_id = ? ORDER BY blocked_id",
+            (blocker_id,),
+        )
+        return [r[0] for r in rows]
+
+    # messages --------------------------------------------------------------------------
+    async def append_message(self, draft: MessageDraft) -> tuple[Message, bool]:
+        ts = self.positions.begin()
+
+        def op(c: sqlite3.Connection) -> tuple[Message, bool]:
+            if draft.send_key is not None:
+                row = c.execute(
+                    f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE sender_id = ? AND send_key = ?",
+                    (draft.sender_id, draft.send_key),
+                ).fetchone()
+                if row is not None:
+                    return _message(row), False
+            cursor = c.execute(
+                "INSERT INTO messages (id, type, sender_id, recipient_id, body, ts, send_key)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    draft.id,
+                    draft.type,
+                    draft.sender_id,
+                    draft.recipient_id,
+                    draft.body,
+                    ts,
+                    draft.send_key,
+                ),
+            )
+            seq = cursor.lastrowid or 0
+            message = Message(
+                draft.id, draft.type, draft.sender_id, draft.recipient_id, draft.body, ts, seq
+            )
+            return message, True
+
+        try:
+            result: tuple[Message, bool] = await self._write(op)
+        finally:
+            self.positions.finish(ts)
+        if result[1] and ts > self._last_ts:
+            self._last_ts = ts
+        return result
+
+    async def find_send(self, sender_id: str, send_key: str) -> Message | None:
+        rows = self._query(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE sender_id = ? AND send_key = ?",
+            (sender_id, send_key),
+        )
+        return _message(rows[0]) if rows else None
+
+    @staticmethod
+    def _selection(
+        recipients: Sequence[str], sent_by: str | None, condition: str
+    ) -> tuple[str, list[Any]]:
+        marks = ",".join("?" * len(recipients))
+        sql = (
+            f"SELECT {MESSAGE_COLUMNS} FROM messages"
+            f" WHERE recipient_id IN ({marks}) AND {condition}"
+        )
+        if sent_by is not None:
+            sql += (
+                f" UNION SELECT {MESSAGE_COLUMNS} FROM messages"
+                f" WHERE sender_id = ? AND type = 'private' AND {condition}"
+            )
+        return sql, list(recipients)
+
+    async def _page_rows(
+        self, recipients: Sequence[str], sent_by: str | None, after: int, limit: int
+    ) -> tuple[list[Message], int]:
+        frontier = self.positions.frontier()
+        sql, args = self._selection(recipients, sent_by, "ts > ? AND ts <= ?")
+        args += [after, frontier]
+        if sent_by is not None:
+            args += [sent_by, after, frontier]
+        rows = self._query(sql + " ORDER BY ts, seq LIMIT ?", [*args, limit])
+        return [_message(r) for r in rows], frontier
+
+    async def _rows_at(
+        self, recipients: Sequence[str], sent_by: str | None, ts: int
+    ) -> list[Message]:
+        sql, args = self._selection(recipients, sent_by, "ts = ?")
+        args.append(ts)
+        if sent_by is not None:
+            args += [sent_by, ts]
+        rows = self._query(sql + " ORDER BY ts, seq", args)
+        return [_message(r) for r in rows]
