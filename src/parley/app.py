@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from parley.cache.changes import ChangeCache
+from parley.cache.changes import Changes, LocalChanges
 from parley.http.metrics import Metrics
 from parley.services.directory import Directory
 from parley.services.groups import GroupService
@@ -35,7 +35,7 @@ class Parley:
     settings: Settings
     storage: Storage
     directory: Directory
-    changes: ChangeCache
+    changes: Changes
     users: UserService
     groups: GroupService
     messages: MessageService
@@ -44,7 +44,7 @@ class Parley:
 
     async def start(self) -> None:
         await self.storage.open()
-        self.changes.earliest = await self.storage.last_position()
+        await self.changes.start(await self.storage.last_position())
 
     async def stop(self) -> None:
         await self.storage.close()
@@ -63,7 +63,7 @@ class Parley:
 def build(settings: Settings, storage: Storage | None = None) -> Parley:
     storage = storage if storage is not None else make_storage(settings)
     directory = Directory(storage)
-    changes = ChangeCache(earliest=0)
+    changes = LocalChanges()
     users = UserService(storage, directory, settings.limits, settings.token_mode)
     groups = GroupService(storage, directory, users, settings.limits)
     notifier = Notifier()

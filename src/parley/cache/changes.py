@@ -13,7 +13,18 @@ an eviction can make it say "maybe" more often but can never hide a change.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Protocol
+
+
+class Changes(Protocol):
+    """Where services record and ask about stream changes (local, or shared via Redis)."""
+
+    async def start(self, earliest: int) -> None: ...
+
+    async def marked(self, marks: Sequence[tuple[str, int]]) -> None: ...
+
+    async def changed(self, streams: Sequence[str], after: int) -> bool: ...
 
 
 class ChangeCache:
@@ -54,3 +65,20 @@ class ChangeCache:
 def sent_stream(user_id: str) -> str:
     """The stream of private messages a user sent (read with ``include=sent``)."""
     return "sent:" + user_id
+
+
+class LocalChanges:
+    """:class:`Changes` for one process: a :class:`ChangeCache` in memory."""
+
+    def __init__(self, max_entries: int = 1_000_000) -> None:
+        self.cache = ChangeCache(earliest=0, max_entries=max_entries)
+
+    async def start(self, earliest: int) -> None:
+        self.cache.earliest = earliest
+
+    async def marked(self, marks: Sequence[tuple[str, int]]) -> None:
+        for stream, ts in marks:
+            self.cache.mark(stream, ts)
+
+    async def changed(self, streams: Sequence[str], after: int) -> bool:
+        return self.cache.changed_since(streams, after)

@@ -75,18 +75,18 @@ class Directory:
         return group_id in await self.groups_of(user_id)
 
     # updates after a committed write ---------------------------------------------------
-    def user_created(self, user: UserRecord) -> None:
+    async def user_created(self, user: UserRecord) -> None:
         self._users[user.id] = user
         self._memberships[user.id] = set()
         self._blocks[user.id] = set()
 
-    def group_created(self, group: GroupRecord, first_member: str | None) -> None:
+    async def group_created(self, group: GroupRecord, first_member: str | None) -> None:
         self._groups[group.id] = group
         self._members[group.id] = set()
         if first_member is not None:
-            self.member_added(group.id, first_member)
+            await self.member_added(group.id, first_member)
 
-    def member_added(self, group_id: str, user_id: str) -> None:
+    async def member_added(self, group_id: str, user_id: str) -> None:
         self._epoch += 1
         members = self._members.get(group_id)
         if members is not None:
@@ -95,7 +95,7 @@ class Directory:
         if groups is not None:
             groups.add(group_id)
 
-    def member_removed(self, group_id: str, user_id: str) -> None:
+    async def member_removed(self, group_id: str, user_id: str) -> None:
         self._epoch += 1
         members = self._members.get(group_id)
         if members is not None:
@@ -104,7 +104,7 @@ class Directory:
         if groups is not None:
             groups.discard(group_id)
 
-    def block_changed(self, blocker_id: str, blocked_id: str, blocked: bool) -> None:
+    async def block_changed(self, blocker_id: str, blocked_id: str, blocked: bool) -> None:
         self._epoch += 1
         current = self._blocks.get(blocker_id)
         if current is None:

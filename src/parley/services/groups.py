@@ -39,7 +39,7 @@ class GroupService:
         clean = clean_name(name, "groupName", self.limits.group_name_max)
         group = GroupRecord(new_id("g_"), clean)
         await self.storage.create_group(group, actor)
-        self.directory.group_created(group, actor)
+        await self.directory.group_created(group, actor)
         return group
 
     async def _require_member(self, actor: Actor, group_id: str) -> None:
@@ -55,7 +55,7 @@ class GroupService:
             raise Conflict("user is already a member", "already_member")
         if not await self.storage.add_member(group_id, user_id):
             raise Conflict("user is already a member", "already_member")
-        self.directory.member_added(group_id, user_id)
+        await self.directory.member_added(group_id, user_id)
 
     async def remove(self, actor: Actor, group_id: str, user_id: str) -> None:
         check_id(user_id, "userId")
@@ -65,7 +65,7 @@ class GroupService:
         await self.users.require(user_id)
         if not await self.storage.remove_member(group_id, user_id):
             raise Conflict("user is not a member", "not_in_group")
-        self.directory.member_removed(group_id, user_id)
+        await self.directory.member_removed(group_id, user_id)
 
     async def view(self, actor: Actor, group_id: str) -> GroupView:
         group = await self.require(group_id)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 
-from parley.cache.changes import ChangeCache, sent_stream
+from parley.cache.changes import Changes, sent_stream
 from parley.domain.models import Message, MessageType, Page, new_id
 from parley.domain.rules import Limits, check_id, check_message_text
 from parley.errors import Forbidden, InvalidInput
@@ -30,7 +30,7 @@ class MessageService:
         directory: Directory,
         users: UserService,
         groups: GroupService,
-        changes: ChangeCache,
+        changes: Changes,
         limits: Limits,
         notifier: Notifier,
     ) -> None:
@@ -75,16 +75,15 @@ class MessageService:
         draft = MessageDraft(new_id("m_"), kind, sender_id, recipient_id, text, send_key)
         message, created = await self.storage.append_message(draft)
         if created:
-            self._stored(message)
+            await self._stored(message)
         return message
 
-    def _stored(self, message: Message) -> None:
-        self.changes.mark(message.recipient_id, message.ts)
-        self.notifier.notify(message.recipient_id)
+    async def _stored(self, message: Message) -> None:
+        streams = [message.recipient_id]
         if message.type == "private":
-            sent = sent_stream(message.sender_id)
-            self.changes.mark(sent, message.ts)
-            self.notifier.notify(sent)
+            streams.append(sent_stream(message.sender_id))
+        await self.changes.marked([(stream, message.ts) for stream in streams])
+        self.notifier.notify_all(streams)
 
     # check -----------------------------------------------------------------------------
     def streams(self, user_id: str, groups: set[str], include_sent: bool) -> list[str]:
@@ -115,7 +114,7 @@ class MessageService:
         while (left := deadline - loop.time()) > 0:
             groups = await self.directory.groups_of(user_id)
             streams = self.streams(user_id, groups, include_sent)
-            if not self.changes.changed_since(streams, after):
+            if not await self.changes.changed(streams, after):
                 await self.notifier.wait(streams, left)
             else:
                 # Stored but not yet below the frontier (it trails the clock by 1 ms).
@@ -129,7 +128,7 @@ class MessageService:
         self, user_id: str, after: int | None, page_size: int, include_sent: bool
     ) -> Page:
         groups = await self.directory.groups_of(user_id)
-        if after is not None and not self.changes.changed_since(
+        if after is not None and not await self.changes.changed(
             self.streams(user_id, groups, include_sent), after
         ):
             self.idle_checks += 1

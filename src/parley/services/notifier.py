@@ -10,13 +10,16 @@ that wakes early or twice reads nothing new and goes back to waiting.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 
 class Notifier:
     def __init__(self) -> None:
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         self.wakeups = 0
+        # Set by a cross-process channel (Redis pub/sub): called with the streams of every
+        # message stored by this process, so other processes can wake their waiters.
+        self.broadcast: Callable[[list[str]], None] | None = None
 
     async def wait(self, streams: Iterable[str], timeout: float) -> bool:
         """Wait until one of ``streams`` is notified (True) or ``timeout`` passes (False)."""
@@ -37,6 +40,13 @@ class Notifier:
                     waiters.discard(future)
                     if not waiters:
                         del self._waiters[key]
+
+    def notify_all(self, streams: Iterable[str]) -> None:
+        """Wake the waiters of these streams here and, through ``broadcast``, elsewhere."""
+        for stream in streams:
+            self.notify(stream)
+        if self.broadcast is not None:
+            self.broadcast(list(streams))
 
     def notify(self, stream: str) -> None:
         waiters = self._waiters.get(stream)

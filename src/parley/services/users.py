@@ -33,7 +33,7 @@ class UserService:
         token, token_hash = new_token(user_id) if self.token_mode else (None, None)
         user = UserRecord(user_id, name, token_hash)
         await self.storage.create_user(user)
-        self.directory.user_created(user)
+        await self.directory.user_created(user)
         return NewUser(user, token)
 
     async def authenticate(self, token: str) -> str:
@@ -62,7 +62,7 @@ class UserService:
             raise Conflict("user is already blocked", "already_blocked")
         if not await self.storage.add_block(user_id, blocked_id):
             raise Conflict("user is already blocked", "already_blocked")
-        self.directory.block_changed(user_id, blocked_id, True)
+        await self.directory.block_changed(user_id, blocked_id, True)
 
     async def unblock(self, actor: Actor, user_id: str, blocked_id: str) -> None:
         require_self(actor, user_id)
@@ -71,7 +71,7 @@ class UserService:
         await self.require(blocked_id, "blocked user")
         if not await self.storage.remove_block(user_id, blocked_id):
             raise Conflict("user is not blocked", "not_blocked")
-        self.directory.block_changed(user_id, blocked_id, False)
+        await self.directory.block_changed(user_id, blocked_id, False)
 
     async def blocked(self, actor: Actor, user_id: str) -> list[str]:
         require_self(actor, user_id)
