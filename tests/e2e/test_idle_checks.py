@@ -1,0 +1,67 @@
+"""An idle check ("nothing new since T") touches no storage at all."""
+
+from __future__ import annotations
+
+from tests.conftest import Harness
+
+
+async def test_idle_checks_make_no_storage_calls(api: Harness) -> None:
+    alice, ha = await api.user("alice")
+    bob, hb = await api.user("bob")
+    gid = (await api.client.post("/v1/groups/create", json={"groupName": "g"}, headers=ha)).json()[
+        "groupId"
+    ]
+    await api.client.post(f"/v1/groups/{gid}?op=add", json={"userId": bob}, headers=ha)
+    await api.client.post(
+        "/v1/messages/send?type=group", json={"senderId": alice, "groupId": gid, "message": "x"},
+        headers=ha,
+    )
+    cursor = "0"
+    for _ in range(100):  # the message passes the frontier within a millisecond
+        body = (await api.client.get(f"/v1/messages/{bob}?timestamp={cursor}", headers=hb)).json()
+        cursor = body["nextTimestamp"]
+        if body["messages"]:
+            break
+    assert [m["message"] for m in body["messages"]] == ["x"]
+    calls = api.parley.storage.calls
+    before = sum(calls.values())
+    idle_before = api.parley.messages.idle_checks
+    for _ in range(200):
+        r = await api.client.get(f"/v1/messages/{bob}?timestamp={cursor}", headers=hb)
+        assert r.status_code == 200
+        assert r.json() == {"messages": [], "nextTimestamp": cursor, "hasMore": False}
+    assert sum(calls.values()) == before, dict(calls)
+    assert api.parley.messages.idle_checks == idle_before + 200
+
+    # ...and a new message is not hidden by the cache: the next check delivers it.
+    await api.client.post(
+        "/v1/messages/send?type=group", json={"senderId": alice, "groupId": gid, "message": "y"},
+        headers=ha,
+    )
+    got: list[str] = []
+    for _ in range(100):
+        r = await api.client.get(f"/v1/messages/{bob}?timestamp={cursor}", headers=hb)
+        got += [m["message"] for m in r.json()["messages"]]
+        cursor = r.json()["nextTimestamp"]
+        if got:
+            break
+    assert got == ["y"]
+    assert sum(calls.values()) > before
+
+
+async def test_idle_check_after_restart_uses_last_position(make_harness: object) -> None:
+    """A fresh process knows nothing changed after the last stored position."""
+    harness: Harness = await make_harness("none")  # type: ignore[operator]
+    alice, _ = await harness.user("alice")
+    await harness.client.post(
+        "/v1/messages/send?type=private",
+        json={"senderId": alice, "receiverId": alice, "message": "x"},
+    )
+    last = await harness.parley.storage.last_position()
+    harness.parley.messages.idle_checks = 0
+    await harness.parley.changes.start(last)  # what start-up does
+    before = sum(harness.parley.storage.calls.values())
+    r = await harness.client.get(f"/v1/messages/{alice}?timestamp={last}")
+    assert r.json()["messages"] == []
+    assert harness.parley.messages.idle_checks == 1
+    assert sum(harness.parley.storage.calls.values()) == before
