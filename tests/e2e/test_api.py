@@ -405,3 +405,14 @@ async def test_security_headers(api: Harness) -> None:
     assert r.headers["x-content-type-options"] == "nosniff"
     assert r.headers["x-frame-options"] == "DENY"
     assert r.headers["x-request-id"]
+
+
+async def test_rate_limits_answer_429_with_retry_after(make_harness: object) -> None:
+    harness: Harness = await make_harness(  # type: ignore[operator]
+        "token", PARLEY_RATE_LIMITS="on", PARLEY_RATE_CREATES_PER_HOUR="2"
+    )
+    await harness.user("a")
+    await harness.user("b")
+    r = await harness.client.post("/v1/users/create", json={"username": "c"})
+    assert r.status_code == 429 and error_code(r) == "rate_limited"
+    assert int(r.headers["retry-after"]) >= 1

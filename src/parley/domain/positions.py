@@ -25,6 +25,7 @@ only and takes no lock.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import time
 from collections.abc import Callable
@@ -40,6 +41,7 @@ class PositionTracker:
         self._last = start
         self._unfinished: list[int] = []  # heap of begun, unfinished timestamps
         self._finished: dict[int, int] = {}  # ts -> finished count still in the heap
+        self.max_finished = 0
 
     def now(self) -> int:
         """The monotonic clock: never smaller than any earlier reading or start value."""
@@ -59,6 +61,8 @@ class PositionTracker:
         return ts
 
     def finish(self, ts: int) -> None:
+        if ts > self.max_finished:
+            self.max_finished = ts
         self._finished[ts] = self._finished.get(ts, 0) + 1
         heap = self._unfinished
         while heap and self._finished.get(heap[0], 0):
@@ -74,6 +78,22 @@ class PositionTracker:
         if self._unfinished:
             return min(limit, self._unfinished[0] - 1)
         return limit
+
+    async def caught_up(self, timeout: float = 0.05) -> int:
+        """The frontier, once it covers every write already finished (read-your-writes).
+
+        A write acknowledged in the current millisecond is above the frontier until the
+        clock ticks; a reader that waits that long (bounded by ``timeout``) sees it.
+        """
+        frontier = self.frontier()
+        if frontier >= self.max_finished:
+            return frontier
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while frontier < self.max_finished and loop.time() < deadline:
+            await asyncio.sleep(0.0005)
+            frontier = self.frontier()
+        return frontier
 
     @property
     def in_flight(self) -> int:

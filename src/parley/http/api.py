@@ -22,6 +22,7 @@ from parley import errors
 from parley.app import Parley
 from parley.http import schemas as s
 from parley.http.errors import error_body, retry_after, status_of
+from parley.http.ratelimit import RateLimiter
 from parley.http.responses import JsonResponse, encode, json_response
 from parley.services.access import Actor
 
@@ -235,6 +236,8 @@ class Api:
         self.stats = parley.metrics
         self.token_mode = parley.settings.token_mode
         self.body_max = parley.settings.limits.body_max_bytes
+        limits = parley.settings.rate_limits
+        self.limiter = RateLimiter(limits) if limits.enabled else None
 
     # plumbing --------------------------------------------------------------------------
     def endpoint(
@@ -243,11 +246,16 @@ class Api:
         needs_token = self.token_mode and spec.auth != "public"
         observe = self.stats.observe
         name = spec.name
+        limiter = self.limiter if spec.path.startswith("/v1/") else None
 
         async def run(request: Request) -> Response:
             started = time.perf_counter()
             try:
+                if limiter is not None:
+                    limiter.before_auth(request.client.host if request.client else "-", name)
                 actor = await self._actor(request) if needs_token else None
+                if limiter is not None and actor is not None:
+                    limiter.after_auth(actor, name)
                 response = await handler(request, actor)
             except errors.ParleyError as exc:
                 response = self.error_response(exc)

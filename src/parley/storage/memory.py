@@ -148,7 +148,7 @@ class MemoryStorage(Storage):
     async def _page_rows(
         self, recipients: Sequence[str], sent_by: str | None, after: int, limit: int
     ) -> tuple[list[Message], int]:
-        frontier = self.positions.frontier()
+        frontier = await self.positions.caught_up()
         rows: list[Message] = []
         for message in self._merged(recipients, sent_by, after):
             if message.ts > frontier or len(rows) >= limit:

@@ -405,7 +405,7 @@ class SqliteStorage(Storage):
     async def _page_rows(
         self, recipients: Sequence[str], sent_by: str | None, after: int, limit: int
     ) -> tuple[list[Message], int]:
-        frontier = self.positions.frontier()
+        frontier = await self.positions.caught_up()
         sql, args = self._selection(recipients, sent_by, "ts > ? AND ts <= ?")
         args += [after, frontier]
         if sent_by is not None:
