@@ -85,9 +85,7 @@ async def make_harness(backend: str, tmp_path: Path) -> AsyncIterator[MakeHarnes
     started: list[Harness] = []
 
     async def make(auth: str = "token", **env: str) -> Harness:
-        settings = Settings.from_env(
-            {"PARLEY_AUTH": auth, "PARLEY_RATE_LIMITS": "off", **env}
-        )
+        settings = Settings.from_env({"PARLEY_AUTH": auth, "PARLEY_RATE_LIMITS": "off", **env})
         store = await STORAGES[backend](tmp_path / f"h{len(started)}")
         parley = build(settings, store)
         await parley.start()

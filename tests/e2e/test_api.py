@@ -32,8 +32,16 @@ async def test_create_user_open_mode_has_no_token(open_api: Harness) -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [b"{", b"[]", b'{"username": 5}', b"{}", b'{"username": "   "}', b'{"username": ""}',
-     ('{"username": "' + "x" * 65 + '"}').encode(), b"\xff\xfe"],
+    [
+        b"{",
+        b"[]",
+        b'{"username": 5}',
+        b"{}",
+        b'{"username": "   "}',
+        b'{"username": ""}',
+        ('{"username": "' + "x" * 65 + '"}').encode(),
+        b"\xff\xfe",
+    ],
 )
 async def test_create_user_bad_input_is_400(api: Harness, body: bytes) -> None:
     r = await api.client.post("/v1/users/create", content=body)
@@ -53,8 +61,8 @@ async def test_body_over_limit_is_413(api: Harness) -> None:
 
 
 async def test_get_user(api: Harness) -> None:
-    alice, ha = await api.user("alice")
-    bob, hb = await api.user("bob")
+    alice, _ha = await api.user("alice")
+    _bob, hb = await api.user("bob")
     r = await api.client.get(f"/v1/users/{alice}", headers=hb)
     assert r.status_code == 200 and r.json() == {"userId": alice, "username": "alice"}
     r = await api.client.get("/v1/users/u_nope", headers=hb)
@@ -83,7 +91,8 @@ async def test_block_and_unblock_rules(api: Harness) -> None:
     # the blocked user gets 403 on private messages, and the block hides nothing delivered
     r = await api.client.post(
         "/v1/messages/send?type=private",
-        json={"senderId": bob, "receiverId": alice, "message": "hi"}, headers=hb,
+        json={"senderId": bob, "receiverId": alice, "message": "hi"},
+        headers=hb,
     )
     assert r.status_code == 403 and error_code(r) == "blocked"
     r = await api.client.post(url + "?op=unblock", json={"blockedUserId": bob}, headers=ha)
@@ -103,7 +112,7 @@ async def test_block_and_unblock_rules(api: Harness) -> None:
 
 
 async def test_block_for_someone_else_is_403(api: Harness) -> None:
-    alice, ha = await api.user("alice")
+    alice, _ha = await api.user("alice")
     bob, hb = await api.user("bob")
     r = await api.client.post(
         f"/v1/users/{alice}?op=block", json={"blockedUserId": bob}, headers=hb
@@ -125,7 +134,8 @@ async def test_blocked_user_can_still_send_to_shared_group(api: Harness) -> None
     await api.client.post(f"/v1/users/{alice}?op=block", json={"blockedUserId": bob}, headers=ha)
     r = await api.client.post(
         "/v1/messages/send?type=group",
-        json={"senderId": bob, "groupId": group["groupId"], "message": "still here"}, headers=hb,
+        json={"senderId": bob, "groupId": group["groupId"], "message": "still here"},
+        headers=hb,
     )
     assert r.status_code == 200
     r = await api.client.get(f"/v1/messages/{alice}", headers=ha)
@@ -211,7 +221,8 @@ async def test_private_and_group_messages_visibility(api: Harness) -> None:
     # not a member yet
     r = await api.client.post(
         "/v1/messages/send?type=group",
-        json={"senderId": bob, "groupId": gid, "message": "x"}, headers=hb,
+        json={"senderId": bob, "groupId": gid, "message": "x"},
+        headers=hb,
     )
     assert r.status_code == 403
     await api.client.post(f"/v1/groups/{gid}?op=add", json={"userId": bob}, headers=ha)
@@ -225,7 +236,10 @@ async def test_private_and_group_messages_visibility(api: Harness) -> None:
     assert [m["message"] for m in alice_view["messages"]] == ["note", "before bob", "bob here"]
     sent_view = (await api.client.get(f"/v1/messages/{alice}?include=sent", headers=ha)).json()
     assert [m["message"] for m in sent_view["messages"]] == [
-        "hi bob", "note", "before bob", "bob here",
+        "hi bob",
+        "note",
+        "before bob",
+        "bob here",
     ]
     stamps = [int(m["timestamp"]) for m in sent_view["messages"]]
     assert stamps == sorted(stamps)
@@ -243,7 +257,8 @@ async def test_timestamp_filter_and_errors(api: Harness) -> None:
     first = r.json()["nextTimestamp"]
     await api.client.post(
         "/v1/messages/send?type=private",
-        json={"senderId": alice, "receiverId": alice, "message": "later"}, headers=ha,
+        json={"senderId": alice, "receiverId": alice, "message": "later"},
+        headers=ha,
     )
     r = await api.client.get(f"/v1/messages/{alice}?timestamp={first}", headers=ha)
     # the message may need a millisecond to pass the frontier; poll briefly
@@ -267,7 +282,7 @@ async def test_timestamp_filter_and_errors(api: Harness) -> None:
 
 async def test_send_errors(api: Harness) -> None:
     alice, ha = await api.user("alice")
-    bob, hb = await api.user("bob")
+    bob, _hb = await api.user("bob")
     url = "/v1/messages/send"
     cases: list[tuple[str, dict[str, object], int]] = [
         ("?type=private", {"senderId": alice, "receiverId": bob, "message": ""}, 400),
@@ -287,7 +302,8 @@ async def test_send_errors(api: Harness) -> None:
         error_code(r)
     r = await api.client.post(
         url + "?type=private",
-        json={"senderId": alice, "receiverId": bob, "message": "x" * 4096}, headers=ha,
+        json={"senderId": alice, "receiverId": bob, "message": "x" * 4096},
+        headers=ha,
     )
     assert r.status_code == 200
 
@@ -300,15 +316,18 @@ async def test_open_mode_seed_client_flow(open_api: Harness) -> None:
     g = (await c.post("/v1/groups/create", json={"groupName": "g"})).json()["groupId"]
     assert (await c.post(f"/v1/groups/{g}?op=add", json={"userId": a})).status_code == 200
     assert (await c.post(f"/v1/groups/{g}?op=add", json={"userId": b})).status_code == 200
-    r = await c.post("/v1/messages/send?type=private",
-                     json={"senderId": a, "receiverId": b, "message": "p"})
+    r = await c.post(
+        "/v1/messages/send?type=private", json={"senderId": a, "receiverId": b, "message": "p"}
+    )
     assert r.status_code == 200
-    r = await c.post("/v1/messages/send?type=group",
-                     json={"senderId": b, "groupId": g, "message": "g"})
+    r = await c.post(
+        "/v1/messages/send?type=group", json={"senderId": b, "groupId": g, "message": "g"}
+    )
     assert r.status_code == 200
     assert (await c.post(f"/v1/users/{b}?op=block", json={"blockedUserId": a})).status_code == 200
-    r = await c.post("/v1/messages/send?type=private",
-                     json={"senderId": a, "receiverId": b, "message": "p2"})
+    r = await c.post(
+        "/v1/messages/send?type=private", json={"senderId": a, "receiverId": b, "message": "p2"}
+    )
     assert r.status_code == 403
     msgs = (await c.get(f"/v1/messages/{b}")).json()["messages"]
     assert [m["message"] for m in msgs] == ["p", "g"]
@@ -321,8 +340,14 @@ async def test_token_checks(api: Harness) -> None:
     alice, ha = await api.user("alice")
     url = f"/v1/messages/{alice}"
     assert (await api.client.get(url)).status_code == 401
-    for header in ("Bearer", "Basic abc", "Bearer nodot", f"Bearer {alice}.wrongsecret",
-                   "Bearer u_ghost.secret", "Bearer " + "x" * 400):
+    for header in (
+        "Bearer",
+        "Basic abc",
+        "Bearer nodot",
+        f"Bearer {alice}.wrongsecret",
+        "Bearer u_ghost.secret",
+        "Bearer " + "x" * 400,
+    ):
         r = await api.client.get(url, headers={"Authorization": header})
         assert r.status_code == 401, header
         error_code(r)
@@ -384,9 +409,9 @@ async def test_openapi_describes_every_route(api: Harness) -> None:
     doc = (await api.client.get("/openapi.json")).json()
     for spec in ROUTES:
         assert spec.method.lower() in doc["paths"][spec.path], spec.path
-    for path, methods in doc["paths"].items():
-        for method, op in methods.items():
-            for status, resp in op["responses"].items():
+    for methods in doc["paths"].values():
+        for op in methods.values():
+            for resp in op["responses"].values():
                 for content in resp.get("content", {}).values():
                     ref = content["schema"].get("$ref")
                     if ref:

@@ -32,7 +32,8 @@ async def test_kill_9_loses_no_acknowledged_send(tmp_path: Path) -> None:
                     attempted.append((key, body))
                     try:
                         r = await client.post(
-                            "/v1/messages/send?type=private", json=body,
+                            "/v1/messages/send?type=private",
+                            json=body,
                             headers={"Idempotency-Key": key},
                         )
                     except httpx.HTTPError:

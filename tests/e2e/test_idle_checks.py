@@ -13,7 +13,8 @@ async def test_idle_checks_make_no_storage_calls(api: Harness) -> None:
     ]
     await api.client.post(f"/v1/groups/{gid}?op=add", json={"userId": bob}, headers=ha)
     await api.client.post(
-        "/v1/messages/send?type=group", json={"senderId": alice, "groupId": gid, "message": "x"},
+        "/v1/messages/send?type=group",
+        json={"senderId": alice, "groupId": gid, "message": "x"},
         headers=ha,
     )
     cursor = "0"
@@ -35,7 +36,8 @@ async def test_idle_checks_make_no_storage_calls(api: Harness) -> None:
 
     # ...and a new message is not hidden by the cache: the next check delivers it.
     await api.client.post(
-        "/v1/messages/send?type=group", json={"senderId": alice, "groupId": gid, "message": "y"},
+        "/v1/messages/send?type=group",
+        json={"senderId": alice, "groupId": gid, "message": "y"},
         headers=ha,
     )
     got: list[str] = []

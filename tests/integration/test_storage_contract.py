@@ -10,8 +10,9 @@ from parley.domain.models import GroupRecord, UserRecord, new_id
 from parley.storage.base import MessageDraft, Storage
 
 
-def draft(sender: str, recipient: str, text: str = "hi", kind: str = "private",
-          key: str | None = None) -> MessageDraft:
+def draft(
+    sender: str, recipient: str, text: str = "hi", kind: str = "private", key: str | None = None
+) -> MessageDraft:
     return MessageDraft(new_id("m_"), kind, sender, recipient, text, key)  # type: ignore[arg-type]
 
 
