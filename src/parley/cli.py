@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -54,6 +55,12 @@ def serve(settings: Settings) -> int:
     print(f"Parley listening on {url}  (storage: {settings.storage}, auth: {settings.auth})")
     print(f"API docs: {url}/docs   web chat: {url}/")
     sys.stdout.flush()
+    problem = _port_taken(settings.host, settings.port)
+    if problem:
+        print(
+            f"parley: cannot listen on {settings.host}:{settings.port}: {problem}", file=sys.stderr
+        )
+        return 1
     if settings.storage == "sqlite" and settings.workers > 1:
         print("note: SQLite serves one process; use --storage postgres for several workers")
         return 2
@@ -70,6 +77,18 @@ def serve(settings: Settings) -> int:
     )
     server.serve()
     return 0
+
+
+def _port_taken(host: str, port: int) -> str | None:
+    """Why the address cannot be bound, if it cannot (the server itself reuses ports, so
+    without this check a second server would silently share the port with the first)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
 
 
 async def _migrate(settings: Settings) -> None:

@@ -430,6 +430,24 @@ def test_messages_table_resolves_names_once(cli: Harness) -> None:
     assert "next: --since 1700000002000" in result.err
 
 
+def test_names_that_cannot_be_looked_up_show_as_ids(cli: Harness) -> None:
+    _seed_conversation(cli)
+    cli.fake.faults += [
+        httpx.Response(200, json={"messages": cli.fake.messages, "nextTimestamp": "9"}),
+        _error(404, "user_not_found", "user not found"),
+        _error(403, "not_a_member", "you are not a member of this group"),
+    ]
+    result = cli("messages")
+    assert result.code == Exit.OK
+    rows = [line.split()[2:5] for line in result.out.splitlines()[1:]]
+    assert rows == [
+        ["private", "u_bob", "alice"],
+        ["private", "alice", "u_bob"],
+        ["group", "u_bob", "g_1"],
+    ]
+    assert cli.fake.paths().count("/v1/users/u_bob") == 1  # a failed lookup is cached too
+
+
 def test_messages_sent_includes_my_private_messages(cli: Harness) -> None:
     _seed_conversation(cli)
     result = cli("messages", "--sent")

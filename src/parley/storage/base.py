@@ -36,6 +36,15 @@ class MessageDraft(msgspec.Struct, frozen=True):
     send_key: str | None = None  # the sender's idempotency key, if any
 
 
+class BulkData(msgspec.Struct):
+    """Rows to load at once (benchmarks and imports), with messages' timestamps given."""
+
+    users: list[UserRecord] = []
+    groups: list[GroupRecord] = []
+    members: list[tuple[str, str]] = []  # (group_id, user_id)
+    messages: list[Message] = []
+
+
 class Storage(ABC):
     """What Parley needs from a database. All methods may raise ``Unavailable``."""
 
@@ -58,6 +67,18 @@ class Storage(ABC):
     @abstractmethod
     async def last_position(self) -> int:
         """The largest message timestamp stored (0 when there is none)."""
+
+    async def bulk_load(self, data: BulkData) -> None:
+        """Load many rows at once into an idle store; adapters may do it faster."""
+        for user in data.users:
+            await self.create_user(user)
+        for group in data.groups:
+            await self.create_group(group, None)
+        for group_id, user_id in data.members:
+            await self.add_member(group_id, user_id)
+        for m in data.messages:
+            draft = MessageDraft(m.id, m.type, m.sender_id, m.recipient_id, m.body)
+            await self.append_message(draft)
 
     # users -----------------------------------------------------------------------------
     @abstractmethod

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from parley.domain.models import GroupRecord, Message, UserRecord
 from parley.domain.positions import PositionTracker
 from parley.errors import Unavailable
-from parley.storage.base import MessageDraft, Storage, counted
+from parley.storage.base import BulkData, MessageDraft, Storage, counted
 
 log = logging.getLogger("parley.storage.sqlite")
 
@@ -265,6 +265,30 @@ class SqliteStorage(Storage):
 
     async def last_position(self) -> int:
         return self._last_ts
+
+    async def bulk_load(self, data: BulkData) -> None:
+        def op(c: sqlite3.Connection) -> None:
+            c.executemany(
+                "INSERT INTO users (id, username, token_hash) VALUES (?, ?, ?)",
+                [(u.id, u.username, u.token_hash) for u in data.users],
+            )
+            c.executemany(
+                "INSERT INTO groups (id, name) VALUES (?, ?)", [(g.id, g.name) for g in data.groups]
+            )
+            c.executemany(
+                "INSERT OR IGNORE INTO members (group_id, user_id) VALUES (?, ?)", data.members
+            )
+            c.executemany(
+                "INSERT INTO messages (id, type, sender_id, recipient_id, body, ts)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [(m.id, m.type, m.sender_id, m.recipient_id, m.body, m.ts) for m in data.messages],
+            )
+
+        await self._write(op)
+        if data.messages:
+            top = max(m.ts for m in data.messages)
+            self._last_ts = max(self._last_ts, top)
+            self.positions.advance(top + 1)
 
     # users -----------------------------------------------------------------------------
     async def create_user(self, user: UserRecord) -> None:
