@@ -51,6 +51,12 @@ def serve(settings: Settings) -> int:
     from granian import Granian
     from granian.constants import Interfaces
 
+    problem = _port_taken(settings.host, settings.port)
+    if problem:
+        print(
+            f"parley: cannot listen on {settings.host}:{settings.port}: {problem}", file=sys.stderr
+        )
+        return 1
     url = f"http://{settings.host}:{settings.port}"
     print(f"Parley listening on {url}  (storage: {settings.storage}, auth: {settings.auth})")
     print(f"API docs: {url}/docs   web chat: {url}/")
