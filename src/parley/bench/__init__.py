@@ -1,0 +1,1 @@
+"""``parley bench``: a workload benchmark modelled on the original scaling discussion."""
