@@ -15,22 +15,25 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 import msgspec
-from starlette.requests import Request
-from starlette.responses import Response
 
 from parley import errors
 from parley.app import Parley
 from parley.http import schemas as s
+from parley.http.asgi import Call, Reply
 from parley.http.errors import error_body, retry_after, status_of
 from parley.http.ratelimit import RateLimiter
-from parley.http.responses import JsonResponse, encode, json_response
 from parley.services.access import Actor
 
 log = logging.getLogger("parley.http")
 
 B = TypeVar("B", bound=msgspec.Struct)
 Auth = Literal["public", "token", "self", "member", "sender"]
-Handler = Callable[[Request, Actor], Awaitable[Response]]
+Handler = Callable[[Call, Actor], Awaitable[Reply]]
+encode = msgspec.json.Encoder().encode
+
+
+def ok(value: msgspec.Struct) -> Reply:
+    return Reply(encode(value))
 
 
 @dataclass(frozen=True)
@@ -204,8 +207,8 @@ _request_ids = itertools.count(1)
 _process_tag = os.urandom(3).hex()
 
 
-def _query(request: Request, name: str, options: tuple[str, ...]) -> str:
-    value = request.query_params.get(name)
+def _query(call: Call, name: str, options: tuple[str, ...]) -> str:
+    value = call.query(name)
     if value not in options:
         raise errors.InvalidInput(
             f"query parameter {name} must be one of: {', '.join(options)}", f"bad_{name}"
@@ -213,8 +216,8 @@ def _query(request: Request, name: str, options: tuple[str, ...]) -> str:
     return value
 
 
-def _number(request: Request, name: str, low: int, high: int) -> int | None:
-    raw = request.query_params.get(name)
+def _number(call: Call, name: str, low: int, high: int) -> int | None:
+    raw = call.query(name)
     if raw is None or raw == "":
         return None
     if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
@@ -240,46 +243,42 @@ class Api:
         self.limiter = RateLimiter(limits) if limits.enabled else None
 
     # plumbing --------------------------------------------------------------------------
-    def endpoint(
-        self, spec: RouteSpec, handler: Handler
-    ) -> Callable[[Request], Awaitable[Response]]:
+    def endpoint(self, spec: RouteSpec, handler: Handler) -> Callable[[Call], Awaitable[Reply]]:
         needs_token = self.token_mode and spec.auth != "public"
         observe = self.stats.observe
         name = spec.name
         limiter = self.limiter if spec.path.startswith("/v1/") else None
 
-        async def run(request: Request) -> Response:
+        async def run(call: Call) -> Reply:
             started = time.perf_counter()
             try:
                 if limiter is not None:
-                    limiter.before_auth(request.client.host if request.client else "-", name)
-                actor = await self._actor(request) if needs_token else None
+                    limiter.before_auth(call.client, name)
+                actor = await self._actor(call) if needs_token else None
                 if limiter is not None and actor is not None:
                     limiter.after_auth(actor, name)
-                response = await handler(request, actor)
+                reply = await handler(call, actor)
             except errors.ParleyError as exc:
-                response = self.error_response(exc)
+                reply = self.error_reply(exc)
             except Exception:
                 log.exception("unhandled error in %s", name)
-                response = JsonResponse(error_body("internal_error", "internal error"), 500)
-            response.raw_headers.append(
-                (b"x-request-id", f"{_process_tag}-{next(_request_ids)}".encode())
-            )
-            observe(name, response.status_code, time.perf_counter() - started)
-            return response
+                reply = Reply(error_body("internal_error", "internal error"), 500)
+            reply.headers.append((b"x-request-id", f"{_process_tag}-{next(_request_ids)}".encode()))
+            observe(name, reply.status, time.perf_counter() - started)
+            return reply
 
         return run
 
     @staticmethod
-    def error_response(exc: errors.ParleyError) -> JsonResponse:
-        extra = None
+    def error_reply(exc: errors.ParleyError) -> Reply:
+        extra = []
         after = retry_after(exc)
         if after is not None:
-            extra = [(b"retry-after", str(after).encode())]
-        return JsonResponse(error_body(exc.code, exc.message), status_of(exc), extra)
+            extra.append((b"retry-after", str(after).encode()))
+        return Reply(error_body(exc.code, exc.message), status_of(exc), extra)
 
-    async def _actor(self, request: Request) -> str:
-        header = request.headers.get("authorization")
+    async def _actor(self, call: Call) -> str:
+        header = call.header(b"authorization")
         if not header:
             raise errors.Unauthenticated("missing bearer token", "missing_token")
         scheme, _, token = header.partition(" ")
@@ -287,83 +286,71 @@ class Api:
             raise errors.Unauthenticated("malformed authorization header", "bad_token")
         return await self.users.authenticate(token.strip())
 
-    async def _body(self, request: Request, kind: type[B]) -> B:
-        length = request.headers.get("content-length")
-        if length is not None:
-            if not length.isdigit():
-                raise errors.InvalidInput("bad content-length", "bad_request")
-            if int(length) > self.body_max:
-                raise errors.PayloadTooLarge(f"body is larger than {self.body_max} bytes")
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > self.body_max:
-                raise errors.PayloadTooLarge(f"body is larger than {self.body_max} bytes")
-            chunks.append(chunk)
+    async def _body(self, call: Call, kind: type[B]) -> B:
+        raw = await call.body(self.body_max)
         try:
-            return msgspec.json.decode(b"".join(chunks), type=kind)
+            return msgspec.json.decode(raw, type=kind)
         except msgspec.ValidationError as exc:
             raise errors.InvalidInput(str(exc), "invalid_field") from None
         except msgspec.DecodeError:
             raise errors.InvalidInput("body is not valid JSON", "invalid_json") from None
 
     # users -----------------------------------------------------------------------------
-    async def create_user(self, request: Request, actor: Actor) -> Response:
-        body = await self._body(request, s.CreateUserIn)
+    async def create_user(self, call: Call, actor: Actor) -> Reply:
+        body = await self._body(call, s.CreateUserIn)
         name = body.username if body.username is not None else body.userName
         if name is None:
             raise errors.InvalidInput("username is required", "missing_field")
         created = await self.users.create(name)
-        return json_response(s.UserOut.of(created.user, created.token))
+        return ok(s.UserOut.of(created.user, created.token))
 
-    async def user_op(self, request: Request, actor: Actor) -> Response:
-        op = _query(request, "op", ("block", "unblock"))
-        body = await self._body(request, s.BlockIn)
-        user_id = request.path_params["userId"]
+    async def user_op(self, call: Call, actor: Actor) -> Reply:
+        op = _query(call, "op", ("block", "unblock"))
+        body = await self._body(call, s.BlockIn)
+        user_id = call.params["userId"]
         if op == "block":
             await self.users.block(actor, user_id, body.blockedUserId)
         else:
             await self.users.unblock(actor, user_id, body.blockedUserId)
-        return json_response(s.BlockOut(user_id, body.blockedUserId, op == "block"))
+        return ok(s.BlockOut(user_id, body.blockedUserId, op == "block"))
 
-    async def get_user(self, request: Request, actor: Actor) -> Response:
-        user = await self.users.get(actor, request.path_params["userId"])
-        return json_response(s.UserOut.of(user))
+    async def get_user(self, call: Call, actor: Actor) -> Reply:
+        user = await self.users.get(actor, call.params["userId"])
+        return ok(s.UserOut.of(user))
 
-    async def user_groups(self, request: Request, actor: Actor) -> Response:
-        user_id = request.path_params["userId"]
+    async def user_groups(self, call: Call, actor: Actor) -> Reply:
+        user_id = call.params["userId"]
         groups = await self.groups.of_user(actor, user_id)
-        return json_response(s.UserGroupsOut(user_id, [s.GroupOut.of(g) for g in groups]))
+        return ok(s.UserGroupsOut(user_id, [s.GroupOut.of(g) for g in groups]))
 
-    async def user_blocked(self, request: Request, actor: Actor) -> Response:
-        user_id = request.path_params["userId"]
-        return json_response(s.BlockedOut(user_id, await self.users.blocked(actor, user_id)))
+    async def user_blocked(self, call: Call, actor: Actor) -> Reply:
+        user_id = call.params["userId"]
+        return ok(s.BlockedOut(user_id, await self.users.blocked(actor, user_id)))
 
     # groups ----------------------------------------------------------------------------
-    async def create_group(self, request: Request, actor: Actor) -> Response:
-        body = await self._body(request, s.CreateGroupIn)
+    async def create_group(self, call: Call, actor: Actor) -> Reply:
+        body = await self._body(call, s.CreateGroupIn)
         group = await self.groups.create(actor, body.groupName)
-        return json_response(s.GroupOut.of(group))
+        return ok(s.GroupOut.of(group))
 
-    async def group_op(self, request: Request, actor: Actor) -> Response:
-        op = _query(request, "op", ("add", "remove"))
-        body = await self._body(request, s.MemberIn)
-        group_id = request.path_params["groupId"]
+    async def group_op(self, call: Call, actor: Actor) -> Reply:
+        op = _query(call, "op", ("add", "remove"))
+        body = await self._body(call, s.MemberIn)
+        group_id = call.params["groupId"]
         if op == "add":
             await self.groups.add(actor, group_id, body.userId)
         else:
             await self.groups.remove(actor, group_id, body.userId)
-        return json_response(s.MembershipOut(group_id, body.userId, op == "add"))
+        return ok(s.MembershipOut(group_id, body.userId, op == "add"))
 
-    async def get_group(self, request: Request, actor: Actor) -> Response:
-        view = await self.groups.view(actor, request.path_params["groupId"])
-        return json_response(s.GroupDetailsOut(view.group.id, view.group.name, view.members))
+    async def get_group(self, call: Call, actor: Actor) -> Reply:
+        view = await self.groups.view(actor, call.params["groupId"])
+        return ok(s.GroupDetailsOut(view.group.id, view.group.name, view.members))
 
     # messages --------------------------------------------------------------------------
-    async def send_message(self, request: Request, actor: Actor) -> Response:
-        kind = _query(request, "type", ("private", "group"))
-        body = await self._body(request, s.SendIn)
+    async def send_message(self, call: Call, actor: Actor) -> Reply:
+        kind = _query(call, "type", ("private", "group"))
+        body = await self._body(call, s.SendIn)
         if kind == "private":
             recipient = body.receiverId if body.receiverId is not None else body.recipientId
             field_name = "receiverId"
@@ -372,7 +359,7 @@ class Api:
             field_name = "groupId"
         if recipient is None:
             raise errors.InvalidInput(f"{field_name} is required", "missing_field")
-        key = request.headers.get("idempotency-key") or body.clientMessageId
+        key = call.header(b"idempotency-key") or body.clientMessageId
         message = await self.messages.send(
             actor,
             "private" if kind == "private" else "group",
@@ -381,36 +368,36 @@ class Api:
             body.message,
             key,
         )
-        return json_response(s.MessageOut.of(message))
+        return ok(s.MessageOut.of(message))
 
-    async def get_messages(self, request: Request, actor: Actor) -> Response:
-        user_id = request.path_params["userId"]
-        after = _number(request, "timestamp", 0, 10**18)
-        limit = _number(request, "limit", 1, 10**9)
-        wait = _number(request, "wait", 0, 60)
-        include = request.query_params.get("include")
+    async def get_messages(self, call: Call, actor: Actor) -> Reply:
+        user_id = call.params["userId"]
+        after = _number(call, "timestamp", 0, 10**18)
+        limit = _number(call, "limit", 1, 10**9)
+        wait = _number(call, "wait", 0, 60)
+        include = call.query("include")
         if include not in (None, "", "sent"):
             raise errors.InvalidInput("include must be sent", "bad_include")
         page = await self.messages.check(
             actor, user_id, after, limit, include == "sent", float(wait or 0)
         )
-        return json_response(s.MessagesOut.of(page))
+        return ok(s.MessagesOut.of(page))
 
     # operations ------------------------------------------------------------------------
-    async def healthz(self, request: Request, actor: Actor) -> Response:
-        return json_response(s.HealthOut("ok"))
+    async def healthz(self, call: Call, actor: Actor) -> Reply:
+        return ok(s.HealthOut("ok"))
 
-    async def readyz(self, request: Request, actor: Actor) -> Response:
+    async def readyz(self, call: Call, actor: Actor) -> Reply:
         checks = await self.parley.readiness()
         ready = all(v == "ok" for v in checks.values())
         body = s.HealthOut("ok" if ready else "unavailable", checks)
         if ready:
-            return json_response(body)
-        return JsonResponse(encode(body), 503, [(b"retry-after", b"1")])
+            return ok(body)
+        return Reply(encode(body), 503, [(b"retry-after", b"1")])
 
-    async def metrics(self, request: Request, actor: Actor) -> Response:
+    async def metrics(self, call: Call, actor: Actor) -> Reply:
         text = self.stats.render().encode()
-        return Response(text, media_type="text/plain; version=0.0.4")
+        return Reply(text, content_type=b"text/plain; version=0.0.4")
 
     def handler(self, spec: RouteSpec) -> Handler:
         method: Handler = getattr(self, spec.name)

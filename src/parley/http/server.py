@@ -15,10 +15,10 @@ from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from parley.app import Parley, build
-from parley.http.api import ROUTES, Api
+from parley.http.api import ROUTES, Api, encode
+from parley.http.asgi import SECURITY_HEADERS, Call, Receive, Reply, Router, Scope, Send
 from parley.http.errors import error_body
 from parley.http.openapi import document
-from parley.http.responses import SECURITY_HEADERS, JsonResponse, encode
 from parley.logs import configure_logging
 from parley.settings import Settings
 
@@ -51,21 +51,47 @@ def _file(path: Path, csp: str | None = None) -> Response:
     return response
 
 
-def _not_found() -> JsonResponse:
-    return JsonResponse(error_body("not_found", "no such route"), 404)
+def _json(body: bytes, status: int = 200) -> Response:
+    headers = {k.decode(): v.decode() for k, v in SECURITY_HEADERS}
+    return Response(body, status, headers=headers, media_type="application/json")
 
 
-def create_app(parley: Parley) -> Starlette:
-    api = Api(parley)
-    routes: list[BaseRoute] = [
-        Route(spec.path, api.endpoint(spec, api.handler(spec)), methods=[spec.method])
-        for spec in ROUTES
-    ]
+def _not_found() -> Response:
+    return _json(error_body("not_found", "no such route"), 404)
+
+
+class ParleyApp:
+    """The API routes on the lean ASGI layer; everything else goes on to Starlette."""
+
+    def __init__(self, parley: Parley, fallback: Starlette) -> None:
+        self.parley = parley
+        self.fallback = fallback
+        self.router = Router()
+        api = Api(parley)
+        for spec in ROUTES:
+            self.router.add(spec.method, spec.path, api.endpoint(spec, api.handler(spec)))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            endpoint, params, exists = self.router.match(scope["method"], scope["path"])
+            if endpoint is not None:
+                reply = await endpoint(Call(scope, receive, params))
+                await reply.send(send)
+                return
+            if exists:
+                body = error_body("method_not_allowed", "method not allowed")
+                await Reply(body, 405).send(send)
+                return
+        await self.fallback(scope, receive, send)  # type: ignore[arg-type]
+
+
+def create_app(parley: Parley) -> ParleyApp:
+    routes: list[BaseRoute] = []
     openapi = encode(document(parley.settings.token_mode))
     static_files = {p.name for p in STATIC.iterdir() if p.is_file()} if STATIC.is_dir() else set()
 
     async def openapi_json(request: Request) -> Response:
-        return JsonResponse(openapi)
+        return _json(openapi)
 
     async def docs(request: Request) -> Response:
         return HTMLResponse(DOCS_PAGE, headers={"content-security-policy": PAGE_CSP})
@@ -97,8 +123,8 @@ def create_app(parley: Parley) -> Starlette:
         if status == 404:
             return _not_found()
         if status == 405:
-            return JsonResponse(error_body("method_not_allowed", "method not allowed"), 405)
-        return JsonResponse(error_body("bad_request", "bad request"), status)
+            return _json(error_body("method_not_allowed", "method not allowed"), 405)
+        return _json(error_body("bad_request", "bad request"), status)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -112,10 +138,10 @@ def create_app(parley: Parley) -> Starlette:
         routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error}
     )
     app.state.parley = parley
-    return app
+    return ParleyApp(parley, app)
 
 
-def app_factory() -> Starlette:
+def app_factory() -> ParleyApp:
     """Entry point for the ASGI server: settings from the environment."""
     settings = Settings.from_env()
     configure_logging(settings.log_level)

@@ -1,0 +1,167 @@
+"""A lean ASGI layer for the API routes: matching, request access and replies.
+
+The API's routes come from one table (``api.ROUTES``); matching a path is a dict lookup by
+method and segment count followed by a literal comparison per segment. A handler receives a
+:class:`Call` (path parameters, lazily parsed query string, header lookup, bounded body) and
+returns a :class:`Reply`. Everything that is not an API route (docs, the web page, lifespan)
+goes on to the Starlette application behind it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+from urllib.parse import unquote
+
+from parley import errors
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+JSON_TYPE = (b"content-type", b"application/json")
+SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cache-control", b"no-store"),
+]
+
+
+class Reply:
+    """A finished answer: status, body bytes, content type and extra headers."""
+
+    __slots__ = ("body", "content_type", "headers", "status")
+
+    def __init__(
+        self,
+        body: bytes,
+        status: int = 200,
+        headers: list[tuple[bytes, bytes]] | None = None,
+        content_type: bytes = b"application/json",
+    ) -> None:
+        self.body = body
+        self.status = status
+        self.headers = headers if headers is not None else []
+        self.content_type = content_type
+
+    async def send(self, send: Send) -> None:
+        headers = [
+            (b"content-type", self.content_type),
+            (b"content-length", str(len(self.body)).encode()),
+            *SECURITY_HEADERS,
+            *self.headers,
+        ]
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+class Call:
+    """One request, as handlers see it."""
+
+    __slots__ = ("_query", "params", "receive", "scope")
+
+    def __init__(self, scope: Scope, receive: Receive, params: dict[str, str]) -> None:
+        self.scope = scope
+        self.receive = receive
+        self.params = params
+        self._query: dict[str, str] | None = None
+
+    def query(self, name: str) -> str | None:
+        if self._query is None:
+            self._query = parse_query(self.scope.get("query_string", b""))
+        return self._query.get(name)
+
+    def header(self, name: bytes) -> str | None:
+        for key, value in self.scope["headers"]:
+            if key == name:
+                return str(value.decode("latin-1"))
+        return None
+
+    @property
+    def client(self) -> str:
+        client = self.scope.get("client")
+        return str(client[0]) if client else "-"
+
+    async def body(self, limit: int) -> bytes:
+        length = self.header(b"content-length")
+        if length is not None:
+            if not length.isdigit():
+                raise errors.InvalidInput("bad content-length", "bad_request")
+            if int(length) > limit:
+                raise errors.PayloadTooLarge(f"body is larger than {limit} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise errors.InvalidInput("client disconnected", "bad_request")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise errors.PayloadTooLarge(f"body is larger than {limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+
+def parse_query(raw: bytes) -> dict[str, str]:
+    """First value wins; ``+`` and percent escapes decoded only when present."""
+    result: dict[str, str] = {}
+    if not raw:
+        return result
+    for part in raw.decode("latin-1").split("&"):
+        name, _, value = part.partition("=")
+        if "%" in part or "+" in part:
+            name = unquote(name.replace("+", " "), errors="replace")
+            value = unquote(value.replace("+", " "), errors="replace")
+        if name and name not in result:
+            result[name] = value
+    return result
+
+
+Endpoint = Callable[[Call], Awaitable[Reply]]
+
+
+class Router:
+    """Matches ``(method, path)`` against route templates like ``/v1/users/{userId}``."""
+
+    def __init__(self) -> None:
+        # segment count -> [(segments, {method: endpoint})], literal routes first
+        self._table: dict[int, list[tuple[list[str], dict[str, Endpoint]]]] = {}
+
+    def add(self, method: str, path: str, endpoint: Endpoint) -> None:
+        segments = path.strip("/").split("/")
+        routes = self._table.setdefault(len(segments), [])
+        for existing, methods in routes:
+            if existing == segments:
+                methods[method] = endpoint
+                return
+        routes.append((segments, {method: endpoint}))
+        routes.sort(key=lambda r: sum(s.startswith("{") for s in r[0]))
+
+    def match(self, method: str, path: str) -> tuple[Endpoint | None, dict[str, str], bool]:
+        """The endpoint and path parameters; the flag says the path exists (for 405)."""
+        segments = path.strip("/").split("/")
+        found_path = False
+        for template, methods in self._table.get(len(segments), ()):
+            params: dict[str, str] = {}
+            for want, got in zip(template, segments, strict=True):
+                if want[0] == "{":
+                    if not got:
+                        break
+                    params[want[1:-1]] = got
+                elif want != got:
+                    break
+            else:
+                endpoint = methods.get(method)
+                if endpoint is None and method == "HEAD":
+                    endpoint = methods.get("GET")
+                if endpoint is not None:
+                    return endpoint, params, True
+                found_path = True
+        return None, {}, found_path
+
+    def methods(self) -> Iterable[str]:
+        return {m for routes in self._table.values() for _, ms in routes for m in ms}
