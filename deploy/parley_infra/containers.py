@@ -1,0 +1,69 @@
+"""The ECS container definition of the Parley service (pure data)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from .config import StackConfig
+
+CONTAINER_NAME: Final = "parley"
+CONTAINER_PORT: Final = 8080
+REDIS_PORT: Final = 6379
+HEALTH_PATH: Final = "/healthz"
+READY_PATH: Final = "/readyz"
+
+# The image is python:3.11-slim based and has no curl; urllib does the same job.
+_HEALTH_PROBE: Final = (
+    "import sys, urllib.request; "
+    f"sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:{CONTAINER_PORT}{HEALTH_PATH}', "
+    "timeout=3).status == 200 else 1)"
+)
+
+
+def environment(cfg: StackConfig, redis_host: str) -> dict[str, str]:
+    """The service's environment: bind address, storage, cache and auth mode."""
+    return {
+        "PARLEY_HOST": "0.0.0.0",
+        "PARLEY_PORT": str(CONTAINER_PORT),
+        "PARLEY_STORAGE": "dynamodb",
+        "PARLEY_DYNAMODB_TABLE_PREFIX": cfg.prefix,
+        "PARLEY_REDIS_URL": f"redis://{redis_host}:{REDIS_PORT}",
+        "PARLEY_AUTH": "token",
+        "AWS_REGION": cfg.region,
+    }
+
+
+def container_definitions(
+    cfg: StackConfig, *, image: str, redis_host: str, log_group: str
+) -> list[dict[str, object]]:
+    """The task's single container, as ECS's ``containerDefinitions`` JSON structure."""
+    env = environment(cfg, redis_host)
+    return [
+        {
+            "name": CONTAINER_NAME,
+            "image": image,
+            "essential": True,
+            "portMappings": [
+                {"containerPort": CONTAINER_PORT, "hostPort": CONTAINER_PORT, "protocol": "tcp"}
+            ],
+            "environment": [{"name": key, "value": value} for key, value in sorted(env.items())],
+            "logConfiguration": {
+                "logDriver": "awslogs",
+                "options": {
+                    "awslogs-group": log_group,
+                    "awslogs-region": cfg.region,
+                    "awslogs-stream-prefix": CONTAINER_NAME,
+                },
+            },
+            "healthCheck": {
+                "command": ["CMD", "python", "-c", _HEALTH_PROBE],
+                "interval": 30,
+                "timeout": 5,
+                "retries": 3,
+                "startPeriod": 15,
+            },
+            # Long-polls and event streams hold one socket per waiting client.
+            "ulimits": [{"name": "nofile", "softLimit": 65536, "hardLimit": 65536}],
+            "stopTimeout": 30,
+        }
+    ]

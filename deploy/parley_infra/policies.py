@@ -1,0 +1,178 @@
+"""IAM policy documents for the service, and a checker that proves they stay narrow.
+
+Everything here is pure: documents are plain dicts built from resolved ARNs, so tests can
+build them with any input and feed any document (including deliberately widened ones) to
+:func:`task_policy_violations`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Final
+
+PolicyDocument = dict[str, object]
+
+POLICY_VERSION: Final = "2012-10-17"
+
+# Exactly what Parley's DynamoDB adapter calls. Transactions are authorised per item by the
+# item-level actions, which are all here as well.
+DYNAMODB_ACTIONS: Final[tuple[str, ...]] = (
+    "dynamodb:BatchGetItem",
+    "dynamodb:BatchWriteItem",
+    "dynamodb:ConditionCheckItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:DescribeTable",
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:Query",
+    "dynamodb:TransactWriteItems",
+    "dynamodb:UpdateItem",
+)
+
+ECR_PULL_ACTIONS: Final[tuple[str, ...]] = (
+    "ecr:BatchCheckLayerAvailability",
+    "ecr:BatchGetImage",
+    "ecr:GetDownloadUrlForLayer",
+)
+
+LOG_ACTIONS: Final[tuple[str, ...]] = ("logs:CreateLogStream", "logs:PutLogEvents")
+
+_TABLE_ARN = re.compile(r"^arn:aws[a-z-]*:dynamodb:[a-z0-9-]+:[^:*?]+:table/[A-Za-z0-9_.-]{3,255}$")
+_WILDCARD = re.compile(r"[*?]")
+
+
+def assume_role_policy(service: str = "ecs-tasks.amazonaws.com") -> PolicyDocument:
+    """Trust policy letting an AWS service (by default ECS tasks) assume the role."""
+    return {
+        "Version": POLICY_VERSION,
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": service},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+
+
+def _check_table_arn(arn: str) -> None:
+    if not _TABLE_ARN.match(arn):
+        raise ValueError(f"not a single DynamoDB table ARN: {arn!r}")
+
+
+def table_resources(table_arns: Iterable[str]) -> list[str]:
+    """Each table ARN followed by the ARN pattern of that table's indexes."""
+    resources: list[str] = []
+    for arn in table_arns:
+        _check_table_arn(arn)
+        resources.extend([arn, f"{arn}/index/*"])
+    return resources
+
+
+def task_policy(table_arns: Sequence[str]) -> PolicyDocument:
+    """The task role's only permissions: Parley's DynamoDB calls on its own tables.
+
+    Raises ``ValueError`` if any input is not one concrete table ARN (a ``*`` or a
+    ``table/*`` pattern is refused), so the document cannot be widened through its inputs.
+    """
+    if not table_arns:
+        raise ValueError("the task policy needs at least one table ARN")
+    return {
+        "Version": POLICY_VERSION,
+        "Statement": [
+            {
+                "Sid": "ParleyTables",
+                "Effect": "Allow",
+                "Action": list(DYNAMODB_ACTIONS),
+                "Resource": table_resources(table_arns),
+            }
+        ],
+    }
+
+
+def execution_policy(repository_arn: str, log_group_arn: str) -> PolicyDocument:
+    """What ECS itself needs to start a task: pull the image, write its logs.
+
+    ``ecr:GetAuthorizationToken`` has no resource-level permissions in AWS, so it is the one
+    statement on ``*``; the pull actions are limited to the stack's repository and the log
+    actions to the stack's log group.
+    """
+    return {
+        "Version": POLICY_VERSION,
+        "Statement": [
+            {
+                "Sid": "EcrLogin",
+                "Effect": "Allow",
+                "Action": ["ecr:GetAuthorizationToken"],
+                "Resource": "*",
+            },
+            {
+                "Sid": "EcrPull",
+                "Effect": "Allow",
+                "Action": list(ECR_PULL_ACTIONS),
+                "Resource": [repository_arn],
+            },
+            {
+                "Sid": "Logs",
+                "Effect": "Allow",
+                "Action": list(LOG_ACTIONS),
+                "Resource": [f"{log_group_arn}:log-stream:*"],
+            },
+        ],
+    }
+
+
+def _as_list(value: object) -> list[object]:
+    if isinstance(value, list):
+        return list(value)
+    return [value]
+
+
+def task_policy_violations(document: Mapping[str, object], table_arns: Sequence[str]) -> list[str]:
+    """Every way ``document`` is wider than Parley's task policy may be; empty if none.
+
+    Allowed: ``Allow`` statements whose actions are all in :data:`DYNAMODB_ACTIONS` and
+    whose resources are exactly the given table ARNs or ``<table ARN>/index/*``. Also
+    reported: tables the document does not cover (Parley would fail at run time).
+    """
+    problems: list[str] = []
+    allowed_actions = set(DYNAMODB_ACTIONS)
+    allowed_resources = set(table_arns) | {f"{arn}/index/*" for arn in table_arns}
+    covered: set[str] = set()
+    if document.get("Version") != POLICY_VERSION:
+        problems.append(f"Version is {document.get('Version')!r}, not {POLICY_VERSION!r}")
+    statements = document.get("Statement")
+    if not isinstance(statements, list) or not statements:
+        return [*problems, "no Statement list"]
+    for position, statement in enumerate(statements):
+        where = f"statement {position}"
+        if not isinstance(statement, Mapping):
+            problems.append(f"{where}: not an object")
+            continue
+        for key in ("NotAction", "NotResource", "NotPrincipal", "Principal"):
+            if key in statement:
+                problems.append(f"{where}: uses {key}")
+        if statement.get("Effect") != "Allow":
+            # A Deny only narrows; it is not a widening, but it is not expected either.
+            problems.append(f"{where}: Effect is {statement.get('Effect')!r}")
+        for action in _as_list(statement.get("Action")):
+            if not isinstance(action, str):
+                problems.append(f"{where}: action {action!r} is not a string")
+            elif _WILDCARD.search(action):
+                problems.append(f"{where}: wildcard action {action!r}")
+            elif action not in allowed_actions:
+                problems.append(f"{where}: action {action!r} is not one Parley needs")
+        for resource in _as_list(statement.get("Resource")):
+            if not isinstance(resource, str):
+                problems.append(f"{where}: resource {resource!r} is not a string")
+            elif resource not in allowed_resources:
+                problems.append(f"{where}: resource {resource!r} is not one of Parley's tables")
+            else:
+                covered.add(resource)
+    for arn in table_arns:
+        if arn not in covered:
+            problems.append(f"table {arn} is not covered")
+        if f"{arn}/index/*" not in covered:
+            problems.append(f"indexes of {arn} are not covered")
+    return problems

@@ -1,0 +1,400 @@
+"""Text tables, JSON and the chart for ``parley cost``. Formatting only; numbers come from
+``parley.cost.model`` and ``parley.cost.seed``."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+
+from parley.cost import seed
+from parley.cost.bench import SHAPES, BenchFile, Workload
+from parley.cost.model import ModelInputs, ShapeCost, estimate
+from parley.cost.prices import SOURCES, TABLES, Prices
+
+__all__ = [
+    "SAMPLE_BANNER",
+    "ChartUnavailable",
+    "Report",
+    "render_json",
+    "render_text",
+    "write_chart",
+]
+
+SAMPLE_BANNER: Final = "SAMPLE INPUT, not measured"
+_SAMPLE_LINE_2: Final = "illustrative figures from the built-in sample bench, not a benchmark run"
+_WIDTH: Final = 100
+_SAMPLE_LINE_3: Final = "pass --bench FILE with measured figures (format: docs/cost.md)"
+
+
+class ChartUnavailable(RuntimeError):
+    """matplotlib is not installed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """Everything ``parley cost`` prints, computed once."""
+
+    bench_source: str
+    bench: BenchFile
+    users: tuple[int, ...]
+    prices: Prices
+    inputs: ModelInputs
+    workload: Workload
+    results: tuple[ShapeCost, ...]
+
+    @classmethod
+    def build(
+        cls,
+        bench_source: str,
+        bench: BenchFile,
+        users: Sequence[int],
+        prices: Prices,
+        inputs: ModelInputs,
+        workload: Workload,
+    ) -> Report:
+        results = estimate(bench, users, prices, inputs, workload)
+        return cls(bench_source, bench, tuple(users), prices, inputs, workload, tuple(results))
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "  ") -> list[str]:
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+
+    def line(cells: Sequence[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        rest = [c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True)]
+        return (indent + "  ".join([first, *rest])).rstrip()
+
+    return [line(headers), *(line(r) for r in rows)]
+
+
+def _money(x: float) -> str:
+    return f"{x:,.2f}"
+
+
+def _seed_section() -> list[str]:
+    out = [
+        "1. The seed's three scenarios, redone from its own inputs and formulas "
+        f"({seed.SEED_HOURS_PER_MONTH}-hour month), US$/month",
+        "",
+    ]
+    items = [
+        ("Fargate vCPU", "fargate_vcpu"),
+        ("Fargate memory", "fargate_memory"),
+        ("Fargate", "fargate"),
+        ("DynamoDB RCU", "dynamodb_rcu"),
+        ("DynamoDB WCU", "dynamodb_wcu"),
+        ("DynamoDB", "dynamodb"),
+        ("ElastiCache", "elasticache"),
+        ("Total", "total"),
+    ]
+    headers = ["line item"]
+    for sc in seed.SCENARIOS:
+        headers += [f"{sc.users:,}: seed", "recomputed"]
+    rows = []
+    for label, attr in items:
+        row = [label]
+        for sc in seed.SCENARIOS:
+            stated: float = getattr(sc.stated, attr)
+            exact: float = getattr(seed.recompute(sc), attr)
+            mark = "" if round(exact, 2) == stated else " *"
+            row += [_money(stated), _money(exact) + mark]
+        rows.append(row)
+    out += _table(headers, rows)
+    sums = ", ".join(_money(seed.stated_total_from_subtotals(sc)) for sc in seed.SCENARIOS)
+    out += [
+        "",
+        "  * differs from the figure the seed printed (see the errors below).",
+        f"  The seed's totals are the sums of its printed subtotals: {sums}.",
+        "",
+    ]
+    return out
+
+
+def _findings_section() -> list[str]:
+    found = seed.findings()
+    out = [
+        f"2. Errors in the seed's cost discussion ({len(found)}, each checked by arithmetic)",
+        "",
+    ]
+    labels = {sc.key: f"{sc.users:,} users" for sc in seed.SCENARIOS}
+    for i, f in enumerate(found, 1):
+        where = labels[f.scenario] if f.scenario else "all scenarios"
+        out.append(f"  {i:2}. [{f.kind}] {f.key} ({where})")
+        out += _wrap("seed:", f.seed_says)
+        out += _wrap("correct:", f.correct)
+        out += _wrap("why:", f.why)
+    ok = seed.checks()
+    verified = (
+        "reads/s "
+        + ", ".join(f"{c.computed:,.2f}" for c in ok if c.key.startswith("reads-per-second"))
+        + " (x0.7 keeps 70 % for a 30 % cut, x0.3 keeps 30 % for a 70 % cut); writes/s "
+        + ", ".join(f"{c.computed:.2f}" for c in ok if c.key.startswith("writes-per-second"))
+        + "; every RCU, WCU and ElastiCache line item; each total = the sum of its subtotals."
+    )
+    out += ["", *_wrap(f"Checked and right ({len(ok)}):", verified, indent=2, width=0), ""]
+    return out
+
+
+def _wrap(label: str, text: str, indent: int = 6, width: int = 9) -> list[str]:
+    """``label text`` wrapped at ``_WIDTH``; continuation lines align under the text when
+    ``width`` > 0 (the label column's width), else under the label plus two spaces."""
+    head = " " * indent + label.ljust(width) + " "
+    rest = " " * (indent + (width + 1 if width else 2))
+    return textwrap.wrap(text, width=_WIDTH, initial_indent=head, subsequent_indent=rest)
+
+
+def _banner(report: Report) -> list[str]:
+    if not report.bench.sample:
+        return []
+    bar = "#" * 78
+    return [
+        f"  {bar}",
+        f"  ##{SAMPLE_BANNER.upper().center(74)}##",
+        f"  ##{_SAMPLE_LINE_2.center(74)}##",
+        f"  ##{_SAMPLE_LINE_3.center(74)}##",
+        f"  {bar}",
+        "",
+    ]
+
+
+def _cell(result: ShapeCost, scope: bool = False) -> str:
+    value = result.seed_scope_total if scope else result.total
+    return _money(value) if value is not None else "exceeds 1 process"
+
+
+def _parley_section(report: Report) -> list[str]:
+    w, mi = report.workload, report.inputs
+    out = ["3. Parley's model, US$/month (" + f"{mi.hours_per_month:g}-hour month)", ""]
+    out += _banner(report)
+    bench_note = report.bench.note if report.bench.note and not report.bench.sample else ""
+    out += _wrap("bench:", report.bench_source + (f" ({bench_note})" if bench_note else ""), 2)
+    out += _wrap(
+        "workload:",
+        f"{w.checks_per_user_per_minute:g} check/user/minute, {w.sends_per_user_per_day:g} "
+        f"sends/user/day, {w.messages_per_check:g} messages/check",
+        2,
+    )
+    out += _wrap(
+        "inputs:",
+        f"target utilisation {mi.target_utilisation:.0%}, peak x{mi.peak_factor:g}, Fargate "
+        f"task {mi.task_vcpu:g} vCPU / {mi.task_memory_gb:g} GB (min {mi.min_tasks}), RDS "
+        f"{'Multi-AZ' if mi.rds_multi_az else 'Single-AZ'}, DynamoDB {mi.dynamodb_mode}, "
+        f"{mi.new_connections_per_request:g} new connection/request, "
+        f"{mi.active_connections_per_user:g} active connection/user, "
+        f"{mi.stored_bytes_per_message:g} B/message kept {mi.retention_days:g} days",
+        2,
+    )
+    out.append("")
+    by_seed_users = {sc.users: sc for sc in seed.SCENARIOS}
+    headers = ["total", *(f"{n:,} users" for n in report.users)]
+    rows = [
+        ["seed's estimate"]
+        + [
+            _money(by_seed_users[n].stated.total) if n in by_seed_users else "-"
+            for n in report.users
+        ]
+    ]
+    shapes = [s for s in SHAPES if s in report.bench.shapes]
+    for shape in shapes:
+        rows.append([shape] + [_cell(r) for r in report.results if r.shape == shape])
+    for shape in shapes:
+        rows.append(
+            [f"{shape} (seed scope)"]
+            + [_cell(r, scope=True) for r in report.results if r.shape == shape]
+        )
+    out += _table(headers, rows)
+    out += [
+        "",
+        *_wrap(
+            "seed scope",
+            "= compute + database + cache, the items the seed priced; the totals add storage, "
+            "ALB and data transfer out.",
+            indent=2,
+            width=0,
+        ),
+        "",
+    ]
+    for r in report.results:
+        head = f"  {r.shape} at {r.users:,} users: "
+        if r.total is None:
+            head += "cannot carry the load"
+        else:
+            head += f"${_money(r.total)}/month"
+        ld = r.load
+        bound = "CPU" if ld.app_vcpus_by_cpu >= ld.app_vcpus_by_throughput else "throughput"
+        out.append(head)
+        out += _wrap(
+            "load:",
+            f"{ld.requests_per_second['check']:,.1f} checks/s + "
+            f"{ld.requests_per_second['send']:,.1f} sends/s; app {ld.app_vcpus:.2f} vCPU "
+            f"({bound}-bound); storage {ld.storage_reads_per_second:,.0f} reads/s, "
+            f"{ld.storage_writes_per_second:,.0f} writes/s",
+            indent=4,
+            width=0,
+        )
+        item_rows = [
+            (
+                item.name,
+                _money(item.monthly) if item.included else f"({_money(item.monthly)})",
+                item.detail + ("" if item.included else "  [not counted]"),
+            )
+            for item in r.line_items
+        ]
+        name_w = max(len(a) for a, _, _ in item_rows)
+        money_w = max(len(b) for _, b, _ in item_rows)
+        for a, b, c in item_rows:
+            label = f"{a.ljust(name_w)}  {b.rjust(money_w)}"
+            out += _wrap(label, c, indent=4, width=len(label) + 1)
+        for n in r.notes:
+            out += _wrap("note:", n, indent=4, width=0)
+        out.append("")
+    out += _prices_section(report.prices)
+    return out
+
+
+def _prices_section(prices: Prices) -> list[str]:
+    out = ["  Prices (us-east-1 on-demand; editable with --price NAME=VALUE or --prices FILE):"]
+    for f in dataclasses.fields(Prices):
+        status = SOURCES[f.name][0] if f.name in SOURCES else "override"
+        if f.name in TABLES:
+            table = getattr(prices, f.name)
+            rows = ", ".join(f"{c.name} {c.hourly:g}" for c in table)
+            out += _wrap(f"{f.name} [{status}]:", f"{rows} $/h", indent=4, width=0)
+        else:
+            out.append(f"    {f.name} = {getattr(prices, f.name):g} [{status}]")
+    out += ["  Sources and caveats: docs/cost.md.", ""]
+    return out
+
+
+def render_text(report: Report) -> str:
+    lines = ["parley cost: capacity and cost model", ""]
+    lines += _seed_section()
+    lines += _findings_section()
+    lines += _parley_section(report)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def render_json(report: Report) -> str:
+    scenarios = [
+        {
+            "key": sc.key,
+            "label": sc.label,
+            "users": sc.users,
+            "inputs": {
+                k: v
+                for k, v in dataclasses.asdict(sc).items()
+                if k not in ("stated", "key", "label")
+            },
+            "stated": dataclasses.asdict(sc.stated),
+            "recomputed": dataclasses.asdict(seed.recompute(sc)),
+            "stated_total_from_subtotals": seed.stated_total_from_subtotals(sc),
+        }
+        for sc in seed.SCENARIOS
+    ]
+    doc: dict[str, Any] = {
+        "seed": {
+            "hours_per_month": seed.SEED_HOURS_PER_MONTH,
+            "scenarios": scenarios,
+            "findings": seed.findings(),
+            "checks": seed.checks(),
+        },
+        "parley": {
+            "sample": report.bench.sample,
+            "banner": SAMPLE_BANNER if report.bench.sample else None,
+            "bench_source": report.bench_source,
+            "workload": report.workload,
+            "inputs": report.inputs,
+            "prices": report.prices,
+            "price_sources": {k: {"status": s, "note": n} for k, (s, n) in SOURCES.items()},
+            "results": report.results,
+        },
+    }
+    return msgspec.json.format(msgspec.json.encode(doc), indent=2).decode() + "\n"
+
+
+def _chart_users(users: Sequence[int]) -> list[int]:
+    low = min([1_000, *users])
+    high = max([10_000_000, *users])
+    steps = 48
+    a, b = math.log10(low), math.log10(high)
+    return sorted({round(10 ** (a + (b - a) * i / steps)) for i in range(steps + 1)} | set(users))
+
+
+def write_chart(report: Report, path: Path) -> None:
+    """Draw $/month against users (log-log) for each shape and the seed's three estimates."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise ChartUnavailable(
+            "--chart needs matplotlib, which is not installed; install it with "
+            "`pip install matplotlib` (or run without --chart)"
+        ) from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid = _chart_users(report.users)
+    results = estimate(report.bench, grid, report.prices, report.inputs, report.workload)
+    fig, ax = plt.subplots(figsize=(9, 5.6), dpi=110)
+    try:
+        for shape in (s for s in SHAPES if s in report.bench.shapes):
+            points = [(r.users, r.total) for r in results if r.shape == shape and r.total]
+            if not points:
+                continue
+            xs, ys = zip(*points, strict=True)
+            (line,) = ax.plot(xs, ys, label=shape, linewidth=2)
+            if len(points) < len(grid):
+                ax.plot(
+                    [xs[-1]],
+                    [ys[-1]],
+                    marker="x",
+                    markersize=10,
+                    color=line.get_color(),
+                    linestyle="none",
+                )
+                ax.annotate(
+                    "one-process ceiling",
+                    (xs[-1], ys[-1]),
+                    textcoords="offset points",
+                    xytext=(6, -12),
+                    fontsize=8,
+                    color=line.get_color(),
+                )
+        seed_x = [sc.users for sc in seed.SCENARIOS]
+        ax.plot(
+            seed_x,
+            [sc.stated.total for sc in seed.SCENARIOS],
+            "k--o",
+            label="seed's estimate as printed (no storage, ALB or data transfer)",
+        )
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("users")
+        ax.set_ylabel("US$ per month")
+        title = "parley cost: monthly cost by deployment shape"
+        ax.set_title(title)
+        if report.bench.sample:
+            fig.text(
+                0.5,
+                0.5,
+                SAMPLE_BANNER.upper(),
+                fontsize=30,
+                color="red",
+                alpha=0.18,
+                ha="center",
+                va="center",
+                rotation=20,
+            )
+            ax.set_title(f"{title}\n{SAMPLE_BANNER}", color="firebrick")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(loc="upper left")
+        fig.tight_layout()
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
