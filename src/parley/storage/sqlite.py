@@ -77,11 +77,78 @@ MESSAGE_COLUMNS = "id, type, sender_id, recipient_id, body, ts, seq"
 
 
 class _Job:
-    __slots__ = ("future", "op")
+    """A queued write: either a generic operation or a message append (``append`` set)."""
 
-    def __init__(self, op: Op, future: asyncio.Future[Any]) -> None:
+    __slots__ = ("append", "future", "op")
+
+    def __init__(
+        self, op: Op | None, future: asyncio.Future[Any], append: _Append | None = None
+    ) -> None:
         self.op = op
         self.future = future
+        self.append = append
+
+
+class _Append:
+    __slots__ = ("draft", "ts")
+
+    def __init__(self, draft: MessageDraft, ts: int) -> None:
+        self.draft = draft
+        self.ts = ts
+
+
+INSERT_MESSAGES = (
+    "INSERT INTO messages (id, type, sender_id, recipient_id, body, ts, send_key) VALUES "
+)
+ROW_MARKS = "(?, ?, ?, ?, ?, ?, ?)"
+MAX_ROWS = 500  # rows per INSERT statement (7 variables each, far below SQLite's limit)
+
+
+def _append_all(conn: sqlite3.Connection, appends: list[_Append]) -> list[tuple[Message, bool]]:
+    """Insert a run of messages with as few statements as possible.
+
+    One multi-row INSERT per 500 messages: each statement is one trip through the
+    interpreter lock, which matters when the event loop thread is busy. Rowids of one
+    statement are consecutive (this connection is the only writer), giving each message
+    its sequence number. A repeated idempotency key returns the stored message instead.
+    """
+    results: list[tuple[Message, bool] | None] = [None] * len(appends)
+    fresh: list[int] = []
+    keys: dict[tuple[str, str], int] = {}
+    for i, item in enumerate(appends):
+        d = item.draft
+        if d.send_key is not None:
+            key = (d.sender_id, d.send_key)
+            if key in keys:  # the same key twice in one batch: answered after the insert
+                continue
+            row = conn.execute(
+                f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE sender_id = ? AND send_key = ?",
+                key,
+            ).fetchone()
+            if row is not None:
+                results[i] = (_message(row), False)
+                continue
+            keys[key] = i
+        fresh.append(i)
+    for start in range(0, len(fresh), MAX_ROWS):
+        chunk = fresh[start : start + MAX_ROWS]
+        params: list[Any] = []
+        for i in chunk:
+            d, ts = appends[i].draft, appends[i].ts
+            params += (d.id, d.type, d.sender_id, d.recipient_id, d.body, ts, d.send_key)
+        cursor = conn.execute(INSERT_MESSAGES + ",".join([ROW_MARKS] * len(chunk)), params)
+        first = (cursor.lastrowid or 0) - len(chunk) + 1
+        for offset, i in enumerate(chunk):
+            d, ts = appends[i].draft, appends[i].ts
+            message = Message(d.id, d.type, d.sender_id, d.recipient_id, d.body, ts, first + offset)
+            results[i] = (message, True)
+    for i, item in enumerate(appends):
+        if results[i] is None:  # a key repeated within the batch
+            d = item.draft
+            original = results[keys[(d.sender_id, d.send_key or "")]]
+            assert original is not None
+            results[i] = (original[0], False)
+    return [r for r in results if r is not None]
 
 
 def _resolve(batch: list[_Job], results: list[tuple[bool, Any]]) -> None:
@@ -105,11 +172,11 @@ class _Writer(threading.Thread):
         self._loop: asyncio.AbstractEventLoop | None = None
         self.batches = 0
 
-    def submit(self, op: Op) -> asyncio.Future[Any]:
+    def submit(self, op: Op | None, append: _Append | None = None) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         self._loop = loop
         future: asyncio.Future[Any] = loop.create_future()
-        self._queue.put(_Job(op, future))
+        self._queue.put(_Job(op, future, append))
         return future
 
     def stop(self) -> None:
@@ -145,11 +212,23 @@ class _Writer(threading.Thread):
     @staticmethod
     def _run_batch(conn: sqlite3.Connection, batch: list[_Job]) -> list[tuple[bool, Any]]:
         results: list[tuple[bool, Any]] = []
+        appends: list[_Append] = []
+
+        def flush_appends() -> None:
+            if appends:
+                results.extend((True, r) for r in _append_all(conn, appends))
+                appends.clear()
+
         try:
             conn.execute("BEGIN IMMEDIATE")
             for job in batch:
+                if job.append is not None:
+                    appends.append(job.append)
+                    continue
+                flush_appends()
                 conn.execute("SAVEPOINT op")
                 try:
+                    assert job.op is not None
                     value = job.op(conn)
                 except Exception as exc:  # the operation's own failure, reported to it alone
                     conn.execute("ROLLBACK TO op")
@@ -158,6 +237,7 @@ class _Writer(threading.Thread):
                 else:
                     conn.execute("RELEASE op")
                     results.append((True, value))
+            flush_appends()
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             log.error("sqlite batch failed: %s", exc)
@@ -231,7 +311,7 @@ class SqliteStorage(Storage):
     async def close(self) -> None:
         if self._writer is not None:
             await asyncio.to_thread(self._writer.stop)
-            self._writer = None
+        self._writer = None
         if self._reader is not None:
             self._reader.close()
             self._reader = None
@@ -366,37 +446,11 @@ class SqliteStorage(Storage):
 
     # messages --------------------------------------------------------------------------
     async def append_message(self, draft: MessageDraft) -> tuple[Message, bool]:
+        if self._writer is None:
+            raise Unavailable("storage is not open")
         ts = self.positions.begin()
-
-        def op(c: sqlite3.Connection) -> tuple[Message, bool]:
-            if draft.send_key is not None:
-                row = c.execute(
-                    f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE sender_id = ? AND send_key = ?",
-                    (draft.sender_id, draft.send_key),
-                ).fetchone()
-                if row is not None:
-                    return _message(row), False
-            cursor = c.execute(
-                "INSERT INTO messages (id, type, sender_id, recipient_id, body, ts, send_key)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    draft.id,
-                    draft.type,
-                    draft.sender_id,
-                    draft.recipient_id,
-                    draft.body,
-                    ts,
-                    draft.send_key,
-                ),
-            )
-            seq = cursor.lastrowid or 0
-            message = Message(
-                draft.id, draft.type, draft.sender_id, draft.recipient_id, draft.body, ts, seq
-            )
-            return message, True
-
         try:
-            result: tuple[Message, bool] = await self._write(op)
+            result: tuple[Message, bool] = await self._writer.submit(None, _Append(draft, ts))
         finally:
             self.positions.finish(ts)
         if result[1] and ts > self._last_ts:
