@@ -151,8 +151,6 @@ def cost_input(rows: dict[str, Row], ceiling: float, meta: dict[str, Any]) -> di
     operations = {}
     if "check" in rows:
         operations["check"] = op(rows["check"])
-    if "idle" in rows:
-        operations["idle_check"] = op(rows["idle"])
     if "private" in rows:
         operations["send"] = op(rows["private"])
     return {
@@ -278,8 +276,8 @@ async def run(args: argparse.Namespace, scenarios: list[str], workdir: Path) -> 
         "messages": data.messages,
     }
     if args.json:
-        report = {
-            **cost_input(rows, ceiling, meta),
+        report = cost_input(rows, ceiling, meta)
+        report["details"] = {
             "runs": {name: asdict(row) for name, row in rows.items()},
             "server_rss_bytes": rss,
             "connections": args.connections,

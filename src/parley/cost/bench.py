@@ -33,6 +33,8 @@ import math
 from pathlib import Path
 from typing import Final
 
+from typing import Any
+
 import msgspec
 
 __all__ = [
@@ -103,6 +105,9 @@ class BenchFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     measured_at: str | None = None
     machine: str | None = None
     ceiling_requests_per_second: float | None = None
+    # Everything else a benchmark run recorded (per-scenario figures, memory, settings);
+    # kept with the file, not used by the model.
+    details: dict[str, Any] = {}
 
 
 def _check_number(where: str, value: float, *, positive: bool = False) -> None:
