@@ -441,3 +441,30 @@ async def test_rate_limits_answer_429_with_retry_after(make_harness: object) -> 
     r = await harness.client.post("/v1/users/create", json={"username": "c"})
     assert r.status_code == 429 and error_code(r) == "rate_limited"
     assert int(r.headers["retry-after"]) >= 1
+
+
+async def test_long_poll_wakes_when_added_to_a_group(api: Harness) -> None:
+    import asyncio
+    import time
+
+    alice, ha = await api.user("alice")
+    bob, hb = await api.user("bob")
+    gid = (await api.client.post("/v1/groups/create", json={"groupName": "g"}, headers=ha)).json()[
+        "groupId"
+    ]
+    cursor = (await api.client.get(f"/v1/messages/{bob}", headers=hb)).json()["nextTimestamp"]
+
+    async def add_then_send() -> None:
+        await asyncio.sleep(0.2)
+        await api.client.post(f"/v1/groups/{gid}?op=add", json={"userId": bob}, headers=ha)
+        await api.client.post(
+            "/v1/messages/send?type=group",
+            json={"senderId": alice, "groupId": gid, "message": "welcome"},
+            headers=ha,
+        )
+
+    started = time.monotonic()
+    poll = api.client.get(f"/v1/messages/{bob}?timestamp={cursor}&wait=20", headers=hb)
+    response, _ = await asyncio.gather(poll, add_then_send())
+    assert [m["message"] for m in response.json()["messages"]] == ["welcome"]
+    assert time.monotonic() - started < 3  # woken, not timed out (nor the 5 s re-check)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from parley.domain.models import GroupRecord, new_id
@@ -27,6 +28,9 @@ class GroupService:
         self.directory = directory
         self.users = users
         self.limits = limits
+        # Called with a user id after that user joined or left a group (wakes its long-polls,
+        # which must start waiting on the new set of groups).
+        self.membership_listeners: list[Callable[[str], None]] = []
 
     async def require(self, group_id: str) -> GroupRecord:
         group = await self.directory.group(group_id)
@@ -56,6 +60,7 @@ class GroupService:
         if not await self.storage.add_member(group_id, user_id):
             raise Conflict("user is already a member", "already_member")
         await self.directory.member_added(group_id, user_id)
+        self._membership_changed(user_id)
 
     async def remove(self, actor: Actor, group_id: str, user_id: str) -> None:
         check_id(user_id, "userId")
@@ -66,6 +71,11 @@ class GroupService:
         if not await self.storage.remove_member(group_id, user_id):
             raise Conflict("user is not a member", "not_in_group")
         await self.directory.member_removed(group_id, user_id)
+        self._membership_changed(user_id)
+
+    def _membership_changed(self, user_id: str) -> None:
+        for listener in self.membership_listeners:
+            listener(user_id)
 
     async def view(self, actor: Actor, group_id: str) -> GroupView:
         group = await self.require(group_id)

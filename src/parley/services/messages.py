@@ -22,6 +22,8 @@ from parley.services.notifier import Notifier
 from parley.services.users import UserService
 from parley.storage.base import MessageDraft, Storage
 
+RECHECK_SECONDS = 5.0  # a long-poll re-checks at least this often, woken or not
+
 
 class MessageService:
     def __init__(
@@ -41,6 +43,7 @@ class MessageService:
         self.changes = changes
         self.limits = limits
         self.notifier = notifier
+        groups.membership_listeners.append(lambda user_id: notifier.notify_all([user_id]))
         self.idle_checks = 0
 
     # send ------------------------------------------------------------------------------
@@ -111,17 +114,23 @@ class MessageService:
             return page
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
+        pause = 0.002
         while (left := deadline - loop.time()) > 0:
             groups = await self.directory.groups_of(user_id)
             streams = self.streams(user_id, groups, include_sent)
             if not await self.changes.changed(streams, after):
-                await self.notifier.wait(streams, left)
+                # Wake-ups are hints (one from another process can be lost): re-check now
+                # and then even without one.
+                await self.notifier.wait(streams, min(left, RECHECK_SECONDS))
             else:
-                # Stored but not yet below the frontier (it trails the clock by 1 ms).
-                await asyncio.sleep(0.002)
+                # Stored but not yet below the frontier (it trails the clock by 1 ms), or
+                # the change cache cannot tell (shared cache down): back off, read again.
+                await asyncio.sleep(min(pause, left))
+                pause = min(pause * 2, 0.25)
             page = await self._check_once(user_id, after, page_size, include_sent)
             if page.messages:
                 return page
+            after = max(after, page.next_ts)  # nothing up to next_ts: wait for newer only
         return page
 
     async def _check_once(

@@ -1,0 +1,345 @@
+"""The web chat page, driven in Chromium through Playwright against a real server process.
+
+Two browser contexts (Alice and Bob) sign up in token mode, share a group, exchange private and
+group messages that arrive live (long-poll, no reload), then Bob blocks Alice: her next private
+message is refused on her page while group messages still flow. Screenshots of both pages at
+each step, and of a phone-sized viewport, go to ``test-artifacts/browser/``.
+
+Needs the ``playwright`` Python package and Debian's Chromium at ``/usr/bin/chromium`` (no
+browser download). Without them the test is skipped, except under ``CI=true`` where it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page, Route
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts" / "browser"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless=new",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+HEALTH_TIMEOUT_S = 20.0
+EXPECT_TIMEOUT_MS = 10_000
+DESKTOP = {"width": 1200, "height": 800}
+PHONE = {"width": 390, "height": 844}
+
+
+def _unavailable_reason() -> str | None:
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError as exc:
+        return f"playwright is not importable ({exc}); install it with `pip install playwright`"
+    if not os.path.exists(CHROMIUM):
+        return f"Chromium not found at {CHROMIUM}; install it with `apt-get install chromium`"
+    return None
+
+
+def _require_browser() -> None:
+    reason = _unavailable_reason()
+    if reason is None:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"browser test cannot run under CI=true: {reason}")
+    pytest.skip(reason)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@pytest.fixture
+def server_url() -> Iterator[str]:
+    _require_browser()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = dict(os.environ)
+    src = str(ROOT / "src")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
+    log_path = ARTIFACTS / "server.log"
+    log: IO[bytes] = open(log_path, "wb")  # noqa: SIM115 - closed in the finally below
+    command = [sys.executable, "-m", "parley", "serve", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--storage", "memory", "--auth", "token"]
+    command += ["--rate-limits", "off"]
+    proc = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + HEALTH_TIMEOUT_S
+        while not _healthy(url):
+            if proc.poll() is not None:
+                pytest.fail(
+                    f"parley serve exited with {proc.returncode}:\n"
+                    + log_path.read_text(errors="replace")[-4000:]
+                )
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"parley serve did not answer /healthz within {HEALTH_TIMEOUT_S} s:\n"
+                    + log_path.read_text(errors="replace")[-4000:]
+                )
+            time.sleep(0.1)
+        yield url
+    finally:
+        _stop(proc)
+        log.close()
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    _require_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def _shot(page: Page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=False)
+
+
+def _sign_up(page: Page, base: str, username: str) -> str:
+    from playwright.sync_api import expect
+
+    page.goto(f"{base}/")
+    expect(page.get_by_role("heading", name="Welcome to Parley")).to_be_visible()
+    page.get_by_label("Username", exact=True).fill(username)
+    page.get_by_role("button", name="Create account").click()
+    expect(page.locator("#me-name")).to_have_text(username)
+    user_id = page.get_by_role("textbox", name="Your user id").input_value()
+    assert user_id, "the page shows no user id after sign-up"
+    stored = page.evaluate("() => JSON.parse(localStorage.getItem('parley.session'))")
+    assert stored["userId"] == user_id
+    assert stored["username"] == username
+    assert stored["token"], "the token is not kept in localStorage"
+    return user_id
+
+
+def _send(page: Page, text: str) -> None:
+    box = page.get_by_label("Message", exact=True)
+    box.fill(text)
+    box.press("Enter")
+
+
+def _conversation(page: Page, name: str) -> Any:
+    exact = re.compile(rf"^{re.escape(name)}( \(blocked\))?$")
+    return page.locator("#conversation-list button.conv").filter(
+        has=page.locator(".conv-name", has_text=exact)
+    )
+
+
+def _open_conversation(page: Page, name: str) -> None:
+    from playwright.sync_api import expect
+
+    button = _conversation(page, name)
+    expect(button).to_be_visible()
+    button.click()
+    expect(page.locator("#chat-title")).to_have_text(name)
+
+
+def _sent(page: Page, text: str) -> Any:
+    return page.locator('#messages .msg[data-state="sent"]', has_text=text)
+
+
+def test_two_users_chat_live_block_and_phone_layout(server_url: str, browser: Browser) -> None:
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
+    started = time.monotonic()
+    errors: list[str] = []
+    logs: list[str] = []  # console and failed requests of both pages, saved for diagnosis
+
+    alice_ctx = browser.new_context(viewport=DESKTOP)
+    bob_ctx = browser.new_context(viewport=DESKTOP)
+    try:
+        alice = alice_ctx.new_page()
+        bob = bob_ctx.new_page()
+        for who, page in (("alice", alice), ("bob", bob)):
+            page.set_default_timeout(EXPECT_TIMEOUT_MS)
+            page.on("pageerror", lambda exc, who=who: errors.append(f"{who}: {exc}"))
+            page.on(
+                "console", lambda msg, who=who: logs.append(f"{who} console {msg.type}: {msg.text}")
+            )
+            page.on(
+                "requestfailed",
+                lambda req, who=who: logs.append(f"{who} request failed: {req.url} {req.failure}"),
+            )
+
+        # --- sign up -------------------------------------------------------------------
+        alice_id = _sign_up(alice, server_url, "Alice")
+        bob_id = _sign_up(bob, server_url, "Bob")
+        assert alice_id != bob_id
+        expect(alice.get_by_role("region", name="Save your token")).to_be_visible()
+        _shot(alice, "01-alice-signed-up")
+        _shot(bob, "01-bob-signed-up")
+
+        # --- Alice creates a group and adds Bob (his id read from his page) -------------
+        alice.get_by_label("New group — name").fill("Weekend plans")
+        alice.get_by_role("button", name="Create group").click()
+        expect(alice.locator("#chat-title")).to_have_text("Weekend plans")
+        alice.get_by_label("Add a member — paste their user id").fill(bob_id)
+        alice.get_by_role("button", name="Add", exact=True).click()
+        members = alice.get_by_role("region", name="Group members")
+        expect(members.get_by_text("Bob", exact=True)).to_be_visible()
+        expect(alice.locator("#chat-subtitle")).to_have_text("Group · 2 members")
+        _shot(alice, "02-alice-group-created")
+
+        # --- group messages, both ways, live ---------------------------------------------
+        _send(alice, "Hi group, Alice here")
+        expect(_sent(alice, "Hi group, Alice here")).to_be_visible()
+        # Bob was added while his long-poll was waiting: the group and its message must still
+        # show up on his page within seconds, without a reload.
+        expect(
+            _conversation(bob, "Weekend plans"),
+            "the group Bob was just added to, with Alice's message, did not appear on his page"
+            " (the server must wake a waiting long-poll for a group its user joined meanwhile)",
+        ).to_be_visible()
+        _open_conversation(bob, "Weekend plans")
+        expect(_sent(bob, "Hi group, Alice here")).to_be_visible()
+        _send(bob, "Hello from Bob")
+        expect(_sent(alice, "Hello from Bob")).to_be_visible()  # Alice's open chat updates
+        _shot(alice, "03-alice-group-chat")
+        _shot(bob, "03-bob-group-chat")
+
+        # --- private messages, both ways, live -------------------------------------------
+        bob.get_by_label("New private conversation — paste a user id").fill(alice_id)
+        bob.get_by_role("button", name="Open", exact=True).click()
+        expect(bob.locator("#chat-title")).to_have_text("Alice")
+        # The first answer to this send is lost on the way back (the server stored the
+        # message): the page retries with the same Idempotency-Key and nobody sees a duplicate.
+        send_keys: list[str | None] = []
+
+        def lose_first_answer(route: Route) -> None:
+            send_keys.append(route.request.headers.get("idempotency-key"))
+            if len(send_keys) == 1:
+                route.fetch()
+                route.abort("connectionreset")
+            else:
+                route.continue_()
+
+        bob.route("**/v1/messages/send?type=private", lose_first_answer)
+        _send(bob, "Private hello to Alice")
+        expect(_sent(bob, "Private hello to Alice")).to_be_visible()
+        deadline = time.monotonic() + 5
+        while len(send_keys) < 2 and time.monotonic() < deadline:
+            bob.wait_for_timeout(50)  # the retry follows a short back-off
+        bob.unroute("**/v1/messages/send?type=private")
+        assert len(send_keys) == 2, send_keys
+        assert send_keys[0] and send_keys[0] == send_keys[1], send_keys
+        private_row = _conversation(alice, "Bob")
+        expect(private_row).to_have_attribute("aria-label", "Bob, 1 unread")
+        _open_conversation(alice, "Bob")
+        expect(_sent(alice, "Private hello to Alice")).to_have_count(1)
+        bob_copies = bob.locator("#messages .msg", has_text="Private hello to Alice")
+        expect(bob_copies).to_have_count(1)
+        expect(bob_copies).to_have_attribute("data-state", "sent")
+        _send(alice, "Hi Bob, privately")
+        expect(_sent(bob, "Hi Bob, privately")).to_be_visible()  # Bob's open chat updates
+        _shot(alice, "04-alice-private-chat")
+        _shot(bob, "04-bob-private-chat")
+
+        # --- Bob blocks Alice; her next private message is refused on her page -----------
+        bob.get_by_role("button", name="Block Alice").click()
+        expect(bob.get_by_role("button", name="Unblock Alice")).to_have_attribute(
+            "aria-pressed", "true"
+        )
+        expect(bob.locator("#chat-notice")).to_contain_text("You blocked Alice")
+        _send(alice, "Are you still there?")
+        refusal = alice.locator("#chat-error")
+        expect(refusal).to_be_visible()
+        expect(refusal).to_contain_text("You can't message this user")
+        # The server's own message and error code are shown too.
+        expect(refusal).to_contain_text(re.compile(r"Server says: .+ \(\w+\)"))
+        expect(alice.locator('#messages .msg[data-state="failed"]')).to_contain_text(
+            "Are you still there?"
+        )
+        _shot(alice, "05-alice-blocked-refusal")
+        _shot(bob, "05-bob-blocked-alice")
+
+        # --- group messages still work both ways ------------------------------------------
+        _open_conversation(alice, "Weekend plans")
+        _send(alice, "Group still works")
+        expect(_sent(alice, "Group still works")).to_be_visible()
+        _open_conversation(bob, "Weekend plans")
+        expect(_sent(bob, "Group still works")).to_be_visible()
+        _send(bob, "Yes it does")
+        expect(_sent(alice, "Yes it does")).to_be_visible()
+        # The refused private message never reached Bob.
+        expect(bob.get_by_text("Are you still there?")).to_have_count(0)
+        _shot(alice, "06-alice-group-after-block")
+        _shot(bob, "06-bob-group-after-block")
+
+        # --- phone-sized viewport: chat and list switch -----------------------------------
+        alice.set_viewport_size(PHONE)
+        expect(alice.locator("#sidebar")).to_be_hidden()
+        expect(alice.locator("#messages")).to_be_visible()
+        expect(alice.get_by_label("Message", exact=True)).to_be_in_viewport()
+        _shot(alice, "07-alice-phone-chat")
+        alice.get_by_role("button", name="Back to conversations").click()
+        expect(alice.locator("#sidebar")).to_be_visible()
+        expect(alice.locator("#chat")).to_be_hidden()
+        expect(alice.get_by_role("textbox", name="Your user id")).to_be_visible()
+        _shot(alice, "07-alice-phone-list")
+        _open_conversation(alice, "Bob")
+        expect(alice.locator("#chat-error")).to_contain_text("You can't message this user")
+        _shot(alice, "07-alice-phone-private")
+
+        assert not errors, f"uncaught errors in the page: {errors}"
+    finally:
+        (ARTIFACTS / "pages.log").write_text("\n".join(logs) + "\n")
+        alice_ctx.close()
+        bob_ctx.close()
+    elapsed = time.monotonic() - started
+    assert elapsed < 60, f"the browser scenario took {elapsed:.1f} s"
