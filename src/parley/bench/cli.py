@@ -46,7 +46,7 @@ WRITES = {
     "bulk_load",
 }
 TARGETS = {  # one process, token auth, the full data set
-    "idle": "≥ 20,000 req/s, p99 ≤ 10 ms, ≥ 0.4 × ceiling",
+    "idle": "≥ 20,000 req/s, p99 ≤ 10 ms, ≥ 0.4 of the ceiling",
     "check": "≥ 8,000 req/s",
     "private": "≥ 5,000 req/s durable",
     "group": "p99 ≤ 5 ms",
@@ -124,7 +124,7 @@ def measure(
 
 def table(rows: list[Row]) -> str:
     head = (
-        f"{'scenario':<9} {'req/s':>9} {'×ceiling':>8} {'p50 ms':>7} {'p95 ms':>7} "
+        f"{'scenario':<9} {'req/s':>9} {'x ceil':>8} {'p50 ms':>7} {'p95 ms':>7} "
         f"{'p99 ms':>7} {'errors':>6} {'reads/req':>9} {'writes/req':>10} {'CPU ms/req':>10}"
     )
     lines = [head, "-" * len(head)]
@@ -167,7 +167,9 @@ def cost_input(rows: dict[str, Row], ceiling: float, meta: dict[str, Any]) -> di
         "shapes": {
             f"{meta['storage']}-single": {
                 "process_vcpus": 1.0,
-                "note": f"one Parley process, {meta['users']:,} users, {meta['messages']:,} messages",
+                "note": (
+                    f"one Parley process, {meta['users']:,} users, {meta['messages']:,} messages"
+                ),
                 "operations": operations,
             }
         },

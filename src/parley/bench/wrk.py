@@ -34,7 +34,8 @@ end
 
 local function send_private(u)
   local to = users[math.random(#users)]
-  local body = '{"senderId":"' .. u[1] .. '","receiverId":"' .. to[1] .. '","message":"bench message"}'
+  local body = '{"senderId":"' .. u[1] .. '","receiverId":"' .. to[1] ..
+    '","message":"bench message"}'
   return wrk.format("POST", "/v1/messages/send?type=private", auth(u), body)
 end
 

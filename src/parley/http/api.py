@@ -10,7 +10,7 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -18,8 +18,9 @@ import msgspec
 
 from parley import errors
 from parley.app import Parley
+from parley.domain.models import Page
 from parley.http import schemas as s
-from parley.http.asgi import Call, Reply
+from parley.http.asgi import Call, EventStream, Reply
 from parley.http.errors import error_body, retry_after, status_of
 from parley.http.ratelimit import RateLimiter
 from parley.services.access import Actor
@@ -56,6 +57,7 @@ class RouteSpec:
     query: tuple[Param, ...] = ()
     errors: tuple[int, ...] = ()
     content_type: str = "application/json"
+    tickets: bool = False  # also accepts ?ticket= instead of the Authorization header
 
 
 ID_PATTERN_NOTE = "Opaque id returned by the server."
@@ -75,6 +77,11 @@ WAIT = Param(
     "wait",
     "Long-poll: seconds (0-60) to wait for a message newer than `timestamp`.",
     {"type": "integer", "minimum": 0, "maximum": 60},
+)
+TICKET = Param(
+    "ticket",
+    "A ticket from POST /v1/messages/{userId}/ticket, for clients that cannot send an "
+    "Authorization header (a browser's EventSource).",
 )
 USER_OP = Param("op", "block or unblock", {"type": "string", "enum": ["block", "unblock"]}, True)
 GROUP_OP = Param("op", "add or remove", {"type": "string", "enum": ["add", "remove"]}, True)
@@ -187,6 +194,29 @@ ROUTES: tuple[RouteSpec, ...] = (
         (TIMESTAMP, LIMIT, INCLUDE, WAIT),
         (400, 401, 403, 404, 429, 503),
     ),
+    RouteSpec(
+        "POST",
+        "/v1/messages/{userId}/ticket",
+        "stream_ticket",
+        "A 60-second ticket for the live stream",
+        "self",
+        None,
+        s.TicketOut,
+        errors=(400, 401, 403, 404, 429),
+    ),
+    RouteSpec(
+        "GET",
+        "/v1/messages/{userId}/stream",
+        "stream_messages",
+        "Live stream of a user's messages (Server-Sent Events)",
+        "self",
+        None,
+        None,
+        (TIMESTAMP, INCLUDE, TICKET),
+        (400, 401, 403, 404, 429),
+        content_type="text/event-stream",
+        tickets=True,
+    ),
     RouteSpec("GET", "/healthz", "healthz", "The process is alive", "public", None, s.HealthOut),
     RouteSpec(
         "GET",
@@ -203,6 +233,7 @@ ROUTES: tuple[RouteSpec, ...] = (
     ),
 )
 
+HEARTBEAT_SECONDS = 15.0  # a live stream sends a comment at least this often
 _request_ids = itertools.count(1)
 _process_tag = os.urandom(3).hex()
 
@@ -254,7 +285,7 @@ class Api:
             try:
                 if limiter is not None:
                     limiter.before_auth(call.client, name)
-                actor = await self._actor(call) if needs_token else None
+                actor = await self._actor(call, spec.tickets) if needs_token else None
                 if limiter is not None and actor is not None:
                     limiter.after_auth(actor, name)
                 reply = await handler(call, actor)
@@ -277,8 +308,10 @@ class Api:
             extra.append((b"retry-after", str(after).encode()))
         return Reply(error_body(exc.code, exc.message), status_of(exc), extra)
 
-    async def _actor(self, call: Call) -> str:
+    async def _actor(self, call: Call, tickets: bool = False) -> str:
         header = call.header(b"authorization")
+        if not header and tickets and call.query("ticket"):
+            return await self.users.authenticate_ticket(call.query("ticket") or "")
         if not header:
             raise errors.Unauthenticated("missing bearer token", "missing_token")
         scheme, _, token = header.partition(" ")
@@ -383,14 +416,50 @@ class Api:
         )
         return ok(s.MessagesOut.of(page))
 
+    async def stream_ticket(self, call: Call, actor: Actor) -> Reply:
+        ticket, seconds = await self.users.issue_ticket(actor, call.params["userId"])
+        return ok(s.TicketOut(ticket, seconds))
+
+    async def stream_messages(self, call: Call, actor: Actor) -> Reply:
+        user_id = call.params["userId"]
+        after = _number(call, "timestamp", 0, 10**18)
+        last_event = call.header(b"last-event-id")
+        if last_event:  # a reconnecting EventSource resumes from its last event id
+            if not last_event.isdigit() or len(last_event) > 18:
+                raise errors.InvalidInput("Last-Event-ID must be a timestamp", "bad_timestamp")
+            after = int(last_event)
+        include = call.query("include")
+        if include not in (None, "", "sent"):
+            raise errors.InvalidInput("include must be sent", "bad_include")
+        # The first page is read now, so authorization and lookups fail before streaming.
+        first = await self.messages.check(actor, user_id, after, None, include == "sent")
+        return EventStream(self._events(actor, user_id, first, include == "sent"), call.receive)
+
+    async def _events(
+        self, actor: Actor, user_id: str, page: Page, include_sent: bool
+    ) -> AsyncIterator[bytes]:
+        """One ``messages`` event per page, its id the page's nextTimestamp (pages never
+        split a timestamp, so resuming from the last id neither skips nor repeats)."""
+        yield b"retry: 2000\n\n"
+        while True:
+            if page.messages:
+                data = encode(s.MessagesOut.of(page))
+                yield b"id: %d\nevent: messages\ndata: %s\n\n" % (page.next_ts, data)
+            else:
+                yield b": keep-alive\n\n"
+            page = await self.messages.check(
+                actor, user_id, page.next_ts, None, include_sent, HEARTBEAT_SECONDS
+            )
+
     # operations ------------------------------------------------------------------------
     async def healthz(self, call: Call, actor: Actor) -> Reply:
         return ok(s.HealthOut("ok"))
 
     async def readyz(self, call: Call, actor: Actor) -> Reply:
         checks = await self.parley.readiness()
-        ready = all(v == "ok" for v in checks.values())
-        body = s.HealthOut("ok" if ready else "unavailable", checks)
+        ready = "unavailable" not in checks.values()  # "degraded": slower, still right
+        healthy = all(v == "ok" for v in checks.values())
+        body = s.HealthOut("ok" if healthy else "degraded" if ready else "unavailable", checks)
         if ready:
             return ok(body)
         return Reply(encode(body), 503, [(b"retry-after", b"1")])

@@ -9,7 +9,8 @@ goes on to the Starlette application behind it.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 from urllib.parse import unquote
 
@@ -55,6 +56,55 @@ class Reply:
         ]
         await send({"type": "http.response.start", "status": self.status, "headers": headers})
         await send({"type": "http.response.body", "body": self.body})
+
+
+class EventStream(Reply):
+    """A Server-Sent Events answer: chunks from ``events`` until it ends or the client
+    goes away. Chunks are produced on demand (pull), so a slow client holds at most one
+    chunk here and never slows anything else down."""
+
+    def __init__(self, events: AsyncIterator[bytes], receive: Receive) -> None:
+        super().__init__(b"", 200, content_type=b"text/event-stream")
+        self.events = events
+        self.receive = receive
+
+    async def send(self, send: Send) -> None:
+        headers = [
+            (b"content-type", b"text/event-stream; charset=utf-8"),
+            (b"x-accel-buffering", b"no"),
+            *SECURITY_HEADERS,
+            *self.headers,
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        gone = asyncio.ensure_future(self._disconnected())
+        events = self.events.__aiter__()
+        try:
+            while True:
+                following = asyncio.ensure_future(events.__anext__())
+                await asyncio.wait({following, gone}, return_when=asyncio.FIRST_COMPLETED)
+                if gone.done():
+                    following.cancel()
+                    break
+                try:
+                    chunk = following.result()
+                except StopAsyncIteration:
+                    break
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if not gone.done():
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            gone.cancel()
+            await _close(events)
+
+    async def _disconnected(self) -> None:
+        while (await self.receive())["type"] != "http.disconnect":
+            pass
+
+
+async def _close(events: AsyncIterator[bytes]) -> None:
+    aclose = getattr(events, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 class Call:

@@ -116,6 +116,11 @@ class MessagesOut(Body):
         return cls([MessageOut.of(m) for m in page.messages], str(page.next_ts), page.has_more)
 
 
+class TicketOut(Body):
+    ticket: str
+    expiresIn: int
+
+
 class HealthOut(Body):
     status: str
     checks: dict[str, str] = {}

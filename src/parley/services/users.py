@@ -6,10 +6,21 @@ from dataclasses import dataclass
 
 from parley.domain.models import UserRecord, new_id
 from parley.domain.rules import Limits, check_id, clean_name
-from parley.errors import Conflict, NotFound, Unauthenticated
-from parley.services.access import Actor, new_token, require_self, split_token, token_matches
+from parley.errors import Conflict, InvalidInput, NotFound, Unauthenticated
+from parley.services.access import (
+    Actor,
+    new_ticket,
+    new_token,
+    require_self,
+    split_token,
+    ticket_user,
+    ticket_valid,
+    token_matches,
+)
 from parley.services.directory import Directory
 from parley.storage.base import Storage
+
+TICKET_SECONDS = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +53,21 @@ class UserService:
         user = await self.directory.user(user_id)
         if user is None or not token_matches(secret, user.token_hash):
             raise Unauthenticated("unknown token", "bad_token")
+        return user_id
+
+    async def issue_ticket(self, actor: Actor, user_id: str) -> tuple[str, int]:
+        """A ticket for the live stream (see ``access.new_ticket``) and its lifetime."""
+        require_self(actor, user_id)
+        user = await self.require(user_id)
+        if user.token_hash is None:
+            raise InvalidInput("tickets exist only in token mode", "no_tokens")
+        return new_ticket(user_id, user.token_hash, TICKET_SECONDS), TICKET_SECONDS
+
+    async def authenticate_ticket(self, ticket: str) -> str:
+        user_id, expiry, mac = ticket_user(ticket)
+        user = await self.directory.user(user_id)
+        if user is None or not ticket_valid(user_id, expiry, mac, user.token_hash):
+            raise Unauthenticated("unknown or expired ticket", "bad_ticket")
         return user_id
 
     async def get(self, actor: Actor, user_id: str) -> UserRecord:
