@@ -9,6 +9,8 @@ printed as a ratio to the ceiling measured in the same run.
   private  private sends (durable: acknowledged after COMMIT)
   group    sends to a 1,000-member group
   mix      the workload model: 1 check a minute and 10 sends a day per user
+
+``parley bench latency`` measures delivery latency to waiting clients instead.
 """
 
 from __future__ import annotations
@@ -177,6 +179,11 @@ def cost_input(rows: dict[str, Row], ceiling: float, meta: dict[str, Any]) -> di
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[2:] if argv is None else argv)
+    if argv[:1] == ["latency"]:
+        from parley.bench.latency import main as latency_main
+
+        return latency_main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="parley bench",
         description=__doc__,
