@@ -131,7 +131,7 @@ async def idle_streams(server: Server, count: int) -> dict[str, float]:
             opened.append(context)
         await asyncio.sleep(2)
         after = server.rss_bytes()
-        alive = httpx.get(server.url + "/healthz", timeout=10).status_code == 200
+        alive = (await client.get("/healthz")).status_code == 200
         for context in opened:
             await context.__aexit__(None, None, None)
     return {
