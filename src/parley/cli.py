@@ -15,6 +15,10 @@ from collections.abc import Sequence
 
 from parley.settings import AUTH_MODES, STORAGE_KINDS, Settings, SettingsError
 
+# Open long-polls and streams are cut after this long on shutdown; clients resume from
+# their cursor, so nothing is lost.
+SHUTDOWN_GRACE_SECONDS = 3
+
 FLAGS: tuple[tuple[str, str, str], ...] = (
     # flag, environment variable, help
     ("--host", "PARLEY_HOST", "address to listen on (default 127.0.0.1)"),
@@ -80,6 +84,7 @@ def serve(settings: Settings) -> int:
         log_enabled=True,
         log_access=settings.access_log,
         backlog=2048,
+        workers_kill_timeout=SHUTDOWN_GRACE_SECONDS,
     )
     server.serve()
     return 0
