@@ -45,6 +45,47 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
+# --- scale-out backends: PostgreSQL, and PostgreSQL + Redis ---------------------------
+# (helpers in tests/integration/services.py: one schema per store, one key prefix per app)
+from tests.integration import services as scale_out  # noqa: E402
+
+
+async def _postgres(tmp: Path) -> Storage:
+    reason = await scale_out.postgres_unreachable()
+    if reason:
+        unavailable(reason)
+    return scale_out.TestPostgres()
+
+
+async def _postgres_redis(tmp: Path) -> Storage:
+    reason = await scale_out.postgres_unreachable() or scale_out.redis_unreachable()
+    if reason:
+        unavailable(reason)
+    return scale_out.TestPostgres()
+
+
+STORAGES.update({"postgres": _postgres, "postgres+redis": _postgres_redis})
+# Settings a backend's harness adds (its own Redis URL and key prefix).
+HARNESS_ENV: dict[str, Callable[[], dict[str, str]]] = {"postgres+redis": scale_out.redis_env}
+# --- end of scale-out backends ---------------------------------------------------------
+
+
+# --- DynamoDB backend: moto's server on loopback, tables of its own per store ------------
+async def _dynamodb(tmp: Path) -> Storage:
+    from tests.integration import moto_server
+
+    reason = moto_server.moto_missing()
+    if reason:
+        unavailable(reason)
+    return moto_server.TestDynamo()
+
+
+STORAGES["dynamodb"] = _dynamodb
+STORAGES["dynamodb+redis"] = _dynamodb
+HARNESS_ENV["dynamodb+redis"] = scale_out.redis_env
+# --- end of DynamoDB backend -----------------------------------------------------------
+
+
 @pytest.fixture(params=sorted(STORAGES))
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
@@ -85,7 +126,10 @@ async def make_harness(backend: str, tmp_path: Path) -> AsyncIterator[MakeHarnes
     started: list[Harness] = []
 
     async def make(auth: str = "token", **env: str) -> Harness:
-        settings = Settings.from_env({"PARLEY_AUTH": auth, "PARLEY_RATE_LIMITS": "off", **env})
+        extra = HARNESS_ENV.get(backend, dict)()  # scale-out: Redis for postgres+redis
+        settings = Settings.from_env(
+            {"PARLEY_AUTH": auth, "PARLEY_RATE_LIMITS": "off", **extra, **env}
+        )
         store = await STORAGES[backend](tmp_path / f"h{len(started)}")
         parley = build(settings, store)
         await parley.start()

@@ -6,6 +6,7 @@ Nothing here connects at import time; :meth:`Parley.start` opens storage.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from parley.cache.changes import Changes, LocalChanges
 from parley.http.metrics import Metrics
@@ -14,8 +15,12 @@ from parley.services.groups import GroupService
 from parley.services.messages import MessageService
 from parley.services.notifier import Notifier
 from parley.services.users import UserService
-from parley.settings import Settings
+from parley.settings import Settings, SettingsError
 from parley.storage.base import Storage
+
+if TYPE_CHECKING:
+    from parley.cache.redis import RedisLink
+    from parley.cache.wakeups import RedisWakeups
 
 
 def make_storage(settings: Settings) -> Storage:
@@ -27,6 +32,19 @@ def make_storage(settings: Settings) -> Storage:
         from parley.storage.sqlite import SqliteStorage
 
         return SqliteStorage(settings.sqlite_path, synchronous=settings.sqlite_synchronous)
+    if settings.storage == "postgres":
+        from parley.storage.postgres import PostgresStorage
+
+        return PostgresStorage(
+            settings.database_url, schema=settings.database_schema, pool_size=settings.database_pool
+        )
+    if settings.storage == "dynamodb":
+        from parley.storage.dynamodb import DynamoStorage
+
+        return DynamoStorage(
+            table_prefix=settings.dynamodb_table_prefix,
+            endpoint=settings.dynamodb_endpoint or None,
+        )
     raise NotImplementedError(f"storage {settings.storage!r} is not available in this build")
 
 
@@ -41,34 +59,57 @@ class Parley:
     messages: MessageService
     notifier: Notifier
     metrics: Metrics = field(default_factory=Metrics)
+    redis: RedisLink | None = None  # scale-out: the shared cache, when PARLEY_REDIS_URL is set
+    wakeups: RedisWakeups | None = None
 
     async def start(self) -> None:
         await self.storage.open()
+        if self.redis is not None:
+            await self.redis.start()
+        if self.wakeups is not None:
+            await self.wakeups.start()
         await self.changes.start(await self.storage.last_position())
 
     async def stop(self) -> None:
+        if self.wakeups is not None:
+            await self.wakeups.stop()
+        if self.redis is not None:
+            await self.redis.stop()
         await self.storage.close()
 
     async def readiness(self) -> dict[str, str]:
-        """Each dependency's state: "ok" or "unavailable"."""
+        """Each dependency's state: "ok", "unavailable", or "degraded" for one Parley can
+        do without (Redis down: answers come from PostgreSQL, slower but right)."""
         checks: dict[str, str] = {}
         try:
             await self.storage.ping()
             checks[self.storage.name] = "ok"
         except Exception:
             checks[self.storage.name] = "unavailable"
+        if self.redis is not None:
+            checks["redis"] = "ok" if self.redis.usable else "degraded"
         return checks
 
 
 def build(settings: Settings, storage: Storage | None = None) -> Parley:
     storage = storage if storage is not None else make_storage(settings)
-    directory = Directory(storage)
-    changes = LocalChanges()
+    notifier = Notifier()
+    directory: Directory
+    changes: Changes
+    redis: RedisLink | None = None
+    wakeups: RedisWakeups | None = None
+    if settings.redis_url:
+        redis, directory, changes, wakeups = _shared_cache(settings, storage, notifier)
+    else:
+        directory = Directory(storage)
+        changes = LocalChanges()
     users = UserService(storage, directory, settings.limits, settings.token_mode)
     groups = GroupService(storage, directory, users, settings.limits)
-    notifier = Notifier()
     messages = MessageService(storage, directory, users, groups, changes, settings.limits, notifier)
-    parley = Parley(settings, storage, directory, changes, users, groups, messages, notifier)
+    parley = Parley(
+        settings, storage, directory, changes, users, groups, messages, notifier,
+        redis=redis, wakeups=wakeups,
+    )  # fmt: skip
     parley.metrics.add_source(
         "parley_storage_calls_total",
         "Storage operations called, by operation.",
@@ -81,4 +122,40 @@ def build(settings: Settings, storage: Storage | None = None) -> Parley:
         "counter",
         lambda: [("", messages.idle_checks)],
     )
+    if redis is not None:
+        _redis_metrics(parley, redis)
     return parley
+
+
+def _redis_metrics(parley: Parley, link: RedisLink) -> None:
+    add = parley.metrics.add_source
+    add("parley_redis_usable", "1 while answers may come from Redis.", "gauge",
+        lambda: [("", 1 if link.usable else 0)])  # fmt: skip
+    add("parley_redis_failures_total", "Redis calls that failed or timed out.", "counter",
+        lambda: [("", link.failures)])  # fmt: skip
+    add("parley_cache_epoch", "The cache epoch this process follows.", "gauge",
+        lambda: [("", link.epoch)])  # fmt: skip
+    add("parley_cache_epoch_bumps_total", "Cache epochs this process retired.", "counter",
+        lambda: [("", link.bumps)])  # fmt: skip
+
+
+def _shared_cache(
+    settings: Settings, storage: Storage, notifier: Notifier
+) -> tuple[RedisLink, Directory, Changes, RedisWakeups]:
+    """Redis-backed directory, watermarks and wake-ups, anchored in the storage's epoch."""
+    from parley.cache.directory import RedisDirectory
+    from parley.cache.redis import EpochSource, RedisLink
+    from parley.cache.wakeups import RedisWakeups
+    from parley.cache.watermarks import RedisChanges
+
+    if not isinstance(storage, EpochSource):
+        raise SettingsError(f"PARLEY_REDIS_URL needs PostgreSQL storage, not {storage.name}")
+    link = RedisLink(
+        settings.redis_url,
+        settings.redis_prefix,
+        storage,
+        timeout=settings.redis_timeout_ms / 1000,
+    )
+    changes = RedisChanges(link)
+    wakeups = RedisWakeups(link, notifier, changes)
+    return link, RedisDirectory(storage, link, changes), changes, wakeups

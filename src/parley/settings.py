@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from parley.domain.rules import Limits
+from parley.storage.dynamodb_tables import table_names
 
 
 class SettingsError(ValueError):
@@ -43,8 +44,14 @@ class Settings:
     storage: str = "sqlite"
     sqlite_synchronous: str = "FULL"
     database_url: str = ""
+    database_schema: str = ""  # PostgreSQL schema to use (created if missing); "" = default
+    database_pool: int = 10  # PostgreSQL connections per process
     redis_url: str = ""
     redis_prefix: str = "parley:"
+    redis_timeout_ms: int = 50  # every Redis call gives up after this (twice, at most)
+    # DynamoDB (PARLEY_STORAGE=dynamodb); region and credentials: the standard AWS chain
+    dynamodb_endpoint: str = ""  # e.g. http://127.0.0.1:8000; "" = AWS's regional endpoint
+    dynamodb_table_prefix: str = "parley-"
     log_level: str = "info"
     access_log: bool = False
     request_timeout: float = 30.0
@@ -74,8 +81,13 @@ class Settings:
                 "PARLEY_SQLITE_SYNCHRONOUS", "FULL", ("FULL", "NORMAL", "EXTRA")
             ),
             database_url=read.text("PARLEY_DATABASE_URL", ""),
+            database_schema=read.text("PARLEY_DATABASE_SCHEMA", ""),
+            database_pool=read.integer("PARLEY_DATABASE_POOL", 10, 1, 1000),
             redis_url=read.text("PARLEY_REDIS_URL", ""),
             redis_prefix=read.text("PARLEY_REDIS_PREFIX", "parley:"),
+            redis_timeout_ms=read.integer("PARLEY_REDIS_TIMEOUT_MS", 50, 1, 10_000),
+            dynamodb_endpoint=read.text("PARLEY_DYNAMODB_ENDPOINT", ""),
+            dynamodb_table_prefix=read.text("PARLEY_DYNAMODB_TABLE_PREFIX", "parley-"),
             log_level=read.choice(
                 "PARLEY_LOG_LEVEL", "info", ("debug", "info", "warning", "error")
             ),
@@ -99,7 +111,27 @@ class Settings:
         )
         if settings.storage == "postgres" and not settings.database_url:
             raise SettingsError("PARLEY_STORAGE=postgres needs PARLEY_DATABASE_URL")
+        if settings.database_url and not settings.database_url.startswith(
+            ("postgresql://", "postgres://")
+        ):
+            raise SettingsError("PARLEY_DATABASE_URL must start with postgresql://")
+        if settings.redis_url and not settings.redis_url.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise SettingsError("PARLEY_REDIS_URL must start with redis://, rediss:// or unix://")
+        _check_dynamodb(settings)
         return settings
+
+
+def _check_dynamodb(settings: Settings) -> None:
+    if settings.dynamodb_endpoint and not settings.dynamodb_endpoint.startswith(
+        ("http://", "https://")
+    ):
+        raise SettingsError("PARLEY_DYNAMODB_ENDPOINT must start with http:// or https://")
+    try:
+        table_names(settings.dynamodb_table_prefix)
+    except ValueError as exc:
+        raise SettingsError(f"PARLEY_DYNAMODB_TABLE_PREFIX: {exc}") from None
 
 
 class _Reader:

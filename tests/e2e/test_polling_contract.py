@@ -142,7 +142,9 @@ async def test_concurrent_senders_real_server(live_server: Server) -> None:
 
 async def test_hundreds_of_messages_in_one_millisecond(make_harness: Any) -> None:
     harness: Harness = await make_harness("none")
-    tracker = harness.parley.storage.positions  # type: ignore[attr-defined]
+    tracker = getattr(harness.parley.storage, "positions", None)
+    if tracker is None:  # positions come from the database (PostgreSQL, DynamoDB)
+        pytest.skip("adapter assigns positions elsewhere")
     alice, _ = await harness.user("alice")
     bob, _ = await harness.user("bob")
     poller = Poller(harness.client, bob, {})

@@ -31,9 +31,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Final
-
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 

@@ -55,9 +55,19 @@ class RouteSpec:
     request: type[msgspec.Struct] | None = None
     response: type[msgspec.Struct] | None = None
     query: tuple[Param, ...] = ()
-    errors: tuple[int, ...] = ()
+    errors: tuple[int, ...] = ()  # every status the route can answer besides 200
     content_type: str = "application/json"
     tickets: bool = False  # also accepts ?ticket= instead of the Authorization header
+    # Of ``errors``, those that happen in one auth mode only (401 is always token-only): in
+    # token mode a route that acts as the caller never finds the caller missing (404); in
+    # open mode nobody is refused for acting as someone else (403).
+    token_only: tuple[int, ...] = ()
+    open_only: tuple[int, ...] = ()
+
+    def statuses(self, token_mode: bool) -> tuple[int, ...]:
+        """The error statuses this route can answer in one auth mode."""
+        skip = self.open_only if token_mode else (401, *self.token_only)
+        return tuple(status for status in self.errors if status not in skip)
 
 
 ID_PATTERN_NOTE = "Opaque id returned by the server."
@@ -98,7 +108,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         "public",
         s.CreateUserIn,
         s.UserOut,
-        errors=(400, 413, 429),
+        errors=(400, 408, 413, 429, 503),
     ),
     RouteSpec(
         "POST",
@@ -109,7 +119,8 @@ ROUTES: tuple[RouteSpec, ...] = (
         s.BlockIn,
         s.BlockOut,
         (USER_OP,),
-        (400, 401, 403, 404, 409, 413, 429),
+        (400, 401, 403, 404, 408, 409, 413, 429, 503),
+        token_only=(403,),
     ),
     RouteSpec(
         "GET",
@@ -119,7 +130,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         "token",
         None,
         s.UserOut,
-        errors=(401, 404, 429),
+        errors=(401, 404, 429, 503),
     ),
     RouteSpec(
         "GET",
@@ -129,7 +140,9 @@ ROUTES: tuple[RouteSpec, ...] = (
         "self",
         None,
         s.UserGroupsOut,
-        errors=(401, 403, 404, 429),
+        errors=(401, 403, 404, 429, 503),
+        token_only=(403,),
+        open_only=(404,),
     ),
     RouteSpec(
         "GET",
@@ -139,7 +152,9 @@ ROUTES: tuple[RouteSpec, ...] = (
         "self",
         None,
         s.BlockedOut,
-        errors=(401, 403, 404, 429),
+        errors=(401, 403, 404, 429, 503),
+        token_only=(403,),
+        open_only=(404,),
     ),
     RouteSpec(
         "POST",
@@ -149,7 +164,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         "token",
         s.CreateGroupIn,
         s.GroupOut,
-        errors=(400, 401, 413, 429),
+        errors=(400, 401, 408, 413, 429, 503),
     ),
     RouteSpec(
         "POST",
@@ -160,7 +175,8 @@ ROUTES: tuple[RouteSpec, ...] = (
         s.MemberIn,
         s.MembershipOut,
         (GROUP_OP,),
-        (400, 401, 403, 404, 409, 413, 429),
+        (400, 401, 403, 404, 408, 409, 413, 429, 503),
+        token_only=(403,),
     ),
     RouteSpec(
         "GET",
@@ -170,7 +186,8 @@ ROUTES: tuple[RouteSpec, ...] = (
         "member",
         None,
         s.GroupDetailsOut,
-        errors=(401, 403, 404, 429),
+        errors=(401, 403, 404, 429, 503),
+        token_only=(403,),
     ),
     RouteSpec(
         "POST",
@@ -181,7 +198,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         s.SendIn,
         s.MessageOut,
         (SEND_TYPE,),
-        (400, 401, 403, 404, 413, 429, 503),
+        (400, 401, 403, 404, 408, 413, 429, 503),
     ),
     RouteSpec(
         "GET",
@@ -193,6 +210,8 @@ ROUTES: tuple[RouteSpec, ...] = (
         s.MessagesOut,
         (TIMESTAMP, LIMIT, INCLUDE, WAIT),
         (400, 401, 403, 404, 429, 503),
+        token_only=(403,),
+        open_only=(404,),
     ),
     RouteSpec(
         "POST",
@@ -202,7 +221,9 @@ ROUTES: tuple[RouteSpec, ...] = (
         "self",
         None,
         s.TicketOut,
-        errors=(400, 401, 403, 404, 429),
+        errors=(400, 401, 403, 404, 429, 503),
+        token_only=(403,),
+        open_only=(400, 404),  # tickets are made from tokens: open mode has none
     ),
     RouteSpec(
         "GET",
@@ -213,9 +234,11 @@ ROUTES: tuple[RouteSpec, ...] = (
         None,
         None,
         (TIMESTAMP, INCLUDE, TICKET),
-        (400, 401, 403, 404, 429),
+        (400, 401, 403, 404, 429, 503),
         content_type="text/event-stream",
         tickets=True,
+        token_only=(403,),
+        open_only=(404,),
     ),
     RouteSpec("GET", "/healthz", "healthz", "The process is alive", "public", None, s.HealthOut),
     RouteSpec(
@@ -270,6 +293,7 @@ class Api:
         self.stats = parley.metrics
         self.token_mode = parley.settings.token_mode
         self.body_max = parley.settings.limits.body_max_bytes
+        self.body_timeout = parley.settings.request_timeout
         limits = parley.settings.rate_limits
         self.limiter = RateLimiter(limits) if limits.enabled else None
 
@@ -292,9 +316,16 @@ class Api:
             except errors.ParleyError as exc:
                 reply = self.error_reply(exc)
             except Exception:
-                log.exception("unhandled error in %s", name)
+                request_id = f"{_process_tag}-{next(_request_ids)}"
+                log.exception(
+                    "unhandled error in %s", name, extra={"request_id": request_id, "route": name}
+                )
                 reply = Reply(error_body("internal_error", "internal error"), 500)
-            reply.headers.append((b"x-request-id", f"{_process_tag}-{next(_request_ids)}".encode()))
+                reply.headers.append((b"x-request-id", request_id.encode()))
+            else:
+                reply.headers.append(
+                    (b"x-request-id", f"{_process_tag}-{next(_request_ids)}".encode())
+                )
             observe(name, reply.status, time.perf_counter() - started)
             return reply
 
@@ -320,7 +351,7 @@ class Api:
         return await self.users.authenticate(token.strip())
 
     async def _body(self, call: Call, kind: type[B]) -> B:
-        raw = await call.body(self.body_max)
+        raw = await call.body(self.body_max, self.body_timeout)
         try:
             return msgspec.json.decode(raw, type=kind)
         except msgspec.ValidationError as exc:

@@ -78,6 +78,7 @@ class EventStream(Reply):
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         gone = asyncio.ensure_future(self._disconnected())
         events = self.events.__aiter__()
+        following: asyncio.Future[bytes] | None = None
         try:
             while True:
                 following = asyncio.ensure_future(events.__anext__())
@@ -94,6 +95,10 @@ class EventStream(Reply):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             gone.cancel()
+            if following is not None and not following.done():
+                # The generator must have stopped running before it can be closed.
+                following.cancel()
+                await asyncio.wait({following})
             await _close(events)
 
     async def _disconnected(self) -> None:
@@ -134,13 +139,23 @@ class Call:
         client = self.scope.get("client")
         return str(client[0]) if client else "-"
 
-    async def body(self, limit: int) -> bytes:
+    async def body(self, limit: int, timeout: float | None = None) -> bytes:
+        """The request body: 413 past ``limit`` bytes (from Content-Length before reading
+        anything, else as chunks arrive) and 408 if it takes longer than ``timeout``
+        seconds to arrive (the server itself bounds only the request head)."""
         length = self.header(b"content-length")
         if length is not None:
-            if not length.isdigit():
+            if not length.isascii() or not length.isdigit():
                 raise errors.InvalidInput("bad content-length", "bad_request")
             if int(length) > limit:
                 raise errors.PayloadTooLarge(f"body is larger than {limit} bytes")
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._read_body(limit)
+        except TimeoutError:
+            raise BodyTimeout("the request body took too long to arrive") from None
+
+    async def _read_body(self, limit: int) -> bytes:
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -154,6 +169,12 @@ class Call:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
+
+
+class BodyTimeout(errors.InvalidInput):
+    """The client sent its request head but not its body in time (HTTP 408)."""
+
+    code = "body_timeout"
 
 
 def parse_query(raw: bytes) -> dict[str, str]:

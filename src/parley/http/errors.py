@@ -5,9 +5,11 @@ from __future__ import annotations
 import msgspec
 
 from parley import errors
+from parley.http.asgi import BodyTimeout
 from parley.http.schemas import ErrorDetail, ErrorOut
 
 STATUS: dict[type[errors.ParleyError], int] = {
+    BodyTimeout: 408,
     errors.InvalidInput: 400,
     errors.Unauthenticated: 401,
     errors.Forbidden: 403,

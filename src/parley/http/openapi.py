@@ -15,6 +15,7 @@ REASONS = {
     401: "Missing or unknown token",
     403: "Forbidden",
     404: "Unknown user, group or route",
+    408: "The request body did not arrive in time",
     409: "Conflict",
     413: "Body too large",
     429: "Rate limited (see Retry-After)",
@@ -45,6 +46,7 @@ def _operation(spec: RouteSpec, token_mode: bool) -> dict[str, Any]:
             "required": p.required,
             "schema": p.schema,
             "description": p.description,
+            **({} if p.required else {"allowEmptyValue": True}),  # empty = not given
         }
         for p in spec.query
     ]
@@ -71,9 +73,7 @@ def _operation(spec: RouteSpec, token_mode: bool) -> dict[str, Any]:
     elif spec.content_type != "application/json":
         ok["content"] = {spec.content_type: {"schema": {"type": "string"}}}
     responses: dict[str, Any] = {"200": ok}
-    for status in spec.errors:
-        if status == 401 and not token_mode:
-            continue
+    for status in spec.statuses(token_mode):
         responses[str(status)] = {
             "description": REASONS[status],
             "content": {"application/json": {"schema": _ref(ErrorOut)}},

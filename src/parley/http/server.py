@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import mimetypes
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import swagger_ui_bundle
 from starlette.applications import Starlette
@@ -16,7 +19,16 @@ from starlette.routing import BaseRoute, Route
 
 from parley.app import Parley, build
 from parley.http.api import ROUTES, Api, encode
-from parley.http.asgi import SECURITY_HEADERS, Call, Receive, Reply, Router, Scope, Send
+from parley.http.asgi import (
+    SECURITY_HEADERS,
+    ASGIApp,
+    Call,
+    Receive,
+    Reply,
+    Router,
+    Scope,
+    Send,
+)
 from parley.http.errors import error_body
 from parley.http.openapi import document
 from parley.logs import configure_logging
@@ -66,12 +78,19 @@ class ParleyApp:
     def __init__(self, parley: Parley, fallback: Starlette) -> None:
         self.parley = parley
         self.fallback = fallback
+        self.access = logging.getLogger("parley.access") if parley.settings.access_log else None
         self.router = Router()
         api = Api(parley)
         for spec in ROUTES:
             self.router.add(spec.method, spec.path, api.endpoint(spec, api.handler(spec)))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.access is not None and scope["type"] == "http":
+            await _logged(self.access, self.serve, scope, receive, send)
+        else:
+            await self.serve(scope, receive, send)
+
+    async def serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             endpoint, params, exists = self.router.match(scope["method"], scope["path"])
             if endpoint is not None:
@@ -82,7 +101,53 @@ class ParleyApp:
                 body = error_body("method_not_allowed", "method not allowed")
                 await Reply(body, 405).send(send)
                 return
+            send = _secured(send)
         await self.fallback(scope, receive, send)  # type: ignore[arg-type]
+
+
+async def _logged(
+    log: logging.Logger, app: ASGIApp, scope: Scope, receive: Receive, send: Send
+) -> None:
+    """Serve one request and write its access line: a JSON log record with the request
+    id the answer carries (``x-request-id``), the status and the time taken. The path is
+    logged without its query string, where stream tickets travel."""
+    started = time.perf_counter()
+    seen: dict[str, Any] = {"status": 0, "request_id": None}
+
+    async def watched(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            seen["status"] = message["status"]
+            for key, value in message.get("headers", ()):
+                if key == b"x-request-id":
+                    seen["request_id"] = value.decode("latin-1")
+        await send(message)
+
+    try:
+        await app(scope, receive, watched)
+    finally:
+        ms = (time.perf_counter() - started) * 1000
+        log.info(
+            "%s %s %d %.1fms",
+            scope["method"],
+            scope["path"],
+            seen["status"],
+            ms,
+            extra={"status": seen["status"], "request_id": seen["request_id"]},
+        )
+
+
+def _secured(send: Send) -> Send:
+    """``send`` that adds the security headers a response lacks (docs, files, errors)."""
+
+    async def secured(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", []))
+            present = {key.lower() for key, _ in headers}
+            headers += [(k, v) for k, v in SECURITY_HEADERS if k not in present]
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return secured
 
 
 def create_app(parley: Parley) -> ParleyApp:

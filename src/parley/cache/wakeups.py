@@ -1,0 +1,127 @@
+"""Cross-process wake-ups: Redis pub/sub feeding :meth:`Notifier.notify`.
+
+Every process publishes the streams of the messages it stored (``Notifier.broadcast``)
+on one channel and subscribes to it; a message from another process wakes the local
+long-polls and live streams of those streams. A wake-up is a hint: one that is lost
+(Redis down, a dropped connection) only delays an answer until the waiter's next check,
+and the waiters re-check on their own while Redis cannot be trusted.
+
+Publishing never blocks a request: streams queue up and one task publishes them in
+batches, after the watermarks were raised (``marked`` runs before ``notify_all``), so a
+woken waiter finds the change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+
+import msgspec
+from redis.asyncio.client import PubSub
+
+from parley.cache.redis import FAILURES, RedisLink
+from parley.cache.watermarks import RedisChanges
+from parley.services.notifier import Notifier
+
+log = logging.getLogger("parley.cache.wakeups")
+
+QUEUE_MAX = 100_000
+
+
+class Wakeup(msgspec.Struct, array_like=True):
+    origin: str
+    streams: list[str]
+
+
+class RedisWakeups:
+    def __init__(self, link: RedisLink, notifier: Notifier, changes: RedisChanges) -> None:
+        self.link = link
+        self.notifier = notifier
+        self.changes = changes
+        self.channel = link.key("wake")
+        self.origin = os.urandom(6).hex()
+        self.received = 0
+        self._pending: list[str] = []
+        self._ready = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        # Subscriptions hold a connection and wait on it: their own client, no read timeout.
+        self._listener = link.connect(None)
+
+    async def start(self) -> None:
+        self._stopping = False
+        self.notifier.broadcast = self.publish
+        self._tasks = [
+            asyncio.create_task(self._publish_loop(), name="parley-redis-publish"),
+            asyncio.create_task(self._listen_loop(), name="parley-redis-listen"),
+        ]
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self.notifier.broadcast = None
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        await self._listener.aclose()
+
+    # publishing ------------------------------------------------------------------------
+    def publish(self, streams: list[str]) -> None:
+        if len(self._pending) < QUEUE_MAX:
+            self._pending.extend(streams)
+        self._ready.set()
+
+    async def _publish_loop(self) -> None:
+        while not self._stopping:
+            await self._ready.wait()
+            self._ready.clear()
+            streams, self._pending = list(dict.fromkeys(self._pending)), []
+            if streams and self.link.healthy:
+                payload = msgspec.msgpack.encode(Wakeup(self.origin, streams))
+                await self.link.call("PUBLISH", self.channel, payload)
+
+    # listening -------------------------------------------------------------------------
+    async def _listen_loop(self) -> None:
+        delay = 0.1
+        while not self._stopping:
+            pubsub: PubSub = self._listener.pubsub()
+            try:
+                await pubsub.subscribe(self.channel)
+                delay = 0.1
+                await self._listen(pubsub)
+            except FAILURES as exc:
+                log.debug("redis subscription lost: %s", exc)
+            finally:
+                with contextlib.suppress(*FAILURES):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    async def _listen(self, pubsub: PubSub) -> None:
+        idle = 0
+        while not self._stopping:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            if message is None:
+                idle += 1
+                if idle >= 5:  # a silent channel: make sure the connection is alive
+                    idle = 0
+                    async with asyncio.timeout(max(self.link.timeout * 10, 1.0)):
+                        await pubsub.ping()
+                continue
+            idle = 0
+            if message.get("type") != "message":
+                continue
+            try:
+                wake = msgspec.msgpack.decode(message["data"], type=Wakeup)
+            except msgspec.DecodeError:
+                continue
+            if wake.origin == self.origin:
+                continue
+            self.received += 1
+            self.changes.heard(wake.streams)
+            for stream in wake.streams:
+                self.notifier.notify(stream)

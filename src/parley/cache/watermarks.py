@@ -1,0 +1,191 @@
+"""Cross-process "maybe changed": per-stream watermarks in Redis.
+
+The shared form of :class:`parley.cache.changes.ChangeCache`. After a message commits,
+its writer raises ``{prefix}E:w:<stream>`` to the message's timestamp (never lowers it),
+and ``{prefix}E:last`` to the largest timestamp of all. An idle check asks one script, in
+one round trip, whether any of the caller's streams has a watermark above its cursor:
+
+* a cursor older than the namespace's ``earliest``: maybe changed;
+* a cursor at or above ``last``: nothing changed anywhere;
+* a cursor older than the watermarks' lifetime (they expire a week after a stream's last
+  message, to bound memory): maybe changed;
+* otherwise: changed if one of the streams' watermarks is above the cursor (a stream with
+  none has not changed since ``earliest``).
+
+So
+
+    changed(streams, T) is False   =>   no message newer than T exists in those streams
+
+and an idle check touches no database. Whenever Redis cannot be trusted the answer is
+"maybe changed" and the check reads PostgreSQL.
+
+A wake-up that arrives while a check is waiting for Redis would otherwise be lost (the
+waiter registers only after the answer); ``heard`` records the streams notified during
+the call, and a "no" for one of them becomes a "maybe".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from parley.cache.redis import RedisLink
+
+MARK = """
+local e = redis.call('GET', KEYS[1])
+if not e then return 0 end
+local ns = ARGV[1] .. e .. ':'
+local top = 0
+for i = 3, #ARGV, 2 do
+  local key = ns .. 'w:' .. ARGV[i]
+  local ts = tonumber(ARGV[i + 1])
+  if ts > top then top = ts end
+  local current = redis.call('GET', key)
+  if (not current) or tonumber(current) < ts then
+    redis.call('SET', key, ARGV[i + 1], 'EX', ARGV[2])
+  else
+    redis.call('EXPIRE', key, ARGV[2])
+  end
+end
+local last = redis.call('GET', ns .. 'last')
+if (not last) or tonumber(last) < top then redis.call('SET', ns .. 'last', top) end
+return 1
+"""
+
+CHANGED = """
+if redis.call('GET', KEYS[1]) ~= ARGV[2] then return -1 end
+local ns = ARGV[1] .. ARGV[2] .. ':'
+local earliest = redis.call('GET', ns .. 'earliest')
+if not earliest then return -1 end
+local after = tonumber(ARGV[3])
+if after < tonumber(earliest) then return 1 end
+local last = redis.call('GET', ns .. 'last')
+if (not last) or after >= tonumber(last) then return 0 end
+if after < tonumber(ARGV[4]) then return 1 end
+for i = 5, #ARGV do
+  local last = redis.call('GET', ns .. 'w:' .. ARGV[i])
+  if last and tonumber(last) > after then return 1 end
+end
+return 0
+"""
+
+WATERMARK_TTL = 7 * 86400  # seconds; refreshed by every message to the stream
+TRUST_SPAN_MS = 6 * 86400 * 1000  # a cursor older than this gets "maybe" (TTL, less a day)
+HEARD_MAX = 100_000
+PEEK_SECONDS = 0.05  # a peek serves only the check that immediately follows it
+
+
+class Peek(NamedTuple):
+    """Watermarks read together with a user's groups (one round trip for an idle check)."""
+
+    task: asyncio.Task[object] | None
+    at: float  # monotonic time it was read
+    serial: int
+    earliest: int
+    last: int | None
+    marks: dict[str, int]
+
+
+class RedisChanges:
+    """:class:`parley.cache.changes.Changes` shared by every process through Redis."""
+
+    def __init__(self, link: RedisLink) -> None:
+        self.link = link
+        self._mark = link.client.register_script(MARK)
+        self._changed = link.client.register_script(CHANGED)
+        self._heard: dict[str, int] = {}
+        self._serial = 0
+        self._floor = 0  # serials below this were forgotten
+        self._peek: Peek | None = None
+        self._queued: list[tuple[str, int]] = []
+        self._next: asyncio.Future[None] | None = None
+        self._flushing: asyncio.Task[None] | None = None
+
+    def serial(self) -> int:
+        return self._serial
+
+    def peeked(self, serial: int, earliest: int, last: int | None, marks: dict[str, int]) -> None:
+        """``RedisDirectory.groups_of`` read these with the groups; the same request's
+        ``changed`` (which follows without a pause) answers from them."""
+        self._peek = Peek(asyncio.current_task(), time.monotonic(), serial, earliest, last, marks)
+
+    async def start(self, earliest: int) -> None:
+        """Nothing to do: each namespace records its own ``earliest`` when it opens."""
+
+    def heard(self, streams: Sequence[str]) -> None:
+        """These streams were just notified (here or through pub/sub)."""
+        self._serial += 1
+        if len(self._heard) > HEARD_MAX:
+            self._heard.clear()
+            self._floor = self._serial
+        for stream in streams:
+            self._heard[stream] = self._serial
+
+    async def marked(self, marks: Sequence[tuple[str, int]]) -> None:
+        """Raise the watermarks; concurrent calls share one script run (group commit)."""
+        self.heard([stream for stream, _ in marks])
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+        future = self._next
+        self._queued.extend(marks)
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.create_task(self._flush(), name="parley-redis-marks")
+        await asyncio.shield(future)
+
+    async def _flush(self) -> None:
+        while self._next is not None:
+            future, marks = self._next, self._queued
+            self._next, self._queued = None, []
+            args: list[str | int] = [self.link.prefix, WATERMARK_TTL]
+            for stream, ts in marks:
+                args += [stream, ts]
+            try:
+                if await self.link.run(self._mark, [self.link.epoch_key], args) is None:
+                    # Stored, but other processes' idle checks cannot see it: retire the
+                    # namespace (the next one's ``earliest`` covers these messages).
+                    await self.link.write_failed(wait=False)
+            except Exception as exc:
+                future.set_exception(exc)
+                future.exception()  # marked as retrieved: the callers re-raise it
+            else:
+                future.set_result(None)
+
+    async def changed(self, streams: Sequence[str], after: int) -> bool:
+        link = self.link
+        if not link.usable:
+            return True
+        floor = time.time_ns() // 1_000_000 - TRUST_SPAN_MS
+        peek, self._peek = self._peek, None
+        if (
+            peek is not None
+            and peek.task is asyncio.current_task()
+            and time.monotonic() - peek.at < PEEK_SECONDS
+            and all(s in peek.marks for s in streams)
+        ):
+            serial = peek.serial
+            if after < peek.earliest:
+                return True
+            moved = peek.last is not None and after < peek.last  # some stream moved
+            if moved and (after < floor or any(peek.marks[s] > after for s in streams)):
+                return True
+        else:
+            serial = self._serial
+            answer = await link.run(
+                self._changed, [link.epoch_key], [link.prefix, link.epoch, after, floor, *streams]
+            )
+            if answer is None:
+                return True
+            if answer == -1:
+                link.resync()
+                return True
+            if answer == 1:
+                return True
+        return self._heard_since(serial, streams)
+
+    def _heard_since(self, serial: int, streams: Sequence[str]) -> bool:
+        if serial < self._floor:
+            return True
+        heard = self._heard
+        return any(heard.get(stream, 0) > serial for stream in streams)

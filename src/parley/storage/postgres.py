@@ -1,0 +1,580 @@
+"""The PostgreSQL adapter: any number of Parley processes on one database.
+
+Positions come from the database, not from a process: a one-row ``clock`` table is the
+serialization point of message writes. A write takes the clock row's lock, moves it to
+``GREATEST(clock + 1, now in ms)`` using the *database's* clock, inserts its messages with
+that timestamp, and commits — all in one statement (one round trip, one transaction)::
+
+    writer A:  UPDATE clock -> 101 (row locked) ... INSERT ... COMMIT
+    writer B:              waits for the lock ...  UPDATE clock -> 102 ... COMMIT
+
+Clock commits are therefore serialized and strictly increasing, and a message commits in
+the same transaction as the clock value it carries. A reader reads the clock row and the
+messages in one statement, so in one snapshot, and hands the clock value out as the
+frontier: everything at or below it is in that snapshot, and anything that commits later
+moved the clock past it first. ``docs/scale-out.md`` walks through the argument.
+
+Each process group-commits: appends queue up while a batch is being written, and the
+next batch carries all of them under one timestamp (pages never split a timestamp, so
+readers do not mind). When batches arrive faster than one per millisecond fleet-wide,
+the clock runs ahead of the wall clock; a writer more than ``max_lead_ms`` ahead waits.
+
+Schema changes are numbered migrations applied by ``parley migrate`` and at start-up,
+under an advisory lock so that several processes starting at once apply each once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from parley.domain.models import GroupRecord, Message, UserRecord
+from parley.errors import InvalidInput, Unavailable
+from parley.storage.base import BulkData, MessageDraft, Storage, counted
+
+log = logging.getLogger("parley.storage.postgres")
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE users (
+        id text PRIMARY KEY,
+        username text NOT NULL,
+        token_hash bytea
+    );
+    CREATE TABLE groups (
+        id text PRIMARY KEY,
+        name text NOT NULL
+    );
+    -- group -> members (members_of, add, remove) and user -> groups (every check)
+    CREATE TABLE members (
+        group_id text NOT NULL,
+        user_id text NOT NULL,
+        PRIMARY KEY (group_id, user_id)
+    );
+    CREATE INDEX members_by_user ON members (user_id, group_id);
+    CREATE TABLE blocks (
+        blocker_id text NOT NULL,
+        blocked_id text NOT NULL,
+        PRIMARY KEY (blocker_id, blocked_id)
+    );
+    -- the serialization point of message writes: one row, the last committed position
+    CREATE TABLE clock (
+        id boolean PRIMARY KEY DEFAULT true CHECK (id),
+        ts bigint NOT NULL
+    );
+    INSERT INTO clock (id, ts) VALUES (true, 0);
+    -- bumped when a process could not mirror a committed write into Redis
+    CREATE TABLE cache_epoch (
+        id boolean PRIMARY KEY DEFAULT true CHECK (id),
+        epoch bigint NOT NULL
+    );
+    INSERT INTO cache_epoch (id, epoch) VALUES (true, 1);
+    CREATE TABLE messages (
+        seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        id text NOT NULL UNIQUE,
+        type text NOT NULL CHECK (type IN ('private', 'group')),
+        sender_id text NOT NULL,
+        recipient_id text NOT NULL,
+        body text NOT NULL,
+        ts bigint NOT NULL,
+        send_key text
+    );
+    -- a user's inbox and each of its groups: recipient, then position
+    CREATE INDEX messages_by_recipient ON messages (recipient_id, ts, seq);
+    -- include=sent: the private messages a user sent
+    CREATE INDEX messages_sent_private ON messages (sender_id, ts, seq)
+        WHERE type = 'private';
+    -- idempotent sends
+    CREATE UNIQUE INDEX messages_send_key ON messages (sender_id, send_key)
+        WHERE send_key IS NOT NULL;
+    """,
+)
+
+MESSAGE_COLUMNS = "id, type, sender_id, recipient_id, body, ts, seq"
+NOW_MS = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+
+# One statement, so one transaction and one round trip: move the clock (taking its row
+# lock), insert the batch under the new timestamp, return what was inserted. Rows that
+# hit an idempotency key already stored are skipped and looked up afterwards.
+APPEND_SQL = f"""
+WITH c AS (
+    UPDATE clock SET ts = GREATEST(clock.ts + 1, {NOW_MS}) WHERE id
+    RETURNING ts, {NOW_MS} AS now_ms
+), ins AS (
+    INSERT INTO messages (id, type, sender_id, recipient_id, body, ts, send_key)
+    SELECT d.id, d.type, d.sender_id, d.recipient_id, d.body, c.ts, d.send_key
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
+        WITH ORDINALITY AS d(id, type, sender_id, recipient_id, body, send_key, n)
+    CROSS JOIN c
+    ORDER BY d.n
+    ON CONFLICT (sender_id, send_key) WHERE send_key IS NOT NULL DO NOTHING
+    RETURNING id, ts, seq
+)
+SELECT c.ts AS clock, c.now_ms, ins.id, ins.seq FROM c LEFT JOIN ins ON true
+"""
+
+# The clock row and the page in one statement: one snapshot.
+PAGE_SQL = f"""
+WITH f AS (SELECT ts FROM clock WHERE id)
+SELECT f.ts AS frontier, p.* FROM f LEFT JOIN LATERAL (
+    SELECT {MESSAGE_COLUMNS} FROM messages
+    WHERE recipient_id = ANY($1::text[]) AND ts > $2 AND ts <= f.ts
+    ORDER BY ts, seq LIMIT $3
+) p ON true
+ORDER BY p.ts, p.seq
+"""
+
+PAGE_WITH_SENT_SQL = f"""
+WITH f AS (SELECT ts FROM clock WHERE id)
+SELECT f.ts AS frontier, p.* FROM f LEFT JOIN LATERAL (
+    SELECT * FROM (
+        (SELECT {MESSAGE_COLUMNS} FROM messages
+         WHERE recipient_id = ANY($1::text[]) AND ts > $2 AND ts <= f.ts
+         ORDER BY ts, seq LIMIT $3)
+        UNION
+        (SELECT {MESSAGE_COLUMNS} FROM messages
+         WHERE sender_id = $4 AND type = 'private' AND ts > $2 AND ts <= f.ts
+         ORDER BY ts, seq LIMIT $3)
+    ) u ORDER BY ts, seq LIMIT $3
+) p ON true
+ORDER BY p.ts, p.seq
+"""
+
+ROWS_AT_SQL = f"""
+SELECT {MESSAGE_COLUMNS} FROM messages WHERE recipient_id = ANY($1::text[]) AND ts = $2
+UNION
+SELECT {MESSAGE_COLUMNS} FROM messages
+WHERE sender_id = $3 AND type = 'private' AND ts = $2
+ORDER BY ts, seq
+"""
+
+FAILURES = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+# Errors one bad row can cause: a batch that hits one is retried row by row.
+ROW_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
+
+
+def storable(value: str) -> bool:
+    """PostgreSQL text holds any Unicode string except one with a NUL character."""
+    return "\x00" not in value
+
+
+def _text(value: str, field: str) -> str:
+    if not storable(value):
+        raise InvalidInput(f"{field} must not contain NUL characters", "invalid_text")
+    return value
+
+
+def _message(row: Any) -> Message:
+    return Message(
+        row["id"], row["type"], row["sender_id"], row["recipient_id"], row["body"],
+        row["ts"], row["seq"],
+    )  # fmt: skip
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Pool reset hook: Parley keeps no session state, so releasing costs no round trip."""
+
+
+class _Append:
+    __slots__ = ("draft", "future")
+
+    def __init__(self, draft: MessageDraft, future: asyncio.Future[tuple[Message, bool]]) -> None:
+        self.draft = draft
+        self.future = future
+
+
+@counted
+class PostgresStorage(Storage):
+    name = "postgres"
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str = "",
+        pool_size: int = 10,
+        timeout: float = 10.0,
+        max_batch: int = 1000,
+        max_lead_ms: int = 50,
+    ) -> None:
+        super().__init__()
+        self.dsn = dsn
+        self.schema = schema
+        self.pool_size = pool_size
+        self.timeout = timeout
+        self.max_batch = max_batch
+        self.max_lead_ms = max_lead_ms
+        self.batches = 0
+        self._pool: asyncpg.Pool | None = None
+        self._queue: list[_Append] = []
+        self._wake = asyncio.Event()
+        self._inflight: list[_Append] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    # lifecycle -------------------------------------------------------------------------
+    def _server_settings(self) -> dict[str, str]:
+        # JIT compilation costs ~100 ms per statement and pays off only for analytics;
+        # the small tables' row estimates (the one-row clock) would trigger it otherwise.
+        settings = {"application_name": "parley", "jit": "off"}
+        if self.schema:
+            settings["search_path"] = self.schema
+        return settings
+
+    async def open(self) -> None:
+        try:
+            await self.migrate()
+            self._pool = await asyncpg.create_pool(
+                self.dsn,
+                min_size=min(2, self.pool_size),
+                max_size=self.pool_size,
+                command_timeout=self.timeout,
+                server_settings=self._server_settings(),
+                reset=_keep_session,
+            )
+        except FAILURES as exc:
+            log.error("postgres unreachable: %s", exc)
+            raise Unavailable("storage unavailable") from exc
+        self._wake = asyncio.Event()
+        self._writer = asyncio.create_task(self._write_loop(), name="parley-postgres-writer")
+
+    async def migrate(self) -> int:
+        """Apply the migrations this database lacks; return the schema version."""
+        conn = await asyncpg.connect(
+            self.dsn, timeout=self.timeout, server_settings={"application_name": "parley"}
+        )
+        try:
+            # Session-level advisory lock: processes starting together migrate one by one.
+            key = zlib.crc32(f"parley-migrate:{self.schema}".encode()) - 2**31
+            await conn.execute("SELECT pg_advisory_lock($1)", key)
+            try:
+                if self.schema:
+                    quoted = '"' + self.schema.replace('"', '""') + '"'
+                    await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
+                    await conn.execute(f"SET search_path TO {quoted}")
+                await conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                    " version integer PRIMARY KEY,"
+                    " applied_at timestamptz NOT NULL DEFAULT now())"
+                )
+                version = await conn.fetchval(
+                    "SELECT COALESCE(MAX(version), 0) FROM schema_migrations"
+                )
+                for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                    async with conn.transaction():
+                        await conn.execute(script)
+                        await conn.execute(
+                            "INSERT INTO schema_migrations (version) VALUES ($1)", number
+                        )
+                    log.info("postgres schema migrated to version %d", number)
+                    version = number
+                return int(version)
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1)", key)
+        finally:
+            await conn.close()
+
+    async def close(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            # Let queued appends finish (bounded), then stop the writer.
+            for _ in range(100):
+                if not self._queue and not self._inflight:
+                    break
+                await asyncio.sleep(0.05)
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+        for job in [*self._inflight, *self._queue]:
+            if not job.future.done():
+                job.future.set_exception(Unavailable("storage is closing"))
+        self._queue.clear()
+        self._inflight = []
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    # plumbing --------------------------------------------------------------------------
+    def _ready(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise Unavailable("storage is not open")
+        return self._pool
+
+    async def _fetch(self, sql: str, *args: Any) -> list[Any]:
+        try:
+            rows: list[Any] = await self._ready().fetch(sql, *args, timeout=self.timeout)
+        except FAILURES as exc:
+            log.error("postgres query failed: %s", exc)
+            raise Unavailable("storage unavailable") from exc
+        return rows
+
+    async def _execute(self, sql: str, *args: Any) -> str:
+        try:
+            status: str = await self._ready().execute(sql, *args, timeout=self.timeout)
+        except FAILURES as exc:
+            log.error("postgres write failed: %s", exc)
+            raise Unavailable("storage unavailable") from exc
+        return status
+
+    async def _changed(self, sql: str, *args: Any) -> bool:
+        status = await self._execute(sql, *args)
+        return not status.endswith(" 0")
+
+    async def ping(self) -> None:
+        await self._fetch("SELECT 1")
+        if self._writer is None or self._writer.done():
+            raise Unavailable("storage writer is not running")
+
+    async def last_position(self) -> int:
+        rows = await self._fetch("SELECT ts FROM clock WHERE id")
+        return int(rows[0]["ts"])
+
+    # the shared cache's anchor (see parley.cache.redis) ------------------------------
+    async def cache_state(self) -> tuple[int, int]:
+        """The cache epoch and the commit frontier, read in one snapshot."""
+        rows = await self._fetch("SELECT e.epoch, c.ts FROM cache_epoch e, clock c")
+        return int(rows[0]["epoch"]), int(rows[0]["ts"])
+
+    async def bump_cache_epoch(self) -> int:
+        rows = await self._fetch(
+            "UPDATE cache_epoch SET epoch = epoch + 1 WHERE id RETURNING epoch"
+        )
+        return int(rows[0]["epoch"])
+
+    # users -----------------------------------------------------------------------------
+    async def create_user(self, user: UserRecord) -> None:
+        await self._execute(
+            "INSERT INTO users (id, username, token_hash) VALUES ($1, $2, $3)",
+            user.id,
+            _text(user.username, "username"),
+            user.token_hash,
+        )
+
+    async def get_user(self, user_id: str) -> UserRecord | None:
+        if not storable(user_id):
+            return None
+        rows = await self._fetch(
+            "SELECT id, username, token_hash FROM users WHERE id = $1", user_id
+        )
+        return UserRecord(rows[0][0], rows[0][1], rows[0][2]) if rows else None
+
+    # groups ----------------------------------------------------------------------------
+    async def create_group(self, group: GroupRecord, first_member: str | None) -> None:
+        await self._execute(
+            "WITH g AS (INSERT INTO groups (id, name) VALUES ($1, $2))"
+            " INSERT INTO members (group_id, user_id) SELECT $1, $3 WHERE $3::text IS NOT NULL",
+            group.id,
+            _text(group.name, "groupName"),
+            first_member,
+        )
+
+    async def get_group(self, group_id: str) -> GroupRecord | None:
+        if not storable(group_id):
+            return None
+        rows = await self._fetch("SELECT id, name FROM groups WHERE id = $1", group_id)
+        return GroupRecord(rows[0][0], rows[0][1]) if rows else None
+
+    async def add_member(self, group_id: str, user_id: str) -> bool:
+        return await self._changed(
+            "INSERT INTO members (group_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            _text(group_id, "groupId"),
+            _text(user_id, "userId"),
+        )
+
+    async def remove_member(self, group_id: str, user_id: str) -> bool:
+        if not (storable(group_id) and storable(user_id)):
+            return False
+        return await self._changed(
+            "DELETE FROM members WHERE group_id = $1 AND user_id = $2", group_id, user_id
+        )
+
+    async def group_members(self, group_id: str) -> list[str]:
+        if not storable(group_id):
+            return []
+        rows = await self._fetch(
+            "SELECT user_id FROM members WHERE group_id = $1 ORDER BY user_id", group_id
+        )
+        return [r[0] for r in rows]
+
+    async def user_groups(self, user_id: str) -> list[str]:
+        if not storable(user_id):
+            return []
+        rows = await self._fetch(
+            "SELECT group_id FROM members WHERE user_id = $1 ORDER BY group_id", user_id
+        )
+        return [r[0] for r in rows]
+
+    # blocks ----------------------------------------------------------------------------
+    async def add_block(self, blocker_id: str, blocked_id: str) -> bool:
+        return await self._changed(
+            "INSERT INTO blocks (blocker_id, blocked_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            _text(blocker_id, "userId"),
+            _text(blocked_id, "blockedUserId"),
+        )
+
+    async def remove_block(self, blocker_id: str, blocked_id: str) -> bool:
+        if not (storable(blocker_id) and storable(blocked_id)):
+            return False
+        return await self._changed(
+            "DELETE FROM blocks WHERE blocker_id = $1 AND blocked_id = $2", blocker_id, blocked_id
+        )
+
+    async def blocked_by(self, blocker_id: str) -> list[str]:
+        if not storable(blocker_id):
+            return []
+        rows = await self._fetch(
+            "SELECT blocked_id FROM blocks WHERE blocker_id = $1 ORDER BY blocked_id", blocker_id
+        )
+        return [r[0] for r in rows]
+
+    # messages: group commit ------------------------------------------------------------
+    async def append_message(self, draft: MessageDraft) -> tuple[Message, bool]:
+        _text(draft.body, "message")
+        _text(draft.sender_id, "senderId")
+        _text(draft.recipient_id, "recipientId")
+        if draft.send_key is not None:
+            _text(draft.send_key, "idempotency key")
+        if self._writer is None or self._writer.done():
+            raise Unavailable("storage is not open")
+        future: asyncio.Future[tuple[Message, bool]] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Append(draft, future))
+        self._wake.set()
+        return await future
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                self._inflight = self._queue[: self.max_batch]
+                del self._queue[: self.max_batch]
+                lead = await self._write_batch(self._inflight)
+                self._inflight = []
+                if lead > self.max_lead_ms:
+                    # Backpressure: more than one batch per ms fleet-wide pushed the clock
+                    # ahead of the database's wall clock; let the wall clock catch up.
+                    await asyncio.sleep(min(lead - self.max_lead_ms, 1000) / 1000)
+
+    async def _write_batch(self, batch: list[_Append]) -> int:
+        """Write one batch; settle every future; return how far the clock leads (ms)."""
+        try:
+            rows = await self._fetch(APPEND_SQL, *self._columns(batch))
+        except Unavailable as exc:
+            if len(batch) > 1 and isinstance(exc.__cause__, ROW_ERRORS):
+                # Possibly one bad row: write them one by one so it fails alone.
+                lead = 0
+                for job in batch:
+                    lead = await self._write_batch([job])
+                return lead
+            for job in batch:
+                if not job.future.done():
+                    job.future.set_exception(exc)
+            return 0
+        self.batches += 1
+        ts, now_ms = int(rows[0]["clock"]), int(rows[0]["now_ms"])
+        stored = {row["id"]: int(row["seq"]) for row in rows if row["id"] is not None}
+        for job in batch:
+            if job.future.done():
+                continue
+            d = job.draft
+            seq = stored.get(d.id)
+            if seq is not None:
+                message = Message(d.id, d.type, d.sender_id, d.recipient_id, d.body, ts, seq)
+                job.future.set_result((message, True))
+            else:
+                await self._replay(job)
+        return ts - now_ms
+
+    @staticmethod
+    def _columns(batch: Sequence[_Append]) -> list[list[str | None]]:
+        drafts = [job.draft for job in batch]
+        return [
+            [d.id for d in drafts],
+            [d.type for d in drafts],
+            [d.sender_id for d in drafts],
+            [d.recipient_id for d in drafts],
+            [d.body for d in drafts],
+            [d.send_key for d in drafts],
+        ]
+
+    async def _replay(self, job: _Append) -> None:
+        """An idempotency key that was already used: answer with the first message."""
+        d = job.draft
+        try:
+            earlier = await self.find_send(d.sender_id, d.send_key or "")
+        except Unavailable as exc:
+            job.future.set_exception(exc)
+            return
+        if earlier is None:
+            job.future.set_exception(Unavailable("storage write failed"))
+        else:
+            job.future.set_result((earlier, False))
+
+    async def find_send(self, sender_id: str, send_key: str) -> Message | None:
+        if not (storable(sender_id) and storable(send_key)):
+            return None
+        rows = await self._fetch(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE sender_id = $1 AND send_key = $2",
+            sender_id,
+            send_key,
+        )
+        return _message(rows[0]) if rows else None
+
+    # messages: reads -------------------------------------------------------------------
+    async def _page_rows(
+        self, recipients: Sequence[str], sent_by: str | None, after: int, limit: int
+    ) -> tuple[list[Message], int]:
+        ids = [r for r in recipients if storable(r)]
+        if sent_by is not None and storable(sent_by):
+            rows = await self._fetch(PAGE_WITH_SENT_SQL, ids, after, limit, sent_by)
+        else:
+            rows = await self._fetch(PAGE_SQL, ids, after, limit)
+        frontier = int(rows[0]["frontier"])
+        return [_message(r) for r in rows if r["id"] is not None], frontier
+
+    async def _rows_at(
+        self, recipients: Sequence[str], sent_by: str | None, ts: int
+    ) -> list[Message]:
+        ids = [r for r in recipients if storable(r)]
+        sender = sent_by if sent_by is not None and storable(sent_by) else None
+        rows = await self._fetch(ROWS_AT_SQL, ids, ts, sender)
+        return [_message(r) for r in rows]
+
+    # bulk ------------------------------------------------------------------------------
+    async def bulk_load(self, data: BulkData) -> None:
+        pool = self._ready()
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                await conn.copy_records_to_table(
+                    "users",
+                    records=[(u.id, u.username, u.token_hash) for u in data.users],
+                    columns=["id", "username", "token_hash"],
+                )
+                await conn.copy_records_to_table(
+                    "groups", records=[(g.id, g.name) for g in data.groups], columns=["id", "name"]
+                )
+                await conn.executemany(
+                    "INSERT INTO members (group_id, user_id) VALUES ($1, $2)"
+                    " ON CONFLICT DO NOTHING",
+                    data.members,
+                )
+                await conn.copy_records_to_table(
+                    "messages",
+                    records=[
+                        (m.id, m.type, m.sender_id, m.recipient_id, m.body, m.ts)
+                        for m in data.messages
+                    ],
+                    columns=["id", "type", "sender_id", "recipient_id", "body", "ts"],
+                )
+                if data.messages:
+                    # The clock never goes back: later writes land after the loaded rows.
+                    top = max(m.ts for m in data.messages)
+                    await conn.execute("UPDATE clock SET ts = GREATEST(ts, $1) WHERE id", top)
+        except FAILURES as exc:
+            log.error("postgres bulk load failed: %s", exc)
+            raise Unavailable("storage unavailable") from exc

@@ -1,0 +1,312 @@
+"""Several Parley apps on one PostgreSQL schema and one Redis prefix (as several processes).
+
+What one app writes, every other enforces on its very next request; idle checks touch
+no database on any of them; a send through one wakes long-polls on another; and losing
+Redis (for one app or all) costs speed, never a wrong answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+
+from parley.app import build
+from parley.cache.redis import RedisLink
+from parley.http.server import create_app
+from parley.settings import Settings
+from parley.storage.postgres import PostgresStorage
+from tests.conftest import Harness, unavailable
+from tests.integration import services
+from tests.integration.redis_proxy import TcpProxy
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+
+MakeApp = Callable[..., Awaitable[Harness]]
+
+
+@pytest.fixture
+async def make_app() -> AsyncIterator[MakeApp]:
+    reason = await services.postgres_unreachable() or services.redis_unreachable()
+    if reason:
+        unavailable(reason)
+    schema = services.new_schema()
+    env = services.redis_env()
+    started: list[Harness] = []
+
+    async def make(redis_url: str | None = None, auth: str = "none") -> Harness:
+        settings = Settings.from_env(
+            {
+                **env,
+                "PARLEY_AUTH": auth,
+                "PARLEY_RATE_LIMITS": "off",
+                **({"PARLEY_REDIS_URL": redis_url} if redis_url else {}),
+            }
+        )
+        parley = build(settings, PostgresStorage(services.DATABASE_URL, schema=schema))
+        await parley.start()
+        client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=create_app(parley)), base_url="http://parley.test"
+        )
+        harness = Harness(parley, client)
+        started.append(harness)
+        return harness
+
+    yield make
+    for harness in started:
+        await harness.client.aclose()
+        await harness.parley.stop()
+    await services.drop_schema(schema)
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[TcpProxy]:
+    port = int(services.REDIS_URL.rsplit(":", 1)[1].split("/")[0])
+    running = await TcpProxy(port).start()
+    yield running
+    await running.stop()
+
+
+def link(app: Harness) -> RedisLink:
+    assert app.parley.redis is not None
+    return app.parley.redis
+
+
+def db_calls(app: Harness) -> int:
+    return sum(app.parley.storage.calls.values())
+
+
+async def send(app: Harness, sender: str, to: str, text: str, kind: str = "private") -> Any:
+    field = "receiverId" if kind == "private" else "groupId"
+    return await app.client.post(
+        f"/v1/messages/send?type={kind}", json={"senderId": sender, field: to, "message": text}
+    )
+
+
+async def check(app: Harness, user: str, after: str | None = None, **params: str) -> Any:
+    query = {**params, **({"timestamp": after} if after is not None else {})}
+    r = await app.client.get(f"/v1/messages/{user}", params=query)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+async def group_with(app: Harness, *members: str) -> str:
+    r = await app.client.post("/v1/groups/create", json={"groupName": "g"})
+    group = str(r.json()["groupId"])
+    for member in members:
+        assert (
+            await app.client.post(f"/v1/groups/{group}?op=add", json={"userId": member})
+        ).status_code == 200
+    return group
+
+
+async def wait_until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_block_and_removal_hold_on_the_next_request_elsewhere(make_app: MakeApp) -> None:
+    a, b = await make_app(), await make_app()
+    alice, _ = await a.user("alice")
+    bob, _ = await b.user("bob")
+    group = await group_with(a, alice, bob)
+    # b learns (and caches) the memberships and blocks
+    assert (await send(b, alice, bob, "before")).status_code == 200
+    assert (await send(b, bob, group, "hello", "group")).status_code == 200
+    assert [m["message"] for m in (await check(b, bob))["messages"]] == ["before", "hello"]
+
+    r = await a.client.post(f"/v1/users/{bob}?op=block", json={"blockedUserId": alice})
+    assert r.status_code == 200
+    assert (await send(b, alice, bob, "after")).status_code == 403  # the very next request
+    r = await b.client.post(f"/v1/users/{bob}?op=unblock", json={"blockedUserId": alice})
+    assert r.status_code == 200
+    assert (await send(a, alice, bob, "again")).status_code == 200
+
+    r = await a.client.post(f"/v1/groups/{group}?op=remove", json={"userId": bob})
+    assert r.status_code == 200
+    assert (await send(b, bob, group, "still here?", "group")).status_code == 403
+    assert [m["message"] for m in (await check(b, bob))["messages"]] == ["before", "again"]
+    r = await b.client.get(f"/v1/users/{bob}/groups")
+    assert r.json()["groups"] == []
+
+
+async def test_idle_checks_touch_no_database_on_any_process(make_app: MakeApp) -> None:
+    a, b = await make_app(), await make_app()
+    alice, _ = await a.user("alice")
+    bob, _ = await a.user("bob")
+    group = await group_with(a, alice, bob)
+    first = await check(b, bob)
+    cursor = first["nextTimestamp"]
+    await check(b, bob, cursor)  # warm b's caches
+    before = db_calls(b)
+    for _ in range(20):
+        assert (await check(b, bob, cursor))["messages"] == []
+    assert db_calls(b) == before
+    assert (await send(a, alice, group, "news", "group")).status_code == 200
+    page = await check(b, bob, cursor)  # a's watermark says: read
+    assert [m["message"] for m in page["messages"]] == ["news"]
+    after = db_calls(b)
+    for _ in range(5):
+        assert (await check(b, bob, page["nextTimestamp"]))["messages"] == []
+    assert db_calls(b) == after
+    # and an idle check is one Redis round trip: the groups and the watermarks together
+    shared = link(b)
+    original = shared.run
+    calls: list[object] = []
+
+    async def counting(script: object, keys: Any, args: Any) -> Any:
+        calls.append(script)
+        return await original(script, keys, args)
+
+    shared.run = counting  # type: ignore[method-assign]
+    assert (await check(b, bob, page["nextTimestamp"]))["messages"] == []
+    shared.run = original  # type: ignore[method-assign]
+    assert len(calls) == 1
+
+
+async def test_long_poll_is_woken_by_a_send_through_another_process(make_app: MakeApp) -> None:
+    a, b = await make_app(), await make_app()
+    alice, _ = await a.user("alice")
+    bob, _ = await a.user("bob")
+    cursor = (await check(b, bob))["nextTimestamp"]
+    started = time.monotonic()
+    poll = asyncio.ensure_future(check(b, bob, cursor, wait="10"))
+    await asyncio.sleep(0.3)
+    assert not poll.done()
+    assert (await send(a, alice, bob, "wake up")).status_code == 200
+    page = await asyncio.wait_for(poll, 5)
+    assert [m["message"] for m in page["messages"]] == ["wake up"]
+    assert time.monotonic() - started < 2
+    assert b.parley.wakeups is not None and b.parley.wakeups.received >= 1
+
+
+async def test_a_process_cut_off_from_redis_stays_right_for_everyone(
+    make_app: MakeApp, proxy: TcpProxy
+) -> None:
+    a = await make_app(redis_url=proxy.url)  # a reaches Redis through the proxy
+    b = await make_app()
+    alice, _ = await a.user("alice")
+    bob, _ = await a.user("bob")
+    group = await group_with(a, alice, bob)
+    cursor = (await check(b, bob))["nextTimestamp"]
+    await check(b, bob, cursor)
+    assert link(b).usable
+    epoch = link(b).epoch
+
+    proxy.cut("hang")
+    # a blocks and removes; b (whose Redis is fine) must enforce both at once
+    r = await a.client.post(f"/v1/users/{bob}?op=block", json={"blockedUserId": alice})
+    assert r.status_code == 200
+    assert (await send(b, alice, bob, "blocked?")).status_code == 403
+    r = await a.client.post(f"/v1/groups/{group}?op=remove", json={"userId": bob})
+    assert r.status_code == 200
+    assert (await send(b, bob, group, "member?", "group")).status_code == 403
+    assert link(a).bumps >= 1 and link(a).epoch > epoch
+    # a message stored through a reaches b's poller although no watermark was raised
+    await a.client.post(f"/v1/groups/{group}?op=add", json={"userId": bob})
+    assert (await send(a, alice, group, "through a", "group")).status_code == 200
+    await wait_until(lambda: link(b).epoch == link(a).epoch and link(b).usable)
+    page = await check(b, bob, cursor)
+    assert [m["message"] for m in page["messages"]] == ["through a"]
+    # a answers from PostgreSQL meanwhile, and says it is degraded
+    assert (await check(a, bob, cursor))["messages"][0]["message"] == "through a"
+    ready = (await a.client.get("/readyz")).json()
+    assert ready["status"] == "degraded" and ready["checks"]["redis"] == "degraded"
+
+    proxy.restore()
+    await wait_until(lambda: link(a).usable, 10)
+    assert (await a.client.get("/readyz")).json()["status"] == "ok"
+    r = await b.client.post(f"/v1/users/{bob}?op=unblock", json={"blockedUserId": alice})
+    assert r.status_code == 200
+    assert (await send(a, alice, bob, "friends again")).status_code == 200
+
+
+async def test_redis_down_for_everyone_then_back(make_app: MakeApp, proxy: TcpProxy) -> None:
+    a, b = await make_app(redis_url=proxy.url), await make_app(redis_url=proxy.url)
+    alice, _ = await a.user("alice")
+    bob, _ = await b.user("bob")
+    cursor = (await check(b, bob))["nextTimestamp"]
+    proxy.cut("refuse")
+    assert (await send(a, alice, bob, "during")).status_code == 200
+    page = await check(b, bob, cursor)
+    assert [m["message"] for m in page["messages"]] == ["during"]
+    assert (
+        await a.client.post(f"/v1/users/{bob}?op=block", json={"blockedUserId": alice})
+    ).status_code == 200
+    assert (await send(b, alice, bob, "no")).status_code == 403
+    proxy.restore()
+    await wait_until(lambda: link(a).usable and link(b).usable, 10)
+    assert (await send(b, alice, bob, "still no")).status_code == 403
+    next_page = await check(a, bob, page["nextTimestamp"])
+    assert next_page["messages"] == []
+
+
+async def test_redis_that_lost_its_data_is_not_trusted(make_app: MakeApp) -> None:
+    a, b = await make_app(), await make_app()
+    alice, _ = await a.user("alice")
+    bob, _ = await a.user("bob")
+    cursor = (await check(b, bob))["nextTimestamp"]
+    assert (await send(a, alice, bob, "kept in PostgreSQL")).status_code == 200
+    # Redis restarts empty: every key of this deployment is gone
+    client: aioredis.Redis = aioredis.Redis.from_url(services.REDIS_URL)
+    try:
+        keys = [k async for k in client.scan_iter(match=link(a).prefix + "*")]
+        await client.delete(*keys)
+    finally:
+        await client.aclose()
+    page = await check(b, bob, cursor)  # no watermark now, but an older cursor is "maybe"
+    assert [m["message"] for m in page["messages"]] == ["kept in PostgreSQL"]
+    await wait_until(lambda: link(b).usable)
+    r = await a.client.post(f"/v1/users/{bob}?op=block", json={"blockedUserId": alice})
+    assert r.status_code == 200
+    assert (await send(b, alice, bob, "blocked")).status_code == 403
+
+
+async def test_redis_restored_from_an_old_snapshot_gets_a_new_epoch(make_app: MakeApp) -> None:
+    a = await make_app()
+    epoch = link(a).epoch
+    client: aioredis.Redis = aioredis.Redis.from_url(services.REDIS_URL)
+    try:  # what a restart from a snapshot looks like: the namespace is there, the server new
+        await client.set(link(a).key(str(epoch), ":boot"), "another-server")
+    finally:
+        await client.aclose()
+    await wait_until(lambda: link(a).epoch > epoch and link(a).usable)
+
+
+async def test_a_fill_that_raced_a_write_is_refused(make_app: MakeApp) -> None:
+    a, b = await make_app(), await make_app()
+    alice, _ = await a.user("alice")
+    bob, _ = await a.user("bob")
+    group = await group_with(a, alice)
+    directory = b.parley.directory
+    # Forget bob's cached groups so that b must fill them from PostgreSQL.
+    client: aioredis.Redis = aioredis.Redis.from_url(services.REDIS_URL)
+    try:
+        await client.delete(link(b).key(str(link(b).epoch), ":s:g:", bob))
+    finally:
+        await client.aclose()
+    storage = b.parley.storage
+    original = storage.user_groups
+    gate = asyncio.Event()
+
+    async def slow_user_groups(user_id: str) -> list[str]:
+        groups = await original(user_id)  # read before a's write commits...
+        await gate.wait()  # ...and filled only after it
+        return groups
+
+    storage.user_groups = slow_user_groups  # type: ignore[method-assign]
+    reading = asyncio.ensure_future(directory.groups_of(bob))
+    await asyncio.sleep(0.05)
+    r = await a.client.post(f"/v1/groups/{group}?op=add", json={"userId": bob})
+    assert r.status_code == 200
+    gate.set()
+    assert await reading == set()  # the stale answer of a read that began first
+    storage.user_groups = original  # type: ignore[method-assign]
+    assert await directory.groups_of(bob) == {group}  # but it was not cached
