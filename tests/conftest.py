@@ -81,8 +81,6 @@ async def _dynamodb(tmp: Path) -> Storage:
 
 
 STORAGES["dynamodb"] = _dynamodb
-STORAGES["dynamodb+redis"] = _dynamodb
-HARNESS_ENV["dynamodb+redis"] = scale_out.redis_env
 # --- end of DynamoDB backend -----------------------------------------------------------
 
 

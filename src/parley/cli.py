@@ -30,6 +30,7 @@ FLAGS: tuple[tuple[str, str, str], ...] = (
     ("--database-url", "PARLEY_DATABASE_URL", "postgresql://... for --storage postgres"),
     ("--redis-url", "PARLEY_REDIS_URL", "redis://... shared cache and wake-ups"),
     ("--rate-limits", "PARLEY_RATE_LIMITS", "on (default) or off"),
+    ("--request-timeout", "PARLEY_REQUEST_TIMEOUT", "seconds for a request's head and body (30)"),
     ("--log-level", "PARLEY_LOG_LEVEL", "debug, info (default), warning, error"),
 )
 
@@ -54,6 +55,7 @@ def _apply(args: argparse.Namespace) -> Settings:
 def serve(settings: Settings) -> int:
     from granian import Granian
     from granian.constants import Interfaces
+    from granian.http import HTTP1Settings
 
     problem = _port_taken(settings.host, settings.port)
     if problem:
@@ -82,9 +84,12 @@ def serve(settings: Settings) -> int:
         interface=Interfaces.ASGI,
         workers=settings.workers,
         log_enabled=True,
-        log_access=settings.access_log,
+        log_access=False,  # Parley writes JSON access lines itself (PARLEY_ACCESS_LOG)
         backlog=2048,
         workers_kill_timeout=SHUTDOWN_GRACE_SECONDS,
+        # A client that has not sent a whole request head within the request timeout is
+        # cut off (slow-loris); a slow body is bounded by the app (``Call.body``).
+        http1_settings=HTTP1Settings(header_read_timeout=int(settings.request_timeout * 1000)),
     )
     server.serve()
     return 0
@@ -104,8 +109,11 @@ def _port_taken(host: str, port: int) -> str | None:
 
 async def _migrate(settings: Settings) -> None:
     from parley.app import make_storage
+    from parley.storage.dynamodb import DynamoStorage
 
     storage = make_storage(settings)
+    if isinstance(storage, DynamoStorage):  # start-up creates tables only at explicit endpoints
+        storage.create_missing = True
     await storage.open()
     await storage.close()
 

@@ -19,9 +19,9 @@ from parley.storage.dynamodb_tables import (
 EXPECTED: dict[str, tuple[str, str | None, dict[str, tuple[str, str | None, str]]]] = {
     "users": ("user_id", None, {}),
     "groups": ("group_id", None, {}),
-    "members": ("group_id", "user_id", {"by_user": ("user_id", "group_id", "KEYS_ONLY")}),
+    "members": ("user_id", "group_id", {"by_group": ("group_id", "user_id", "KEYS_ONLY")}),
     "blocks": ("blocker_id", "blocked_id", {}),
-    "messages": ("recipient_id", "sk", {"by_sender": ("sender_id", "sk", "ALL")}),
+    "messages": ("recipient_id", "sk", {}),
     "sends": ("send_key", None, {}),
     "streams": ("stream_id", None, {}),
 }
@@ -74,23 +74,12 @@ def test_create_table_kwargs_on_demand() -> None:
         "AttributeDefinitions": [
             {"AttributeName": "recipient_id", "AttributeType": "S"},
             {"AttributeName": "sk", "AttributeType": "S"},
-            {"AttributeName": "sender_id", "AttributeType": "S"},
         ],
         "KeySchema": [
             {"AttributeName": "recipient_id", "KeyType": "HASH"},
             {"AttributeName": "sk", "KeyType": "RANGE"},
         ],
         "BillingMode": "PAY_PER_REQUEST",
-        "GlobalSecondaryIndexes": [
-            {
-                "IndexName": "by_sender",
-                "KeySchema": [
-                    {"AttributeName": "sender_id", "KeyType": "HASH"},
-                    {"AttributeName": "sk", "KeyType": "RANGE"},
-                ],
-                "Projection": {"ProjectionType": "ALL"},
-            }
-        ],
     }
 
 

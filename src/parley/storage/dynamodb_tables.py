@@ -14,8 +14,10 @@ Design rules the layout follows:
   ``blocks``, so adding or removing one is a single conditional put or delete, never a
   read-modify-write of a list held inside another item.
 - Messages are keyed by the receiving user or group (``recipient_id``) and a sort key
-  ``sk`` that is unique per message (an ordered position followed by the message id), so two
-  messages written in the same millisecond never overwrite each other.
+  ``sk`` that is unique per message (the commit timestamp, which the ``streams`` table's
+  clock hands out once, then the message's position within its commit), so two messages
+  written in the same millisecond never overwrite each other. ``docs/dynamodb.md`` explains
+  the clock and why every read is strongly consistent (no index serves a message read).
 - ``sends`` holds idempotency keys; items carry an expiry attribute that DynamoDB's
   time-to-live removes.
 """
@@ -151,17 +153,18 @@ TABLES: Final[tuple[TableSpec, ...]] = (
     ),
     TableSpec(
         suffix="members",
-        hash_key="group_id",
-        range_key="user_id",
-        attributes=(("group_id", "S"), ("user_id", "S")),
+        hash_key="user_id",
+        range_key="group_id",
+        attributes=(("user_id", "S"), ("group_id", "S")),
         indexes=(
             GlobalSecondaryIndex(
-                name="by_user", hash_key="user_id", range_key="group_id", projection="KEYS_ONLY"
+                name="by_group", hash_key="group_id", range_key="user_id", projection="KEYS_ONLY"
             ),
         ),
         description=(
             "One item per membership, so joining and leaving are conditional single-item "
-            "writes; by_user lists the groups of a user."
+            "writes. Keyed by user: the groups of a user (every check, every group send) "
+            "are read with strong consistency; by_group lists a group's members."
         ),
     ),
     TableSpec(
@@ -175,15 +178,11 @@ TABLES: Final[tuple[TableSpec, ...]] = (
         suffix="messages",
         hash_key="recipient_id",
         range_key="sk",
-        attributes=(("recipient_id", "S"), ("sk", "S"), ("sender_id", "S")),
-        indexes=(
-            GlobalSecondaryIndex(
-                name="by_sender", hash_key="sender_id", range_key="sk", projection="ALL"
-            ),
-        ),
+        attributes=(("recipient_id", "S"), ("sk", "S")),
         description=(
-            "Messages keyed by receiving user or group and a per-message sort key (ordered "
-            "position + message id); by_sender serves include=sent."
+            "Messages keyed by stream (a receiving user, a group, or 'sent:' + a sender for "
+            "include=sent) and a per-message sort key: the commit timestamp, then the "
+            "position within its commit. Every read is a strongly consistent Query."
         ),
     ),
     TableSpec(
@@ -191,13 +190,16 @@ TABLES: Final[tuple[TableSpec, ...]] = (
         hash_key="send_key",
         attributes=(("send_key", "S"),),
         ttl_attribute="expires_at",
-        description="Idempotency keys of sends and the answer they produced; expire by TTL.",
+        description="Idempotency keys of sends and the message they stored; expire by TTL.",
     ),
     TableSpec(
         suffix="streams",
         hash_key="stream_id",
         attributes=(("stream_id", "S"),),
-        description="Per-stream counters and clocks that order messages.",
+        description=(
+            "The 'clock' item: the commit clock every message timestamp comes from, the "
+            "unfinished reservations, the aborted ones, and the shared cache's epoch."
+        ),
     ),
 )
 

@@ -1,0 +1,147 @@
+"""How Parley's records look as DynamoDB items, and which strings can be keys.
+
+Message items, one per stream a message belongs to::
+
+    recipient_id  "u_…" (a user's inbox), "g_…" (a group), "sent:u_…" (include=sent copy)
+    sk            "0001764412345678.000000003"   commit timestamp . position in the commit
+    id, type, sender_id, body, ts (N), seq (N), and "to" (the real recipient) in sent: copies
+
+The sort key is unique because the commit clock hands every timestamp out once
+(``dynamodb_clock``) and positions within one commit are distinct; it sorts as
+``(ts, seq)`` because both parts are zero-padded.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from parley.domain.models import GroupRecord, Message, MessageType, UserRecord
+
+MAX_KEY_BYTES = 1024  # DynamoDB's sort key limit (partition keys may have 2048)
+SENT_PREFIX = "sent:"
+
+Item = dict[str, Any]
+
+
+def fits(value: str) -> bool:
+    """Can ``value`` be a key? Ids of any other shape name nothing stored."""
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        return False
+    return 0 < size <= MAX_KEY_BYTES
+
+
+def storable(value: str) -> bool:
+    """DynamoDB strings are UTF-8: a lone surrogate cannot be stored."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def sent_stream(user_id: str) -> str:
+    return SENT_PREFIX + user_id
+
+
+def sort_key(ts: int, seq: int) -> str:
+    return f"{ts:016d}.{seq:09d}"
+
+
+def ts_prefix(ts: int) -> str:
+    """Every sort key of timestamp ``ts`` starts with this."""
+    return f"{ts:016d}."
+
+
+def ts_floor(ts: int) -> str:
+    """Sorts before every sort key of timestamp ``ts`` and after all earlier ones."""
+    return f"{ts:016d}"
+
+
+def ts_ceiling(ts: int) -> str:
+    """Sorts after every sort key of timestamp ``ts`` and before all later ones."""
+    return f"{ts:016d}/"  # "/" follows "."
+
+
+def s(value: str) -> dict[str, str]:
+    return {"S": value}
+
+
+def n(value: int) -> dict[str, str]:
+    return {"N": str(value)}
+
+
+def send_key(sender_id: str, key: str) -> str:
+    """The idempotency key of a send, unambiguous whatever either part contains."""
+    return f"{len(sender_id)}:{sender_id}{key}"
+
+
+def _message_fields(message: Message) -> Item:
+    return {
+        "id": s(message.id),
+        "type": s(message.type),
+        "sender_id": s(message.sender_id),
+        "body": s(message.body),
+        "ts": n(message.ts),
+        "seq": n(message.seq),
+    }
+
+
+def message_items(message: Message) -> list[Item]:
+    """The items of one message: its recipient's stream, and the sender's sent: stream."""
+    key = sort_key(message.ts, message.seq)
+    items = [{"recipient_id": s(message.recipient_id), "sk": s(key), **_message_fields(message)}]
+    if message.type == "private":
+        items.append(
+            {
+                "recipient_id": s(sent_stream(message.sender_id)),
+                "sk": s(key),
+                "to": s(message.recipient_id),
+                **_message_fields(message),
+            }
+        )
+    return items
+
+
+def parse_message(item: Item) -> Message:
+    recipient = item["to"]["S"] if "to" in item else item["recipient_id"]["S"]
+    return Message(
+        id=item["id"]["S"],
+        type=cast(MessageType, item["type"]["S"]),
+        sender_id=item["sender_id"]["S"],
+        recipient_id=recipient,
+        body=item["body"]["S"],
+        ts=int(item["ts"]["N"]),
+        seq=int(item["seq"]["N"]),
+    )
+
+
+def claim_item(message: Message, key: str, expires_at: int) -> Item:
+    """An idempotency claim: the key and the message it stored (or is storing)."""
+    return {
+        "send_key": s(key),
+        "to": s(message.recipient_id),
+        **_message_fields(message),
+        "expires_at": n(expires_at),
+    }
+
+
+def user_item(user: UserRecord) -> Item:
+    item: Item = {"user_id": s(user.id), "username": s(user.username)}
+    if user.token_hash is not None:
+        item["token_hash"] = {"B": user.token_hash}
+    return item
+
+
+def parse_user(item: Item) -> UserRecord:
+    token = item.get("token_hash")
+    return UserRecord(item["user_id"]["S"], item["username"]["S"], token["B"] if token else None)
+
+
+def group_item(group: GroupRecord) -> Item:
+    return {"group_id": s(group.id), "name": s(group.name)}
+
+
+def parse_group(item: Item) -> GroupRecord:
+    return GroupRecord(item["group_id"]["S"], item["name"]["S"])
