@@ -15,28 +15,28 @@ class Clock:
         return self.now
 
 
-def test_address_budget_and_retry_after() -> None:
+async def test_address_budget_and_retry_after() -> None:
     clock = Clock()
     limiter = RateLimiter(RateLimits(address_per_minute=3), clock)
     for _ in range(3):
-        limiter.before_auth("1.2.3.4", "get_messages")
+        await limiter.before_auth("1.2.3.4", "get_messages")
     with pytest.raises(RateLimited) as caught:
-        limiter.before_auth("1.2.3.4", "get_messages")
+        await limiter.before_auth("1.2.3.4", "get_messages")
     assert 1 <= caught.value.retry_after <= 61
-    limiter.before_auth("5.6.7.8", "get_messages")  # other addresses are unaffected
+    await limiter.before_auth("5.6.7.8", "get_messages")  # other addresses are unaffected
     clock.now += 60
-    limiter.before_auth("1.2.3.4", "get_messages")  # a new window
+    await limiter.before_auth("1.2.3.4", "get_messages")  # a new window
 
 
-def test_separate_budgets_for_creations_and_sends() -> None:
+async def test_separate_budgets_for_creations_and_sends() -> None:
     limiter = RateLimiter(RateLimits(creates_per_hour=2, sends_per_minute=2), Clock())
-    limiter.before_auth("a", "create_user")
-    limiter.before_auth("a", "create_group")
+    await limiter.before_auth("a", "create_user")
+    await limiter.before_auth("a", "create_group")
     with pytest.raises(RateLimited):
-        limiter.before_auth("a", "create_user")
-    limiter.before_auth("a", "get_user")  # other calls still pass
-    limiter.after_auth("u1", "send_message")
-    limiter.after_auth("u1", "send_message")
+        await limiter.before_auth("a", "create_user")
+    await limiter.before_auth("a", "get_user")  # other calls still pass
+    await limiter.after_auth("u1", "send_message")
+    await limiter.after_auth("u1", "send_message")
     with pytest.raises(RateLimited):
-        limiter.after_auth("u1", "send_message")
-    limiter.after_auth("u1", "get_messages")
+        await limiter.after_auth("u1", "send_message")
+    await limiter.after_auth("u1", "get_messages")

@@ -22,7 +22,7 @@ from parley.domain.models import Page
 from parley.http import schemas as s
 from parley.http.asgi import Call, EventStream, Reply
 from parley.http.errors import error_body, retry_after, status_of
-from parley.http.ratelimit import RateLimiter
+from parley.http.ratelimit import RateLimiter, SharedRateLimiter
 from parley.services.access import Actor
 
 log = logging.getLogger("parley.http")
@@ -295,7 +295,10 @@ class Api:
         self.body_max = parley.settings.limits.body_max_bytes
         self.body_timeout = parley.settings.request_timeout
         limits = parley.settings.rate_limits
-        self.limiter = RateLimiter(limits) if limits.enabled else None
+        self.limiter: RateLimiter | None = None
+        if limits.enabled:
+            redis = parley.redis
+            self.limiter = SharedRateLimiter(limits, redis) if redis else RateLimiter(limits)
 
     # plumbing --------------------------------------------------------------------------
     def endpoint(self, spec: RouteSpec, handler: Handler) -> Callable[[Call], Awaitable[Reply]]:
@@ -306,26 +309,22 @@ class Api:
 
         async def run(call: Call) -> Reply:
             started = time.perf_counter()
+            request_id = f"{_process_tag}-{next(_request_ids)}"
             try:
                 if limiter is not None:
-                    limiter.before_auth(call.client, name)
+                    await limiter.before_auth(call.client, name)
                 actor = await self._actor(call, spec.tickets) if needs_token else None
                 if limiter is not None and actor is not None:
-                    limiter.after_auth(actor, name)
+                    await limiter.after_auth(actor, name)
                 reply = await handler(call, actor)
             except errors.ParleyError as exc:
                 reply = self.error_reply(exc)
             except Exception:
-                request_id = f"{_process_tag}-{next(_request_ids)}"
                 log.exception(
                     "unhandled error in %s", name, extra={"request_id": request_id, "route": name}
                 )
                 reply = Reply(error_body("internal_error", "internal error"), 500)
-                reply.headers.append((b"x-request-id", request_id.encode()))
-            else:
-                reply.headers.append(
-                    (b"x-request-id", f"{_process_tag}-{next(_request_ids)}".encode())
-                )
+            reply.headers.append((b"x-request-id", request_id.encode()))
             observe(name, reply.status, time.perf_counter() - started)
             return reply
 
