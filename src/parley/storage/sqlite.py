@@ -248,6 +248,32 @@ class _Writer(threading.Thread):
         return results
 
 
+class _Checkpointer(threading.Thread):
+    """Moves the WAL into the database file in the background (PASSIVE checkpoints never
+    block the writer), so commits on the request path never pay for a checkpoint."""
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection], interval: float) -> None:
+        super().__init__(name="parley-sqlite-checkpoint", daemon=True)
+        self._connect = connect
+        self._interval = interval
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        conn = self._connect()
+        try:
+            while not self._stop_event.wait(self._interval):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as exc:
+                    log.warning("sqlite checkpoint failed: %s", exc)
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=10)
+
+
 def _message(row: tuple[Any, ...]) -> Message:
     return Message(*row)
 
@@ -270,6 +296,7 @@ class SqliteStorage(Storage):
         self.positions = positions or PositionTracker()
         self._max_batch = max_batch
         self._writer: _Writer | None = None
+        self._checkpointer: _Checkpointer | None = None
         self._reader: sqlite3.Connection | None = None
         self._last_ts = 0
 
@@ -296,8 +323,10 @@ class SqliteStorage(Storage):
         # Timestamps never go back across a restart, even if the wall clock did.
         self.positions.advance(self._last_ts + 1)
         self._reader = self._connect(readonly=True)
-        self._writer = _Writer(self._connect, self._max_batch)
+        self._writer = _Writer(self._write_connection, self._max_batch)
         self._writer.start()
+        self._checkpointer = _Checkpointer(self._connect, 0.5)
+        self._checkpointer.start()
 
     @staticmethod
     def _migrate(conn: sqlite3.Connection) -> None:
@@ -308,7 +337,15 @@ class SqliteStorage(Storage):
             )
             log.info("sqlite schema migrated to version %d", number)
 
+    def _write_connection(self) -> sqlite3.Connection:
+        conn = self._connect()
+        conn.execute("PRAGMA wal_autocheckpoint=0")  # see _Checkpointer
+        return conn
+
     async def close(self) -> None:
+        if self._checkpointer is not None:
+            await asyncio.to_thread(self._checkpointer.stop)
+            self._checkpointer = None
         if self._writer is not None:
             await asyncio.to_thread(self._writer.stop)
         self._writer = None
