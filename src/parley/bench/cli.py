@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import platform
 import re
@@ -34,6 +35,7 @@ import httpx
 from parley.bench import wrk
 from parley.bench.procs import Server
 from parley.bench.seed import Dataset, seed
+from parley.storage.base import Storage
 from parley.storage.sqlite import SqliteStorage
 
 SCENARIOS = ("idle", "check", "private", "group", "mix")
@@ -100,15 +102,19 @@ def measure(
         extra = data.big_groups[1000]
         connections = args.group_connections
     mode = "hello" if server is None else scenario
-    before_calls = storage_calls(url) if mode != "hello" else {}
+    # Each worker counts its own storage calls and a scrape reaches one of them at random, so
+    # per-request storage figures are only known for a single process (NaN otherwise).
+    counted = mode != "hello" and not (args.storage == "postgres" and args.workers > 1)
+    before_calls = storage_calls(url) if counted else {}
     before_cpu = server.cpu_seconds() if server else 0.0
     result = wrk.run(url, workdir, users_file, mode, cursor, extra, args.seconds, connections)
     cpu = (server.cpu_seconds() - before_cpu) if server else 0.0
-    after_calls = storage_calls(url) if mode != "hello" else {}
+    after_calls = storage_calls(url) if counted else {}
     delta = {k: v - before_calls.get(k, 0.0) for k, v in after_calls.items()}
-    reads = sum(v for k, v in delta.items() if k not in WRITES)
-    writes = sum(v for k, v in delta.items() if k in WRITES)
     n = max(result.requests, 1)
+    unknown = float("nan") if mode != "hello" and not counted else 0.0
+    reads = sum(v for k, v in delta.items() if k not in WRITES) or unknown * n
+    writes = sum(v for k, v in delta.items() if k in WRITES) or unknown * n
     return Row(
         scenario=scenario,
         rps=result.rps,
@@ -143,12 +149,14 @@ def cost_input(rows: dict[str, Row], ceiling: float, meta: dict[str, Any]) -> di
     """The figures ``parley cost --bench`` reads (format parley-bench/1)."""
 
     def op(row: Row) -> dict[str, float]:
-        return {
+        figures = {
             "requests_per_second": round(row.rps, 1),
             "cpu_seconds_per_request": row.cpu_ms_per_request / 1000,
-            "storage_reads_per_request": round(row.storage_reads_per_request, 4),
-            "storage_writes_per_request": round(row.storage_writes_per_request, 4),
         }
+        if not math.isnan(row.storage_reads_per_request):
+            figures["storage_reads_per_request"] = round(row.storage_reads_per_request, 4)
+            figures["storage_writes_per_request"] = round(row.storage_writes_per_request, 4)
+        return figures
 
     operations = {}
     if "check" in rows:
@@ -167,10 +175,11 @@ def cost_input(rows: dict[str, Row], ceiling: float, meta: dict[str, Any]) -> di
             "messages_per_check": 7,
         },
         "shapes": {
-            f"{meta['storage']}-single": {
-                "process_vcpus": 1.0,
+            "postgres-redis" if meta["storage"] == "postgres" else "sqlite-single": {
+                "process_vcpus": float(meta["processes"]),
                 "note": (
-                    f"one Parley process, {meta['users']:,} users, {meta['messages']:,} messages"
+                    f"{meta['processes']} Parley process(es) on {meta['storage']}, "
+                    f"{meta['users']:,} users, {meta['messages']:,} messages"
                 ),
                 "operations": operations,
             }
@@ -205,6 +214,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="senders to the 1,000-member group (its target is a latency)",
     )
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument(
+        "--storage",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="postgres: PostgreSQL + Redis, --workers processes",
+    )
+    parser.add_argument("--workers", type=int, default=2, help="server processes (postgres)")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("PARLEY_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"),
+    )
+    parser.add_argument(
+        "--redis-url", default=os.environ.get("PARLEY_REDIS_URL", "redis://127.0.0.1:6379/0")
+    )
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--workdir", type=Path, help="keep data here (default: a temp dir)")
     args = parser.parse_args(argv)
@@ -223,11 +246,47 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(run(args, scenarios, workdir))
 
 
-async def run(args: argparse.Namespace, scenarios: list[str], workdir: Path) -> int:
-    data_dir = workdir / "data"
+def _store(args: argparse.Namespace, data_dir: Path, schema: str) -> tuple[Storage, dict[str, str]]:
+    """The store to seed and the server settings that serve it."""
+    if args.storage == "postgres":
+        from parley.storage.postgres import PostgresStorage
+
+        env = {
+            "PARLEY_STORAGE": "postgres",
+            "PARLEY_DATABASE_URL": args.database_url,
+            "PARLEY_DATABASE_SCHEMA": schema,
+            "PARLEY_REDIS_URL": args.redis_url,
+            "PARLEY_REDIS_PREFIX": f"{schema}:",
+            "PARLEY_WORKERS": str(args.workers),
+        }
+        return PostgresStorage(args.database_url, schema=schema), env
     if (data_dir / "parley.db").exists():
         (data_dir / "parley.db").unlink()
-    store = SqliteStorage(data_dir / "parley.db", synchronous="NORMAL")
+    return SqliteStorage(data_dir / "parley.db", synchronous="NORMAL"), {"PARLEY_STORAGE": "sqlite"}
+
+
+async def _drop_schema(args: argparse.Namespace, schema: str) -> None:
+    if args.storage == "postgres":
+        import asyncpg
+
+        conn = await asyncpg.connect(args.database_url)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()
+
+
+async def run(args: argparse.Namespace, scenarios: list[str], workdir: Path) -> int:
+    schema = f"parley_bench_{os.getpid()}"
+    try:
+        return await _run(args, scenarios, workdir, schema)
+    finally:
+        await _drop_schema(args, schema)
+
+
+async def _run(args: argparse.Namespace, scenarios: list[str], workdir: Path, schema: str) -> int:
+    data_dir = workdir / "data"
+    store, server_env = _store(args, data_dir, schema)
     await store.open()
     started = time.monotonic()
     data = await seed(store, args.users, args.messages, workdir, say)
@@ -262,7 +321,9 @@ async def run(args: argparse.Namespace, scenarios: list[str], workdir: Path) -> 
     ceiling = ceiling_row.rps
     rows: dict[str, Row] = {"ceiling": ceiling_row}
 
-    server = Server(data_dir, PARLEY_AUTH="token", PARLEY_STORAGE="sqlite").start()
+    server = Server(data_dir, PARLEY_AUTH="token")
+    server.env.update(server_env)
+    server.start()
     try:
         # Warm the directory cache: at least one pass over every user (the script walks the
         # user list in order; 8,000 checks a second is below what a cold pass reaches here).
@@ -287,7 +348,8 @@ async def run(args: argparse.Namespace, scenarios: list[str], workdir: Path) -> 
     meta = {
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": f"{platform.machine()} {os.cpu_count()} cpus, {platform.python_version()}",
-        "storage": "sqlite",
+        "storage": args.storage,
+        "processes": args.workers if args.storage == "postgres" else 1,
         "users": data.users,
         "messages": data.messages,
     }
