@@ -356,7 +356,10 @@ async def _run(args: argparse.Namespace, scenarios: list[str], workdir: Path, sc
     if args.json:
         report = cost_input(rows, ceiling, meta)
         report["details"] = {
-            "runs": {name: asdict(row) for name, row in rows.items()},
+            "runs": {
+                name: {k: None if v != v else v for k, v in asdict(row).items()}  # NaN: unknown
+                for name, row in rows.items()
+            },
             "server_rss_bytes": rss,
             "connections": args.connections,
             "seconds": args.seconds,
