@@ -87,6 +87,7 @@ def serve(settings: Settings) -> int:
         log_access=False,  # Parley writes JSON access lines itself (PARLEY_ACCESS_LOG)
         backlog=2048,
         workers_kill_timeout=SHUTDOWN_GRACE_SECONDS,
+        respawn_failed_workers=True,  # a worker that dies is replaced, not left missing
         # A client that has not sent a whole request head within the request timeout is
         # cut off (slow-loris); a slow body is bounded by the app (``Call.body``).
         http1_settings=HTTP1Settings(header_read_timeout=int(settings.request_timeout * 1000)),

@@ -60,7 +60,7 @@ async def send(
 
 async def test_stream_auth(server: Server) -> None:
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
-        alice, ha = await create(client, "alice")
+        alice, _ = await create(client, "alice")
         bob, hb = await create(client, "bob")
         assert (await client.get(f"/v1/messages/{alice}/stream")).status_code == 401
         r = await client.get(f"/v1/messages/{alice}/stream?ticket=u_x.1.abc")

@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 
 from parley.http.api import ROUTES, RouteSpec
-from parley.http.schemas import ErrorOut
+from parley.http.schemas import ErrorOut, MessagesOut
 
 REASONS = {
     400: "Bad input",
@@ -20,6 +20,24 @@ REASONS = {
     413: "Body too large",
     429: "Rate limited (see Retry-After)",
     503: "Storage or a dependency is unavailable (see Retry-After)",
+}
+
+
+# One event of the live stream (Server-Sent Events): each ``messages`` event carries a page
+# of messages and its id is that page's nextTimestamp; comments keep the connection alive.
+SSE_EVENT = {
+    "type": "object",
+    "properties": {
+        "event": {"const": "messages"},
+        "id": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {"$ref": f"#/components/schemas/{MessagesOut.__name__}"},
+        },
+        "retry": {"type": "integer"},
+    },
+    "required": ["event", "id", "data"],
 }
 
 
@@ -70,6 +88,8 @@ def _operation(spec: RouteSpec, token_mode: bool) -> dict[str, Any]:
     ok: dict[str, Any] = {"description": "OK"}
     if spec.response is not None:
         ok["content"] = {"application/json": {"schema": _ref(spec.response)}}
+    elif spec.content_type == "text/event-stream":
+        ok["content"] = {spec.content_type: {"schema": SSE_EVENT}}
     elif spec.content_type != "application/json":
         ok["content"] = {spec.content_type: {"schema": {"type": "string"}}}
     responses: dict[str, Any] = {"200": ok}
@@ -88,7 +108,7 @@ def _operation(spec: RouteSpec, token_mode: bool) -> dict[str, Any]:
 
 def document(token_mode: bool = True, server_url: str | None = None) -> dict[str, Any]:
     kinds = {k for spec in ROUTES for k in (spec.request, spec.response) if k is not None}
-    kinds.add(ErrorOut)
+    kinds |= {ErrorOut, MessagesOut}
     _, components = msgspec.json.schema_components(
         sorted(kinds, key=lambda k: k.__name__), ref_template="#/components/schemas/{name}"
     )
