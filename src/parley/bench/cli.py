@@ -221,6 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="postgres: PostgreSQL + Redis, --workers processes",
     )
     parser.add_argument("--workers", type=int, default=2, help="server processes (postgres)")
+    parser.add_argument("--warmup", type=float, help="seconds of warm-up (default: by users)")
     parser.add_argument(
         "--database-url",
         default=os.environ.get("PARLEY_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"),
@@ -325,9 +326,11 @@ async def _run(args: argparse.Namespace, scenarios: list[str], workdir: Path, sc
     server.env.update(server_env)
     server.start()
     try:
-        # Warm the directory cache: at least one pass over every user (the script walks the
-        # user list in order; 8,000 checks a second is below what a cold pass reaches here).
-        warm_users = max(warm, data.users / 8_000 + 2)
+        # Warm the caches: every user seen by every process (the script walks the user list in
+        # order; the rates are below what a cold pass reaches here on each storage).
+        processes = args.workers if args.storage == "postgres" else 1
+        cold_rate = 1_500 if args.storage == "postgres" else 8_000
+        warm_users = args.warmup or max(warm, data.users * processes / cold_rate + 2)
         say(f"warming up for {warm_users:.0f} s (every user seen once)")
         wrk.run(server.url, workdir, data.users_file, "idle", data.idle_after, seconds=warm_users)
         for scenario in scenarios:
