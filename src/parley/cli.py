@@ -86,6 +86,8 @@ def serve(settings: Settings) -> int:
         log_enabled=True,
         log_access=False,  # Parley writes JSON access lines itself (PARLEY_ACCESS_LOG)
         backlog=2048,
+        # Requests in progress per worker; long-polls and live streams each hold one.
+        backpressure=settings.max_concurrency,
         workers_kill_timeout=SHUTDOWN_GRACE_SECONDS,
         respawn_failed_workers=True,  # a worker that dies is replaced, not left missing
         # A client that has not sent a whole request head within the request timeout is

@@ -55,6 +55,7 @@ class Settings:
     log_level: str = "info"
     access_log: bool = False
     request_timeout: float = 30.0
+    max_concurrency: int = 10_000
     limits: Limits = field(default_factory=Limits)
     rate_limits: RateLimits = field(default_factory=RateLimits)
 
@@ -93,6 +94,7 @@ class Settings:
             ),
             access_log=read.flag("PARLEY_ACCESS_LOG", False),
             request_timeout=float(read.integer("PARLEY_REQUEST_TIMEOUT", 30, 1, 3600)),
+            max_concurrency=read.integer("PARLEY_MAX_CONCURRENCY", 10_000, 16, 1_000_000),
             limits=Limits(
                 username_max=read.integer("PARLEY_MAX_USERNAME", 64, 1, 10_000),
                 group_name_max=read.integer("PARLEY_MAX_GROUP_NAME", 128, 1, 10_000),
