@@ -10,7 +10,7 @@ goes on to the Starlette application behind it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote
 
@@ -233,6 +233,3 @@ class Router:
                     return endpoint, params, True
                 found_path = True
         return None, {}, found_path
-
-    def methods(self) -> Iterable[str]:
-        return {m for routes in self._table.values() for _, ms in routes for m in ms}

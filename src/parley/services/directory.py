@@ -25,9 +25,6 @@ class Directory:
         self._epoch = 0
 
     # reads -----------------------------------------------------------------------------
-    def cached_user(self, user_id: str) -> UserRecord | None:
-        return self._users.get(user_id)
-
     async def user(self, user_id: str) -> UserRecord | None:
         user = self._users.get(user_id)
         if user is None:
@@ -113,11 +110,3 @@ class Directory:
             current.add(blocked_id)
         else:
             current.discard(blocked_id)
-
-    def stats(self) -> dict[str, int]:
-        return {
-            "users": len(self._users),
-            "groups": len(self._groups),
-            "memberships": len(self._memberships),
-            "blocks": len(self._blocks),
-        }
