@@ -1,88 +1,19 @@
-"""kill -9 during a burst of sends: every acknowledged message survives, exactly once, and
-retries with the same Idempotency-Key store nothing twice."""
+"""kill -9 during a burst of sends on SQLite: every acknowledged message survives, exactly
+once, and retries with the same Idempotency-Key store nothing twice."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.e2e.server import Server
+from tests.e2e.crash import kill_during_burst_and_check
 
 pytestmark = pytest.mark.slow
 
 
 async def test_kill_9_loses_no_acknowledged_send(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    server = Server(data, PARLEY_AUTH="none").start()
-    acked: dict[str, str] = {}  # idempotency key -> message id
-    attempted: list[tuple[str, dict[str, str]]] = []
-    try:
-        async with httpx.AsyncClient(base_url=server.url, timeout=5) as client:
-            alice = (await client.post("/v1/users/create", json={"username": "a"})).json()["userId"]
-            bob = (await client.post("/v1/users/create", json={"username": "b"})).json()["userId"]
-
-            async def sender(worker: int) -> None:
-                for n in range(10_000):
-                    key = f"w{worker}-{n}"
-                    body = {"senderId": alice, "receiverId": bob, "message": key}
-                    attempted.append((key, body))
-                    try:
-                        r = await client.post(
-                            "/v1/messages/send?type=private",
-                            json=body,
-                            headers={"Idempotency-Key": key},
-                        )
-                    except httpx.HTTPError:
-                        return  # the server died under us
-                    if r.status_code != 200:
-                        return
-                    acked[key] = r.json()["messageId"]
-
-            tasks = [asyncio.create_task(sender(w)) for w in range(32)]
-            deadline = time.monotonic() + 20
-            while len(acked) < 300 and time.monotonic() < deadline:
-                await asyncio.sleep(0.01)
-            server.kill()  # SIGKILL to the whole process group, mid-burst
-            await asyncio.wait_for(asyncio.gather(*tasks), 30)
-    finally:
-        server.kill()
-
-    assert len(acked) >= 300
-    server = Server(data, PARLEY_AUTH="none").start()
-    try:
-        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
-            stored = await fetch_all(client, bob)
-            ids = [m["messageId"] for m in stored]
-            assert len(ids) == len(set(ids))
-            missing = set(acked.values()) - set(ids)
-            assert not missing, f"{len(missing)} acknowledged messages lost"
-
-            # Retry every send that was attempted, as a client would after an error.
-            for key, body in attempted:
-                r = await client.post(
-                    "/v1/messages/send?type=private", json=body, headers={"Idempotency-Key": key}
-                )
-                assert r.status_code == 200
-                if key in acked:
-                    assert r.json()["messageId"] == acked[key]
-            after = await fetch_all(client, bob)
-            keys = [m["message"] for m in after]
-            assert len(keys) == len(set(keys)) == len({k for k, _ in attempted})
-    finally:
-        server.stop()
-
-
-async def fetch_all(client: httpx.AsyncClient, user: str) -> list[dict[str, str]]:
-    messages: list[dict[str, str]] = []
-    params: dict[str, str] = {"limit": "1000"}
-    for _ in range(1000):
-        body = (await client.get(f"/v1/messages/{user}", params=params)).json()
-        messages += body["messages"]
-        params["timestamp"] = body["nextTimestamp"]
-        if not body["hasMore"]:
-            return messages
-    raise AssertionError("pages never ended")
+    acked, attempted = await kill_during_burst_and_check(
+        tmp_path / "data", {"PARLEY_STORAGE": "sqlite"}
+    )
+    print(f"\nkill -9 on sqlite: {acked} acknowledged, {attempted} attempted")

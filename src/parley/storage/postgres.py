@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import logging
 import zlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import asyncpg
@@ -216,6 +216,7 @@ class PostgresStorage(Storage):
         self._wake = asyncio.Event()
         self._inflight: list[_Append] = []
         self._writer: asyncio.Task[None] | None = None
+        self._abandoned: set[asyncio.Future[Any]] = set()
 
     # lifecycle -------------------------------------------------------------------------
     def _server_settings(self) -> dict[str, str]:
@@ -305,9 +306,41 @@ class PostgresStorage(Storage):
             raise Unavailable("storage is not open")
         return self._pool
 
+    async def _bounded(self, call: Awaitable[Any]) -> Any:
+        """Await a pool call for at most ``timeout`` seconds, all of it.
+
+        ``command_timeout`` bounds only the query: acquiring a connection (connect) and
+        releasing it (asyncpg waits, unbounded, for its cancel request) can hang on a dead
+        network, and a cancelled task does not interrupt that clean-up. So the call runs
+        in a task of its own, abandoned (cancelled, left to finish in the background) when
+        time is up.
+        """
+        task = asyncio.ensure_future(call)
+        try:
+            done, _ = await asyncio.wait({task}, timeout=self.timeout)
+        except asyncio.CancelledError:
+            self._abandon(task)
+            raise
+        if not done:
+            self._abandon(task)
+            raise TimeoutError(f"postgres call took over {self.timeout}s")
+        return task.result()
+
+    def _abandon(self, task: asyncio.Future[Any]) -> None:
+        task.cancel()
+        self._abandoned.add(task)
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Future[Any]) -> None:
+        self._abandoned.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: no "exception was never retrieved" warning
+
     async def _fetch(self, sql: str, *args: Any) -> list[Any]:
         try:
-            rows: list[Any] = await self._ready().fetch(sql, *args, timeout=self.timeout)
+            rows: list[Any] = await self._bounded(
+                self._ready().fetch(sql, *args, timeout=self.timeout)
+            )
         except FAILURES as exc:
             log.error("postgres query failed: %s", exc)
             raise Unavailable("storage unavailable") from exc
@@ -315,7 +348,9 @@ class PostgresStorage(Storage):
 
     async def _execute(self, sql: str, *args: Any) -> str:
         try:
-            status: str = await self._ready().execute(sql, *args, timeout=self.timeout)
+            status: str = await self._bounded(
+                self._ready().execute(sql, *args, timeout=self.timeout)
+            )
         except FAILURES as exc:
             log.error("postgres write failed: %s", exc)
             raise Unavailable("storage unavailable") from exc
