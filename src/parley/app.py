@@ -36,7 +36,10 @@ def make_storage(settings: Settings) -> Storage:
         from parley.storage.postgres import PostgresStorage
 
         return PostgresStorage(
-            settings.database_url, schema=settings.database_schema, pool_size=settings.database_pool
+            settings.database_url,
+            schema=settings.database_schema,
+            pool_size=settings.database_pool,
+            timeout=settings.database_timeout,
         )
     if settings.storage == "dynamodb":
         from parley.storage.dynamodb import DynamoStorage

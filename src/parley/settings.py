@@ -46,6 +46,7 @@ class Settings:
     database_url: str = ""
     database_schema: str = ""  # PostgreSQL schema to use (created if missing); "" = default
     database_pool: int = 10  # PostgreSQL connections per process
+    database_timeout: float = 10.0  # seconds a storage call may take before it answers 503
     redis_url: str = ""
     redis_prefix: str = "parley:"
     redis_timeout_ms: int = 50  # every Redis call gives up after this (twice, at most)
@@ -84,6 +85,7 @@ class Settings:
             database_url=read.text("PARLEY_DATABASE_URL", ""),
             database_schema=read.text("PARLEY_DATABASE_SCHEMA", ""),
             database_pool=read.integer("PARLEY_DATABASE_POOL", 10, 1, 1000),
+            database_timeout=float(read.integer("PARLEY_DATABASE_TIMEOUT", 10, 1, 600)),
             redis_url=read.text("PARLEY_REDIS_URL", ""),
             redis_prefix=read.text("PARLEY_REDIS_PREFIX", "parley:"),
             redis_timeout_ms=read.integer("PARLEY_REDIS_TIMEOUT_MS", 50, 1, 10_000),
