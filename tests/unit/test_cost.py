@@ -8,6 +8,7 @@ import pytest
 
 from parley.cost.prices import Prices
 from parley.cost.seed import (
+    FINDINGS,
     SCENARIOS,
     SEED_HOURS_PER_MONTH,
     SeedCosts,
@@ -194,3 +195,15 @@ def test_every_check_holds_to_the_precision_the_seed_printed() -> None:
             assert abs(c.seed_value - c.computed) < 1, c  # rates printed as whole numbers
         else:
             assert abs(c.seed_value - c.computed) < 0.005, c  # dollars printed to the cent
+
+
+def test_findings_are_data_with_one_checker_each() -> None:
+    ids = [f.id for f in FINDINGS]
+    titles = [f.title for f in FINDINGS]
+    assert len(set(ids)) == len(ids) == len(PINNED)
+    assert all(titles) and len(set(titles)) == len(titles)
+    # Each checker answers for its own finding alone, from the prices it is given.
+    cheaper = Prices(alb_hour=0.01)
+    by_id = {f.id: f for f in FINDINGS}
+    assert by_id["load-balancer-not-priced"].checker(cheaper).correct_value == pytest.approx(7.2)
+    assert [m.key for m in findings()] == ids

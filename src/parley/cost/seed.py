@@ -10,16 +10,21 @@ $113.31, $487.33 and $4,401.26 even where a subtotal itself is wrong (see ``find
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Final
 
 from parley.cost.prices import Prices
 
 __all__ = [
+    "FINDINGS",
     "SCENARIOS",
     "SEED_HOURS_PER_MONTH",
     "Check",
+    "Evidence",
     "Finding",
+    "Mistake",
     "SeedCosts",
     "SeedScenario",
     "checks",
@@ -169,12 +174,34 @@ def requests_per_second(users: int) -> float:
 
 
 @dataclass(frozen=True, slots=True)
-class Finding:
-    """One error in the seed's cost discussion, with the numbers that show it."""
+class Evidence:
+    """What a finding's checker computes: both sides' figures and the arithmetic between them."""
 
-    key: str
+    seed_says: str
+    correct: str
+    why: str
+    seed_value: float
+    correct_value: float
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One error in the seed's cost discussion: an id, a title, and the checker that shows it."""
+
+    id: str
+    title: str
     kind: str  # arithmetic | rounding | labelling | modelling | convention | omission
     scenario: str | None  # a SeedScenario.key, or None when it affects every scenario
+    checker: Callable[[Prices], Evidence]
+
+
+@dataclass(frozen=True, slots=True)
+class Mistake:
+    """A finding checked against a set of prices, with the numbers that show it."""
+
+    key: str
+    kind: str
+    scenario: str | None
     seed_says: str
     correct: str
     why: str
@@ -197,242 +224,299 @@ def _money(x: float) -> str:
     return f"${x:,.2f}"
 
 
-def findings(prices: Prices | None = None) -> list[Finding]:
+def _writes_per_day_label(key: str, printed: str, p: Prices) -> Evidence:
+    sc = _by_key(key)
+    per_day = sc.users * SEED_SENDS_PER_DAY
+    return Evidence(
+        seed_says=f"{printed} writes/day",
+        correct=f"{per_day:,} writes/day ({sc.users:,} users x {SEED_SENDS_PER_DAY}/day)",
+        why=(
+            f"the seed's {sc.stated_writes_per_second:g} writes/s is right for "
+            f"{per_day:,}/day ({per_day / SECONDS_PER_DAY:.2f}/s); its printed figure would be "
+            f"{sc.stated_writes_per_day / SECONDS_PER_DAY:,.0f}/s"
+        ),
+        seed_value=sc.stated_writes_per_day,
+        correct_value=per_day,
+    )
+
+
+def _dynamodb_subtotal(p: Prices) -> Evidence:
+    sc = _by_key("thousands")
+    stated, r = sc.stated, recompute(sc, p)
+    return Evidence(
+        seed_says=f"DynamoDB {_money(stated.dynamodb)}/month, total {_money(stated.total)}",
+        correct=f"DynamoDB {_money(r.dynamodb)}/month, total {_money(r.total)}",
+        why=(
+            f"{_money(stated.dynamodb_rcu)} RCU + {_money(stated.dynamodb_wcu)} WCU = "
+            f"{_money(r.dynamodb)}; the total {_money(stated.total)} is "
+            f"{_money(stated.fargate)} + the wrong subtotal"
+        ),
+        seed_value=stated.dynamodb,
+        correct_value=round(r.dynamodb, 2),
+    )
+
+
+def _truncated_cents(key: str, item: str, p: Prices) -> Evidence:
+    sc = _by_key(key)
+    r = recompute(sc, p)
+    stated: float = getattr(sc.stated, item)
+    exact: float = getattr(r, item)
+    label = item.replace("_", " ")
+    return Evidence(
+        seed_says=f"{label} {_money(stated)}, total {_money(sc.stated.total)}",
+        correct=f"{label} {_money(exact)}, total {_money(r.total)}",
+        why=f"the product is {exact:.4f}, which rounds to {_money(exact)}; the seed truncated",
+        seed_value=sc.stated.total,
+        correct_value=round(r.total, 2),
+    )
+
+
+def _pay_per_request(p: Prices) -> Evidence:
+    sc = _by_key("millions")
+    seconds = SEED_HOURS_PER_MONTH * 3600
+    reads = sc.stated_reads_per_second * seconds / 1e6 * p.dynamodb_read_request_units_per_million
+    writes = (
+        sc.stated_writes_per_second * seconds / 1e6 * p.dynamodb_write_request_units_per_million
+    )
+    return Evidence(
+        seed_says='"Assuming the pay-per-request model": $0.00013 per RCU-hour, $0.00065 per '
+        f"WCU-hour; 1,000,000 users: {_money(sc.stated.dynamodb)}/month",
+        correct=f"on-demand (pay-per-request) for the same 35,000 reads/s and 116 writes/s: "
+        f"{_money(reads + writes)}/month (strongly consistent reads)",
+        why=(
+            "RCU-hours and WCU-hours are provisioned-capacity prices; on-demand bills request "
+            f"units (${p.dynamodb_read_request_units_per_million}/million reads, "
+            f"${p.dynamodb_write_request_units_per_million}/million writes): 35,000/s x "
+            f"{seconds:,} s = {35_000 * seconds / 1e6:,.0f} M reads -> "
+            f"{_money(reads)}, 116/s -> {_money(writes)}"
+        ),
+        seed_value=sc.stated.dynamodb,
+        correct_value=round(reads + writes, 2),
+    )
+
+
+def _read_units_per_call(p: Prices) -> Evidence:
+    calls = 1 + 1 + SEED_GROUP_PER_CHECK  # get user + private query + one query per group
+    return Evidence(
+        seed_says=f"{SEED_READS_PER_CHECK} reads per check, 1 RCU per read",
+        correct=f"at most {calls} read units per check strongly consistent, "
+        f"{calls * 0.5:g} eventually consistent",
+        why=(
+            "a read unit is one strongly consistent (or two eventually consistent) reads of up "
+            "to 4 KB per API call, and a Query is charged on the total size it returns; the "
+            "seed's own access pattern is 1 user get + 1 private-message query + 1 query per "
+            f"group, so 5 private + 2 group messages under 4 KB cost {calls} units, not "
+            f"{SEED_READS_PER_CHECK}"
+        ),
+        seed_value=SEED_READS_PER_CHECK,
+        correct_value=calls,
+    )
+
+
+def _messages_per_check(p: Prices) -> Evidence:
+    received = SEED_PRIVATE_PER_CHECK * CHECKS_PER_DAY
+    return Evidence(
+        seed_says=f"{SEED_PRIVATE_PER_CHECK} new private messages per check "
+        f"({received:,} a day per user)",
+        correct=f"at most {SEED_SENDS_PER_DAY / CHECKS_PER_DAY:.4f} per check "
+        f"({SEED_SENDS_PER_DAY} a day per user)",
+        why=(
+            f"a private message has one recipient, so users receive on average what they send: "
+            f"<= {SEED_SENDS_PER_DAY} a day over {CHECKS_PER_DAY:,} checks; most checks find "
+            "nothing new, so reads follow checks (API calls), not messages"
+        ),
+        seed_value=SEED_PRIVATE_PER_CHECK,
+        correct_value=SEED_SENDS_PER_DAY / CHECKS_PER_DAY,
+    )
+
+
+def _burst_headroom(key: str, p: Prices) -> Evidence:
+    sc = _by_key(key)
+    reads = seed_reads_per_second(sc.users, sc.read_keep_fraction)
+    writes = seed_writes_per_second(sc.users)
+    return Evidence(
+        seed_says=f"{sc.rcu:,} RCU and {sc.wcu} WCU 'for burst capacity'",
+        correct=(
+            f"{sc.rcu / reads:.3f}x the average reads ({reads:,.0f}/s) and "
+            f"{sc.wcu / writes:.2f}x the average writes ({writes:.2f}/s): no room for a peak"
+        ),
+        why=(
+            "provisioned capacity must cover the busiest hour, not the daily average (reads "
+            "above it are throttled); AWS's default auto-scaling target of 70 % provisions "
+            "1/0.7 = 1.43x what is consumed. The 10,000-user scenario had 1.22x."
+        ),
+        seed_value=sc.rcu,
+        correct_value=round(reads / 0.7),
+    )
+
+
+def _compute_not_derived(p: Prices) -> Evidence:
+    implied = [requests_per_second(sc.users) / (sc.task_vcpu * sc.tasks) for sc in SCENARIOS]
+    largest = SCENARIOS[-1]
+    return Evidence(
+        seed_says="; ".join(
+            f"{sc.tasks} x {sc.task_vcpu:g} vCPU for {sc.users:,} users" for sc in SCENARIOS
+        ),
+        correct="implied "
+        + ", ".join(f"{x:,.1f}" for x in implied)
+        + " requests/s per vCPU: assumed, never measured or stated",
+        why=(
+            "the Fargate sizes are not derived from the load (checks + sends per second over "
+            "vCPUs); the throughput they assume per vCPU doubles from the smallest to the "
+            "largest scenario with no reason given"
+        ),
+        seed_value=largest.task_vcpu * largest.tasks,
+        correct_value=round(implied[-1], 1),
+    )
+
+
+def _month_hours(p: Prices) -> Evidence:
+    total = recompute(_by_key("millions"), p).total
+    return Evidence(
+        seed_says=f"24 h x 30 days = {SEED_HOURS_PER_MONTH} h a month",
+        correct="8,760 h / 12 = 730 h a month (AWS's $0.47/WCU-month = $0.00065 x 730)",
+        why=(
+            f"every always-on line item is {730 / SEED_HOURS_PER_MONTH - 1:.1%} low; the "
+            f"1,000,000-user total becomes {_money(total * 730 / SEED_HOURS_PER_MONTH)}"
+        ),
+        seed_value=SEED_HOURS_PER_MONTH,
+        correct_value=730,
+    )
+
+
+def _load_balancer(p: Prices) -> Evidence:
+    checks_per_second = _by_key("millions").users / 60
+    lcu = checks_per_second / 25  # new connections/s per LCU, if each check opens one
+    base = p.alb_hour * SEED_HOURS_PER_MONTH
+    lcu_cost = math.ceil(lcu) * p.alb_lcu_hour * SEED_HOURS_PER_MONTH
+    return Evidence(
+        seed_says="load balancing (ALB) named for the 100,000 and 1,000,000-user scenarios, $0",
+        correct=f"{_money(base)}/month per ALB before traffic; at 1,000,000 users, if each "
+        f"check opens a connection, {lcu:,.0f} LCU = {_money(lcu_cost)}/month",
+        why=(
+            f"an ALB costs ${p.alb_hour}/h plus ${p.alb_lcu_hour} per LCU-hour, an LCU being "
+            "25 new connections/s (or 3,000 active connections, 1 GB/h, 1,000 rule "
+            f"evaluations/s, whichever is highest); {checks_per_second:,.0f} checks/s / 25 = "
+            f"{lcu:,.0f} LCU"
+        ),
+        seed_value=0.0,
+        correct_value=round(base, 2),
+    )
+
+
+FINDINGS: Final = (
+    Finding(
+        "writes-per-day-tens-of-thousands",
+        "writes/day label, 100,000 users",
+        "labelling",
+        "tens-of-thousands",
+        partial(_writes_per_day_label, "tens-of-thousands", "100,000,000"),
+    ),
+    Finding(
+        "writes-per-day-millions",
+        "writes/day label, 1,000,000 users",
+        "labelling",
+        "millions",
+        partial(_writes_per_day_label, "millions", "10,00,000,000"),
+    ),
+    Finding(
+        "dynamodb-subtotal-thousands",
+        "DynamoDB subtotal does not add up, and the total inherits it",
+        "arithmetic",
+        "thousands",
+        _dynamodb_subtotal,
+    ),
+    Finding(
+        "truncated-cents-tens-of-thousands",
+        "Fargate vCPU cents truncated",
+        "rounding",
+        "tens-of-thousands",
+        partial(_truncated_cents, "tens-of-thousands", "fargate_vcpu"),
+    ),
+    Finding(
+        "truncated-cents-millions",
+        "Fargate memory cents truncated",
+        "rounding",
+        "millions",
+        partial(_truncated_cents, "millions", "fargate_memory"),
+    ),
+    Finding(
+        "pay-per-request-priced-as-provisioned",
+        '"pay-per-request" priced with provisioned-capacity rates',
+        "modelling",
+        None,
+        _pay_per_request,
+    ),
+    Finding(
+        "read-units-per-message",
+        "read units counted per message, not per API call",
+        "modelling",
+        None,
+        _read_units_per_call,
+    ),
+    Finding(
+        "messages-per-check-vs-sends",
+        "5 private messages per check cannot come from 10 sends a day",
+        "modelling",
+        None,
+        _messages_per_check,
+    ),
+    Finding(
+        "burst-headroom-tens-of-thousands",
+        "'burst capacity' is about 3 % over the average, 100,000 users",
+        "modelling",
+        "tens-of-thousands",
+        partial(_burst_headroom, "tens-of-thousands"),
+    ),
+    Finding(
+        "burst-headroom-millions",
+        "'burst capacity' is about 3 % over the average, 1,000,000 users",
+        "modelling",
+        "millions",
+        partial(_burst_headroom, "millions"),
+    ),
+    Finding(
+        "compute-not-derived",
+        "compute sized without load; implied throughput per vCPU differs by scenario",
+        "modelling",
+        None,
+        _compute_not_derived,
+    ),
+    Finding(
+        "month-hours",
+        "a month is 730 hours in AWS's own monthly figures",
+        "convention",
+        None,
+        _month_hours,
+    ),
+    Finding(
+        "load-balancer-not-priced",
+        "the load balancer it names is never priced",
+        "omission",
+        None,
+        _load_balancer,
+    ),
+)
+
+
+def findings(prices: Prices | None = None) -> list[Mistake]:
     """Every seed error verified by arithmetic; the figures are computed here, not typed in."""
     p = prices or Prices()
-    thousands, tens, millions = (_by_key(k) for k in ("thousands", "tens-of-thousands", "millions"))
-    r1, r2, r3 = recompute(thousands, p), recompute(tens, p), recompute(millions, p)
-    out: list[Finding] = []
-
-    # 1-2: writes/day labels.
-    for sc, printed in ((tens, "100,000,000"), (millions, "10,00,000,000")):
-        per_day = sc.users * SEED_SENDS_PER_DAY
+    out = []
+    for f in FINDINGS:
+        e = f.checker(p)
         out.append(
-            Finding(
-                key=f"writes-per-day-{sc.key}",
-                kind="labelling",
-                scenario=sc.key,
-                seed_says=f"{printed} writes/day",
-                correct=f"{per_day:,} writes/day ({sc.users:,} users x {SEED_SENDS_PER_DAY}/day)",
-                why=(
-                    f"the seed's {sc.stated_writes_per_second:g} writes/s is right for "
-                    f"{per_day:,}/day ({per_day / SECONDS_PER_DAY:.2f}/s); its printed figure "
-                    "would be "
-                    f"{sc.stated_writes_per_day / SECONDS_PER_DAY:,.0f}/s"
-                ),
-                seed_value=sc.stated_writes_per_day,
-                correct_value=per_day,
+            Mistake(
+                f.id,
+                f.kind,
+                f.scenario,
+                e.seed_says,
+                e.correct,
+                e.why,
+                e.seed_value,
+                e.correct_value,
             )
         )
-
-    # 3: the 10,000-user DynamoDB subtotal does not add up, and the total inherits it.
-    out.append(
-        Finding(
-            key="dynamodb-subtotal-thousands",
-            kind="arithmetic",
-            scenario=thousands.key,
-            seed_says=f"DynamoDB {_money(thousands.stated.dynamodb)}/month, total "
-            f"{_money(thousands.stated.total)}",
-            correct=f"DynamoDB {_money(r1.dynamodb)}/month, total {_money(r1.total)}",
-            why=(
-                f"{_money(thousands.stated.dynamodb_rcu)} RCU + "
-                f"{_money(thousands.stated.dynamodb_wcu)} WCU = {_money(r1.dynamodb)}; the total "
-                f"{_money(thousands.stated.total)} is "
-                f"{_money(thousands.stated.fargate)} + the wrong subtotal"
-            ),
-            seed_value=thousands.stated.dynamodb,
-            correct_value=round(r1.dynamodb, 2),
-        )
-    )
-
-    # 4-5: truncated cents.
-    for sc, r, item in ((tens, r2, "fargate_vcpu"), (millions, r3, "fargate_memory")):
-        stated: float = getattr(sc.stated, item)
-        exact: float = getattr(r, item)
-        label = item.replace("_", " ")
-        out.append(
-            Finding(
-                key=f"truncated-cents-{sc.key}",
-                kind="rounding",
-                scenario=sc.key,
-                seed_says=f"{label} {_money(stated)}, total {_money(sc.stated.total)}",
-                correct=f"{label} {_money(exact)}, total {_money(r.total)}",
-                why=f"the product is {exact:.4f}, which rounds to {_money(exact)}; the seed "
-                "truncated",
-                seed_value=sc.stated.total,
-                correct_value=round(r.total, 2),
-            )
-        )
-
-    # 6: "pay-per-request" priced with provisioned-capacity rates.
-    seconds_30d = SEED_HOURS_PER_MONTH * 3600
-    reads_od = (
-        millions.stated_reads_per_second
-        * seconds_30d
-        / 1e6
-        * (p.dynamodb_read_request_units_per_million)
-    )
-    writes_od = (
-        millions.stated_writes_per_second
-        * seconds_30d
-        / 1e6
-        * (p.dynamodb_write_request_units_per_million)
-    )
-    out.append(
-        Finding(
-            key="pay-per-request-priced-as-provisioned",
-            kind="modelling",
-            scenario=None,
-            seed_says='"Assuming the pay-per-request model": $0.00013 per RCU-hour, $0.00065 per '
-            f"WCU-hour; 1,000,000 users: {_money(millions.stated.dynamodb)}/month",
-            correct=f"on-demand (pay-per-request) for the same 35,000 reads/s and 116 writes/s: "
-            f"{_money(reads_od + writes_od)}/month (strongly consistent reads)",
-            why=(
-                "RCU-hours and WCU-hours are provisioned-capacity prices; on-demand bills request "
-                f"units (${p.dynamodb_read_request_units_per_million}/million reads, "
-                f"${p.dynamodb_write_request_units_per_million}/million writes): 35,000/s x "
-                f"{seconds_30d:,} s = {35_000 * seconds_30d / 1e6:,.0f} M reads -> "
-                f"{_money(reads_od)}, 116/s -> {_money(writes_od)}"
-            ),
-            seed_value=millions.stated.dynamodb,
-            correct_value=round(reads_od + writes_od, 2),
-        )
-    )
-
-    # 7: capacity units counted per message, not per API call.
-    calls_per_check = 1 + 1 + SEED_GROUP_PER_CHECK  # get user + private query + one query per group
-    out.append(
-        Finding(
-            key="read-units-per-message",
-            kind="modelling",
-            scenario=None,
-            seed_says=f"{SEED_READS_PER_CHECK} reads per check, 1 RCU per read",
-            correct=f"at most {calls_per_check} read units per check strongly consistent, "
-            f"{calls_per_check * 0.5:g} eventually consistent",
-            why=(
-                "a read unit is one strongly consistent (or two eventually consistent) reads of up "
-                "to 4 KB per API call, and a Query is charged on the total size it returns; the "
-                "seed's own access pattern is 1 user get + 1 private-message query + 1 query per "
-                "group, so "
-                f"5 private + 2 group messages under 4 KB cost {calls_per_check} units, not "
-                f"{SEED_READS_PER_CHECK}"
-            ),
-            seed_value=SEED_READS_PER_CHECK,
-            correct_value=calls_per_check,
-        )
-    )
-
-    # 8: 5 private messages per check cannot come from 10 sends a day.
-    private_received = SEED_PRIVATE_PER_CHECK * CHECKS_PER_DAY
-    out.append(
-        Finding(
-            key="messages-per-check-vs-sends",
-            kind="modelling",
-            scenario=None,
-            seed_says=f"{SEED_PRIVATE_PER_CHECK} new private messages per check "
-            f"({private_received:,} a day per user)",
-            correct=f"at most {SEED_SENDS_PER_DAY / CHECKS_PER_DAY:.4f} per check "
-            f"({SEED_SENDS_PER_DAY} a day per user)",
-            why=(
-                f"a private message has one recipient, so users receive on average what they send: "
-                f"<= {SEED_SENDS_PER_DAY} a day over {CHECKS_PER_DAY:,} checks; most checks find "
-                "nothing new, so reads follow checks (API calls), not messages"
-            ),
-            seed_value=SEED_PRIVATE_PER_CHECK,
-            correct_value=SEED_SENDS_PER_DAY / CHECKS_PER_DAY,
-        )
-    )
-
-    # 9: "burst capacity" headroom is about 3 % over the daily average at the two larger scales.
-    for sc in (tens, millions):
-        reads = seed_reads_per_second(sc.users, sc.read_keep_fraction)
-        writes = seed_writes_per_second(sc.users)
-        out.append(
-            Finding(
-                key=f"burst-headroom-{sc.key}",
-                kind="modelling",
-                scenario=sc.key,
-                seed_says=f"{sc.rcu:,} RCU and {sc.wcu} WCU 'for burst capacity'",
-                correct=(
-                    f"{sc.rcu / reads:.3f}x the average reads ({reads:,.0f}/s) and "
-                    f"{sc.wcu / writes:.2f}x the average writes ({writes:.2f}/s): no room for a "
-                    "peak"
-                ),
-                why=(
-                    "provisioned capacity must cover the busiest hour, not the daily average "
-                    "(reads above it are throttled); AWS's default auto-scaling target of 70 % "
-                    "provisions 1/0.7 = 1.43x what is consumed. The 10,000-user scenario had "
-                    "1.22x."
-                ),
-                seed_value=sc.rcu,
-                correct_value=round(reads / 0.7),
-            )
-        )
-
-    # 10: compute sized without load; the implied per-vCPU throughput differs by scenario.
-    implied = [requests_per_second(sc.users) / (sc.task_vcpu * sc.tasks) for sc in SCENARIOS]
-    out.append(
-        Finding(
-            key="compute-not-derived",
-            kind="modelling",
-            scenario=None,
-            seed_says="; ".join(
-                f"{sc.tasks} x {sc.task_vcpu:g} vCPU for {sc.users:,} users" for sc in SCENARIOS
-            ),
-            correct="implied "
-            + ", ".join(f"{x:,.1f}" for x in implied)
-            + " requests/s per vCPU: assumed, never measured or stated",
-            why=(
-                "the Fargate sizes are not derived from the load (checks + sends per second over "
-                "vCPUs); the throughput they assume per vCPU doubles from the smallest to the "
-                "largest scenario with no reason given"
-            ),
-            seed_value=millions.task_vcpu * millions.tasks,
-            correct_value=round(implied[-1], 1),
-        )
-    )
-
-    # 11: a month is 730 hours in AWS's own monthly figures.
-    out.append(
-        Finding(
-            key="month-hours",
-            kind="convention",
-            scenario=None,
-            seed_says=f"24 h x 30 days = {SEED_HOURS_PER_MONTH} h a month",
-            correct="8,760 h / 12 = 730 h a month (AWS's $0.47/WCU-month = $0.00065 x 730)",
-            why=(
-                f"every always-on line item is {730 / SEED_HOURS_PER_MONTH - 1:.1%} low; the "
-                f"1,000,000-user total becomes {_money(r3.total * 730 / SEED_HOURS_PER_MONTH)}"
-            ),
-            seed_value=SEED_HOURS_PER_MONTH,
-            correct_value=730,
-        )
-    )
-
-    # 12: the load balancer it names is never priced.
-    checks_per_second = millions.users / 60
-    lcu_new_connections = checks_per_second / 25
-    alb_base = p.alb_hour * SEED_HOURS_PER_MONTH
-    lcu_cost = math.ceil(lcu_new_connections) * p.alb_lcu_hour * SEED_HOURS_PER_MONTH
-    out.append(
-        Finding(
-            key="load-balancer-not-priced",
-            kind="omission",
-            scenario=None,
-            seed_says="load balancing (ALB) named for the 100,000 and 1,000,000-user scenarios, $0",
-            correct=f"{_money(alb_base)}/month per ALB before traffic; at 1,000,000 users, if "
-            f"each check opens a connection, {lcu_new_connections:,.0f} LCU = "
-            f"{_money(lcu_cost)}/month",
-            why=(
-                f"an ALB costs ${p.alb_hour}/h plus ${p.alb_lcu_hour} per LCU-hour, an LCU being "
-                "25 new connections/s (or 3,000 active connections, 1 GB/h, 1,000 rule "
-                f"evaluations/s, whichever is highest); {checks_per_second:,.0f} checks/s / 25 = "
-                f"{lcu_new_connections:,.0f} LCU"
-            ),
-            seed_value=0.0,
-            correct_value=round(alb_base, 2),
-        )
-    )
     return out
 
 
