@@ -1,10 +1,11 @@
-"""The seed's three cost scenarios, redone from its own inputs, and what its arithmetic got wrong.
+"""The original course design's three cost scenarios, redone from its own inputs, and its errors.
 
-The seed ("Discussion of Scaling Effects" in ``seed/messaging-system-README.md``) priced a month
-as 24 h x 30 days and every line item as ``units x price-per-hour x 720``. ``recompute`` repeats
-exactly that; each scenario's ``stated`` holds the dollar figures as the seed printed them. The
-seed's totals are the sums of its printed subtotals, so ``stated_total_from_subtotals`` reproduces
-$113.31, $487.33 and $4,401.26 even where a subtotal itself is wrong (see ``findings``).
+The course design ("Discussion of Scaling Effects" in its README; docs/cost.md names it) priced a
+month as 24 h x 30 days and every line item as ``units x price-per-hour x 720``. ``recompute``
+repeats exactly that; each scenario's ``stated`` holds the dollar figures as the design printed
+them. Its totals are the sums of its printed subtotals, so ``stated_total_from_subtotals``
+reproduces $113.31, $487.33 and $4,401.26 even where a subtotal itself is wrong (see
+``FINDINGS``: one record per error, each with the small checker that computes it).
 """
 
 from __future__ import annotations
@@ -18,34 +19,34 @@ from typing import Final
 from parley.cost.prices import Prices
 
 __all__ = [
+    "DESIGN_HOURS_PER_MONTH",
     "FINDINGS",
     "SCENARIOS",
-    "SEED_HOURS_PER_MONTH",
     "Check",
+    "DesignCosts",
+    "DesignScenario",
     "Evidence",
     "Finding",
     "Mistake",
-    "SeedCosts",
-    "SeedScenario",
     "checks",
     "findings",
     "recompute",
     "stated_total_from_subtotals",
 ]
 
-SEED_HOURS_PER_MONTH: Final = 24 * 30
+DESIGN_HOURS_PER_MONTH: Final = 24 * 30
 SECONDS_PER_DAY: Final = 86_400
-# The seed's workload: one check a minute reading 5 private + 2 group messages; 10 sends a day.
-SEED_READS_PER_CHECK: Final = 7
-SEED_PRIVATE_PER_CHECK: Final = 5
-SEED_GROUP_PER_CHECK: Final = 2
-SEED_SENDS_PER_DAY: Final = 10
+# The design's workload: one check a minute reading 5 private + 2 group messages; 10 sends a day.
+DESIGN_READS_PER_CHECK: Final = 7
+DESIGN_PRIVATE_PER_CHECK: Final = 5
+DESIGN_GROUP_PER_CHECK: Final = 2
+DESIGN_SENDS_PER_DAY: Final = 10
 CHECKS_PER_DAY: Final = 24 * 60
 
 
 @dataclass(frozen=True, slots=True)
-class SeedCosts:
-    """Monthly dollars per line item, as the seed lists them."""
+class DesignCosts:
+    """Monthly dollars per line item, as the course design lists them."""
 
     fargate_vcpu: float
     fargate_memory: float
@@ -58,8 +59,8 @@ class SeedCosts:
 
 
 @dataclass(frozen=True, slots=True)
-class SeedScenario:
-    """One scenario: the seed's inputs as it wrote them, and its printed results in ``stated``."""
+class DesignScenario:
+    """One scenario: the design's inputs as it wrote them, and its printed results in ``stated``."""
 
     key: str
     label: str
@@ -74,11 +75,11 @@ class SeedScenario:
     task_memory_gb: float
     tasks: int
     cache_nodes: int
-    stated: SeedCosts
+    stated: DesignCosts
 
 
 SCENARIOS: Final = (
-    SeedScenario(
+    DesignScenario(
         key="thousands",
         label="1,000-10,000 users (priced at 10,000)",
         users=10_000,
@@ -92,9 +93,9 @@ SCENARIOS: Final = (
         task_memory_gb=1,
         tasks=1,
         cache_nodes=0,
-        stated=SeedCosts(14.57, 3.20, 17.77, 93.60, 2.34, 95.54, 0.0, 113.31),
+        stated=DesignCosts(14.57, 3.20, 17.77, 93.60, 2.34, 95.54, 0.0, 113.31),
     ),
-    SeedScenario(
+    DesignScenario(
         key="tens-of-thousands",
         label="10,000-100,000 users (priced at 100,000)",
         users=100_000,
@@ -108,9 +109,9 @@ SCENARIOS: Final = (
         task_memory_gb=2,
         tasks=3,
         cache_nodes=3,
-        stated=SeedCosts(87.43, 19.20, 106.63, 336.96, 7.02, 343.98, 36.72, 487.33),
+        stated=DesignCosts(87.43, 19.20, 106.63, 336.96, 7.02, 343.98, 36.72, 487.33),
     ),
-    SeedScenario(
+    DesignScenario(
         key="millions",
         label="millions of users (priced at 1,000,000)",
         users=1_000_000,
@@ -124,25 +125,25 @@ SCENARIOS: Final = (
         task_memory_gb=4,
         tasks=12,
         cache_nodes=10,
-        stated=SeedCosts(699.49, 153.61, 853.10, 3369.60, 56.16, 3425.76, 122.40, 4401.26),
+        stated=DesignCosts(699.49, 153.61, 853.10, 3369.60, 56.16, 3425.76, 122.40, 4401.26),
     ),
 )
 
 
-def _by_key(key: str) -> SeedScenario:
+def _by_key(key: str) -> DesignScenario:
     return next(s for s in SCENARIOS if s.key == key)
 
 
-def recompute(scenario: SeedScenario, prices: Prices | None = None) -> SeedCosts:
-    """The seed's formulas on the seed's inputs, unrounded (720-hour month)."""
+def recompute(scenario: DesignScenario, prices: Prices | None = None) -> DesignCosts:
+    """The course design's formulas on the course design's inputs, unrounded (720-hour month)."""
     p = prices or Prices()
-    h = SEED_HOURS_PER_MONTH
+    h = DESIGN_HOURS_PER_MONTH
     vcpu = scenario.task_vcpu * p.fargate_vcpu_hour * h * scenario.tasks
     memory = scenario.task_memory_gb * p.fargate_gb_hour * h * scenario.tasks
     rcu = scenario.rcu * p.dynamodb_rcu_hour * h
     wcu = scenario.wcu * p.dynamodb_wcu_hour * h
-    cache = scenario.cache_nodes * p.seed_cache_node_hour * h
-    return SeedCosts(
+    cache = scenario.cache_nodes * p.design_cache_node_hour * h
+    return DesignCosts(
         fargate_vcpu=vcpu,
         fargate_memory=memory,
         fargate=vcpu + memory,
@@ -154,44 +155,44 @@ def recompute(scenario: SeedScenario, prices: Prices | None = None) -> SeedCosts
     )
 
 
-def stated_total_from_subtotals(scenario: SeedScenario) -> float:
-    """How the seed reached its total: the sum of its printed subtotals."""
+def stated_total_from_subtotals(scenario: DesignScenario) -> float:
+    """How the course design reached its total: the sum of its printed subtotals."""
     s = scenario.stated
     return round(s.fargate + s.dynamodb + s.elasticache, 2)
 
 
-def seed_reads_per_second(users: int, keep: float) -> float:
-    return SEED_READS_PER_CHECK * users / 60 * keep
+def design_reads_per_second(users: int, keep: float) -> float:
+    return DESIGN_READS_PER_CHECK * users / 60 * keep
 
 
-def seed_writes_per_second(users: int) -> float:
-    return users * SEED_SENDS_PER_DAY / SECONDS_PER_DAY
+def design_writes_per_second(users: int) -> float:
+    return users * DESIGN_SENDS_PER_DAY / SECONDS_PER_DAY
 
 
 def requests_per_second(users: int) -> float:
-    """Checks plus sends per second under the seed's workload."""
-    return users / 60 + seed_writes_per_second(users)
+    """Checks plus sends per second under the course design's workload."""
+    return users / 60 + design_writes_per_second(users)
 
 
 @dataclass(frozen=True, slots=True)
 class Evidence:
     """What a finding's checker computes: both sides' figures and the arithmetic between them."""
 
-    seed_says: str
+    design_says: str
     correct: str
     why: str
-    seed_value: float
+    design_value: float
     correct_value: float
 
 
 @dataclass(frozen=True, slots=True)
 class Finding:
-    """One error in the seed's cost discussion: an id, a title, and the checker that shows it."""
+    """One error in the course design's cost discussion: an id, a title, and its checker."""
 
     id: str
     title: str
     kind: str  # arithmetic | rounding | labelling | modelling | convention | omission
-    scenario: str | None  # a SeedScenario.key, or None when it affects every scenario
+    scenario: str | None  # a DesignScenario.key, or None when it affects every scenario
     checker: Callable[[Prices], Evidence]
 
 
@@ -202,20 +203,20 @@ class Mistake:
     key: str
     kind: str
     scenario: str | None
-    seed_says: str
+    design_says: str
     correct: str
     why: str
-    seed_value: float
+    design_value: float
     correct_value: float
 
 
 @dataclass(frozen=True, slots=True)
 class Check:
-    """A seed claim that was checked and holds (to the precision the seed printed)."""
+    """A claim of the course design that was checked and holds (to the precision it printed)."""
 
     key: str
     claim: str
-    seed_value: float
+    design_value: float
     computed: float
     note: str
 
@@ -226,16 +227,16 @@ def _money(x: float) -> str:
 
 def _writes_per_day_label(key: str, printed: str, p: Prices) -> Evidence:
     sc = _by_key(key)
-    per_day = sc.users * SEED_SENDS_PER_DAY
+    per_day = sc.users * DESIGN_SENDS_PER_DAY
     return Evidence(
-        seed_says=f"{printed} writes/day",
-        correct=f"{per_day:,} writes/day ({sc.users:,} users x {SEED_SENDS_PER_DAY}/day)",
+        design_says=f"{printed} writes/day",
+        correct=f"{per_day:,} writes/day ({sc.users:,} users x {DESIGN_SENDS_PER_DAY}/day)",
         why=(
-            f"the seed's {sc.stated_writes_per_second:g} writes/s is right for "
+            f"the course design's {sc.stated_writes_per_second:g} writes/s is right for "
             f"{per_day:,}/day ({per_day / SECONDS_PER_DAY:.2f}/s); its printed figure would be "
             f"{sc.stated_writes_per_day / SECONDS_PER_DAY:,.0f}/s"
         ),
-        seed_value=sc.stated_writes_per_day,
+        design_value=sc.stated_writes_per_day,
         correct_value=per_day,
     )
 
@@ -244,14 +245,14 @@ def _dynamodb_subtotal(p: Prices) -> Evidence:
     sc = _by_key("thousands")
     stated, r = sc.stated, recompute(sc, p)
     return Evidence(
-        seed_says=f"DynamoDB {_money(stated.dynamodb)}/month, total {_money(stated.total)}",
+        design_says=f"DynamoDB {_money(stated.dynamodb)}/month, total {_money(stated.total)}",
         correct=f"DynamoDB {_money(r.dynamodb)}/month, total {_money(r.total)}",
         why=(
             f"{_money(stated.dynamodb_rcu)} RCU + {_money(stated.dynamodb_wcu)} WCU = "
             f"{_money(r.dynamodb)}; the total {_money(stated.total)} is "
             f"{_money(stated.fargate)} + the wrong subtotal"
         ),
-        seed_value=stated.dynamodb,
+        design_value=stated.dynamodb,
         correct_value=round(r.dynamodb, 2),
     )
 
@@ -263,23 +264,24 @@ def _truncated_cents(key: str, item: str, p: Prices) -> Evidence:
     exact: float = getattr(r, item)
     label = item.replace("_", " ")
     return Evidence(
-        seed_says=f"{label} {_money(stated)}, total {_money(sc.stated.total)}",
+        design_says=f"{label} {_money(stated)}, total {_money(sc.stated.total)}",
         correct=f"{label} {_money(exact)}, total {_money(r.total)}",
-        why=f"the product is {exact:.4f}, which rounds to {_money(exact)}; the seed truncated",
-        seed_value=sc.stated.total,
+        why=f"the product is {exact:.4f}, which rounds to {_money(exact)}; the course design "
+        "truncated",
+        design_value=sc.stated.total,
         correct_value=round(r.total, 2),
     )
 
 
 def _pay_per_request(p: Prices) -> Evidence:
     sc = _by_key("millions")
-    seconds = SEED_HOURS_PER_MONTH * 3600
+    seconds = DESIGN_HOURS_PER_MONTH * 3600
     reads = sc.stated_reads_per_second * seconds / 1e6 * p.dynamodb_read_request_units_per_million
     writes = (
         sc.stated_writes_per_second * seconds / 1e6 * p.dynamodb_write_request_units_per_million
     )
     return Evidence(
-        seed_says='"Assuming the pay-per-request model": $0.00013 per RCU-hour, $0.00065 per '
+        design_says='"Assuming the pay-per-request model": $0.00013 per RCU-hour, $0.00065 per '
         f"WCU-hour; 1,000,000 users: {_money(sc.stated.dynamodb)}/month",
         correct=f"on-demand (pay-per-request) for the same 35,000 reads/s and 116 writes/s: "
         f"{_money(reads + writes)}/month (strongly consistent reads)",
@@ -290,52 +292,52 @@ def _pay_per_request(p: Prices) -> Evidence:
             f"{seconds:,} s = {35_000 * seconds / 1e6:,.0f} M reads -> "
             f"{_money(reads)}, 116/s -> {_money(writes)}"
         ),
-        seed_value=sc.stated.dynamodb,
+        design_value=sc.stated.dynamodb,
         correct_value=round(reads + writes, 2),
     )
 
 
 def _read_units_per_call(p: Prices) -> Evidence:
-    calls = 1 + 1 + SEED_GROUP_PER_CHECK  # get user + private query + one query per group
+    calls = 1 + 1 + DESIGN_GROUP_PER_CHECK  # get user + private query + one query per group
     return Evidence(
-        seed_says=f"{SEED_READS_PER_CHECK} reads per check, 1 RCU per read",
+        design_says=f"{DESIGN_READS_PER_CHECK} reads per check, 1 RCU per read",
         correct=f"at most {calls} read units per check strongly consistent, "
         f"{calls * 0.5:g} eventually consistent",
         why=(
             "a read unit is one strongly consistent (or two eventually consistent) reads of up "
             "to 4 KB per API call, and a Query is charged on the total size it returns; the "
-            "seed's own access pattern is 1 user get + 1 private-message query + 1 query per "
-            f"group, so 5 private + 2 group messages under 4 KB cost {calls} units, not "
-            f"{SEED_READS_PER_CHECK}"
+            "course design's own access pattern is 1 user get + 1 private-message query + 1 "
+            f"query per group, so 5 private + 2 group messages under 4 KB cost {calls} units, not "
+            f"{DESIGN_READS_PER_CHECK}"
         ),
-        seed_value=SEED_READS_PER_CHECK,
+        design_value=DESIGN_READS_PER_CHECK,
         correct_value=calls,
     )
 
 
 def _messages_per_check(p: Prices) -> Evidence:
-    received = SEED_PRIVATE_PER_CHECK * CHECKS_PER_DAY
+    received = DESIGN_PRIVATE_PER_CHECK * CHECKS_PER_DAY
     return Evidence(
-        seed_says=f"{SEED_PRIVATE_PER_CHECK} new private messages per check "
+        design_says=f"{DESIGN_PRIVATE_PER_CHECK} new private messages per check "
         f"({received:,} a day per user)",
-        correct=f"at most {SEED_SENDS_PER_DAY / CHECKS_PER_DAY:.4f} per check "
-        f"({SEED_SENDS_PER_DAY} a day per user)",
+        correct=f"at most {DESIGN_SENDS_PER_DAY / CHECKS_PER_DAY:.4f} per check "
+        f"({DESIGN_SENDS_PER_DAY} a day per user)",
         why=(
             f"a private message has one recipient, so users receive on average what they send: "
-            f"<= {SEED_SENDS_PER_DAY} a day over {CHECKS_PER_DAY:,} checks; most checks find "
+            f"<= {DESIGN_SENDS_PER_DAY} a day over {CHECKS_PER_DAY:,} checks; most checks find "
             "nothing new, so reads follow checks (API calls), not messages"
         ),
-        seed_value=SEED_PRIVATE_PER_CHECK,
-        correct_value=SEED_SENDS_PER_DAY / CHECKS_PER_DAY,
+        design_value=DESIGN_PRIVATE_PER_CHECK,
+        correct_value=DESIGN_SENDS_PER_DAY / CHECKS_PER_DAY,
     )
 
 
 def _burst_headroom(key: str, p: Prices) -> Evidence:
     sc = _by_key(key)
-    reads = seed_reads_per_second(sc.users, sc.read_keep_fraction)
-    writes = seed_writes_per_second(sc.users)
+    reads = design_reads_per_second(sc.users, sc.read_keep_fraction)
+    writes = design_writes_per_second(sc.users)
     return Evidence(
-        seed_says=f"{sc.rcu:,} RCU and {sc.wcu} WCU 'for burst capacity'",
+        design_says=f"{sc.rcu:,} RCU and {sc.wcu} WCU 'for burst capacity'",
         correct=(
             f"{sc.rcu / reads:.3f}x the average reads ({reads:,.0f}/s) and "
             f"{sc.wcu / writes:.2f}x the average writes ({writes:.2f}/s): no room for a peak"
@@ -345,7 +347,7 @@ def _burst_headroom(key: str, p: Prices) -> Evidence:
             "above it are throttled); AWS's default auto-scaling target of 70 % provisions "
             "1/0.7 = 1.43x what is consumed. The 10,000-user scenario had 1.22x."
         ),
-        seed_value=sc.rcu,
+        design_value=sc.rcu,
         correct_value=round(reads / 0.7),
     )
 
@@ -354,7 +356,7 @@ def _compute_not_derived(p: Prices) -> Evidence:
     implied = [requests_per_second(sc.users) / (sc.task_vcpu * sc.tasks) for sc in SCENARIOS]
     largest = SCENARIOS[-1]
     return Evidence(
-        seed_says="; ".join(
+        design_says="; ".join(
             f"{sc.tasks} x {sc.task_vcpu:g} vCPU for {sc.users:,} users" for sc in SCENARIOS
         ),
         correct="implied "
@@ -365,7 +367,7 @@ def _compute_not_derived(p: Prices) -> Evidence:
             "vCPUs); the throughput they assume per vCPU doubles from the smallest to the "
             "largest scenario with no reason given"
         ),
-        seed_value=largest.task_vcpu * largest.tasks,
+        design_value=largest.task_vcpu * largest.tasks,
         correct_value=round(implied[-1], 1),
     )
 
@@ -373,13 +375,13 @@ def _compute_not_derived(p: Prices) -> Evidence:
 def _month_hours(p: Prices) -> Evidence:
     total = recompute(_by_key("millions"), p).total
     return Evidence(
-        seed_says=f"24 h x 30 days = {SEED_HOURS_PER_MONTH} h a month",
+        design_says=f"24 h x 30 days = {DESIGN_HOURS_PER_MONTH} h a month",
         correct="8,760 h / 12 = 730 h a month (AWS's $0.47/WCU-month = $0.00065 x 730)",
         why=(
-            f"every always-on line item is {730 / SEED_HOURS_PER_MONTH - 1:.1%} low; the "
-            f"1,000,000-user total becomes {_money(total * 730 / SEED_HOURS_PER_MONTH)}"
+            f"every always-on line item is {730 / DESIGN_HOURS_PER_MONTH - 1:.1%} low; the "
+            f"1,000,000-user total becomes {_money(total * 730 / DESIGN_HOURS_PER_MONTH)}"
         ),
-        seed_value=SEED_HOURS_PER_MONTH,
+        design_value=DESIGN_HOURS_PER_MONTH,
         correct_value=730,
     )
 
@@ -387,10 +389,10 @@ def _month_hours(p: Prices) -> Evidence:
 def _load_balancer(p: Prices) -> Evidence:
     checks_per_second = _by_key("millions").users / 60
     lcu = checks_per_second / 25  # new connections/s per LCU, if each check opens one
-    base = p.alb_hour * SEED_HOURS_PER_MONTH
-    lcu_cost = math.ceil(lcu) * p.alb_lcu_hour * SEED_HOURS_PER_MONTH
+    base = p.alb_hour * DESIGN_HOURS_PER_MONTH
+    lcu_cost = math.ceil(lcu) * p.alb_lcu_hour * DESIGN_HOURS_PER_MONTH
     return Evidence(
-        seed_says="load balancing (ALB) named for the 100,000 and 1,000,000-user scenarios, $0",
+        design_says="load balancing (ALB) named for the 100,000 and 1,000,000-user scenarios, $0",
         correct=f"{_money(base)}/month per ALB before traffic; at 1,000,000 users, if each "
         f"check opens a connection, {lcu:,.0f} LCU = {_money(lcu_cost)}/month",
         why=(
@@ -399,7 +401,7 @@ def _load_balancer(p: Prices) -> Evidence:
             f"evaluations/s, whichever is highest); {checks_per_second:,.0f} checks/s / 25 = "
             f"{lcu:,.0f} LCU"
         ),
-        seed_value=0.0,
+        design_value=0.0,
         correct_value=round(base, 2),
     )
 
@@ -500,7 +502,7 @@ FINDINGS: Final = (
 
 
 def findings(prices: Prices | None = None) -> list[Mistake]:
-    """Every seed error verified by arithmetic; the figures are computed here, not typed in."""
+    """Every error of the course design, verified by arithmetic (computed here, not typed in)."""
     p = prices or Prices()
     out = []
     for f in FINDINGS:
@@ -510,10 +512,10 @@ def findings(prices: Prices | None = None) -> list[Mistake]:
                 f.id,
                 f.kind,
                 f.scenario,
-                e.seed_says,
+                e.design_says,
                 e.correct,
                 e.why,
-                e.seed_value,
+                e.design_value,
                 e.correct_value,
             )
         )
@@ -521,30 +523,30 @@ def findings(prices: Prices | None = None) -> list[Mistake]:
 
 
 def checks(prices: Prices | None = None) -> list[Check]:
-    """Seed claims that were checked and hold; listed so the reader sees what was verified."""
+    """What the course design got right, checked; listed so the reader sees what was verified."""
     p = prices or Prices()
     out: list[Check] = []
     for sc in SCENARIOS:
-        reads = seed_reads_per_second(sc.users, sc.read_keep_fraction)
+        reads = design_reads_per_second(sc.users, sc.read_keep_fraction)
         cut = 1 - sc.read_keep_fraction
         out.append(
             Check(
                 key=f"reads-per-second-{sc.key}",
                 claim=f"(7 x {sc.users:,} / 60) x {sc.read_keep_fraction:g} = "
                 f"~{sc.stated_reads_per_second:,g} reads/s ({cut:.0%} cut by caching)",
-                seed_value=sc.stated_reads_per_second,
+                design_value=sc.stated_reads_per_second,
                 computed=reads,
                 note="consistent with the stated cut (keep 0.7 for a 30 % cut, 0.3 for a 70 % cut)"
                 + ("; 816.67 is truncated to 816" if sc.key == "thousands" else ""),
             )
         )
-        writes = seed_writes_per_second(sc.users)
+        writes = design_writes_per_second(sc.users)
         out.append(
             Check(
                 key=f"writes-per-second-{sc.key}",
                 claim=f"{sc.users:,} users x 10/day / 86,400 = ~{sc.stated_writes_per_second:g} "
                 "writes/s",
-                seed_value=sc.stated_writes_per_second,
+                design_value=sc.stated_writes_per_second,
                 computed=writes,
                 note="rate right, whatever the writes/day label says",
             )
@@ -556,7 +558,7 @@ def checks(prices: Prices | None = None) -> list[Check]:
                 Check(
                     key=f"{item.replace('_', '-')}-{sc.key}",
                     claim=f"{item.replace('_', ' ')} {_money(stated)}",
-                    seed_value=stated,
+                    design_value=stated,
                     computed=getattr(r, item),
                     note="units x price x 720 h",
                 )
@@ -565,9 +567,9 @@ def checks(prices: Prices | None = None) -> list[Check]:
             Check(
                 key=f"total-from-subtotals-{sc.key}",
                 claim=f"total {_money(sc.stated.total)} = sum of the printed subtotals",
-                seed_value=sc.stated.total,
+                design_value=sc.stated.total,
                 computed=stated_total_from_subtotals(sc),
-                note="the seed's totals add its subtotals correctly",
+                note="the course design's totals add its subtotals correctly",
             )
         )
     return out
