@@ -3,7 +3,9 @@
 Two browser contexts (Alice and Bob) sign up in token mode, share a group, exchange private and
 group messages that arrive live (long-poll, no reload), then Bob blocks Alice: her next private
 message is refused on her page while group messages still flow. Screenshots of both pages at
-each step, and of a phone-sized viewport, go to ``test-artifacts/browser/``.
+each step, and of a phone-sized viewport, go to ``test-artifacts/browser/``. Two shorter tests
+load every ES module of the page (no console error, each served as JavaScript) and take the
+paths the scenario leaves out (sign out and in, unblock, remove a member, leave a group).
 
 Needs the ``playwright`` Python package and Debian's Chromium at ``/usr/bin/chromium`` (no
 browser download). Without them the test is skipped, except under ``CI=true`` where it fails.
@@ -193,6 +195,49 @@ def _sent(page: Page, text: str) -> Any:
     return page.locator('#messages .msg[data-state="sent"]', has_text=text)
 
 
+def test_every_module_of_the_page_loads(server_url: str, browser: Browser) -> None:
+    """The page is ES modules: one that fails to load (not found, served with a type that is not
+    JavaScript, a syntax error, an import of a name another module does not export) stops the
+    whole page. Every module file of the page must be fetched as JavaScript, with no console
+    error, no uncaught exception and no failed request, and the page must start."""
+    from playwright.sync_api import Response, expect
+
+    static = ROOT / "src" / "parley" / "web" / "static"
+    modules = {p.relative_to(static).as_posix() for p in static.rglob("*.js")}
+    problems: list[str] = []
+    scripts: dict[str, str] = {}  # path -> content-type of every script the page fetched
+
+    def on_response(response: Response) -> None:
+        if response.status >= 400:
+            problems.append(f"{response.status} for {response.url}")
+        if response.request.resource_type == "script":
+            path = response.url.removeprefix(server_url + "/")
+            scripts[path] = response.headers.get("content-type", "")
+
+    context = browser.new_context(viewport=DESKTOP)
+    try:
+        page = context.new_page()
+        page.on(
+            "console",
+            lambda m: problems.append(f"console: {m.text}") if m.type == "error" else None,
+        )
+        page.on("pageerror", lambda exc: problems.append(f"uncaught: {exc}"))
+        page.on("requestfailed", lambda req: problems.append(f"failed: {req.url} {req.failure}"))
+        page.on("response", on_response)
+        page.goto(f"{server_url}/")
+        # The sign-up form is hidden in the HTML; only the entry module, run after every module
+        # it imports, shows and focuses it.
+        expect(page.get_by_role("heading", name="Welcome to Parley")).to_be_visible()
+        expect(page.get_by_label("Username", exact=True)).to_be_focused()
+        page.wait_for_load_state("networkidle")
+    finally:
+        context.close()
+    assert not problems, problems
+    assert set(scripts) == modules, f"fetched {sorted(scripts)}, on disk {sorted(modules)}"
+    wrong = {path: kind for path, kind in scripts.items() if not kind.startswith("text/javascript")}
+    assert not wrong, f"scripts not served as JavaScript: {wrong}"
+
+
 def test_two_users_chat_live_block_and_phone_layout(server_url: str, browser: Browser) -> None:
     from playwright.sync_api import expect
 
@@ -343,3 +388,74 @@ def test_two_users_chat_live_block_and_phone_layout(server_url: str, browser: Br
         bob_ctx.close()
     elapsed = time.monotonic() - started
     assert elapsed < 60, f"the browser scenario took {elapsed:.1f} s"
+
+
+def test_sign_in_again_unblock_members_and_leave(server_url: str, browser: Browser) -> None:
+    """The paths the two-user scenario does not take: sign out and back in with id and token,
+    a second tab following the sign-out, unblocking from the account list, removing a member,
+    leaving a group."""
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
+    errors: list[str] = []
+    alice_ctx = browser.new_context(viewport=DESKTOP)
+    bob_ctx = browser.new_context(viewport=DESKTOP)
+    try:
+        alice = alice_ctx.new_page()
+        bob = bob_ctx.new_page()
+        for who, page in (("alice", alice), ("bob", bob)):
+            page.set_default_timeout(EXPECT_TIMEOUT_MS)
+            page.on("pageerror", lambda exc, who=who: errors.append(f"{who}: {exc}"))
+        _sign_up(alice, server_url, "Alice")
+        bob_id = _sign_up(bob, server_url, "Bob")
+        token = alice.evaluate("() => JSON.parse(localStorage.getItem('parley.session')).token")
+        alice_id = alice.get_by_role("textbox", name="Your user id").input_value()
+
+        # Block Bob, then unblock him from the list under "Account and blocked users".
+        alice.get_by_label("New private conversation — paste a user id").fill(bob_id)
+        alice.get_by_role("button", name="Open", exact=True).click()
+        alice.get_by_role("button", name="Block Bob").click()
+        expect(alice.locator("#chat-notice")).to_contain_text("You blocked Bob")
+        alice.get_by_text("Account and blocked users").click()
+        alice.locator("#blocked-list").get_by_role("button", name="Unblock Bob").click()
+        expect(alice.locator("#no-blocked")).to_be_visible()
+        expect(alice.locator("#chat-notice")).to_be_hidden()
+        _send(alice, "Hello Bob")
+        expect(_sent(alice, "Hello Bob")).to_be_visible()
+
+        # A group with Bob; remove him, then leave it.
+        alice.get_by_label("New group — name").fill("Book club")
+        alice.get_by_role("button", name="Create group").click()
+        alice.get_by_label("Add a member — paste their user id").fill(bob_id)
+        alice.get_by_role("button", name="Add", exact=True).click()
+        expect(alice.locator("#chat-subtitle")).to_have_text("Group · 2 members")
+        alice.get_by_role("button", name="Remove Bob from the group").click()
+        expect(alice.locator("#chat-subtitle")).to_have_text("Group · 1 member")
+        alice.get_by_role("button", name="Leave group").click()
+        expect(_conversation(alice, "Book club")).to_have_count(0)
+        expect(alice.locator("#chat-empty")).to_be_visible()
+
+        # A second tab follows the first one's sign-out.
+        second = alice_ctx.new_page()
+        second.on("pageerror", lambda exc: errors.append(f"alice tab 2: {exc}"))
+        second.goto(f"{server_url}/")
+        expect(second.locator("#me-name")).to_have_text("Alice")
+        alice.get_by_role("button", name="Sign out").click()
+        alice.get_by_role("dialog").get_by_role("button", name="Sign out").click()
+        expect(alice.get_by_role("heading", name="Welcome to Parley")).to_be_visible()
+        expect(second.get_by_role("heading", name="Welcome to Parley")).to_be_visible()
+
+        # Back in with the id and token; a wrong token is refused with the server's reason.
+        alice.get_by_label("User id", exact=True).fill(alice_id)
+        alice.get_by_label("Token", exact=True).fill(token + "x")
+        alice.get_by_role("button", name="Sign in").click()
+        expect(alice.locator("#signin-error")).to_contain_text("The token was not accepted")
+        alice.get_by_label("Token", exact=True).fill(token)
+        alice.get_by_role("button", name="Sign in").click()
+        expect(alice.locator("#me-name")).to_have_text("Alice")
+        _open_conversation(alice, "Bob")  # the history came back from the server
+        expect(_sent(alice, "Hello Bob")).to_be_visible()
+        assert not errors, f"uncaught errors in the page: {errors}"
+    finally:
+        alice_ctx.close()
+        bob_ctx.close()

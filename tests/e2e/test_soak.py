@@ -1,6 +1,6 @@
-"""A short soak (30 s after a 5 s warm-up): ``bench/soak.py`` against a real server, with
+"""A short soak (30 s after a 5 s warm-up): ``loadtest/soak.py`` against a real server, with
 every answer a 200, no message seen twice and every private message delivered. Memory
-growth is judged by the full five-minute run (``bench/soak.py --minutes 5``), not here:
+growth is judged by the full five-minute run (``loadtest/soak.py --minutes 5``), not here:
 30 seconds are too short for a fair figure."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-SOAK = Path(__file__).resolve().parents[2] / "bench" / "soak.py"
+SOAK = Path(__file__).resolve().parents[2] / "loadtest" / "soak.py"
 
 
 def test_short_soak_has_no_errors() -> None:

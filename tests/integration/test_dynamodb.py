@@ -217,7 +217,7 @@ async def test_more_than_a_page_in_one_timestamp(stores: Stores) -> None:
 
 
 async def test_same_millisecond_never_overwrites(stores: Stores) -> None:
-    """The seed's bug: second-resolution sort keys. A frozen clock still stores each."""
+    """The course design's bug: second-resolution sort keys. A frozen clock still stores each."""
     a, b = await stores(max_inflight=1), await stores(max_inflight=1)
     for store in (a, b):
         store.clock.clock = lambda: 5_000_000_000_000
@@ -258,7 +258,7 @@ async def test_twenty_concurrent_adds_of_one_member_exactly_one_wins(stores: Sto
 
 
 async def test_concurrent_adds_of_different_members_lose_nothing(stores: Stores) -> None:
-    """The seed's read-modify-write of a member list lost updates; one item each cannot."""
+    """The course design's read-modify-write of a member list lost updates; one item each cannot."""
     instances = [await stores() for _ in range(4)]
     group = GroupRecord(new_id("g_"), "many")
     await instances[0].create_group(group, "u_owner")

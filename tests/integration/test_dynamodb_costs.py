@@ -1,6 +1,6 @@
 """What each API call costs in DynamoDB requests, measured by the adapter's own counters.
 
-Every operation runs through the HTTP API in open mode (the seed's API), once in a fresh
+Every operation runs through the HTTP API in open mode (the course design's API), once in a fresh
 process whose directory cache is empty ("cold") and once in a process that has every user,
 group, membership and block list in memory ("warm", the steady state). The counts are
 pinned here and reported in ``docs/dynamodb.md``; run this module as a script to print
@@ -75,7 +75,7 @@ KEYED = post("/v1/messages/send?type=private", PRIVATE, **{"Idempotency-Key": "k
 RETRIED = post("/v1/messages/send?type=private", PRIVATE, **{"Idempotency-Key": "r{v}"})
 CHECK = "1 get + (1 + x) gets, x = 2 groups"
 
-# name, seed's claim, operation, what runs first unmeasured (variant 0 cold, 1 warm)
+# name, the course design's claim, operation, what runs first unmeasured (variant 0 cold, 1 warm)
 OPERATIONS: list[tuple[str, str, Op, Op | None]] = [
     ("create user", "1 write", post("/v1/users/create", {"username": "n{v}"}), None),
     ("create group", "1 write", post("/v1/groups/create", {"groupName": "g{v}"}), None),
@@ -155,7 +155,7 @@ async def measure(stores: Stores) -> list[tuple[str, str, Cost, Cost]]:
     await client.aclose()
     await parley.stop()
     rows = []
-    for name, seed, op, first in OPERATIONS:
+    for name, claim, op, first in OPERATIONS:
         costs = []
         for variant in (0, 1):
             parley, client = await _parley(owner.table_prefix)
@@ -174,7 +174,7 @@ async def measure(stores: Stores) -> list[tuple[str, str, Cost, Cost]]:
             finally:
                 await client.aclose()
                 await parley.stop()
-        rows.append((name, seed, costs[0], costs[1]))
+        rows.append((name, claim, costs[0], costs[1]))
     return rows
 
 
@@ -250,13 +250,13 @@ async def test_group_commit_shares_reservations_in_a_burst(stores: Stores) -> No
 
 def table(rows: list[tuple[str, str, Cost, Cost]]) -> str:
     lines = [
-        "| API call | seed's claim | cold process: calls | RCU / WCU (moto) "
+        "| API call | course design's claim | cold process: calls | RCU / WCU (moto) "
         "| warm process: calls | RCU / WCU (moto) |",
         "|---|---|---|---|---|---|",
     ]
-    for name, seed, cold, warm in rows:
+    for name, claim, cold, warm in rows:
         lines.append(
-            f"| {name} | {seed} | {cold.total}: {cold.describe()} "
+            f"| {name} | {claim} | {cold.total}: {cold.describe()} "
             f"| {cold.read_units:g} / {cold.write_units:g} "
             f"| {warm.total}: {warm.describe()} | {warm.read_units:g} / {warm.write_units:g} |"
         )

@@ -1,4 +1,4 @@
-"""The seed's three cost scenarios, redone by hand, and the errors ``parley cost`` reports."""
+"""The course design's three cost scenarios redone by hand, and the errors ``parley cost`` finds."""
 
 from __future__ import annotations
 
@@ -6,34 +6,35 @@ import dataclasses
 
 import pytest
 
-from parley.cost.prices import Prices
-from parley.cost.seed import (
+from parley.cost.course_design import (
+    DESIGN_HOURS_PER_MONTH,
+    FINDINGS,
     SCENARIOS,
-    SEED_HOURS_PER_MONTH,
-    SeedCosts,
+    DesignCosts,
     checks,
     findings,
     recompute,
     stated_total_from_subtotals,
 )
+from parley.cost.prices import Prices
 
 BY_KEY = {s.key: s for s in SCENARIOS}
 
-# Hand computation, every line item = units x $/hour x 24 h x 30 days (= 720 h), seed's prices:
+# Hand computation, every line item = units x $/hour x 24 h x 30 days (= 720 h), design prices:
 # Fargate $0.04048/vCPU-h, $0.004445/GB-h; DynamoDB $0.00013/RCU-h, $0.00065/WCU-h;
 # ElastiCache cache.t2.micro $0.017/h.
 HAND = {
-    "thousands": SeedCosts(
+    "thousands": DesignCosts(
         fargate_vcpu=14.5728,  # 0.5 vCPU x 0.04048 x 720
         fargate_memory=3.2004,  # 1 GB x 0.004445 x 720
         fargate=17.7732,  # 14.5728 + 3.2004
         dynamodb_rcu=93.6,  # 1,000 RCU x 0.00013 x 720
         dynamodb_wcu=2.34,  # 5 WCU x 0.00065 x 720
-        dynamodb=95.94,  # 93.60 + 2.34 (the seed printed 95.54)
+        dynamodb=95.94,  # 93.60 + 2.34 (the course design printed 95.54)
         elasticache=0.0,  # in-process cache, no nodes
         total=113.7132,  # 17.7732 + 95.94
     ),
-    "tens-of-thousands": SeedCosts(
+    "tens-of-thousands": DesignCosts(
         fargate_vcpu=87.4368,  # 1 vCPU x 0.04048 x 720 x 3 tasks
         fargate_memory=19.2024,  # 2 GB x 0.004445 x 720 x 3
         fargate=106.6392,  # 87.4368 + 19.2024
@@ -43,7 +44,7 @@ HAND = {
         elasticache=36.72,  # 3 nodes x 0.017 x 720
         total=487.3392,  # 106.6392 + 343.98 + 36.72
     ),
-    "millions": SeedCosts(
+    "millions": DesignCosts(
         fargate_vcpu=699.4944,  # 2 vCPU x 0.04048 x 720 x 12 tasks
         fargate_memory=153.6192,  # 4 GB x 0.004445 x 720 x 12
         fargate=853.1136,  # 699.4944 + 153.6192
@@ -63,8 +64,8 @@ def test_recompute_matches_the_hand_computation(key: str) -> None:
     assert got == pytest.approx(want, abs=1e-9)
 
 
-def test_the_seed_used_a_720_hour_month() -> None:
-    assert SEED_HOURS_PER_MONTH == 720
+def test_the_course_design_used_a_720_hour_month() -> None:
+    assert DESIGN_HOURS_PER_MONTH == 720
 
 
 @pytest.mark.parametrize(
@@ -75,13 +76,15 @@ def test_the_seed_used_a_720_hour_month() -> None:
         ("millions", 4401.26),  # 853.10 + 3,425.76 + 122.40
     ],
 )
-def test_the_seeds_totals_are_the_sums_of_its_printed_subtotals(key: str, total: float) -> None:
+def test_the_course_designs_totals_are_the_sums_of_its_printed_subtotals(
+    key: str, total: float
+) -> None:
     scenario = BY_KEY[key]
     assert scenario.stated.total == total
     assert stated_total_from_subtotals(scenario) == total
 
 
-def test_only_the_known_line_items_differ_from_what_the_seed_printed() -> None:
+def test_only_the_known_line_items_differ_from_what_the_course_design_printed() -> None:
     differing = {
         (s.key, name)
         for s in SCENARIOS
@@ -102,10 +105,10 @@ def test_only_the_known_line_items_differ_from_what_the_seed_printed() -> None:
 
 def _finding(key: str) -> tuple[float, float]:
     f = next(f for f in findings() if f.key == key)
-    return f.seed_value, f.correct_value
+    return f.design_value, f.correct_value
 
 
-# (seed's figure, correct figure) for every finding, computed by hand.
+# (course design's figure, correct figure) for every finding, computed by hand.
 PINNED = {
     # 100,000 users x 10/day = 1,000,000 writes/day, not 100,000,000.
     "writes-per-day-tens-of-thousands": (100_000_000, 1_000_000),
@@ -118,21 +121,21 @@ PINNED = {
     # 699.4944 + 153.6192 + 3,369.60 + 56.16 + 122.40 = 4,401.2736.
     "truncated-cents-millions": (4401.26, 4401.27),
     # on-demand, 30 days = 2,592,000 s: 35,000 x 2,592,000 / 1e6 x $0.125 = $11,340.00
-    # plus 116 x 2,592,000 / 1e6 x $0.625 = $187.92 -> $11,527.92 against the seed's $3,425.76.
+    # plus 116 x 2,592,000 / 1e6 x $0.625 = $187.92 -> $11,527.92 against the design's $3,425.76.
     "pay-per-request-priced-as-provisioned": (3425.76, 11527.92),
     # 1 user get + 1 private query + 2 group queries = 4 units, not 7 reads.
     "read-units-per-message": (7, 4),
     # 10 sends a day / 1,440 checks a day = 0.006944 new private messages per check, not 5.
     "messages-per-check-vs-sends": (5, 10 / 1440),
-    # 3,500 reads/s / 0.7 target = 5,000 RCU for the average alone; the seed provisioned 3,600.
+    # 3,500 reads/s / 0.7 target = 5,000 RCU for the average alone; the design provisioned 3,600.
     "burst-headroom-tens-of-thousands": (3_600, 5_000),
-    # 35,000 / 0.7 = 50,000 RCU; the seed provisioned 36,000.
+    # 35,000 / 0.7 = 50,000 RCU; the course design provisioned 36,000.
     "burst-headroom-millions": (36_000, 50_000),
     # (1,000,000/60 + 1,000,000 x 10/86,400) / 24 vCPU = (16,666.67 + 115.74) / 24 = 699.3.
     "compute-not-derived": (24, 699.3),
     # 24 x 30 = 720 h against 8,760 / 12 = 730 h.
     "month-hours": (720, 730),
-    # $0.0225 x 720 = $16.20 a month for the ALB the seed names but does not price.
+    # $0.0225 x 720 = $16.20 a month for the ALB the course design names but does not price.
     "load-balancer-not-priced": (0.0, 16.20),
 }
 
@@ -143,17 +146,17 @@ def test_every_finding_is_pinned() -> None:
 
 @pytest.mark.parametrize(("key", "values"), list(PINNED.items()))
 def test_finding_values_match_the_hand_computation(key: str, values: tuple[float, float]) -> None:
-    seed_value, correct_value = _finding(key)
-    assert seed_value == pytest.approx(values[0])
+    design_value, correct_value = _finding(key)
+    assert design_value == pytest.approx(values[0])
     assert correct_value == pytest.approx(values[1])
-    assert seed_value != pytest.approx(correct_value)  # a finding is a real difference
+    assert design_value != pytest.approx(correct_value)  # a finding is a real difference
 
 
 def test_findings_text_carries_the_numbers() -> None:
     by_key = {f.key: f for f in findings()}
-    assert "100,000,000" in by_key["writes-per-day-tens-of-thousands"].seed_says
+    assert "100,000,000" in by_key["writes-per-day-tens-of-thousands"].design_says
     assert "1,000,000 writes/day" in by_key["writes-per-day-tens-of-thousands"].correct
-    assert "10,00,000,000" in by_key["writes-per-day-millions"].seed_says
+    assert "10,00,000,000" in by_key["writes-per-day-millions"].design_says
     assert "$113.71" in by_key["dynamodb-subtotal-thousands"].correct
     assert "$11,527.92" in by_key["pay-per-request-priced-as-provisioned"].correct
     assert "667 LCU = $3,841.92" in by_key["load-balancer-not-priced"].correct  # 667x0.008x720
@@ -186,11 +189,23 @@ def test_the_read_cut_factors_are_consistent_with_the_stated_cuts() -> None:
     assert by_key["reads-per-second-millions"].computed == pytest.approx(35000)
 
 
-def test_every_check_holds_to_the_precision_the_seed_printed() -> None:
+def test_every_check_holds_to_the_precision_the_course_design_printed() -> None:
     listed = checks()
     assert len(listed) == 18
     for c in listed:
         if c.key.startswith(("reads-per-second", "writes-per-second")):
-            assert abs(c.seed_value - c.computed) < 1, c  # rates printed as whole numbers
+            assert abs(c.design_value - c.computed) < 1, c  # rates printed as whole numbers
         else:
-            assert abs(c.seed_value - c.computed) < 0.005, c  # dollars printed to the cent
+            assert abs(c.design_value - c.computed) < 0.005, c  # dollars printed to the cent
+
+
+def test_findings_are_data_with_one_checker_each() -> None:
+    ids = [f.id for f in FINDINGS]
+    titles = [f.title for f in FINDINGS]
+    assert len(set(ids)) == len(ids) == len(PINNED)
+    assert all(titles) and len(set(titles)) == len(titles)
+    # Each checker answers for its own finding alone, from the prices it is given.
+    cheaper = Prices(alb_hour=0.01)
+    by_id = {f.id: f for f in FINDINGS}
+    assert by_id["load-balancer-not-priced"].checker(cheaper).correct_value == pytest.approx(7.2)
+    assert [m.key for m in findings()] == ids

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from parley.cost.bench import BenchError, parse_bench
 from parley.cost.cli import main
+from parley.cost.measured import BenchError, parse_bench
 from parley.cost.prices import PriceError, Prices, load_prices_file, with_overrides
 from parley.cost.sample import SAMPLE, sample_bench, sample_json
 
@@ -31,7 +31,7 @@ def _write(tmp_path: Path, doc: object, name: str = "bench.json") -> Path:
 
 
 def test_repository_sample_file_is_the_built_in_sample_and_says_so() -> None:
-    text = (REPO / "bench" / "sample-bench.json").read_text()
+    text = (REPO / "docs" / "sample-bench.json").read_text()
     assert text == sample_json()
     doc = json.loads(text)
     assert doc["sample"] is True
@@ -100,17 +100,21 @@ def test_prices_file_replaces_a_table(tmp_path: Path) -> None:
         load_prices_file(tmp_path / "missing.json", Prices())
 
 
-def test_default_run_prints_the_seed_the_errors_and_a_loud_sample_banner(
+def test_default_run_prints_the_course_design_the_errors_and_a_loud_sample_banner(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     assert main([]) == 0
     out = capsys.readouterr().out
     for figure in ("113.31", "113.71 *", "487.33", "4,401.26", "95.94 *", "87.44 *", "153.62 *"):
         assert figure in out
-    assert "Errors in the seed's cost discussion (13" in out
+    assert "Errors in the course design's cost discussion (13" in out
     assert "10,00,000,000 writes/day" in out
     assert "SAMPLE INPUT, NOT MEASURED" in out
-    assert out.index("1. The seed's") < out.index("2. Errors") < out.index("3. Parley's model")
+    assert (
+        out.index("1. The original course design's")
+        < out.index("2. Errors")
+        < out.index("3. Parley's model")
+    )
     assert "exceeds 1 process" in out  # sqlite-single at 1,000,000 users with the sample
 
 
@@ -137,9 +141,9 @@ def _total(doc: dict[str, object], shape: str, users: int) -> float:
 
 def test_json_output_and_price_overrides_flow_through(capsys: pytest.CaptureFixture[str]) -> None:
     doc = _json_run(capsys, "--users", "1M")
-    seed = doc["seed"]
-    assert len(seed["findings"]) == 13  # type: ignore[index]
-    assert [s["stated_total_from_subtotals"] for s in seed["scenarios"]] == [  # type: ignore[index]
+    design = doc["course_design"]
+    assert len(design["findings"]) == 13  # type: ignore[index]
+    assert [s["stated_total_from_subtotals"] for s in design["scenarios"]] == [  # type: ignore[index]
         113.31,
         487.33,
         4401.26,

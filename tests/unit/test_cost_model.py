@@ -7,7 +7,7 @@ import dataclasses
 import msgspec
 import pytest
 
-from parley.cost.bench import BenchFile, OperationProfile, ShapeBench, Workload
+from parley.cost.measured import BenchFile, OperationProfile, ShapeBench, Workload
 from parley.cost.model import (
     ModelError,
     ModelInputs,
@@ -81,7 +81,7 @@ def test_load_by_hand() -> None:
     # request units: 10,000 x 1 x 0.5 + 60 x 2 x 0.5 = 5,060 RRU/s; 60 x 2 x 2 = 240 WRU/s
     assert load.read_units_per_second == pytest.approx(5060)
     assert load.write_units_per_second == pytest.approx(240)
-    # the seed's 7 messages per check: 70,000 messages delivered/s against 60 sent/s
+    # the course design's 7 messages per check: 70,000 messages delivered/s against 60 sent/s
     assert load.messages_delivered_per_second == pytest.approx(70_000)
 
 
@@ -108,7 +108,7 @@ def test_dynamodb_fargate_by_hand() -> None:
     assert "DynamoDB provisioned" in included  # cheaper than on-demand here
     assert "DynamoDB on-demand" not in included
     assert result.total == pytest.approx(5553.5657)  # sum of the counted items
-    assert result.seed_scope_total == pytest.approx(1631.3091)  # Fargate + DynamoDB + cache
+    assert result.design_scope_total == pytest.approx(1631.3091)  # Fargate + DynamoDB + cache
 
 
 def test_postgres_redis_picks_the_rds_class_by_database_cpu() -> None:

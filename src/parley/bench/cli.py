@@ -1,7 +1,7 @@
-"""``parley bench``: seed data, drive load with wrk, print figures beside the raw ceiling.
+"""``parley bench``: load a data set, drive load with wrk, print figures beside the raw ceiling.
 
 Runs, in one go on this machine: the raw ASGI ceiling (a hello-world on granian), then one
-Parley server process on the seeded data, through the scenarios below. Each figure is also
+Parley server process on that data, through the scenarios below. Each figure is also
 printed as a ratio to the ceiling measured in the same run.
 
   idle     checks with nothing new (answered from the change cache)
@@ -33,8 +33,8 @@ from typing import Any
 import httpx
 
 from parley.bench import wrk
+from parley.bench.dataset import Dataset, populate
 from parley.bench.procs import Server
-from parley.bench.seed import Dataset, seed
 from parley.storage.base import Storage
 from parley.storage.sqlite import SqliteStorage
 
@@ -248,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _store(args: argparse.Namespace, data_dir: Path, schema: str) -> tuple[Storage, dict[str, str]]:
-    """The store to seed and the server settings that serve it."""
+    """The store to fill and the server settings that serve it."""
     if args.storage == "postgres":
         from parley.storage.postgres import PostgresStorage
 
@@ -290,9 +290,9 @@ async def _run(args: argparse.Namespace, scenarios: list[str], workdir: Path, sc
     store, server_env = _store(args, data_dir, schema)
     await store.open()
     started = time.monotonic()
-    data = await seed(store, args.users, args.messages, workdir, say)
+    data = await populate(store, args.users, args.messages, workdir, say)
     await store.close()
-    say(f"seeded in {time.monotonic() - started:.1f} s")
+    say(f"data set loaded in {time.monotonic() - started:.1f} s")
 
     warm = max(2.0, args.seconds / 3)
     say("measuring the ceiling: raw ASGI hello-world on granian")

@@ -1,4 +1,5 @@
-"""``parley cost``: the seed's cost scenarios, their errors, and Parley's measured cost model."""
+"""``parley cost``: the original course design's cost scenarios, their errors, and Parley's
+measured cost model."""
 
 from __future__ import annotations
 
@@ -6,12 +7,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from parley.cost.bench import BenchError, load_bench
+from parley.cost.course_design import SCENARIOS
+from parley.cost.measured import BenchError, load_bench
 from parley.cost.model import ModelError, ModelInputs, with_settings
 from parley.cost.prices import PriceError, Prices, load_prices_file, with_overrides
 from parley.cost.report import ChartUnavailable, Report, render_json, render_text, write_chart
 from parley.cost.sample import sample_bench
-from parley.cost.seed import SCENARIOS
 
 __all__ = ["main"]
 
@@ -43,9 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="parley cost",
         description=(
-            "Redo the seed's three cost scenarios from its own inputs, list the errors in its "
-            "arithmetic, then cost Parley's deployment shapes from benchmark figures "
-            "(the built-in SAMPLE when no --bench is given)."
+            "Redo the three cost scenarios of the original course design from its own inputs, "
+            "list the errors in its arithmetic, then cost Parley's deployment shapes from "
+            "benchmark figures (the built-in SAMPLE when no --bench is given)."
         ),
         epilog="Formulas, the bench format and price sources: docs/cost.md.",
     )
@@ -57,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
         type=_users,
         nargs="+",
         metavar="N",
-        help="user counts to cost (accepts 10k, 1M, 1,000,000); default: the seed's "
+        help="user counts to cost (accepts 10k, 1M, 1,000,000); default: the course design's "
         + ", ".join(f"{sc.users:,}" for sc in SCENARIOS),
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.bench is not None:
             bench, source = load_bench(args.bench), str(args.bench)
         else:
-            bench, source = sample_bench(), "built-in sample (bench/sample-bench.json)"
+            bench, source = sample_bench(), "built-in sample (docs/sample-bench.json)"
         prices = Prices()
         if args.prices is not None:
             prices = load_prices_file(args.prices, prices)

@@ -16,14 +16,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from parley.cost.bench import OPERATIONS, SHAPES, BenchFile, ShapeBench, Workload
+from parley.cost.measured import OPERATIONS, SHAPES, BenchFile, ShapeBench, Workload
 from parley.cost.prices import InstanceClass, Prices
 
 __all__ = [
     "CATEGORIES",
+    "DESIGN_SCOPE",
     "DYNAMODB_MODES",
     "FARGATE_SIZES",
-    "SEED_SCOPE",
     "LineItem",
     "Load",
     "ModelError",
@@ -222,7 +222,7 @@ def compute_load(users: int, workload: Workload, bench: ShapeBench, inputs: Mode
 
 
 CATEGORIES: Final = ("compute", "database", "cache", "storage", "network")
-SEED_SCOPE: Final = ("compute", "database", "cache")  # what the seed priced
+DESIGN_SCOPE: Final = ("compute", "database", "cache")  # what the course design priced
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,7 +240,7 @@ class ShapeCost:
     users: int
     feasible: bool
     total: float | None  # None when the shape cannot carry the load
-    seed_scope_total: float | None  # compute + database + cache, the items the seed priced
+    design_scope_total: float | None  # compute + database + cache: what the course design priced
     line_items: tuple[LineItem, ...]
     notes: tuple[str, ...]
     load: Load = field(repr=False)
@@ -481,8 +481,10 @@ def estimate_shape(
         raise ModelError(f"unknown shape {shape!r}")
     counted = [i for i in items if i.included]
     total = sum(i.monthly for i in counted) if feasible else None
-    seed_scope = sum(i.monthly for i in counted if i.category in SEED_SCOPE) if feasible else None
-    return ShapeCost(shape, users, feasible, total, seed_scope, tuple(items), tuple(notes), load)
+    design_scope = (
+        sum(i.monthly for i in counted if i.category in DESIGN_SCOPE) if feasible else None
+    )
+    return ShapeCost(shape, users, feasible, total, design_scope, tuple(items), tuple(notes), load)
 
 
 def estimate(

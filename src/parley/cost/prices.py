@@ -2,8 +2,9 @@
 
 Every figure here is an *input*, not a statement about today's AWS bill. Defaults are:
 
-- the seed's own prices where the seed gave one (Fargate vCPU-hour and GB-hour, DynamoDB RCU-hour
-  and WCU-hour, ElastiCache ``cache.t2.micro`` node-hour), so the seed's arithmetic can be redone;
+- the original course design's own prices where it gave one (Fargate vCPU-hour and GB-hour,
+  DynamoDB RCU-hour and WCU-hour, ElastiCache ``cache.t2.micro`` node-hour), so its arithmetic
+  can be redone;
 - otherwise us-east-1 on-demand list prices, looked up in public sources in November 2026.
   ``SOURCES`` says which: ``checked`` means a public source agreed with the figure, ``unverified``
   means none was found and the figure is a plain input to confirm before relying on it.
@@ -72,8 +73,9 @@ RDS_CLASSES: Final = (
 )
 
 # ElastiCache (Redis OSS) nodes, us-east-1. Redis runs commands on one thread, so the model counts
-# at most one vCPU of a node as usable. The seed's cache.t2.micro is previous generation (no new
-# clusters), so it is not offered here; its price lives in ``Prices.seed_cache_node_hour``.
+# at most one vCPU of a node as usable. The course design's cache.t2.micro is previous
+# generation (no new clusters), so it is not offered here; its price is
+# ``Prices.design_cache_node_hour``.
 CACHE_CLASSES: Final = (
     InstanceClass("cache.t4g.micro", 2, 0.5, 0.016, 0.10),
     InstanceClass("cache.t4g.small", 2, 1.37, 0.032, 0.20),
@@ -94,13 +96,13 @@ EC2_CLASSES: Final = (
 class Prices:
     """US dollars: ``*_hour`` per hour, ``*_month`` per GB-month, ``*_per_million`` per 10^6."""
 
-    # --- the seed's own prices (its "Assumptions for cost estimation") ---
+    # --- the course design's own prices (its "Assumptions for cost estimation") ---
     fargate_vcpu_hour: float = 0.04048
     fargate_gb_hour: float = 0.004445
     dynamodb_rcu_hour: float = 0.00013
     dynamodb_wcu_hour: float = 0.00065
-    seed_cache_node_hour: float = 0.017
-    # --- public list prices for what the seed did not price ---
+    design_cache_node_hour: float = 0.017
+    # --- public list prices for what the course design did not price ---
     dynamodb_read_request_units_per_million: float = 0.125
     dynamodb_write_request_units_per_million: float = 0.625
     dynamodb_storage_gb_month: float = 0.25
@@ -117,23 +119,26 @@ class Prices:
 
 TABLES: Final = ("rds_classes", "cache_classes", "ec2_classes")
 
-SEED = "seed"
+COURSE_DESIGN = "course design"
 CHECKED = "checked"
 UNVERIFIED = "unverified"
 
 # Provenance of every default: (status, note), as looked up in November 2026.
 SOURCES: Final[Mapping[str, tuple[str, str]]] = {
-    "fargate_vcpu_hour": (SEED, "seed's price; still the Linux/x86 us-east-1 list price (2026)"),
-    "fargate_gb_hour": (SEED, "seed's price; still the Linux/x86 us-east-1 list price (2026)"),
+    "fargate_vcpu_hour": (COURSE_DESIGN, "still the Linux/x86 us-east-1 list price (2026)"),
+    "fargate_gb_hour": (COURSE_DESIGN, "still the Linux/x86 us-east-1 list price (2026)"),
     "dynamodb_rcu_hour": (
-        SEED,
-        "seed's price; a provisioned-capacity rate (AWS lists $0.09/RCU-month = 730 h)",
+        COURSE_DESIGN,
+        "a provisioned-capacity rate (AWS lists $0.09/RCU-month = 730 h)",
     ),
     "dynamodb_wcu_hour": (
-        SEED,
-        "seed's price; a provisioned-capacity rate (AWS lists $0.47/WCU-month = 730 h)",
+        COURSE_DESIGN,
+        "a provisioned-capacity rate (AWS lists $0.47/WCU-month = 730 h)",
     ),
-    "seed_cache_node_hour": (SEED, "seed's cache.t2.micro price; used only to redo the seed"),
+    "design_cache_node_hour": (
+        COURSE_DESIGN,
+        "cache.t2.micro, previous generation; used only to redo the course design",
+    ),
     "dynamodb_read_request_units_per_million": (
         CHECKED,
         "on-demand, after the November 2024 50% cut (secondary sources)",

@@ -1,5 +1,5 @@
 """Text tables, JSON and the chart for ``parley cost``. Formatting only; numbers come from
-``parley.cost.model`` and ``parley.cost.seed``."""
+``parley.cost.model`` and ``parley.cost.course_design``."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from typing import Any, Final
 
 import msgspec
 
-from parley.cost import seed
-from parley.cost.bench import SHAPES, BenchFile, Workload
+from parley.cost import course_design as design
+from parley.cost.measured import SHAPES, BenchFile, Workload
 from parley.cost.model import ModelInputs, ShapeCost, estimate
 from parley.cost.prices import SOURCES, TABLES, Prices
 
@@ -78,10 +78,17 @@ def _money(x: float) -> str:
     return f"{x:,.2f}"
 
 
-def _seed_section() -> list[str]:
+def _short_count(n: int) -> str:
+    """10,000 -> 10k, 1,000,000 -> 1M (the scenario headers, to keep the table narrow)."""
+    if n % 1_000_000 == 0:
+        return f"{n // 1_000_000:,}M"
+    return f"{n // 1_000:,}k" if n % 1_000 == 0 else f"{n:,}"
+
+
+def _design_section() -> list[str]:
     out = [
-        "1. The seed's three scenarios, redone from its own inputs and formulas "
-        f"({seed.SEED_HOURS_PER_MONTH}-hour month), US$/month",
+        "1. The original course design's three scenarios, redone from its own inputs and formulas",
+        f"   ({design.DESIGN_HOURS_PER_MONTH}-hour month), US$/month",
         "",
     ]
     items = [
@@ -95,42 +102,43 @@ def _seed_section() -> list[str]:
         ("Total", "total"),
     ]
     headers = ["line item"]
-    for sc in seed.SCENARIOS:
-        headers += [f"{sc.users:,}: seed", "recomputed"]
+    for sc in design.SCENARIOS:
+        headers += [f"{_short_count(sc.users)}: design", "recomputed"]
     rows = []
     for label, attr in items:
         row = [label]
-        for sc in seed.SCENARIOS:
+        for sc in design.SCENARIOS:
             stated: float = getattr(sc.stated, attr)
-            exact: float = getattr(seed.recompute(sc), attr)
+            exact: float = getattr(design.recompute(sc), attr)
             mark = "" if round(exact, 2) == stated else " *"
             row += [_money(stated), _money(exact) + mark]
         rows.append(row)
     out += _table(headers, rows)
-    sums = ", ".join(_money(seed.stated_total_from_subtotals(sc)) for sc in seed.SCENARIOS)
+    sums = ", ".join(_money(design.stated_total_from_subtotals(sc)) for sc in design.SCENARIOS)
     out += [
         "",
-        "  * differs from the figure the seed printed (see the errors below).",
-        f"  The seed's totals are the sums of its printed subtotals: {sums}.",
+        "  * differs from the figure the course design printed (see the errors below).",
+        f"  The course design's totals are the sums of its printed subtotals: {sums}.",
         "",
     ]
     return out
 
 
 def _findings_section() -> list[str]:
-    found = seed.findings()
+    found = design.findings()
     out = [
-        f"2. Errors in the seed's cost discussion ({len(found)}, each checked by arithmetic)",
+        f"2. Errors in the course design's cost discussion ({len(found)}, each checked by "
+        "arithmetic)",
         "",
     ]
-    labels = {sc.key: f"{sc.users:,} users" for sc in seed.SCENARIOS}
+    labels = {sc.key: f"{sc.users:,} users" for sc in design.SCENARIOS}
     for i, f in enumerate(found, 1):
         where = labels[f.scenario] if f.scenario else "all scenarios"
         out.append(f"  {i:2}. [{f.kind}] {f.key} ({where})")
-        out += _wrap("seed:", f.seed_says)
+        out += _wrap("design:", f.design_says)
         out += _wrap("correct:", f.correct)
         out += _wrap("why:", f.why)
-    ok = seed.checks()
+    ok = design.checks()
     verified = (
         "reads/s "
         + ", ".join(f"{c.computed:,.2f}" for c in ok if c.key.startswith("reads-per-second"))
@@ -165,7 +173,7 @@ def _banner(report: Report) -> list[str]:
 
 
 def _cell(result: ShapeCost, scope: bool = False) -> str:
-    value = result.seed_scope_total if scope else result.total
+    value = result.design_scope_total if scope else result.total
     return _money(value) if value is not None else "exceeds 1 process"
 
 
@@ -192,12 +200,12 @@ def _parley_section(report: Report) -> list[str]:
         2,
     )
     out.append("")
-    by_seed_users = {sc.users: sc for sc in seed.SCENARIOS}
+    by_design_users = {sc.users: sc for sc in design.SCENARIOS}
     headers = ["total", *(f"{n:,} users" for n in report.users)]
     rows = [
-        ["seed's estimate"]
+        ["course design's estimate"]
         + [
-            _money(by_seed_users[n].stated.total) if n in by_seed_users else "-"
+            _money(by_design_users[n].stated.total) if n in by_design_users else "-"
             for n in report.users
         ]
     ]
@@ -206,15 +214,16 @@ def _parley_section(report: Report) -> list[str]:
         rows.append([shape] + [_cell(r) for r in report.results if r.shape == shape])
     for shape in shapes:
         rows.append(
-            [f"{shape} (seed scope)"]
+            [f"{shape} (design scope)"]
             + [_cell(r, scope=True) for r in report.results if r.shape == shape]
         )
     out += _table(headers, rows)
     out += [
         "",
         *_wrap(
-            "seed scope",
-            "= compute + database + cache, the items the seed priced; the totals add storage, "
+            "design scope",
+            "= compute + database + cache, the items the course design priced; the totals add "
+            "storage, "
             "ALB and data transfer out.",
             indent=2,
             width=0,
@@ -275,7 +284,7 @@ def _prices_section(prices: Prices) -> list[str]:
 
 def render_text(report: Report) -> str:
     lines = ["parley cost: capacity and cost model", ""]
-    lines += _seed_section()
+    lines += _design_section()
     lines += _findings_section()
     lines += _parley_section(report)
     return "\n".join(lines).rstrip() + "\n"
@@ -293,17 +302,17 @@ def render_json(report: Report) -> str:
                 if k not in ("stated", "key", "label")
             },
             "stated": dataclasses.asdict(sc.stated),
-            "recomputed": dataclasses.asdict(seed.recompute(sc)),
-            "stated_total_from_subtotals": seed.stated_total_from_subtotals(sc),
+            "recomputed": dataclasses.asdict(design.recompute(sc)),
+            "stated_total_from_subtotals": design.stated_total_from_subtotals(sc),
         }
-        for sc in seed.SCENARIOS
+        for sc in design.SCENARIOS
     ]
     doc: dict[str, Any] = {
-        "seed": {
-            "hours_per_month": seed.SEED_HOURS_PER_MONTH,
+        "course_design": {
+            "hours_per_month": design.DESIGN_HOURS_PER_MONTH,
             "scenarios": scenarios,
-            "findings": seed.findings(),
-            "checks": seed.checks(),
+            "findings": design.findings(),
+            "checks": design.checks(),
         },
         "parley": {
             "sample": report.bench.sample,
@@ -328,7 +337,7 @@ def _chart_users(users: Sequence[int]) -> list[int]:
 
 
 def write_chart(report: Report, path: Path) -> None:
-    """Draw $/month against users (log-log) for each shape and the seed's three estimates."""
+    """Draw $/month against users (log-log) per shape and the course design's three estimates."""
     try:
         import matplotlib
     except ImportError:
@@ -366,12 +375,12 @@ def write_chart(report: Report, path: Path) -> None:
                     fontsize=8,
                     color=line.get_color(),
                 )
-        seed_x = [sc.users for sc in seed.SCENARIOS]
+        design_x = [sc.users for sc in design.SCENARIOS]
         ax.plot(
-            seed_x,
-            [sc.stated.total for sc in seed.SCENARIOS],
+            design_x,
+            [sc.stated.total for sc in design.SCENARIOS],
             "k--o",
-            label="seed's estimate as printed (no storage, ALB or data transfer)",
+            label="course design's estimate as printed (no storage, ALB or data transfer)",
         )
         ax.set_xscale("log")
         ax.set_yscale("log")

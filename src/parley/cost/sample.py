@@ -1,7 +1,7 @@
 """The built-in SAMPLE bench input: illustrative figures, NOT a measurement.
 
 ``parley cost`` uses it when no ``--bench`` file is given and says so in a banner. The repository
-copy ``bench/sample-bench.json`` is this document written out (a unit test keeps the two equal).
+copy ``docs/sample-bench.json`` is this document written out (a unit test keeps the two equal).
 The figures are plausible orders of magnitude for one Python process; replace them with a real run.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
-from parley.cost.bench import BenchFile, parse_bench
+from parley.cost.measured import BenchFile, parse_bench
 
 __all__ = ["SAMPLE", "sample_bench", "sample_json"]
 
@@ -111,7 +111,7 @@ SAMPLE: Final[dict[str, Any]] = {
 
 
 def sample_json() -> str:
-    """The sample as the text of ``bench/sample-bench.json``."""
+    """The sample as the text of ``docs/sample-bench.json``."""
     return json.dumps(SAMPLE, indent=2) + "\n"
 
 

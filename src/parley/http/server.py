@@ -49,10 +49,21 @@ DOCS_PAGE = """<!doctype html>
 <script src="/docs/assets/swagger-ui-bundle.js"></script>
 <script src="/docs/assets/docs.js"></script></body></html>"""
 DOCS_JS = "window.ui = SwaggerUIBundle({url: '/openapi.json', dom_id: '#swagger-ui'});\n"
+# The page's own file types, fixed here: browsers run a module script only when it is served
+# with a JavaScript type, and the platform's table (mimetypes) may map .js to something else.
+PAGE_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
+
+
+def _static_files(root: Path) -> set[str]:
+    """Every file under the page's folder, as URL paths relative to it (``js/api.js``): the only
+    paths the page route serves, so no request can reach outside the folder."""
+    if not root.is_dir():
+        return set()
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
 
 
 def _file(path: Path, csp: str | None = None) -> Response:
-    media, _ = mimetypes.guess_type(path.name)
+    media = PAGE_TYPES.get(path.suffix) or mimetypes.guess_type(path.name)[0]
     response = FileResponse(path, media_type=media or "application/octet-stream")
     headers = [(k.decode(), v.decode()) for k, v in SECURITY_HEADERS if k != b"cache-control"]
     for key, value in headers:
@@ -153,7 +164,7 @@ def _secured(send: Send) -> Send:
 def create_app(parley: Parley) -> ParleyApp:
     routes: list[BaseRoute] = []
     openapi = encode(document(parley.settings.token_mode))
-    static_files = {p.name for p in STATIC.iterdir() if p.is_file()} if STATIC.is_dir() else set()
+    static_files = _static_files(STATIC)
 
     async def openapi_json(request: Request) -> Response:
         return _json(openapi)
@@ -180,7 +191,7 @@ def create_app(parley: Parley) -> ParleyApp:
         Route("/docs", docs, methods=["GET"]),
         Route("/docs/assets/{name}", docs_asset, methods=["GET"]),
         Route("/", page, methods=["GET"]),
-        Route("/{name}", page, methods=["GET"]),
+        Route("/{name:path}", page, methods=["GET"]),
     ]
 
     async def http_error(request: Request, exc: Exception) -> Response:

@@ -1,8 +1,8 @@
 """Sends/s and idle checks/s: one process on SQLite versus two on PostgreSQL + Redis.
 
-    .venv/bin/python bench/scale_out.py [--users 5000] [--messages 50000] [--seconds 8]
+    .venv/bin/python loadtest/scale_out.py [--users 5000] [--messages 50000] [--seconds 8]
 
-Seeds the same workload into SQLite and into a fresh PostgreSQL schema (through the
+Loads the same workload into SQLite and into a fresh PostgreSQL schema (through the
 storage port's bulk load), starts the servers (token mode, rate limits off) and drives
 them with wrk (Debian's ``wrk``): one wrk against the SQLite process, one wrk per process
 for PostgreSQL + Redis, run at the same time and summed. Idle checks poll with a cursor
@@ -29,8 +29,8 @@ import asyncpg
 import redis
 
 from parley.bench import wrk
+from parley.bench.dataset import Dataset, populate
 from parley.bench.procs import Server
-from parley.bench.seed import Dataset, seed
 from parley.storage.postgres import PostgresStorage
 from parley.storage.sqlite import SqliteStorage
 
@@ -89,20 +89,20 @@ def measure(
     return {"idle_checks": idle, "sends": sends}
 
 
-async def seed_sqlite(path: Path, args: argparse.Namespace, workdir: Path) -> Dataset:
+async def populate_sqlite(path: Path, args: argparse.Namespace, workdir: Path) -> Dataset:
     store = SqliteStorage(path, synchronous="FULL")
     await store.open()
     try:
-        return await seed(store, args.users, args.messages, workdir, say)
+        return await populate(store, args.users, args.messages, workdir, say)
     finally:
         await store.close()
 
 
-async def seed_postgres(schema: str, args: argparse.Namespace, workdir: Path) -> Dataset:
+async def populate_postgres(schema: str, args: argparse.Namespace, workdir: Path) -> Dataset:
     store = PostgresStorage(DATABASE_URL, schema=schema)
     await store.open()
     try:
-        return await seed(store, args.users, args.messages, workdir, say)
+        return await populate(store, args.users, args.messages, workdir, say)
     finally:
         await store.close()
 
@@ -141,7 +141,9 @@ def main() -> int:
         common = {"PARLEY_AUTH": "token", "PARLEY_RATE_LIMITS": "off"}
 
         (workdir / "sqlite").mkdir()
-        data = asyncio.run(seed_sqlite(workdir / "sqlite" / "parley.db", args, workdir / "sqlite"))
+        data = asyncio.run(
+            populate_sqlite(workdir / "sqlite" / "parley.db", args, workdir / "sqlite")
+        )
         server = Server(workdir / "sqlite", PARLEY_STORAGE="sqlite", **common).start()
         try:
             results["sqlite_1_process"] = measure("sqlite", [server], workdir, data, args)
@@ -152,7 +154,7 @@ def main() -> int:
         prefix = schema + ":"
         (workdir / "pg").mkdir()
         try:
-            data = asyncio.run(seed_postgres(schema, args, workdir / "pg"))
+            data = asyncio.run(populate_postgres(schema, args, workdir / "pg"))
             env = {
                 **common,
                 "PARLEY_STORAGE": "postgres",

@@ -1,4 +1,7 @@
-"""The bench file: what one Parley process achieved per operation, per deployment shape.
+"""Measured figures: what one Parley process achieved per operation, per deployment shape.
+
+``parley bench --json FILE`` writes this file (the "bench file") and ``parley cost --bench FILE``
+reads it.
 
 Format ``parley-bench/1`` (JSON; every number is per request of that operation)::
 
@@ -58,7 +61,7 @@ class BenchError(ValueError):
 
 
 class Workload(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The seed's usage model (SPEC section 6); the bench ran polls against this mix."""
+    """The course design's usage model (SPEC section 6); the bench ran polls against this mix."""
 
     checks_per_user_per_minute: float = 1.0
     sends_per_user_per_day: float = 10.0

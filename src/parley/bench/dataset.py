@@ -1,4 +1,5 @@
-"""Seed a store with the workload model's data, fast, through the storage port.
+"""The benchmark's data set: fill a store with the workload model's data, fast, through the
+storage port.
 
 Per user: ``private_per_user`` private messages (5 of them in the last minute) and one
 membership in a group of ``group_size``; per group: ``group_messages`` messages (2 of them in
@@ -31,7 +32,7 @@ class Dataset:
     users_file: Path
 
 
-async def seed(
+async def populate(
     storage: Storage,
     users: int,
     messages: int,
@@ -61,9 +62,9 @@ async def seed(
             done += len(data.messages)
             data = BulkData()
             rate = done / max(time.monotonic() - started, 1e-9)
-            progress(f"seeded {done:,} messages ({rate:,.0f}/s)")
+            progress(f"loaded {done:,} messages ({rate:,.0f}/s)")
 
-    progress(f"seeding {users:,} users, ~{messages:,} messages")
+    progress(f"loading {users:,} users, ~{messages:,} messages")
     for n in range(users):
         user_id = new_id("u_")
         token, token_hash = new_token(user_id)

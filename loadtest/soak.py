@@ -1,6 +1,6 @@
 """Soak: a real server under a steady, moderate mixed load; memory must stay flat.
 
-    .venv/bin/python bench/soak.py --minutes 5 [--warmup 30] [--users 40] [--sends 20]
+    .venv/bin/python loadtest/soak.py --minutes 5 [--warmup 30] [--users 40] [--sends 20]
 
 Starts ``parley serve`` (SQLite in a temporary folder, token mode, rate limits off) and
 runs, for a warm-up and then ``--minutes``:

@@ -7,7 +7,7 @@ user, or to its group, 5 : 2). Time is compressed by ``PARLEY_TIME_COMPRESSION``
 a simulated minute lasts one second).
 
     pip install locust
-    locust -f bench/locustfile.py --host http://127.0.0.1:8080 --headless -u 500 -r 50 -t 2m
+    locust -f loadtest/locustfile.py --host http://127.0.0.1:8080 --headless -u 500 -r 50 -t 2m
 
 Run the server with ``--rate-limits off`` (every simulated user comes from one address).
 """

@@ -1,0 +1,261 @@
+// Keeping the store in step with the server: the long-poll loop, history resyncs, the group
+// list and the blocked list. Views draw what lands in the store.
+
+import { ApiError, REQUEST_TIMEOUT_MS, errorText, getBlocked, getGroup, getMessages, getUserGroups } from "./api.js";
+import { announce, sleep, tsNumber } from "./dom.js";
+import { convTitle, displayName } from "./names.js";
+import { onScreen, scheduleRender, setAppView, updateTitle } from "./render.js";
+import { convKeyFor, ensureConversation, insertSorted, store } from "./state.js";
+import { sessionRejected, setConnection, showBanner } from "./status.js";
+
+const POLL_WAIT_SECONDS = 25;
+const POLL_CLIENT_TIMEOUT_MS = (POLL_WAIT_SECONDS + 20) * 1000;
+const GROUP_REFRESH_MS = 20000;
+
+// Our own message came back through the poll while its send is still waiting for an answer
+// (or gave up after a network error): hide the local copy so the text is not shown twice. The
+// send itself carries on with the same Idempotency-Key, so the server still stores it once.
+function supersedeLocalCopy(conv, m) {
+  const local = conv.messages.find((x) => !x.messageId && !x.superseded
+    && (x.pending || x.transientFailure) && x.message === m.message);
+  if (!local) return;
+  local.superseded = true;
+  conv.messages.splice(conv.messages.indexOf(local), 1);
+  if (local.failure && conv.error === local.failure) conv.error = null;
+}
+
+// Place server messages; returns those that were new.
+export function ingest(messages, { live }) {
+  const { chat, session } = store;
+  const fresh = [];
+  for (const m of messages) {
+    if (chat.seen.has(m.messageId)) continue;
+    chat.seen.add(m.messageId);
+    const conv = ensureConversation(convKeyFor(m));
+    if (m.senderId === session.userId) supersedeLocalCopy(conv, m);
+    insertSorted(conv.messages, { ...m, key: m.messageId });
+    conv.lastTs = Math.max(conv.lastTs, tsNumber(m.timestamp));
+    if (m.type === "group" && !chat.groups.has(m.recipientId)) discoverGroup(m.recipientId, live);
+    if (m.senderId !== session.userId && live) {
+      const visible = onScreen(conv);
+      if (!visible) conv.unread += 1;
+      fresh.push({ m, conv, visible });
+    }
+  }
+  const last = fresh.at(-1);
+  if (last) {
+    if (!last.visible) {
+      const where = last.conv.kind === "group" ? ` in ${convTitle(last.conv)}` : "";
+      announce(`New message from ${displayName(last.m.senderId)}${where}: ${last.m.message}`);
+    }
+    updateTitle();
+  }
+  scheduleRender();
+  return fresh;
+}
+
+async function pollLoop(st) {
+  let backoff = 1000;
+  setConnection("connecting");
+  while (store.chat === st && !st.abort.signal.aborted) {
+    const params = new URLSearchParams({ include: "sent" });
+    if (st.cursor !== null) params.set("timestamp", st.cursor);
+    if (st.caughtUp) params.set("wait", String(POLL_WAIT_SECONDS));
+    // One controller per request, so restartPoll() can cut a long-poll short without ending
+    // the session; the cursor only moves on a complete answer, so nothing is lost.
+    const request = new AbortController();
+    const stop = () => request.abort();
+    st.abort.signal.addEventListener("abort", stop, { once: true });
+    st.pollRequest = request;
+    try {
+      const page = await getMessages(store.session.userId, params, {
+        signal: request.signal,
+        timeoutMs: st.caughtUp ? POLL_CLIENT_TIMEOUT_MS : REQUEST_TIMEOUT_MS,
+      });
+      if (store.chat !== st) return;
+      ingest(page.messages, { live: st.caughtUp });
+      st.cursor = page.nextTimestamp;
+      backoff = 1000;
+      setConnection("live");
+      if (page.hasMore) continue; // another page is waiting: fetch it at once
+      if (!st.caughtUp) {
+        st.caughtUp = true;
+        scheduleRender();
+      }
+    } catch (err) {
+      if (store.chat !== st || st.abort.signal.aborted) return;
+      if (err?.name === "AbortError") continue; // restartPoll(): ask again at once
+      if (err instanceof ApiError && err.status === 401) {
+        sessionRejected(err);
+        return;
+      }
+      if (err instanceof ApiError && (err.status === 403 || err.status === 404)) {
+        showBanner(`This browser's account can no longer read messages: ${errorText(err)}. Sign out and sign in again.`);
+        setConnection("offline", "");
+        return;
+      }
+      const waitMs = err?.retryAfter != null ? err.retryAfter * 1000 : backoff;
+      setConnection("offline", `(retrying in ${Math.ceil(waitMs / 1000)} s)`);
+      await sleep(waitMs + Math.random() * 300);
+      backoff = Math.min(backoff * 2, 30000);
+    } finally {
+      st.abort.signal.removeEventListener("abort", stop);
+      if (st.pollRequest === request) st.pollRequest = null;
+    }
+  }
+}
+
+// Start a fresh long-poll now. Used after our group memberships change (we created a group or
+// found one we were added to): a long-poll started before the change may not be woken by the
+// new group's messages until its wait ends.
+export function restartPoll() {
+  const chat = store.chat;
+  if (chat?.caughtUp && chat.pollRequest) chat.pollRequest.abort();
+}
+
+// Full history again (used when we discover a group we were just added to: its history is
+// visible to us now but older than our cursor). Does not move the live cursor; duplicates are
+// dropped by messageId.
+async function resyncHistory(st) {
+  let cursor = null;
+  for (let n = 0; n < 200 && store.chat === st; n += 1) {
+    const params = new URLSearchParams({ include: "sent" });
+    if (cursor !== null) params.set("timestamp", cursor);
+    let page;
+    try {
+      page = await getMessages(store.session.userId, params, { signal: st.abort.signal });
+    } catch {
+      return;
+    }
+    if (store.chat !== st) return;
+    ingest(page.messages, { live: false });
+    if (!page.hasMore) return;
+    cursor = page.nextTimestamp;
+  }
+}
+
+// ---------------------------------------------------------------- groups
+
+export async function loadGroup(groupId) {
+  const st = store.chat;
+  try {
+    const group = await getGroup(groupId, st.abort.signal);
+    if (store.chat !== st) return null;
+    st.groups.set(groupId, group);
+    ensureConversation(`g:${groupId}`);
+    scheduleRender();
+    return group;
+  } catch (err) {
+    if (err instanceof ApiError && (err.status === 404 || err.status === 403)) {
+      // Gone, or we are no longer a member.
+      if (store.chat === st) dropGroup(groupId);
+    }
+    return null;
+  }
+}
+
+// A group we did not know about (we were just added): load it, and since its history is now
+// visible to us but older than our cursor, read the history once more.
+function discoverGroup(groupId, resync) {
+  const st = store.chat;
+  if (st.discovering.has(groupId)) return;
+  st.discovering.add(groupId);
+  loadGroup(groupId).then((group) => {
+    st.discovering.delete(groupId);
+    if (group && resync && store.chat === st) {
+      restartPoll();
+      resyncHistory(st);
+    }
+  });
+}
+
+export function refreshGroups() {
+  const st = store.chat;
+  if (st.groupRefresh) return st.groupRefresh;
+  st.lastGroupRefresh = Date.now();
+  st.groupRefresh = (async () => {
+    try {
+      const { groups } = await getUserGroups(store.session.userId, st.abort.signal);
+      if (store.chat !== st) return;
+      const ids = new Set();
+      let discovered = false;
+      const loads = [];
+      for (const { groupId, groupName } of groups) {
+        ids.add(groupId);
+        if (!st.groups.has(groupId)) {
+          if (st.groupsLoaded) discovered = true;
+          st.groups.set(groupId, { groupId, groupName, members: [] });
+          ensureConversation(`g:${groupId}`);
+          loads.push(loadGroup(groupId));
+        } else if (st.selected === `g:${groupId}`) {
+          loads.push(loadGroup(groupId)); // keep the open group's members current
+        }
+      }
+      for (const id of [...st.groups.keys()]) if (!ids.has(id)) dropGroup(id);
+      await Promise.all(loads);
+      st.groupsLoaded = true;
+      scheduleRender();
+      if (discovered) {
+        restartPoll();
+        resyncHistory(st);
+      }
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 401) sessionRejected(err);
+    } finally {
+      st.groupRefresh = null;
+    }
+  })();
+  return st.groupRefresh;
+}
+
+export function dropGroup(groupId) {
+  const chat = store.chat;
+  chat.groups.delete(groupId);
+  const key = `g:${groupId}`;
+  const conv = chat.conversations.get(key);
+  if (conv) {
+    for (const m of conv.messages) if (m.messageId) chat.seen.delete(m.messageId);
+    chat.conversations.delete(key);
+  }
+  if (chat.selected === key) {
+    chat.selected = null;
+    setAppView("list");
+  }
+  scheduleRender();
+}
+
+// ---------------------------------------------------------------- blocks
+
+export async function refreshBlocked() {
+  const st = store.chat;
+  try {
+    const { blockedUserIds } = await getBlocked(store.session.userId, st.abort.signal);
+    if (store.chat !== st) return;
+    st.blocked = new Set(blockedUserIds);
+    scheduleRender();
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) sessionRejected(err);
+  }
+}
+
+// ---------------------------------------------------------------- the whole session
+
+export function startSync(st) {
+  refreshGroups();
+  refreshBlocked();
+  pollLoop(st);
+  // Memberships change without a message (someone adds us to a quiet group): look again now
+  // and then.
+  st.timer = setInterval(() => {
+    if (store.chat !== st) {
+      clearInterval(st.timer);
+      return;
+    }
+    if (!document.hidden && Date.now() - st.lastGroupRefresh >= GROUP_REFRESH_MS - 1000) refreshGroups();
+  }, GROUP_REFRESH_MS);
+}
+
+export function stopSync(st) {
+  st.abort.abort();
+  clearInterval(st.timer);
+}

@@ -1,0 +1,232 @@
+// The message pane: the open conversation's header and messages, the composer, and sending
+// (with retries under one Idempotency-Key, so a retry never stores a message twice).
+
+import { ApiError, errorText, postMessage } from "../api.js";
+import { $, el, formatTime, sleep, tsNumber, uuid } from "../dom.js";
+import { convTitle, nameNode } from "../names.js";
+import { onScreen, scheduleRender, updateTitle } from "../render.js";
+import { insertSorted, selectedConversation, store } from "../state.js";
+import { sessionRejected } from "../status.js";
+
+const SEND_ATTEMPTS = 4;
+const MAX_MESSAGE_CHARS = 4096;
+
+const stateOf = (m) => (m.pending ? "pending" : m.failed ? "failed" : "sent");
+
+function discard(conv, m) {
+  const i = conv.messages.indexOf(m);
+  if (i >= 0) conv.messages.splice(i, 1);
+  if (conv.error === m.failure) conv.error = null;
+  scheduleRender();
+}
+
+function messageElement(conv, m) {
+  const mine = m.senderId === store.session.userId;
+  const classes = ["msg", mine ? "mine" : "theirs"];
+  if (m.pending) classes.push("pending");
+  if (m.failed) classes.push("failed");
+  const meta = el("div", { className: "msg-meta" },
+    mine ? el("span", { className: "msg-sender" }, "You") : nameNode(m.senderId, "span", "msg-sender"),
+    m.pending || m.failed ? null : el("time", { datetime: new Date(tsNumber(m.timestamp)).toISOString() }, formatTime(m.timestamp)));
+  const node = el("article", { className: classes.join(" "), dataset: { key: m.key, messageId: m.messageId } },
+    meta, el("p", { className: "msg-text" }, m.message));
+  if (m.pending) node.append(el("div", { className: "msg-status" }, "Sending…"));
+  if (m.failed) {
+    node.append(el("div", { className: "msg-status" },
+      el("span", { className: "msg-failure" }, "Not sent."),
+      el("button", { type: "button", className: "btn btn-small", onclick: () => deliver(conv, m) }, "Retry"),
+      el("button", { type: "button", className: "btn btn-small", onclick: () => discard(conv, m) }, "Discard")));
+  }
+  node.dataset.state = stateOf(m);
+  return node;
+}
+
+function renderMessages(conv) {
+  const chat = store.chat;
+  const list = $("messages");
+  const nearBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 80;
+  const rebuild = chat.shownKey !== conv.key;
+  if (rebuild) {
+    list.setAttribute("aria-busy", "true");
+    list.replaceChildren();
+    chat.shownMessages.clear();
+    chat.shownKey = conv.key;
+  }
+  // Remove elements whose message is gone or changed state; then insert in order.
+  const byKey = new Map(conv.messages.map((m) => [m.key, m]));
+  for (const [key, node] of chat.shownMessages) {
+    const m = byKey.get(key);
+    if (!m || node.dataset.state !== stateOf(m)) {
+      node.remove();
+      chat.shownMessages.delete(key);
+    }
+  }
+  let previous = null;
+  for (const m of conv.messages) {
+    let node = chat.shownMessages.get(m.key);
+    if (!node) {
+      node = messageElement(conv, m);
+      chat.shownMessages.set(m.key, node);
+      if (previous) previous.after(node);
+      else list.prepend(node);
+    } else if (previous && previous.nextSibling !== node) {
+      previous.after(node);
+    }
+    previous = node;
+  }
+  if (rebuild) list.removeAttribute("aria-busy");
+  if (rebuild || nearBottom) list.scrollTop = list.scrollHeight;
+}
+
+export function renderChat() {
+  const conv = selectedConversation();
+  $("chat-empty").hidden = Boolean(conv);
+  $("chat-main").hidden = !conv;
+  if (!conv) {
+    store.chat.shownKey = null;
+    return;
+  }
+  if (conv.unread && onScreen(conv)) {
+    conv.unread = 0;
+    updateTitle();
+    scheduleRender(); // the list's unread badge
+  }
+  $("chat-title").textContent = convTitle(conv);
+  if (conv.kind === "group") {
+    const count = store.chat.groups.get(conv.id)?.members.length ?? 0;
+    $("chat-subtitle").textContent = `Group · ${count} member${count === 1 ? "" : "s"}`;
+  } else {
+    $("chat-subtitle").textContent = `User id ${conv.id}`;
+  }
+  $("chat-error").hidden = !conv.error;
+  if ($("chat-error-text").textContent !== (conv.error || "")) $("chat-error-text").textContent = conv.error || "";
+  renderMessages(conv);
+}
+
+// ---------------------------------------------------------------- sending
+
+function sendMessage(conv, text) {
+  const item = {
+    key: `local:${uuid()}`,
+    idempotencyKey: uuid(),
+    pending: true,
+    failed: false,
+    type: conv.kind,
+    senderId: store.session.userId,
+    recipientId: conv.id,
+    message: text,
+    timestamp: String(Date.now()),
+  };
+  insertSorted(conv.messages, item);
+  conv.error = null;
+  scheduleRender();
+  return deliver(conv, item);
+}
+
+async function deliver(conv, item) {
+  const st = store.chat;
+  const sender = store.session.userId;
+  Object.assign(item, { pending: true, failed: false, failure: "", transientFailure: false });
+  scheduleRender();
+
+  const body = conv.kind === "group"
+    ? { senderId: sender, groupId: conv.id, message: item.message }
+    : { senderId: sender, receiverId: conv.id, message: item.message };
+  let lastError = null;
+  for (let attempt = 0; attempt < SEND_ATTEMPTS; attempt += 1) {
+    try {
+      const stored = await postMessage(conv.kind, body, item.idempotencyKey, st.abort.signal);
+      if (store.chat !== st) return;
+      const index = conv.messages.indexOf(item);
+      if (index >= 0) conv.messages.splice(index, 1);
+      if (!st.seen.has(stored.messageId)) {
+        st.seen.add(stored.messageId);
+        insertSorted(conv.messages, { ...stored, key: stored.messageId });
+        conv.lastTs = Math.max(conv.lastTs, tsNumber(stored.timestamp));
+      }
+      conv.error = null;
+      scheduleRender();
+      return;
+    } catch (err) {
+      if (store.chat !== st || err?.name === "AbortError") return;
+      lastError = err;
+      if (err instanceof ApiError && err.status === 401) {
+        sessionRejected(err);
+        break;
+      }
+      if (!(err instanceof ApiError) || !err.transient || attempt === SEND_ATTEMPTS - 1) break;
+      // Same Idempotency-Key on every retry: the server stores the message once.
+      const waitMs = err.retryAfter != null ? err.retryAfter * 1000 : 500 * 2 ** attempt;
+      await sleep(Math.min(waitMs, 10000));
+      if (store.chat !== st) return;
+    }
+  }
+  if (item.superseded) return; // the poll already showed it stored: nothing failed for the user
+  item.pending = false;
+  item.failed = true;
+  item.transientFailure = !(lastError instanceof ApiError) || lastError.transient;
+  item.failure = sendFailureText(conv, lastError);
+  conv.error = item.failure;
+  scheduleRender();
+  if (st.selected === conv.key) $("composer-input").focus();
+}
+
+function sendFailureText(conv, err) {
+  const detail = errorText(err);
+  if (!(err instanceof ApiError)) return `Message not sent. ${detail}`;
+  if (err.status === 403) {
+    return conv.kind === "private"
+      ? `You can't message this user. Server says: ${detail}`
+      : `You can't post in this group. Server says: ${detail}`;
+  }
+  if (err.status === 404) {
+    return conv.kind === "private"
+      ? `This user does not exist. Server says: ${detail}`
+      : `This group does not exist. Server says: ${detail}`;
+  }
+  if (err.status === 0) return `Message not sent: the server could not be reached. ${detail}`;
+  return `Message not sent. Server says: ${detail}`;
+}
+
+// ---------------------------------------------------------------- the composer
+
+function autosize() {
+  const input = $("composer-input");
+  input.style.height = "auto";
+  input.style.height = `${Math.min(input.scrollHeight + 2, 160)}px`;
+}
+
+function submit(event) {
+  event.preventDefault();
+  const input = $("composer-input");
+  const conv = store.chat && selectedConversation();
+  const text = input.value;
+  if (!conv || !text.trim()) return;
+  if ([...text].length > MAX_MESSAGE_CHARS) {
+    conv.error = `A message can be at most ${MAX_MESSAGE_CHARS} characters.`;
+    scheduleRender();
+    return;
+  }
+  input.value = "";
+  autosize();
+  sendMessage(conv, text);
+  input.focus();
+}
+
+export function wireMessages() {
+  const input = $("composer-input");
+  input.addEventListener("input", autosize);
+  input.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      $("composer").requestSubmit();
+    }
+  });
+  $("composer").addEventListener("submit", submit);
+  $("chat-error-close").addEventListener("click", () => {
+    const conv = store.chat && selectedConversation();
+    if (conv) conv.error = null;
+    scheduleRender();
+    input.focus();
+  });
+}
