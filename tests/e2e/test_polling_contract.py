@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Harness
+from tests.backends import Harness
 from tests.e2e.server import Server
 
 SENDERS = 6
