@@ -1,8 +1,13 @@
 """Message positions and the commit frontier of one process.
 
-Every message gets a timestamp (unix ms) from :class:`PositionTracker.begin` before it is
-written, and reports :meth:`PositionTracker.finish` once its write has committed (or failed).
-Readers ask for :meth:`PositionTracker.frontier`: the largest timestamp F such that
+Every message write reserves its timestamp (unix ms) and holds it while it is written::
+
+    async with positions.writing() as ts:
+        await write(message, ts)
+
+The position is released when the block exits, committed or not (an exception or a
+cancellation included). Readers ask for :meth:`PositionTracker.frontier`: the largest
+timestamp F such that
 
 * every write that began with a timestamp <= F has finished, and
 * every write that begins from now on gets a timestamp > F.
@@ -12,10 +17,10 @@ can therefore never hide a message from a client that polls with ``timestamp=F``
 committed later carries a larger timestamp. Writes may finish in any order; the frontier
 stays below the oldest unfinished one::
 
-    begin -> 8, 9, 10, 11        frontier 7
-    finish 9                     frontier 7   (8 is still running)
-    finish 8                     frontier 9   (10 is still running)
-    finish 10, 11; clock at 12   frontier 11
+    writing 8, 9, 10, 11         frontier 7
+    9 exits                      frontier 7   (8 is still running)
+    8 exits                      frontier 9   (10 is still running)
+    10, 11 exit; clock at 12     frontier 11
 
 The clock is monotonic (it never goes back even if the wall clock does), and the frontier
 trails it by one millisecond, so timestamps handed out to readers never force the next
@@ -29,6 +34,7 @@ import asyncio
 import heapq
 import time
 from collections.abc import Callable
+from types import TracebackType
 
 
 def wall_clock_ms() -> int:
@@ -55,12 +61,16 @@ class PositionTracker:
         if ts > self._last:
             self._last = ts
 
-    def begin(self) -> int:
+    def writing(self) -> Writing:
+        """Reserve a timestamp for one write, released when the ``async with`` exits."""
+        return Writing(self)
+
+    def _begin(self) -> int:
         ts = self.now()
         heapq.heappush(self._unfinished, ts)
         return ts
 
-    def finish(self, ts: int) -> None:
+    def _finish(self, ts: int) -> None:
         if ts > self.max_finished:
             self.max_finished = ts
         self._finished[ts] = self._finished.get(ts, 0) + 1
@@ -98,3 +108,25 @@ class PositionTracker:
     @property
     def in_flight(self) -> int:
         return len(self._unfinished) - sum(self._finished.values())
+
+
+class Writing:
+    """One write's hold on its position (see :meth:`PositionTracker.writing`)."""
+
+    __slots__ = ("_tracker", "ts")
+
+    def __init__(self, tracker: PositionTracker) -> None:
+        self._tracker = tracker
+        self.ts = 0
+
+    async def __aenter__(self) -> int:
+        self.ts = self._tracker._begin()
+        return self.ts
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._tracker._finish(self.ts)

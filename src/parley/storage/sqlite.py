@@ -7,9 +7,9 @@
 * Reads run on the event loop thread on a separate read-only connection (WAL mode lets
   them proceed while the writer commits). Point reads take microseconds, so running them
   inline is cheaper than any hop to a thread.
-* Message timestamps come from the process's :class:`PositionTracker` when the write is
-  queued and are finished when its batch has committed; reads return only messages at or
-  below the tracker's frontier.
+* Message timestamps are reserved from the process's :class:`PositionTracker` when the
+  write is queued and released when its batch has committed; reads return only messages
+  at or below the tracker's frontier.
 """
 
 from __future__ import annotations
@@ -485,11 +485,8 @@ class SqliteStorage(Storage):
     async def append_message(self, draft: MessageDraft) -> tuple[Message, bool]:
         if self._writer is None:
             raise Unavailable("storage is not open")
-        ts = self.positions.begin()
-        try:
+        async with self.positions.writing() as ts:
             result: tuple[Message, bool] = await self._writer.submit(None, _Append(draft, ts))
-        finally:
-            self.positions.finish(ts)
         if result[1] and ts > self._last_ts:
             self._last_ts = ts
         return result
