@@ -170,3 +170,27 @@ async def test_caught_up_waits_for_the_clock_to_pass_a_finished_write() -> None:
     ticking = asyncio.create_task(tick())
     assert await tracker.caught_up(timeout=5) == ts
     await ticking
+
+
+async def test_a_stopped_clock_does_not_hide_a_finished_write() -> None:
+    clock = FakeClock(500)
+    tracker = PositionTracker(clock, start=900)  # the wall clock is behind the floor
+    async with tracker.writing() as ts:
+        assert ts == 900
+    assert tracker.frontier() == 899
+    assert await tracker.caught_up(timeout=0.01) == 900
+    async with tracker.writing() as later:  # still lands above what readers were given
+        assert later > 900
+
+
+async def test_a_running_write_still_holds_the_frontier_back() -> None:
+    clock = FakeClock(500)
+    tracker = PositionTracker(clock, start=900)
+    slow = Write(tracker)
+    assert await slow.start() == 900
+    clock.now = 950
+    async with tracker.writing() as done:
+        assert done == 950
+    assert await tracker.caught_up(timeout=0.01) == 899
+    await slow.finish()
+    assert await tracker.caught_up(timeout=0.01) == 950

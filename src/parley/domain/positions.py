@@ -24,7 +24,10 @@ stays below the oldest unfinished one::
 
 The clock is monotonic (it never goes back even if the wall clock does), and the frontier
 trails it by one millisecond, so timestamps handed out to readers never force the next
-write's timestamp ahead of the wall clock. This object is used from one event loop thread
+write's timestamp ahead of the wall clock. When the wall clock is behind the floor (it
+stepped back, or a restart took the floor from a persisted high-water mark), a reader
+waiting for a finished write moves the floor on by itself after a short wait instead of
+waiting for the wall clock to catch up. This object is used from one event loop thread
 only and takes no lock.
 """
 
@@ -93,7 +96,10 @@ class PositionTracker:
         """The frontier, once it covers every write already finished (read-your-writes).
 
         A write acknowledged in the current millisecond is above the frontier until the
-        clock ticks; a reader that waits that long (bounded by ``timeout``) sees it.
+        clock ticks; a reader that waits that long (bounded by ``timeout``) sees it. If the
+        wall clock has not moved past the write by then (it is behind the floor), the floor
+        moves one millisecond past the write: later writes land above the frontier all the
+        same. Writes still running keep the frontier below them.
         """
         frontier = self.frontier()
         if frontier >= self.max_finished:
@@ -102,6 +108,9 @@ class PositionTracker:
         deadline = loop.time() + timeout
         while frontier < self.max_finished and loop.time() < deadline:
             await asyncio.sleep(0.0005)
+            frontier = self.frontier()
+        if frontier < self.max_finished:
+            self.advance(self.max_finished + 1)
             frontier = self.frontier()
         return frontier
 
