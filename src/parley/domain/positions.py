@@ -76,8 +76,11 @@ class PositionTracker:
     def _finish(self, ts: int) -> None:
         if ts > self.max_finished:
             self.max_finished = ts
-        self._finished[ts] = self._finished.get(ts, 0) + 1
         heap = self._unfinished
+        if not self._finished and heap[0] == ts:  # the oldest write, none finished early
+            heapq.heappop(heap)
+            return
+        self._finished[ts] = self._finished.get(ts, 0) + 1
         while heap and self._finished.get(heap[0], 0):
             top = heapq.heappop(heap)
             left = self._finished[top] - 1

@@ -388,9 +388,9 @@ class SqliteStorage(Storage):
 
     # the high-water mark ----------------------------------------------------------------
     async def _cover(self, frontier: int) -> None:
-        """Make sure the persisted mark is at or above ``frontier`` before it is handed out."""
-        if frontier > self._handed_out:
-            self._handed_out = frontier
+        """Make sure the persisted mark is at or above ``frontier`` (higher than any frontier
+        handed out so far) before it is handed out."""
+        self._handed_out = frontier
         if frontier + self._mark_lease // 2 <= self._mark:
             return
         for _ in range(3):
@@ -589,7 +589,8 @@ class SqliteStorage(Storage):
         self, recipients: Sequence[str], sent_by: str | None, after: int, limit: int
     ) -> tuple[list[Message], int]:
         frontier = await self.positions.caught_up()
-        await self._cover(frontier)
+        if frontier > self._handed_out:
+            await self._cover(frontier)
         sql, args = self._selection(recipients, sent_by, "ts > ? AND ts <= ?")
         args += [after, frontier]
         if sent_by is not None:
