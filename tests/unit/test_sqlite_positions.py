@@ -15,6 +15,7 @@ import pytest
 
 from parley.domain.models import new_id
 from parley.domain.positions import PositionTracker
+from parley.errors import Unavailable
 from parley.storage.base import MessageDraft
 from parley.storage.sqlite import MIGRATIONS, SqliteStorage
 
@@ -105,5 +106,30 @@ async def test_a_database_from_before_the_mark_opens_with_its_messages(tmp_path:
         assert sent.ts > T0 + 9_000
         page = await store.read_messages(["u_r"], None, None, 10)
         assert [m.body for m in page.messages] == ["old", "new"]
+    finally:
+        await store.close()
+
+
+async def test_a_read_that_cannot_raise_the_mark_hands_out_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "parley.db"
+    clock = Clock(T0)
+    store = await opened(path, clock)
+    try:
+        sent, _ = await store.append_message(draft("one"))
+        clock.now = T0 + 5_000
+        # The mark's row cannot be written (as with a disk fault); messages still can.
+        outside = sqlite3.connect(path, isolation_level=None)
+        outside.execute(
+            "CREATE TRIGGER no_mark BEFORE UPDATE ON high_water"
+            " BEGIN SELECT RAISE(FAIL, 'injected fault'); END"
+        )
+        with pytest.raises(Unavailable):
+            await store.read_messages(["u_r"], None, None, 10)
+        outside.execute("DROP TRIGGER no_mark")
+        outside.close()
+        page = await store.read_messages(["u_r"], None, None, 10)
+        assert [m.id for m in page.messages] == [sent.id]
+        (mark,) = sqlite3.connect(path).execute("SELECT ts FROM high_water").fetchone()
+        assert mark >= page.next_ts
     finally:
         await store.close()

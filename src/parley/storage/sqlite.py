@@ -321,7 +321,8 @@ class SqliteStorage(Storage):
         self._mark_lease = mark_lease_ms
         self._mark = 0  # the persisted high-water mark
         self._marking: asyncio.Future[None] | None = None  # a mark write under way
-        self._handed_out = 0  # the highest frontier used by a read
+        self._covered = 0  # the highest frontier known to be at or below the mark
+        self._asked = 0  # the highest frontier a read set out to hand out
         self.mark_writes = 0
 
     # lifecycle -------------------------------------------------------------------------
@@ -345,7 +346,7 @@ class SqliteStorage(Storage):
         finally:
             setup.close()
         self._last_ts = int(last)
-        self._mark = self._handed_out = int(mark)
+        self._mark = self._covered = self._asked = int(mark)
         # Timestamps never go back across a restart, even if the wall clock did: new ones
         # land above every stored message and every frontier a reader was given.
         self.positions.advance(max(self._last_ts, self._mark) + 1)
@@ -389,18 +390,19 @@ class SqliteStorage(Storage):
     # the high-water mark ----------------------------------------------------------------
     async def _cover(self, frontier: int) -> None:
         """Make sure the persisted mark is at or above ``frontier`` (higher than any frontier
-        handed out so far) before it is handed out."""
-        self._handed_out = frontier
-        if frontier + self._mark_lease // 2 <= self._mark:
-            return
+        covered so far) before a read hands it out; Unavailable if it cannot be written."""
+        if frontier > self._asked:
+            self._asked = frontier
         for _ in range(3):
-            if self._marking is None or self._marking.done():
+            if frontier + self._mark_lease // 2 > self._mark and (
+                self._marking is None or self._marking.done()
+            ):
                 self._marking = asyncio.ensure_future(self._renew_mark(frontier))
-            if frontier <= self._mark:
-                return  # renewed ahead of need, in the background
-            await asyncio.shield(self._marking)
-            if frontier <= self._mark:
+            if frontier <= self._mark:  # (renewed ahead of need, in the background)
+                self._covered = frontier
                 return
+            assert self._marking is not None
+            await asyncio.shield(self._marking)
         raise Unavailable("storage write failed", retry_after=1)
 
     async def _renew_mark(self, frontier: int) -> None:
@@ -417,10 +419,11 @@ class SqliteStorage(Storage):
             self._mark = target
 
     async def _write_exact_mark(self) -> None:
-        """At a clean close: the mark drops to the highest frontier actually handed out."""
+        """At a clean close: the mark drops to the highest frontier a read may have handed
+        out."""
         if self._marking is not None:
             await asyncio.shield(self._marking)
-        exact = self._handed_out
+        exact = self._asked
         try:
             await self._write(
                 lambda c: c.execute("UPDATE high_water SET ts = ? WHERE id = 1", (exact,))
@@ -589,7 +592,7 @@ class SqliteStorage(Storage):
         self, recipients: Sequence[str], sent_by: str | None, after: int, limit: int
     ) -> tuple[list[Message], int]:
         frontier = await self.positions.caught_up()
-        if frontier > self._handed_out:
+        if frontier > self._covered:
             await self._cover(frontier)
         sql, args = self._selection(recipients, sent_by, "ts > ? AND ts <= ?")
         args += [after, frontier]
