@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import Harness
+from tests.backends import Harness
 
 
 def error_code(response: object) -> str:

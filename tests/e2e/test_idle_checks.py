@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.conftest import Harness
+from tests.backends import Harness
 
 
 async def test_idle_checks_make_no_storage_calls(api: Harness) -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from parley.domain.models import GroupRecord, UserRecord, new_id
+from parley.domain.positions import PositionTracker
 from parley.storage.base import MessageDraft, Storage
+from tests.backends import MakeStorage
 
 
 def draft(
@@ -108,15 +108,28 @@ async def test_pages_never_split_a_timestamp(storage: Storage) -> None:
     assert seen == [m.id for m in everything]
 
 
-async def test_more_than_a_page_in_one_millisecond(storage: Storage) -> None:
-    tracker = getattr(storage, "positions", None)
-    if tracker is None:
-        pytest.skip("adapter assigns positions elsewhere")
-    tracker._clock = lambda: 5_000_000_000_000  # every write lands in one millisecond
-    tracker._last = 0
+class Clock:
+    """A clock the test sets (unix ms)."""
+
+    def __init__(self, now: int) -> None:
+        self.now = now
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def tracker_of(storage: Storage) -> PositionTracker:
+    tracker = storage.positions  # type: ignore[attr-defined]
+    assert isinstance(tracker, PositionTracker)
+    return tracker
+
+
+async def test_more_than_a_page_in_one_millisecond(clocked_storage: MakeStorage) -> None:
+    clock = Clock(5_000_000_000_000)  # every write lands in one millisecond
+    storage = await clocked_storage(clock)
     for i in range(12):
         await storage.append_message(draft("u_s", "u_r", f"m{i}"))
-    tracker._clock = lambda: 5_000_000_000_010
+    clock.now = 5_000_000_000_010
     page = await storage.read_messages(["u_r"], None, None, 5)
     assert len(page.messages) == 12 and page.has_more
     assert page.next_ts == 5_000_000_000_000
@@ -124,32 +137,43 @@ async def test_more_than_a_page_in_one_millisecond(storage: Storage) -> None:
     assert rest.messages == []
 
 
-async def test_out_of_order_finish_hides_later_writes(storage: Storage) -> None:
+async def test_out_of_order_finish_hides_later_writes(clocked_storage: MakeStorage) -> None:
     """Writes 8..11 are in flight; a finished later write stays invisible until they end."""
-    tracker = getattr(storage, "positions", None)
-    if tracker is None:
-        pytest.skip("adapter assigns positions elsewhere")
     base = 6_000_000_000_000
-    now = {"t": base + 8}
-    tracker._clock = lambda: now["t"]
-    tracker._last = 0
-    in_flight = []
-    for offset in (8, 9, 10, 11):
-        now["t"] = base + offset
-        in_flight.append(tracker.begin())
-    now["t"] = base + 12
+    clock = Clock(base + 8)
+    storage = await clocked_storage(clock)
+    tracker = tracker_of(storage)
+    release = [asyncio.Event() for _ in range(4)]
+
+    async def in_flight(go: asyncio.Event, ready: asyncio.Event) -> None:
+        async with tracker.writing():  # a slow write of this adapter holding its position
+            ready.set()
+            await go.wait()
+
+    writes = []
+    for offset, go in zip((8, 9, 10, 11), release, strict=True):
+        clock.now = base + offset
+        ready = asyncio.Event()
+        writes.append(asyncio.create_task(in_flight(go, ready)))
+        await ready.wait()
+
+    async def finish(i: int) -> None:
+        release[i].set()
+        await writes[i]
+
+    clock.now = base + 12
     done, _ = await storage.append_message(draft("u_s", "u_r", "finished early"))
     assert done.ts == base + 12
-    now["t"] = base + 20
+    clock.now = base + 20
     page = await storage.read_messages(["u_r"], None, base, 500)
     assert page.messages == [] and page.next_ts == base + 7
-    tracker.finish(in_flight[1])  # 9
+    await finish(1)  # 9
     page = await storage.read_messages(["u_r"], None, base, 500)
     assert page.messages == [] and page.next_ts == base + 7
-    tracker.finish(in_flight[0])  # 8
+    await finish(0)  # 8
     assert (await storage.read_messages(["u_r"], None, base, 500)).next_ts == base + 9
-    tracker.finish(in_flight[3])
-    tracker.finish(in_flight[2])
+    await finish(3)
+    await finish(2)
     page = await storage.read_messages(["u_r"], None, base + 7, 500)
     assert [m.id for m in page.messages] == [done.id]
     assert page.next_ts == base + 19

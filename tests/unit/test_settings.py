@@ -20,6 +20,7 @@ def test_defaults() -> None:
 
 
 def test_postgres_settings_reach_the_storage() -> None:
+    pytest.importorskip("asyncpg")  # the postgres extra
     settings = Settings.from_env(
         {
             "PARLEY_STORAGE": "postgres",

@@ -102,8 +102,7 @@ class MemoryStorage(Storage):
             earlier = self._sends.get((draft.sender_id, draft.send_key))
             if earlier is not None:
                 return earlier, False
-        ts = self.positions.begin()
-        try:
+        async with self.positions.writing() as ts:
             message = Message(
                 id=draft.id,
                 type=draft.type,
@@ -119,8 +118,6 @@ class MemoryStorage(Storage):
             if draft.send_key is not None:
                 self._sends[(draft.sender_id, draft.send_key)] = message
             self._last_ts = max(self._last_ts, ts)
-        finally:
-            self.positions.finish(ts)
         return message, True
 
     async def find_send(self, sender_id: str, send_key: str) -> Message | None:

@@ -7,9 +7,16 @@
 * Reads run on the event loop thread on a separate read-only connection (WAL mode lets
   them proceed while the writer commits). Point reads take microseconds, so running them
   inline is cheaper than any hop to a thread.
-* Message timestamps come from the process's :class:`PositionTracker` when the write is
-  queued and are finished when its batch has committed; reads return only messages at or
-  below the tracker's frontier.
+* Message timestamps are reserved from the process's :class:`PositionTracker` when the
+  write is queued and released when its batch has committed; reads return only messages
+  at or below the tracker's frontier.
+* Positions survive a restart even if the wall clock stepped back meanwhile: the clock
+  starts above both the last stored message and a persisted high-water mark, which is
+  kept at or above every frontier handed out (``nextTimestamp`` can be a frontier with no
+  message at it). The mark is written ahead of need, ``MARK_LEASE_MS`` beyond the
+  frontier, from the background, so reads seldom wait for it; a clean close writes the
+  exact highest frontier handed out, so only a crash moves the clock ahead of the wall
+  clock after a restart, by at most the lease.
 """
 
 from __future__ import annotations
@@ -71,7 +78,18 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE UNIQUE INDEX messages_send_key ON messages (sender_id, send_key)
         WHERE send_key IS NOT NULL;
     """,
+    """
+    CREATE TABLE high_water (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        ts INTEGER NOT NULL
+    );
+    INSERT INTO high_water (id, ts) VALUES (1, 0);
+    """,
 )
+
+# How far beyond the frontier the persisted high-water mark is written; it is renewed
+# when the frontier comes within half of it (at most one small write per half lease).
+MARK_LEASE_MS = 2_000
 
 MESSAGE_COLUMNS = "id, type, sender_id, recipient_id, body, ts, seq"
 
@@ -289,6 +307,7 @@ class SqliteStorage(Storage):
         synchronous: str = "FULL",
         positions: PositionTracker | None = None,
         max_batch: int = 1024,
+        mark_lease_ms: int = MARK_LEASE_MS,
     ) -> None:
         super().__init__()
         self.path = path
@@ -299,6 +318,12 @@ class SqliteStorage(Storage):
         self._checkpointer: _Checkpointer | None = None
         self._reader: sqlite3.Connection | None = None
         self._last_ts = 0
+        self._mark_lease = mark_lease_ms
+        self._mark = 0  # the persisted high-water mark
+        self._marking: asyncio.Future[None] | None = None  # a mark write under way
+        self._covered = 0  # the highest frontier known to be at or below the mark
+        self._asked = 0  # the highest frontier a read set out to hand out
+        self.mark_writes = 0
 
     # lifecycle -------------------------------------------------------------------------
     def _connect(self, *, readonly: bool = False) -> sqlite3.Connection:
@@ -317,11 +342,14 @@ class SqliteStorage(Storage):
         try:
             self._migrate(setup)
             (last,) = setup.execute("SELECT COALESCE(MAX(ts), 0) FROM messages").fetchone()
+            (mark,) = setup.execute("SELECT ts FROM high_water WHERE id = 1").fetchone()
         finally:
             setup.close()
         self._last_ts = int(last)
-        # Timestamps never go back across a restart, even if the wall clock did.
-        self.positions.advance(self._last_ts + 1)
+        self._mark = self._covered = self._asked = int(mark)
+        # Timestamps never go back across a restart, even if the wall clock did: new ones
+        # land above every stored message and every frontier a reader was given.
+        self.positions.advance(max(self._last_ts, self._mark) + 1)
         self._reader = self._connect(readonly=True)
         self._writer = _Writer(self._write_connection, self._max_batch)
         self._writer.start()
@@ -343,6 +371,8 @@ class SqliteStorage(Storage):
         return conn
 
     async def close(self) -> None:
+        if self._writer is not None and self._writer.is_alive():
+            await self._write_exact_mark()
         if self._checkpointer is not None:
             await asyncio.to_thread(self._checkpointer.stop)
             self._checkpointer = None
@@ -356,6 +386,50 @@ class SqliteStorage(Storage):
     @property
     def batches(self) -> int:
         return self._writer.batches if self._writer else 0
+
+    # the high-water mark ----------------------------------------------------------------
+    async def _cover(self, frontier: int) -> None:
+        """Make sure the persisted mark is at or above ``frontier`` (higher than any frontier
+        covered so far) before a read hands it out; Unavailable if it cannot be written."""
+        if frontier > self._asked:
+            self._asked = frontier
+        for _ in range(3):
+            if frontier + self._mark_lease // 2 > self._mark and (
+                self._marking is None or self._marking.done()
+            ):
+                self._marking = asyncio.ensure_future(self._renew_mark(frontier))
+            if frontier <= self._mark:  # (renewed ahead of need, in the background)
+                self._covered = frontier
+                return
+            assert self._marking is not None
+            await asyncio.shield(self._marking)
+        raise Unavailable("storage write failed", retry_after=1)
+
+    async def _renew_mark(self, frontier: int) -> None:
+        target = frontier + self._mark_lease
+        try:
+            await self._write(
+                lambda c: c.execute("UPDATE high_water SET ts = MAX(ts, ?) WHERE id = 1", (target,))
+            )
+        except Exception as exc:  # a reader waiting for it answers Unavailable
+            log.error("sqlite high-water mark not written: %s", exc)
+            return
+        self.mark_writes += 1
+        if target > self._mark:
+            self._mark = target
+
+    async def _write_exact_mark(self) -> None:
+        """At a clean close: the mark drops to the highest frontier a read may have handed
+        out."""
+        if self._marking is not None:
+            await asyncio.shield(self._marking)
+        exact = self._asked
+        try:
+            await self._write(
+                lambda c: c.execute("UPDATE high_water SET ts = ? WHERE id = 1", (exact,))
+            )
+        except Exception as exc:  # the last renewed mark stays: higher, still safe
+            log.error("sqlite high-water mark not written at close: %s", exc)
 
     # plumbing --------------------------------------------------------------------------
     def _read(self) -> sqlite3.Connection:
@@ -485,11 +559,8 @@ class SqliteStorage(Storage):
     async def append_message(self, draft: MessageDraft) -> tuple[Message, bool]:
         if self._writer is None:
             raise Unavailable("storage is not open")
-        ts = self.positions.begin()
-        try:
+        async with self.positions.writing() as ts:
             result: tuple[Message, bool] = await self._writer.submit(None, _Append(draft, ts))
-        finally:
-            self.positions.finish(ts)
         if result[1] and ts > self._last_ts:
             self._last_ts = ts
         return result
@@ -521,6 +592,8 @@ class SqliteStorage(Storage):
         self, recipients: Sequence[str], sent_by: str | None, after: int, limit: int
     ) -> tuple[list[Message], int]:
         frontier = await self.positions.caught_up()
+        if frontier > self._covered:
+            await self._cover(frontier)
         sql, args = self._selection(recipients, sent_by, "ts > ? AND ts <= ?")
         args += [after, frontier]
         if sent_by is not None:

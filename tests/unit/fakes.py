@@ -1,0 +1,111 @@
+"""Recording fakes for the services' collaborators, and the services wired on them.
+
+The services run on the in-memory storage adapter (its ``calls`` counter tells which
+storage operations a service used) with a change cache and a wake-up channel that record
+what the services told them. Tests assert on those records, in the manner of
+"Architecture Patterns with Python": drive a service through its public methods, then
+look at what its fakes were asked to do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from parley.domain.positions import PositionTracker
+from parley.domain.rules import Limits
+from parley.services.directory import Directory
+from parley.services.groups import GroupService
+from parley.services.messages import MessageService
+from parley.services.notifier import Notifier
+from parley.services.users import UserService
+from parley.storage.memory import MemoryStorage
+
+
+class RecordingChanges:
+    """A change cache that records every mark and answers from what was marked."""
+
+    def __init__(self) -> None:
+        self.earliest = 0
+        self.marks: list[tuple[str, int]] = []
+        self.asked: list[tuple[tuple[str, ...], int]] = []
+
+    async def start(self, earliest: int) -> None:
+        self.earliest = earliest
+
+    async def marked(self, marks: Sequence[tuple[str, int]]) -> None:
+        self.marks.extend(marks)
+
+    async def changed(self, streams: Sequence[str], after: int) -> bool:
+        self.asked.append((tuple(streams), after))
+        if after < self.earliest:
+            return True
+        wanted = set(streams)
+        return any(stream in wanted and ts > after for stream, ts in self.marks)
+
+    def streams_marked(self) -> set[str]:
+        return {stream for stream, _ in self.marks}
+
+
+class RecordingNotifier(Notifier):
+    """The real in-process wake-up channel, recording every notification it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.notified: list[list[str]] = []
+
+    def notify_all(self, streams: Iterable[str]) -> None:
+        streams = list(streams)
+        self.notified.append(streams)
+        super().notify_all(streams)
+
+    def streams_notified(self) -> set[str]:
+        return {stream for streams in self.notified for stream in streams}
+
+
+class Clock:
+    """A clock for the position tracker (unix ms) that the test moves."""
+
+    def __init__(self, now: int = 1_700_000_000_000) -> None:
+        self.now = now
+
+    def __call__(self) -> int:
+        return self.now
+
+    def tick(self, ms: int = 1) -> None:
+        self.now += ms
+
+
+@dataclass
+class Services:
+    storage: MemoryStorage
+    changes: RecordingChanges
+    notifier: RecordingNotifier
+    clock: Clock
+    users: UserService
+    groups: GroupService
+    messages: MessageService
+    limits: Limits = field(default_factory=Limits)
+
+    def storage_calls(self) -> int:
+        return sum(self.storage.calls.values())
+
+    def forget(self) -> None:
+        """Clear the fakes' records (after setting a scene)."""
+        self.changes.marks.clear()
+        self.changes.asked.clear()
+        self.notifier.notified.clear()
+
+
+def make_services(token_mode: bool = True) -> Services:
+    """The services wired as ``parley.app.build`` wires them, on recording fakes."""
+    clock = Clock()
+    storage = MemoryStorage(positions=PositionTracker(clock))
+    changes = RecordingChanges()
+    notifier = RecordingNotifier()
+    limits = Limits()
+    directory = Directory(storage)
+    users = UserService(storage, directory, limits, token_mode)
+    groups = GroupService(storage, directory, users, limits)
+    messages = MessageService(storage, directory, users, groups, changes, limits, notifier)
+    return Services(storage, changes, notifier, clock, users, groups, messages, limits)
