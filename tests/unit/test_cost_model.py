@@ -27,6 +27,7 @@ CHECK = OperationProfile(
     requests_per_second=2000,
     cpu_seconds_per_request=0.0003,
     storage_reads_per_request=1,
+    storage_writes_per_request=0,
     read_units_per_read=0.5,
     storage_cpu_seconds_per_request=0.00005,
     cache_ops_per_request=2,
@@ -47,16 +48,19 @@ SEND = OperationProfile(
     request_bytes=500,
     response_bytes=500,
 )
-SHAPE = ShapeBench(operations={"check": CHECK, "send": SEND})
+SHAPE = ShapeBench(operations={"check": CHECK, "send": SEND}, process_base_bytes=100e6)
 BENCH = BenchFile(
     format="parley-bench/1",
     sample=False,
+    idle_connection_bytes=0,  # connection memory is tested on its own below
     workload=WORKLOAD,
     shapes={"sqlite-single": SHAPE, "postgres-redis": SHAPE, "dynamodb-fargate": SHAPE},
 )
+# The ALB with a new connection per request: the course design's client, priced by hand below.
 INPUTS = ModelInputs(
     target_utilisation=0.5, dynamodb_target_utilisation=0.5, retention_days=100,
-    stored_bytes_per_message=1000,
+    stored_bytes_per_message=1000, load_balancer="alb", new_connections_per_request=1,
+    reconnects_per_user_per_hour=0,
 )  # fmt: skip
 
 

@@ -27,6 +27,7 @@ SAMPLE: Final[dict[str, Any]] = {
     "measured_at": None,
     "machine": None,
     "ceiling_requests_per_second": None,
+    "idle_connection_bytes": 36_000,
     "workload": {
         "checks_per_user_per_minute": 1,
         "sends_per_user_per_day": 10,
@@ -35,6 +36,7 @@ SAMPLE: Final[dict[str, Any]] = {
     "shapes": {
         "sqlite-single": {
             "process_vcpus": 1.0,
+            "process_base_bytes": 150_000_000,
             "note": "one process, SQLite file, in-process caches",
             "operations": {
                 "check": {
@@ -55,6 +57,7 @@ SAMPLE: Final[dict[str, Any]] = {
         },
         "postgres-redis": {
             "process_vcpus": 1.0,
+            "process_base_bytes": 150_000_000,
             "note": "stateless processes on PostgreSQL, Redis as shared cache and wake-up channel",
             "operations": {
                 "check": {
@@ -81,6 +84,7 @@ SAMPLE: Final[dict[str, Any]] = {
         },
         "dynamodb-fargate": {
             "process_vcpus": 1.0,
+            "process_base_bytes": 150_000_000,
             "note": "DynamoDB tables, conditional and transactional writes, ElastiCache Redis",
             "operations": {
                 "check": {
