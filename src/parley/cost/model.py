@@ -95,7 +95,8 @@ class ModelInputs:
 
     target_utilisation: float = 0.6  # of every CPU we size (app, database, cache)
     task_vcpu: float = 1.0
-    task_memory_gb: float = 2.0
+    task_memory_gb: float = 2.0  # the smallest size considered when size_task_memory is on
+    size_task_memory: bool = True  # pick the cheapest Fargate memory size for the connections
     min_tasks: int = 2  # scale-out shapes keep two tasks for availability
     peak_factor: float = 1.0  # busiest-hour rate / average rate, for capacity
     dynamodb_mode: str = "cheaper"  # which DynamoDB billing mode counts in the total
@@ -447,20 +448,29 @@ def _fargate(
             unknown=missing,
             driver=cpu_driver,
         )
-    usable = inputs.task_memory_gb * GIB * inputs.memory_utilisation - base
-    if usable <= 0:
+    sizes = _memory_sizes(inputs) if inputs.size_task_memory else [inputs.task_memory_gb]
+    options = []
+    for memory_gb in sizes:
+        usable = memory_gb * GIB * inputs.memory_utilisation - base
+        if usable <= 0:
+            continue
+        by_memory = math.ceil(held / usable - 1e-9)
+        tasks = max(by_cpu, by_memory)
+        per_task = inputs.task_vcpu * prices.fargate_vcpu_hour + memory_gb * prices.fargate_gb_hour
+        options.append((tasks * per_task * hours, memory_gb, tasks, by_memory, usable))
+    if not options:
         raise ModelError(
             f"a {inputs.task_memory_gb:g} GB task at {inputs.memory_utilisation:.0%} does not hold "
             f"one process ({base / 2**20:,.0f} MiB measured)"
         )
-    by_memory = math.ceil(held / usable - 1e-9)
-    tasks = max(by_cpu, by_memory)
+    monthly, memory_gb, tasks, by_memory, usable = min(options)
     memory_bound = by_memory > by_cpu
     per_connection = (bench.idle_connection_bytes or 0) / 1024
+    size = f"{inputs.task_vcpu:g} vCPU / {memory_gb:g} GB"
     return LineItem(
         "Fargate",
         "compute",
-        tasks * per_task * hours,
+        monthly,
         f"{tasks} tasks x {size}, {'memory' if memory_bound else 'CPU'}-bound: CPU "
         f"{by_cpu} ({cpu_text}), memory {by_memory} ({load.connections:,.0f} connections x "
         f"{per_connection:.1f} KiB, {usable / GIB:.2f} GiB usable per task)",
@@ -468,6 +478,13 @@ def _fargate(
             f"memory per idle connection ({per_connection:.1f} KiB)" if memory_bound else cpu_driver
         ),
     )
+
+
+def _memory_sizes(inputs: ModelInputs) -> list[float]:
+    """Fargate's memory sizes for the task's vCPU (1 GB steps), from ``task_memory_gb`` up."""
+    low, high = FARGATE_SIZES[inputs.task_vcpu]
+    sizes = [low, *range(math.ceil(low) if low >= 1 else 1, math.floor(high) + 1)]
+    return sorted({m for m in sizes if m >= inputs.task_memory_gb})
 
 
 def _lb_units(
