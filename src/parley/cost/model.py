@@ -387,7 +387,9 @@ def _driver(load: Load, sb: ShapeBench, label: str, name: str, unit: str, scale:
     op = max(known, key=lambda o: rates[o] * known[o])
     what = _OP_NAMES.get(op, op)
     article = "an" if what[0] in "aeiou" else "a"
-    return f"{label} of {article} {what} ({known[op] * scale:,.3g} {unit})".replace(" )", ")")
+    value = known[op] * scale
+    text = f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+    return f"{label} of {article} {what} ({text} {unit})".replace(" )", ")")
 
 
 def _unknown(*pairs: tuple[str, float | None]) -> tuple[str, ...]:
@@ -951,7 +953,19 @@ def cheapest_highly_available(
             f"not measured: {missing}."
         )
         if floor.known_total > budget:
-            verdict += f" Its known part alone exceeds {_money(budget)}."
+            known = sorted(
+                (i for i in floor.line_items if i.included and i.monthly),
+                key=lambda i: -(i.monthly or 0.0),
+            )
+            verdict += (
+                f" Its known part alone exceeds {_money(budget)} by "
+                f"{_money(floor.known_total - budget)}: "
+                + "; ".join(
+                    f"{i.name} {_money(i.monthly or 0.0)} (set by {i.driver or 'its price'})"
+                    for i in known
+                )
+                + "."
+            )
         return Verdict(users, budget, None, False if floor.known_total > budget else None, verdict)
     best = min(complete, key=lambda r: r.total or 0.0)
     total = best.total or 0.0

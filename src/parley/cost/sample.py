@@ -16,6 +16,7 @@ __all__ = ["SAMPLE", "sample_bench", "sample_json"]
 
 _CHECK_BYTES: Final = {"request_bytes": 350, "response_bytes": 1600}
 _SEND_BYTES: Final = {"request_bytes": 500, "response_bytes": 350}
+_IDLE_BYTES: Final = {"request_bytes": 350, "response_bytes": 330}
 
 SAMPLE: Final[dict[str, Any]] = {
     "format": "parley-bench/1",
@@ -46,6 +47,13 @@ SAMPLE: Final[dict[str, Any]] = {
                     "storage_writes_per_request": 0,
                     **_CHECK_BYTES,
                 },
+                "idle": {
+                    "requests_per_second": 20000,
+                    "cpu_seconds_per_request": 0.00005,
+                    "storage_reads_per_request": 0,
+                    "storage_writes_per_request": 0,
+                    **_IDLE_BYTES,
+                },
                 "send": {
                     "requests_per_second": 1500,
                     "cpu_seconds_per_request": 0.00066,
@@ -69,6 +77,16 @@ SAMPLE: Final[dict[str, Any]] = {
                     "cache_ops_per_request": 2,
                     "cache_cpu_seconds_per_request": 0.000005,
                     **_CHECK_BYTES,
+                },
+                "idle": {
+                    "requests_per_second": 8000,
+                    "cpu_seconds_per_request": 0.00012,
+                    "storage_reads_per_request": 0,
+                    "storage_writes_per_request": 0,
+                    "storage_cpu_seconds_per_request": 0,
+                    "cache_ops_per_request": 1,
+                    "cache_cpu_seconds_per_request": 0.000003,
+                    **_IDLE_BYTES,
                 },
                 "send": {
                     "requests_per_second": 900,
@@ -96,6 +114,15 @@ SAMPLE: Final[dict[str, Any]] = {
                     "cache_ops_per_request": 2,
                     "cache_cpu_seconds_per_request": 0.000005,
                     **_CHECK_BYTES,
+                },
+                "idle": {
+                    "requests_per_second": 8000,
+                    "cpu_seconds_per_request": 0.00012,
+                    "storage_reads_per_request": 0,
+                    "storage_writes_per_request": 0,
+                    "cache_ops_per_request": 1,
+                    "cache_cpu_seconds_per_request": 0.000003,
+                    **_IDLE_BYTES,
                 },
                 "send": {
                     "requests_per_second": 600,
