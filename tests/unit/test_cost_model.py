@@ -374,6 +374,12 @@ def test_task_count_is_the_larger_of_cpu_and_memory_bound() -> None:
     fargate = next(i for i in light.line_items if i.name == "Fargate")
     assert fargate.monthly == pytest.approx(11 * 36.0401)
     assert "CPU-bound" in fargate.detail
+    # a what-if for the memory per connection overrides the measured figure
+    what_if = dataclasses.replace(INPUTS, idle_connection_kib=12)
+    fargate = next(
+        i for i in _shape_with_memory(36_659, 100e6, what_if).line_items if i.name == "Fargate"
+    )
+    assert fargate.monthly == pytest.approx(11 * 36.0401) and "12.0 KiB" in fargate.detail
     # with the memory size chosen: 3 GB tasks hold 21.995 GB in ceil(8.88) = 9 < 11 tasks, so
     # 11 x (0.04048 + 3 x 0.004445) x 730 = 432.13 beats 14 x 2 GB (504.56) and 11 x 4 GB
     sized = dataclasses.replace(INPUTS, size_task_memory=True)

@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
+import msgspec
+
 from parley.cost.measured import SHAPES, WORKLOADS, BenchFile, ShapeBench, Workload
 from parley.cost.prices import InstanceClass, Prices
 
@@ -112,6 +114,8 @@ class ModelInputs:
     load_balancer: str = "cheaper"  # cheaper | alb | nlb-tcp | nlb-tls
     tls_handshake_cpu_seconds: float = 0.002  # Parley's CPU per TLS handshake (nlb-tcp only)
     memory_utilisation: float = 0.8  # of a task's memory that connections and caches may fill
+    # What-if for the memory per idle connection, in KiB; NaN (not set): the bench's measurement.
+    idle_connection_kib: float = math.nan
     stored_bytes_per_message: float = 500.0  # item or row with keys and index overhead
     retention_days: float = 365.0
     hours_per_month: float = 730.0
@@ -152,6 +156,10 @@ class ModelInputs:
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ModelError(f"{name} must be a finite number >= 0")
+        if not math.isnan(self.idle_connection_kib) and not (
+            math.isfinite(self.idle_connection_kib) and self.idle_connection_kib >= 0
+        ):
+            raise ModelError("idle_connection_kib must be a finite number >= 0")
         if self.peak_factor < 1:
             raise ModelError("peak_factor must be >= 1 (it scales the average up to the peak)")
         return self
@@ -854,6 +862,10 @@ def estimate_shape(
     workload_name: str = "original",
 ) -> ShapeCost:
     file = bench or BenchFile(format="parley-bench/1", sample=False, shapes={shape: sb})
+    if not math.isnan(inputs.idle_connection_kib):
+        file = msgspec.structs.replace(
+            file, idle_connection_bytes=inputs.idle_connection_kib * 1024
+        )
     load = compute_load(users, workload, sb, inputs)
     load = dataclasses.replace(load, connection_bytes=file.idle_connection_bytes)
     cost = _SHAPE_COSTS.get(shape)

@@ -236,7 +236,10 @@ def _parley_section(report: Report) -> list[str]:
         f"{mi.new_connections_per_request:g} new connection/request, load balancer "
         f"{mi.load_balancer}, "
         + (
-            f"{report.bench.idle_connection_bytes / 1024:.1f} KiB per idle connection (measured), "
+            f"{mi.idle_connection_kib:g} KiB per idle connection (set), "
+            if not math.isnan(mi.idle_connection_kib)
+            else f"{report.bench.idle_connection_bytes / 1024:.1f} KiB per idle connection "
+            "(measured), "
             if report.bench.idle_connection_bytes is not None
             else "memory per idle connection unknown, "
         )
@@ -304,7 +307,7 @@ def _result_lines(r: ShapeCost) -> list[str]:
     idle = f" ({rates['idle']:,.1f} idle)" if "idle" in rates else ""
     reads = _maybe(ld.storage_reads_per_second, "{:,.0f} reads/s")
     writes = _maybe(ld.storage_writes_per_second, "{:,.0f} writes/s")
-    out = [head]
+    out = textwrap.wrap(head, width=_WIDTH, subsequent_indent="    ")
     out += _wrap(
         "load:",
         f"{checks:,.1f} checks/s{idle} + {rates['send']:,.1f} sends/s; app {ld.app_vcpus:.2f} "
@@ -339,10 +342,13 @@ def _maybe(value: float | None, fmt: str) -> str:
 
 
 def _verdict_lines(verdict: Verdict) -> list[str]:
-    return [
+    head = (
         f"  Highly available at {verdict.users:,} users, realistic workload (budget "
         f"${_money(verdict.budget)}: a tenth of the course design's "
-        f"${_money(design.SCENARIOS[-1].stated.total)}):",
+        f"${_money(design.SCENARIOS[-1].stated.total)}):"
+    )
+    return [
+        *textwrap.wrap(head, width=_WIDTH, subsequent_indent="    "),
         *_wrap("verdict:", verdict.text, indent=4, width=0),
         *_wrap(
             "means:",
