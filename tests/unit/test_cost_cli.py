@@ -236,3 +236,13 @@ def test_the_bench_example_in_the_docs_is_valid() -> None:
     bench = parse_bench(example, "docs/cost.md")
     assert bench.sample is False
     assert bench.shapes["dynamodb-fargate"].operations["check"].read_units_per_read == 0.5
+
+
+def test_text_shows_both_workloads_and_the_verdict(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--users", "1M"]) == 0
+    out = capsys.readouterr().out
+    assert "postgres-redis, original" in out and "postgres-redis, realistic" in out
+    assert "realistic workload: $" in out and "original workload: $" in out
+    assert "NLB (TCP, TLS in Parley)" in out and "ALB" in out
+    assert "Highly available at 1,000,000 users" in out
+    assert "cheapest highly available shape: postgres-redis" in " ".join(out.split())

@@ -563,6 +563,12 @@ async def _run(
         "connections": args.connections,
         "seconds": args.seconds,
         "idle_streams": streams.get("connections"),
+        "postgres_cpu_source": (
+            "/proc/<pid>/stat of the backends serving the server (pg_stat_activity.client_port)"
+            if args.storage == "postgres"
+            else None
+        ),
+        "redis_cpu_source": "INFO cpu, whole server" if args.storage == "postgres" else None,
         "kib_per_idle_stream": per_stream,
     }
     return rows, meta
