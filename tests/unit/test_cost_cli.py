@@ -132,15 +132,20 @@ def _json_run(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, objec
     return doc
 
 
-def _total(doc: dict[str, object], shape: str, users: int) -> float:
+def _total(doc: dict[str, object], shape: str, users: int, workload: str = "original") -> float:
     results = doc["parley"]["results"]  # type: ignore[index]
-    (match,) = [r for r in results if r["shape"] == shape and r["users"] == users]
+    (match,) = [
+        r
+        for r in results
+        if r["shape"] == shape and r["users"] == users and r["workload"] == workload
+    ]
     total: float = match["total"]
     return total
 
 
 def test_json_output_and_price_overrides_flow_through(capsys: pytest.CaptureFixture[str]) -> None:
-    doc = _json_run(capsys, "--users", "1M")
+    alb = ("--set", "load_balancer=alb")
+    doc = _json_run(capsys, "--users", "1M", *alb)
     design = doc["course_design"]
     assert len(design["findings"]) == 13  # type: ignore[index]
     assert [s["stated_total_from_subtotals"] for s in design["scenarios"]] == [  # type: ignore[index]
@@ -150,16 +155,18 @@ def test_json_output_and_price_overrides_flow_through(capsys: pytest.CaptureFixt
     ]
     assert doc["parley"]["sample"] is True  # type: ignore[index]
     base = _total(doc, "postgres-redis", 1_000_000)
-    free_lcu = _json_run(capsys, "--users", "1M", "--price", "alb_lcu_hour=0")
-    alb = next(
+    free_lcu = _json_run(capsys, "--users", "1M", "--price", "alb_lcu_hour=0", *alb)
+    alb_monthly = next(
         i["monthly"]
         for r in doc["parley"]["results"]  # type: ignore[index]
-        if r["shape"] == "postgres-redis"
+        if r["shape"] == "postgres-redis" and r["workload"] == "original"
         for i in r["line_items"]
         if i["name"] == "ALB"
     )
     # only the LCU part of the ALB disappears: 0.0225 x 730 = 16.425 remains
-    assert _total(free_lcu, "postgres-redis", 1_000_000) == pytest.approx(base - alb + 16.425)
+    assert _total(free_lcu, "postgres-redis", 1_000_000) == pytest.approx(
+        base - alb_monthly + 16.425
+    )
 
 
 def test_flags_reach_the_model(capsys: pytest.CaptureFixture[str]) -> None:
@@ -229,3 +236,13 @@ def test_the_bench_example_in_the_docs_is_valid() -> None:
     bench = parse_bench(example, "docs/cost.md")
     assert bench.sample is False
     assert bench.shapes["dynamodb-fargate"].operations["check"].read_units_per_read == 0.5
+
+
+def test_text_shows_both_workloads_and_the_verdict(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--users", "1M"]) == 0
+    out = capsys.readouterr().out
+    assert "postgres-redis, original" in out and "postgres-redis, realistic" in out
+    assert "realistic workload: $" in out and "original workload: $" in out
+    assert "NLB (TCP, TLS in Parley)" in out and "ALB" in out
+    assert "Highly available at 1,000,000 users" in out
+    assert "cheapest highly available shape: postgres-redis" in " ".join(out.split())

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 
 import msgspec
 import pytest
 
-from parley.cost.measured import BenchFile, OperationProfile, ShapeBench, Workload
+from parley.cost.measured import BenchFile, OperationProfile, ShapeBench, Workload, parse_bench
 from parley.cost.model import (
+    LineItem,
     ModelError,
     ModelInputs,
     ShapeCost,
+    cheapest_highly_available,
     compute_load,
     estimate,
     pick_class,
@@ -19,6 +23,7 @@ from parley.cost.model import (
     with_settings,
 )
 from parley.cost.prices import InstanceClass, Prices
+from parley.cost.report import Report, render_text
 
 # 8.64 sends a day makes sends/s = users / 10,000; 600,000 users -> 10,000 checks/s, 60 sends/s.
 WORKLOAD = Workload(checks_per_user_per_minute=1, sends_per_user_per_day=8.64, messages_per_check=7)
@@ -27,6 +32,7 @@ CHECK = OperationProfile(
     requests_per_second=2000,
     cpu_seconds_per_request=0.0003,
     storage_reads_per_request=1,
+    storage_writes_per_request=0,
     read_units_per_read=0.5,
     storage_cpu_seconds_per_request=0.00005,
     cache_ops_per_request=2,
@@ -47,16 +53,19 @@ SEND = OperationProfile(
     request_bytes=500,
     response_bytes=500,
 )
-SHAPE = ShapeBench(operations={"check": CHECK, "send": SEND})
+SHAPE = ShapeBench(operations={"check": CHECK, "send": SEND}, process_base_bytes=100e6)
 BENCH = BenchFile(
     format="parley-bench/1",
     sample=False,
+    idle_connection_bytes=0,  # connection memory is tested on its own below
     workload=WORKLOAD,
     shapes={"sqlite-single": SHAPE, "postgres-redis": SHAPE, "dynamodb-fargate": SHAPE},
 )
+# The ALB with a new connection per request: the course design's client, priced by hand below.
 INPUTS = ModelInputs(
     target_utilisation=0.5, dynamodb_target_utilisation=0.5, retention_days=100,
-    stored_bytes_per_message=1000,
+    stored_bytes_per_message=1000, load_balancer="alb", new_connections_per_request=1,
+    reconnects_per_user_per_hour=0, size_task_memory=False,
 )  # fmt: skip
 
 
@@ -222,3 +231,277 @@ def test_settings_reach_inputs_and_workload() -> None:
     ):
         with pytest.raises(ModelError):
             with_settings(ModelInputs(), WORKLOAD, bad)
+
+
+# --- the realistic workload, connections, memory, unknown figures, DynamoDB, availability ---
+
+IDLE = OperationProfile(
+    requests_per_second=10_000,
+    cpu_seconds_per_request=0.0001,
+    storage_reads_per_request=0,
+    storage_writes_per_request=0,
+    storage_cpu_seconds_per_request=0,
+    cache_ops_per_request=1,
+    cache_cpu_seconds_per_request=0.000002,
+    request_bytes=400,
+    response_bytes=300,
+)
+WITH_IDLE = ShapeBench(
+    operations={"check": CHECK, "idle": IDLE, "send": SEND}, process_base_bytes=100e6
+)
+
+
+def test_realistic_messages_per_check_follow_from_sends_checks_and_fan_out() -> None:
+    w = Workload(
+        checks_per_user_per_minute=1,
+        sends_per_user_per_day=10,
+        messages_per_check=7,
+        group_send_share=0.5,
+        group_members=5,
+    )
+    # half the sends reach 1 user, half reach the 4 other members: 2.5 recipients a send;
+    # 10 x 2.5 = 25 messages received a day over 1,440 checks
+    assert w.recipients_per_send == pytest.approx(2.5)
+    assert w.realistic_messages_per_check == pytest.approx(25 / 1440)
+    assert w.scenario("original").messages_per_check == 7  # the course design's, kept
+    assert w.scenario("realistic").messages_per_check == pytest.approx(0.0173611)
+    private_only = msgspec.structs.replace(w, group_send_share=0)
+    assert private_only.realistic_messages_per_check == pytest.approx(10 / 1440)  # finding 8
+
+
+def test_realistic_workload_prices_most_checks_as_idle() -> None:
+    w = WORKLOAD.scenario("realistic")
+    load = compute_load(USERS, w, WITH_IDLE, INPUTS)
+    busy = w.realistic_messages_per_check  # 8.64 x 2.5 / 1,440 = 0.015
+    assert load.busy_check_share == pytest.approx(0.015)
+    assert load.requests_per_second["check"] == pytest.approx(10_000 * busy)
+    assert load.requests_per_second["idle"] == pytest.approx(10_000 * (1 - busy))
+    # CPU: (150 x 0.0003 + 9,850 x 0.0001 + 60 x 0.001) / 0.5 = 2.18 vCPU
+    assert load.app_vcpus_by_cpu == pytest.approx(2.18)
+    original = compute_load(USERS, WORKLOAD, WITH_IDLE, INPUTS)
+    assert original.requests_per_second["idle"] == 0  # 7 a check: every check finds some
+    assert original.app_vcpus_by_cpu == pytest.approx(6.12)
+
+
+def test_estimate_shows_both_workloads() -> None:
+    bench = BenchFile(
+        format="parley-bench/1",
+        sample=False,
+        idle_connection_bytes=0,
+        workload=WORKLOAD,
+        shapes={"postgres-redis": WITH_IDLE},
+    )
+    results = estimate(bench, [USERS], Prices(), INPUTS, workloads=("original", "realistic"))
+    by_name = {r.workload: r for r in results}
+    assert set(by_name) == {"original", "realistic"}
+    original, realistic = by_name["original"].total, by_name["realistic"].total
+    assert original is not None and realistic is not None
+    assert realistic < original
+
+
+def _front_items(inputs: ModelInputs, users: int = USERS) -> dict[str, LineItem]:
+    bench = BenchFile(
+        format="parley-bench/1",
+        sample=False,
+        idle_connection_bytes=0,
+        workload=WORKLOAD,
+        shapes={"postgres-redis": SHAPE},
+    )
+    (result,) = estimate(bench, [users], Prices(), inputs)
+    return {i.name: i for i in result.line_items}
+
+
+def test_kept_alive_connections_move_the_alb_to_active_connections() -> None:
+    kept = dataclasses.replace(
+        INPUTS, new_connections_per_request=0, reconnects_per_user_per_hour=1
+    )
+    alb = _front_items(kept)["ALB"]
+    # new connections: 600,000 / 3,600 = 166.7/s -> 6.7 LCU; active 600,000 / 3,000 = 200 LCU;
+    # bytes (10,000 x 1,000 + 60 x 1,000) B/s x 3,600 = 36.2 GB/h -> 36.2 LCU
+    assert alb.monthly == pytest.approx((0.0225 + 200 * 0.008) * 730)
+    assert "by active connections" in alb.detail
+
+
+def test_nlb_is_priced_in_nlcu_and_chosen_when_cheaper() -> None:
+    kept = dataclasses.replace(
+        INPUTS,
+        new_connections_per_request=0,
+        reconnects_per_user_per_hour=1,
+        load_balancer="cheaper",
+    )
+    items = _front_items(kept)
+    tcp, tls, alb = items["NLB (TCP, TLS in Parley)"], items["NLB (TLS listener)"], items["ALB"]
+    # TCP listener: 166.7 new flows/s / 800 = 0.21; 600,000 / 100,000 = 6; 36.216 GB/h / 1:
+    # processed bytes decide, 36.216 NLCU
+    assert tcp.monthly == pytest.approx((0.0225 + 36.216 * 0.006) * 730)
+    assert "by processed bytes" in tcp.detail
+    # TLS listener: 600,000 active / 3,000 = 200 NLCU
+    assert tls.monthly == pytest.approx((0.0225 + 200 * 0.006) * 730)
+    assert tcp.included and not tls.included and not alb.included
+    # behind the TCP listener Parley terminates TLS: 166.7 handshakes/s x 2 ms / 0.5 = 0.67 vCPU
+    # on top of 10.24: ceil(10.91) = 11 tasks (10.24 alone also needs 11)
+    assert "incl. 0.67 for TLS handshakes" in items["Fargate"].detail
+    forced = _front_items(dataclasses.replace(kept, load_balancer="alb"))
+    assert forced["ALB"].included and not forced["NLB (TCP, TLS in Parley)"].included
+
+
+def _shape_with_memory(
+    connection_bytes: float | None, base: float | None, inputs: ModelInputs = INPUTS
+) -> ShapeCost:
+    sb = ShapeBench(operations={"check": CHECK, "send": SEND}, process_base_bytes=base)
+    bench = BenchFile(
+        format="parley-bench/1",
+        sample=False,
+        idle_connection_bytes=connection_bytes,
+        workload=WORKLOAD,
+        shapes={"dynamodb-fargate": sb},
+    )
+    (result,) = estimate(bench, [USERS], Prices(), inputs)
+    return result
+
+
+def test_task_count_is_the_larger_of_cpu_and_memory_bound() -> None:
+    # usable per 2 GB task: 2 GiB x 0.8 - 100 MB = 1,617,983,529.6 B
+    usable = 2 * 2**30 * 0.8 - 100e6
+    # 600,000 connections x 36,659 B = 21.995 GB -> ceil(13.59) = 14 tasks > 11 by CPU
+    heavy = _shape_with_memory(36_659, 100e6)
+    assert math.ceil(600_000 * 36_659 / usable) == 14
+    fargate = next(i for i in heavy.line_items if i.name == "Fargate")
+    assert fargate.monthly == pytest.approx(14 * 36.0401)
+    assert "memory-bound" in fargate.detail and "memory per idle connection" in fargate.driver
+    # 12 KiB a connection: 7,372,800,000 B -> 5 tasks, so the CPU's 11 decide
+    light = _shape_with_memory(12 * 1024, 100e6)
+    fargate = next(i for i in light.line_items if i.name == "Fargate")
+    assert fargate.monthly == pytest.approx(11 * 36.0401)
+    assert "CPU-bound" in fargate.detail
+    # a what-if for the memory per connection overrides the measured figure
+    what_if = dataclasses.replace(INPUTS, idle_connection_kib=12)
+    fargate = next(
+        i for i in _shape_with_memory(36_659, 100e6, what_if).line_items if i.name == "Fargate"
+    )
+    assert fargate.monthly == pytest.approx(11 * 36.0401) and "12.0 KiB" in fargate.detail
+    # with the memory size chosen: 3 GB tasks hold 21.995 GB in ceil(8.88) = 9 < 11 tasks, so
+    # 11 x (0.04048 + 3 x 0.004445) x 730 = 432.13 beats 14 x 2 GB (504.56) and 11 x 4 GB
+    sized = dataclasses.replace(INPUTS, size_task_memory=True)
+    fargate = next(
+        i for i in _shape_with_memory(36_659, 100e6, sized).line_items if i.name == "Fargate"
+    )
+    assert fargate.monthly == pytest.approx(432.13445)
+    assert "11 tasks x 1 vCPU / 3 GB" in fargate.detail
+
+
+def test_unknown_figures_are_never_priced_as_zero() -> None:
+    # no connection memory measured: the Fargate line has no figure, and neither has the total
+    result = _shape_with_memory(None, 100e6)
+    fargate = next(i for i in result.line_items if i.name == "Fargate")
+    assert fargate.monthly is None
+    assert result.total is None and result.design_scope_total is None
+    assert result.unknown == ("memory per idle connection",)
+    known = sum(i.monthly for i in result.line_items if i.included and i.monthly is not None)
+    assert result.known_total == pytest.approx(known) and result.known_total > 0
+    # database and Redis CPU absent from the bench file: unknown, not zero
+    bare = OperationProfile(requests_per_second=2000, cpu_seconds_per_request=0.0003)
+    bench = BenchFile(
+        format="parley-bench/1",
+        sample=False,
+        idle_connection_bytes=0,
+        workload=WORKLOAD,
+        shapes={
+            "postgres-redis": ShapeBench(
+                operations={"check": bare, "send": bare}, process_base_bytes=1e8
+            )
+        },
+    )
+    (pg,) = estimate(bench, [USERS], Prices(), INPUTS)
+    items = {i.name: i for i in pg.line_items}
+    for name in ("RDS PostgreSQL", "ElastiCache", "ALB", "Data transfer out"):
+        assert items[name].monthly is None, name
+    assert pg.total is None
+    assert {"PostgreSQL CPU", "Redis CPU", "response bytes"} <= set(pg.unknown)
+    # a measured zero is a figure: SQLite has no database server to pay for
+    assert pg.load.storage_vcpus is None
+    zero = msgspec.structs.replace(bare, storage_cpu_seconds_per_request=0.0)
+    assert compute_load(
+        USERS, WORKLOAD, ShapeBench(operations={"check": zero, "send": zero}), INPUTS
+    ).storage_vcpus == pytest.approx(0.0)
+
+
+def test_unknown_figures_print_as_unknown() -> None:
+    bare = {"requests_per_second": 2000, "cpu_seconds_per_request": 0.0003}
+    doc = {
+        "format": "parley-bench/1",
+        "sample": False,
+        "idle_connection_bytes": None,
+        "shapes": {
+            "postgres-redis": {
+                "operations": {"check": bare, "send": {**bare, "response_bytes": None}}
+            }
+        },
+    }
+    bench = parse_bench(json.dumps(doc))
+    report = Report.build("t", bench, [1_000_000], Prices(), ModelInputs(), bench.workload)
+    text = render_text(report)
+    assert "unknown (>= " in text
+    assert "RDS PostgreSQL" in text and "PostgreSQL CPU per request not measured" in text
+    assert "verdict: unknown" in text
+    assert "$0.00" not in text.split("Prices (us-east-1")[0].split("3. Parley's model")[1]
+
+
+def test_dynamodb_shape_priced_from_request_units_per_call() -> None:
+    # the bench's DynamoDB shape: 4 calls at 1 RRU per check that finds messages (1 GetItem +
+    # 3 Query), none for an idle check, 3 calls and 4 WRU per send (docs/dynamodb.md)
+    ops = {
+        "check": msgspec.structs.replace(
+            CHECK, storage_reads_per_request=4, read_units_per_read=1.0
+        ),
+        "idle": msgspec.structs.replace(IDLE, storage_reads_per_request=0),
+        "send": msgspec.structs.replace(
+            SEND,
+            storage_reads_per_request=0,
+            storage_writes_per_request=3,
+            write_units_per_write=4 / 3,
+        ),
+    }
+    bench = BenchFile(
+        format="parley-bench/1",
+        sample=False,
+        idle_connection_bytes=0,
+        workload=WORKLOAD,
+        shapes={"dynamodb-fargate": ShapeBench(operations=ops, process_base_bytes=1e8)},
+    )
+    original, realistic = estimate(
+        bench, [USERS], Prices(), INPUTS, workloads=("original", "realistic")
+    )
+    # original: 10,000 checks/s x 4 = 40,000 RRU/s; 60 sends/s x 4 = 240 WRU/s
+    assert original.load.read_units_per_second == pytest.approx(40_000)
+    assert original.load.write_units_per_second == pytest.approx(240)
+    # realistic: only 1.5 % of checks find something: 150 x 4 = 600 RRU/s
+    assert realistic.load.read_units_per_second == pytest.approx(600)
+    items = {i.name: i.monthly for i in realistic.line_items}
+    # on-demand: 600 x 2.628 x 0.125 + 240 x 2.628 x 0.625 = 197.1 + 394.2
+    assert items["DynamoDB on-demand"] == pytest.approx(591.3)
+    # provisioned at 50 %: 1,200 RCU + 480 WCU = (0.156 + 0.312) x 730
+    assert items["DynamoDB provisioned"] == pytest.approx(341.64)
+    assert realistic.highly_available and realistic.total is not None
+
+
+def test_cheapest_highly_available_shape_against_the_budget() -> None:
+    bench = BenchFile(
+        format="parley-bench/1",
+        sample=False,
+        idle_connection_bytes=0,
+        workload=WORKLOAD,
+        shapes={"sqlite-single": WITH_IDLE, "postgres-redis": WITH_IDLE},
+    )
+    results = estimate(bench, [30_000], Prices(), INPUTS, workloads=("realistic",))
+    sqlite, pg = results
+    assert not sqlite.highly_available and pg.highly_available
+    assert pg.total is not None
+    fits = cheapest_highly_available(results, 30_000, pg.total + 1)
+    assert fits.best is pg and fits.within is True
+    over = cheapest_highly_available(results, 30_000, pg.total - 10)
+    assert over.within is False
+    assert "over $" in over.text and "by $10.00" in over.text
+    single_az = dataclasses.replace(INPUTS, rds_multi_az=False)
+    none = estimate(bench, [30_000], Prices(), single_az, workloads=("realistic",))
+    assert cheapest_highly_available(none, 30_000, 1e9).best is None

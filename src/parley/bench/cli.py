@@ -10,6 +10,16 @@ printed as a ratio to the ceiling measured in the same run.
   group    sends to a 1,000-member group
   mix      the workload model: 1 check a minute and 10 sends a day per user
 
+Per scenario it records, per request: server CPU (the server processes' /proc times),
+PostgreSQL CPU (the backends serving the server's connections, /proc times), Redis CPU
+(INFO cpu) and commands (INFO stats), storage calls (/metrics), request and response bytes
+(the script's requests, wrk's bytes read). A figure it cannot measure is written as null and
+printed as "unknown". Then it holds --idle-streams live streams open and records the server's
+memory per connection. --json writes everything in the format ``parley cost --bench`` reads;
+with --storage sqlite,postgres one command measures both shapes into one file:
+
+  parley bench --storage sqlite,postgres --json docs/bench-results.json
+
 ``parley bench latency`` measures delivery latency to waiting clients instead.
 """
 
@@ -18,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import os
 import platform
 import re
@@ -32,8 +41,9 @@ from typing import Any
 
 import httpx
 
-from parley.bench import wrk
+from parley.bench import resources, wrk
 from parley.bench.dataset import Dataset, populate
+from parley.bench.latency import idle_streams
 from parley.bench.procs import Server
 from parley.storage.base import Storage
 from parley.storage.sqlite import SqliteStorage
@@ -70,6 +80,12 @@ class Row:
     storage_reads_per_request: float
     storage_writes_per_request: float
     cpu_ms_per_request: float
+    # None: not measured here (printed "unknown", written as null)
+    postgres_cpu_ms_per_request: float | None = None
+    redis_cpu_ms_per_request: float | None = None
+    redis_commands_per_request: float | None = None
+    request_bytes: float | None = None
+    response_bytes: float | None = None
 
 
 def say(message: str) -> None:
@@ -84,7 +100,40 @@ def storage_calls(url: str) -> dict[str, float]:
     return calls
 
 
-def measure(
+class Backends:
+    """CPU of what serves the Parley server: PostgreSQL backends and Redis (when used)."""
+
+    def __init__(self, server: Server | None, args: argparse.Namespace) -> None:
+        self.server = server
+        self.postgres = server is not None and args.storage == "postgres"
+        self.redis_url: str | None = args.redis_url if self.postgres else None
+        self.database_url: str = args.database_url
+        self.pids: set[int] = set()
+
+    async def _backend_pids(self) -> set[int]:
+        if not self.postgres or self.server is None:
+            return set()
+        try:
+            found = await resources.postgres_backend_pids(self.database_url, self.server.pids())
+        except (OSError, ImportError) as exc:
+            say(f"PostgreSQL backends not found ({exc}): PostgreSQL CPU unknown")
+            return set()
+        return set(found)
+
+    async def snapshot(self) -> tuple[dict[int, float], tuple[float, float] | None]:
+        self.pids |= await self._backend_pids()
+        per_pid = {pid: resources.cpu_seconds([pid]) for pid in self.pids}
+        redis = resources.redis_figures(self.redis_url) if self.redis_url else None
+        return per_pid, redis
+
+    def postgres_cpu(self, before: dict[int, float], after: dict[int, float]) -> float | None:
+        """Backend CPU over the window (a backend that appeared in it counts from zero)."""
+        if not self.postgres or not after:
+            return None
+        return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
+
+
+async def measure(
     server: Server | None,
     url: str,
     scenario: str,
@@ -105,16 +154,27 @@ def measure(
     # Each worker counts its own storage calls and a scrape reaches one of them at random, so
     # per-request storage figures are only known for a single process (NaN otherwise).
     counted = mode != "hello" and not (args.storage == "postgres" and args.workers > 1)
+    backends = Backends(server, args)
     before_calls = storage_calls(url) if counted else {}
+    before_pg, before_redis = await backends.snapshot()
     before_cpu = server.cpu_seconds() if server else 0.0
-    result = wrk.run(url, workdir, users_file, mode, cursor, extra, args.seconds, connections)
+    result = await asyncio.to_thread(
+        wrk.run, url, workdir, users_file, mode, cursor, extra, args.seconds, connections
+    )
     cpu = (server.cpu_seconds() - before_cpu) if server else 0.0
+    after_pg, after_redis = await backends.snapshot()
     after_calls = storage_calls(url) if counted else {}
     delta = {k: v - before_calls.get(k, 0.0) for k, v in after_calls.items()}
     n = max(result.requests, 1)
     unknown = float("nan") if mode != "hello" and not counted else 0.0
     reads = sum(v for k, v in delta.items() if k not in WRITES) or unknown * n
     writes = sum(v for k, v in delta.items() if k in WRITES) or unknown * n
+    pg_cpu = backends.postgres_cpu(before_pg, after_pg)
+    redis_cpu = redis_ops = None
+    if before_redis is not None and after_redis is not None:
+        redis_cpu = (after_redis[0] - before_redis[0]) * 1000 / n
+        # minus the two INFO commands of the snapshot itself
+        redis_ops = max(0.0, after_redis[1] - before_redis[1] - 2) / n
     return Row(
         scenario=scenario,
         rps=result.rps,
@@ -127,62 +187,161 @@ def measure(
         storage_reads_per_request=reads / n,
         storage_writes_per_request=writes / n,
         cpu_ms_per_request=cpu * 1000 / n,
+        postgres_cpu_ms_per_request=None if pg_cpu is None else pg_cpu * 1000 / n,
+        redis_cpu_ms_per_request=redis_cpu,
+        redis_commands_per_request=redis_ops,
+        request_bytes=result.request_bytes,
+        response_bytes=result.response_bytes,
     )
+
+
+def _fmt(value: float | None, width: int, digits: int = 3) -> str:
+    if value is None or value != value:  # None or NaN: not measured
+        return "unknown".rjust(width)
+    return f"{value:>{width}.{digits}f}"
 
 
 def table(rows: list[Row]) -> str:
     head = (
         f"{'scenario':<9} {'req/s':>9} {'x ceil':>8} {'p50 ms':>7} {'p95 ms':>7} "
-        f"{'p99 ms':>7} {'errors':>6} {'reads/req':>9} {'writes/req':>10} {'CPU ms/req':>10}"
+        f"{'p99 ms':>7} {'errors':>6} {'reads/req':>9} {'writes/req':>10} {'CPU ms/req':>10} "
+        f"{'PG ms/req':>9} {'Redis ms/req':>12} {'Redis cmd/req':>13} {'req B':>7} {'resp B':>7}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
             f"{r.scenario:<9} {r.rps:>9,.0f} {r.ratio:>8.2f} {r.p50_ms:>7.2f} {r.p95_ms:>7.2f} "
-            f"{r.p99_ms:>7.2f} {r.errors:>6} {r.storage_reads_per_request:>9.3f} "
-            f"{r.storage_writes_per_request:>10.3f} {r.cpu_ms_per_request:>10.3f}"
+            f"{r.p99_ms:>7.2f} {r.errors:>6} {_fmt(r.storage_reads_per_request, 9)} "
+            f"{_fmt(r.storage_writes_per_request, 10)} {_fmt(r.cpu_ms_per_request, 10)} "
+            f"{_fmt(r.postgres_cpu_ms_per_request, 9)} {_fmt(r.redis_cpu_ms_per_request, 12)} "
+            f"{_fmt(r.redis_commands_per_request, 13, 2)} {_fmt(r.request_bytes, 7, 0)} "
+            f"{_fmt(r.response_bytes, 7, 0)}"
         )
     return "\n".join(lines)
 
 
-def cost_input(rows: dict[str, Row], ceiling: float, meta: dict[str, Any]) -> dict[str, Any]:
-    """The figures ``parley cost --bench`` reads (format parley-bench/1)."""
+# DynamoDB API calls per request of a warm process and the request units each costs on AWS
+# (docs/dynamodb.md, "What each API call costs", counted by the adapter's counters in
+# tests/integration/test_dynamodb_costs.py): a check that finds messages for a user in 2 groups
+# is 1 GetItem + 3 Query at 1 RRU each; an idle check is answered by the change cache (0 calls);
+# a private send is 2 UpdateItem + 1 BatchWriteItem, 4 WRU.
+DYNAMODB_CALLS: dict[str, dict[str, float]] = {
+    "check": {"storage_reads_per_request": 4, "read_units_per_read": 1.0},
+    "idle": {"storage_reads_per_request": 0},
+    "send": {"storage_writes_per_request": 3, "write_units_per_write": 4 / 3},
+}
+OPERATION_ROWS = {"check": "check", "idle": "idle", "send": "private"}
 
-    def op(row: Row) -> dict[str, float]:
-        figures = {
-            "requests_per_second": round(row.rps, 1),
-            "cpu_seconds_per_request": row.cpu_ms_per_request / 1000,
-        }
-        if not math.isnan(row.storage_reads_per_request):
-            figures["storage_reads_per_request"] = round(row.storage_reads_per_request, 4)
-            figures["storage_writes_per_request"] = round(row.storage_writes_per_request, 4)
-        return figures
 
+def _known(value: float | None, scale: float = 1.0, digits: int = 9) -> float | None:
+    if value is None or value != value:  # NaN: not measured
+        return None
+    return round(value * scale, digits)
+
+
+def operation_figures(row: Row, storage: str) -> dict[str, float | None]:
+    """One operation's per-request figures; None where this run could not measure them."""
+    separate = storage == "postgres"  # SQLite runs inside the server: its CPU is the server's
+    return {
+        "requests_per_second": round(row.rps, 1),
+        "cpu_seconds_per_request": row.cpu_ms_per_request / 1000,
+        "storage_reads_per_request": _known(row.storage_reads_per_request, digits=4),
+        "storage_writes_per_request": _known(row.storage_writes_per_request, digits=4),
+        "storage_cpu_seconds_per_request": (
+            _known(row.postgres_cpu_ms_per_request, 1e-3) if separate else 0.0
+        ),
+        "cache_ops_per_request": _known(row.redis_commands_per_request, digits=4)
+        if separate
+        else 0.0,
+        "cache_cpu_seconds_per_request": (
+            _known(row.redis_cpu_ms_per_request, 1e-3) if separate else 0.0
+        ),
+        "request_bytes": _known(row.request_bytes, digits=1),
+        "response_bytes": _known(row.response_bytes, digits=1),
+    }
+
+
+def shape_figures(rows: dict[str, Row], meta: dict[str, Any]) -> dict[str, Any]:
+    operations = {
+        op: operation_figures(rows[row], meta["storage"])
+        for op, row in OPERATION_ROWS.items()
+        if row in rows
+    }
+    rss = meta.get("rss_bytes")
+    return {
+        "process_vcpus": float(meta["processes"]),
+        "process_base_bytes": round(rss / meta["processes"]) if rss else None,
+        "note": (
+            f"{meta['processes']} Parley process(es) on {meta['storage']}, "
+            f"{meta['users']:,} users, {meta['messages']:,} messages"
+        ),
+        "operations": operations,
+    }
+
+
+def dynamodb_shape(postgres: dict[str, Any]) -> dict[str, Any]:
+    """The DynamoDB shape: request units per call from the adapter's counters, everything the
+    app process spends (CPU, Redis, bytes, memory) from the PostgreSQL + Redis run."""
     operations = {}
-    if "check" in rows:
-        operations["check"] = op(rows["check"])
-    if "private" in rows:
-        operations["send"] = op(rows["private"])
+    for op, figures in postgres["operations"].items():
+        own = dict(figures)
+        own.update(
+            storage_reads_per_request=0,
+            storage_writes_per_request=0,
+            storage_cpu_seconds_per_request=0.0,  # billed per request unit, no server to size
+        )
+        own.update(DYNAMODB_CALLS.get(op, {}))
+        operations[op] = own
+    return {
+        "process_vcpus": postgres["process_vcpus"],
+        "process_base_bytes": postgres["process_base_bytes"],
+        "note": (
+            "DynamoDB calls and request units per request from docs/dynamodb.md (warm process); "
+            "app CPU, Redis, bytes and memory from the postgres-redis run (the same stateless "
+            "process and Redis cache; DynamoDB itself is not benched: moto is not AWS)"
+        ),
+        "operations": operations,
+    }
+
+
+def cost_input(
+    runs: dict[str, tuple[dict[str, Row], dict[str, Any]]],
+    ceiling: float,
+    meta: dict[str, Any],
+    idle_connection_bytes: float | None,
+) -> dict[str, Any]:
+    """The figures ``parley cost --bench`` reads (format parley-bench/1), one shape per storage
+    run (plus the DynamoDB shape derived from the PostgreSQL one)."""
+    shapes: dict[str, Any] = {}
+    for storage, (rows, run_meta) in runs.items():
+        name = "postgres-redis" if storage == "postgres" else "sqlite-single"
+        shapes[name] = shape_figures(rows, run_meta)
+    if "postgres-redis" in shapes:
+        shapes["dynamodb-fargate"] = dynamodb_shape(shapes["postgres-redis"])
     return {
         "format": "parley-bench/1",
         "sample": False,
         "measured_at": meta["measured_at"],
         "machine": meta["machine"],
         "ceiling_requests_per_second": round(ceiling, 1),
+        "idle_connection_bytes": idle_connection_bytes,
         "workload": {
             "checks_per_user_per_minute": 1,
             "sends_per_user_per_day": 10,
             "messages_per_check": 7,
         },
-        "shapes": {
-            "postgres-redis" if meta["storage"] == "postgres" else "sqlite-single": {
-                "process_vcpus": float(meta["processes"]),
-                "note": (
-                    f"{meta['processes']} Parley process(es) on {meta['storage']}, "
-                    f"{meta['users']:,} users, {meta['messages']:,} messages"
-                ),
-                "operations": operations,
+        "shapes": shapes,
+        "details": {
+            storage: {
+                "runs": {
+                    name: {
+                        k: _known(v) if isinstance(v, float) else v for k, v in asdict(row).items()
+                    }
+                    for name, row in rows.items()
+                },
+                **{k: v for k, v in run_meta.items() if k not in ("measured_at", "machine")},
             }
+            for storage, (rows, run_meta) in runs.items()
         },
     }
 
@@ -216,9 +375,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument(
         "--storage",
-        choices=("sqlite", "postgres"),
         default="sqlite",
-        help="postgres: PostgreSQL + Redis, --workers processes",
+        help="sqlite, postgres (PostgreSQL + Redis, --workers processes), or both: "
+        "sqlite,postgres (one file with every shape)",
+    )
+    parser.add_argument(
+        "--idle-streams",
+        type=int,
+        default=2000,
+        help="live streams held open after the runs to measure memory per connection (0: skip)",
     )
     parser.add_argument("--workers", type=int, default=2, help="server processes (postgres)")
     parser.add_argument("--warmup", type=float, help="seconds of warm-up (default: by users)")
@@ -241,10 +406,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = set(scenarios) - set(SCENARIOS)
     if unknown:
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
-    with tempfile.TemporaryDirectory(prefix="parley-bench-") as tmp:
-        workdir = args.workdir or Path(tmp)
-        workdir.mkdir(parents=True, exist_ok=True)
-        return asyncio.run(run(args, scenarios, workdir))
+    storages = [s for s in args.storage.split(",") if s]
+    bad = set(storages) - {"sqlite", "postgres"}
+    if bad or not storages:
+        parser.error(f"--storage takes sqlite, postgres or sqlite,postgres, not {args.storage!r}")
+    runs: dict[str, tuple[dict[str, Row], dict[str, Any]]] = {}
+    ceilings: list[float] = []
+    idle_bytes: list[float] = []
+    for storage in storages:
+        one = argparse.Namespace(**{**vars(args), "storage": storage})
+        with tempfile.TemporaryDirectory(prefix="parley-bench-") as tmp:
+            workdir = (args.workdir / storage) if args.workdir else Path(tmp)
+            workdir.mkdir(parents=True, exist_ok=True)
+            rows, meta = asyncio.run(run(one, scenarios, workdir))
+        runs[storage] = (rows, meta)
+        ceilings.append(rows["ceiling"].rps)
+        if meta.get("kib_per_idle_stream") is not None:
+            idle_bytes.append(meta["kib_per_idle_stream"] * 1024)
+    if args.json:
+        meta = {
+            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "machine": f"{platform.machine()} {os.cpu_count()} cpus, {platform.python_version()}",
+        }
+        report = cost_input(
+            runs, max(ceilings), meta, round(max(idle_bytes)) if idle_bytes else None
+        )
+        report["note"] = f"parley bench {' '.join(argv)}"
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        say(f"wrote {args.json}")
+    return 0
 
 
 def _store(args: argparse.Namespace, data_dir: Path, schema: str) -> tuple[Storage, dict[str, str]]:
@@ -277,7 +467,9 @@ async def _drop_schema(args: argparse.Namespace, schema: str) -> None:
             await conn.close()
 
 
-async def run(args: argparse.Namespace, scenarios: list[str], workdir: Path) -> int:
+async def run(
+    args: argparse.Namespace, scenarios: list[str], workdir: Path
+) -> tuple[dict[str, Row], dict[str, Any]]:
     schema = f"parley_bench_{os.getpid()}"
     try:
         return await _run(args, scenarios, workdir, schema)
@@ -285,7 +477,9 @@ async def run(args: argparse.Namespace, scenarios: list[str], workdir: Path) -> 
         await _drop_schema(args, schema)
 
 
-async def _run(args: argparse.Namespace, scenarios: list[str], workdir: Path, schema: str) -> int:
+async def _run(
+    args: argparse.Namespace, scenarios: list[str], workdir: Path, schema: str
+) -> tuple[dict[str, Row], dict[str, Any]]:
     data_dir = workdir / "data"
     store, server_env = _store(args, data_dir, schema)
     await store.open()
@@ -316,7 +510,7 @@ async def _run(args: argparse.Namespace, scenarios: list[str], workdir: Path, sc
     ).start()
     try:
         wrk.run(hello.url, workdir, data.users_file, "hello", seconds=warm)
-        ceiling_row = measure(None, hello.url, "ceiling", args, data, workdir, 0.0)
+        ceiling_row = await measure(None, hello.url, "ceiling", args, data, workdir, 0.0)
     finally:
         hello.stop()
     ceiling = ceiling_row.rps
@@ -335,8 +529,14 @@ async def _run(args: argparse.Namespace, scenarios: list[str], workdir: Path, sc
         wrk.run(server.url, workdir, data.users_file, "idle", data.idle_after, seconds=warm_users)
         for scenario in scenarios:
             say(f"running {scenario} for {args.seconds:.0f} s")
-            rows[scenario] = measure(server, server.url, scenario, args, data, workdir, ceiling)
+            rows[scenario] = await measure(
+                server, server.url, scenario, args, data, workdir, ceiling
+            )
         rss = server.rss_bytes()
+        streams: dict[str, float] = {}
+        if args.idle_streams > 0:
+            say(f"holding {args.idle_streams:,} idle live streams")
+            streams = await idle_streams(server, args.idle_streams)
     finally:
         server.stop()
 
@@ -348,25 +548,27 @@ async def _run(args: argparse.Namespace, scenarios: list[str], workdir: Path, sc
     for name, target in TARGETS.items():
         if name in rows:
             print(f"target {name:<8} {target}")
-    meta = {
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": f"{platform.machine()} {os.cpu_count()} cpus, {platform.python_version()}",
+    per_stream = streams.get("kib_per_connection")
+    if per_stream is not None:
+        print(
+            f"idle live streams: {streams['connections']:,.0f} held, "
+            f"{per_stream:.1f} KiB per connection"
+        )
+    meta: dict[str, Any] = {
         "storage": args.storage,
         "processes": args.workers if args.storage == "postgres" else 1,
         "users": data.users,
         "messages": data.messages,
+        "rss_bytes": rss,
+        "connections": args.connections,
+        "seconds": args.seconds,
+        "idle_streams": streams.get("connections"),
+        "postgres_cpu_source": (
+            "/proc/<pid>/stat of the backends serving the server (pg_stat_activity.client_port)"
+            if args.storage == "postgres"
+            else None
+        ),
+        "redis_cpu_source": "INFO cpu, whole server" if args.storage == "postgres" else None,
+        "kib_per_idle_stream": per_stream,
     }
-    if args.json:
-        report = cost_input(rows, ceiling, meta)
-        report["details"] = {
-            "runs": {
-                name: {k: None if v != v else v for k, v in asdict(row).items()}  # NaN: unknown
-                for name, row in rows.items()
-            },
-            "server_rss_bytes": rss,
-            "connections": args.connections,
-            "seconds": args.seconds,
-        }
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-        say(f"wrote {args.json}")
-    return 0
+    return rows, meta

@@ -12,6 +12,12 @@ COMMON = r"""
 local users = {}
 local idx = 0
 local mode, T, extra = "idle", "0", ""
+local threads = {}
+request_bytes, requests_made = 0, 0  -- per thread, read back in done()
+
+function setup(thread)
+  table.insert(threads, thread)
+end
 
 function init(args)
   local path = args[1]
@@ -44,7 +50,7 @@ local function send_group(u)
   return wrk.format("POST", "/v1/messages/send?type=group", auth(u), body)
 end
 
-function request()
+local function build()
   idx = idx % #users + 1
   local u = users[idx]
   if mode == "hello" then return wrk.format("GET", "/") end
@@ -58,13 +64,27 @@ function request()
   end
 end
 
+function request()
+  local r = build()
+  request_bytes = request_bytes + #r
+  requests_made = requests_made + 1
+  return r
+end
+
 function done(summary, latency, requests)
   local e = summary.errors
+  local sent, made = 0, 0
+  for _, thread in ipairs(threads) do
+    sent = sent + (thread:get("request_bytes") or 0)
+    made = made + (thread:get("requests_made") or 0)
+  end
   io.write(string.format(
     '\nRESULT {"requests":%d,"duration_us":%d,"status_errors":%d,"socket_errors":%d,' ..
-    '"p50_us":%d,"p95_us":%d,"p99_us":%d,"max_us":%d}\n',
+    '"p50_us":%d,"p95_us":%d,"p99_us":%d,"max_us":%d,"bytes_read":%d,' ..
+    '"request_bytes":%d,"requests_made":%d}\n',
     summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
-    latency:percentile(50), latency:percentile(95), latency:percentile(99), latency.max))
+    latency:percentile(50), latency:percentile(95), latency:percentile(99), latency.max,
+    summary.bytes, sent, made))
 end
 """
 
@@ -79,6 +99,8 @@ class WrkResult:
     p50_ms: float
     p95_ms: float
     p99_ms: float
+    response_bytes: float | None = None  # per response, headers included (wrk's bytes read)
+    request_bytes: float | None = None  # per request, as the script built it
 
 
 def available() -> bool:
@@ -115,11 +137,18 @@ def run(
         extra,
     ]
     out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True)
-    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    return parse_result(out.stdout, out.stderr)
+
+
+def parse_result(stdout: str, stderr: str = "") -> WrkResult:
+    """The figures of the script's ``RESULT {...}`` line (older scripts lack the byte counts)."""
+    line = next((ln for ln in stdout.splitlines() if ln.startswith("RESULT ")), None)
     if line is None:
-        raise RuntimeError(f"wrk printed no result:\n{out.stdout}\n{out.stderr}")
+        raise RuntimeError(f"wrk printed no result:\n{stdout}\n{stderr}")
     data = json.loads(line[len("RESULT ") :])
     secs = data["duration_us"] / 1e6
+    requests = data["requests"]
+    made = data.get("requests_made", 0)
     return WrkResult(
         requests=data["requests"],
         seconds=secs,
@@ -129,4 +158,6 @@ def run(
         p50_ms=data["p50_us"] / 1000,
         p95_ms=data["p95_us"] / 1000,
         p99_ms=data["p99_us"] / 1000,
+        response_bytes=data["bytes_read"] / requests if requests and "bytes_read" in data else None,
+        request_bytes=data["request_bytes"] / made if made else None,
     )

@@ -10,24 +10,29 @@ Format ``parley-bench/1`` (JSON; every number is per request of that operation):
       "sample": false,                      # true only for illustrative, unmeasured figures
       "note": "...", "measured_at": "2026-...", "machine": "...",
       "ceiling_requests_per_second": 41000, # optional: tools/ceiling.sh on the same machine
+      "idle_connection_bytes": 36659,       # optional: memory per idle live-stream connection
       "workload": {"checks_per_user_per_minute": 1, "sends_per_user_per_day": 10,
-                   "messages_per_check": 7},
+                   "messages_per_check": 7, "group_send_share": 0.5, "group_members": 5},
       "shapes": {
         "<shape>": {                        # sqlite-single | postgres-redis | dynamodb-fargate
-          "process_vcpus": 1.0,             # vCPUs the measured process could use
+          "process_vcpus": 1.0,             # vCPUs the measured process(es) could use
+          "process_base_bytes": 150000000,  # optional: resident memory of one process
           "operations": {
-            "check": {...}, "send": {...}   # both required; fields below
+            "check": {...}, "send": {...},  # both required; fields below
+            "idle": {...}                   # optional: a check that finds nothing new
           }
         }
       }
     }
 
-Operation fields: ``requests_per_second`` (one process, required), ``cpu_seconds_per_request``
-(that process, required), ``storage_reads_per_request`` / ``storage_writes_per_request`` (SQL
-statements or DynamoDB API calls), ``read_units_per_read`` / ``write_units_per_write`` (DynamoDB
-request units per call, from ``ReturnConsumedCapacity``), ``storage_cpu_seconds_per_request`` (CPU
-spent by the database server), ``cache_ops_per_request`` and ``cache_cpu_seconds_per_request``
-(Redis commands and Redis server CPU), ``request_bytes`` / ``response_bytes`` (on the wire).
+Operation fields: ``requests_per_second`` (required), ``cpu_seconds_per_request`` (the server
+processes, required), ``storage_reads_per_request`` / ``storage_writes_per_request`` (storage
+calls or DynamoDB API calls), ``read_units_per_read`` / ``write_units_per_write`` (DynamoDB
+request units per call), ``storage_cpu_seconds_per_request`` (CPU spent by the database server),
+``cache_ops_per_request`` and ``cache_cpu_seconds_per_request`` (Redis commands and Redis server
+CPU), ``request_bytes`` / ``response_bytes`` (on the wire). Every optional figure may be
+``null`` (or absent): *not measured*. The model prints it as unknown and never prices it as
+zero; a line item that depends on it has no figure.
 """
 
 from __future__ import annotations
@@ -41,7 +46,9 @@ import msgspec
 __all__ = [
     "FORMAT",
     "OPERATIONS",
+    "OPTIONAL_OPERATIONS",
     "SHAPES",
+    "WORKLOADS",
     "BenchError",
     "BenchFile",
     "OperationProfile",
@@ -52,7 +59,9 @@ __all__ = [
 ]
 
 FORMAT: Final = "parley-bench/1"
-OPERATIONS: Final = ("check", "send")
+OPERATIONS: Final = ("check", "send")  # required in every shape
+OPTIONAL_OPERATIONS: Final = ("idle",)  # a check that finds nothing new
+WORKLOADS: Final = ("original", "realistic")
 SHAPES: Final = ("sqlite-single", "postgres-redis", "dynamodb-fargate")
 
 
@@ -61,11 +70,20 @@ class BenchError(ValueError):
 
 
 class Workload(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The course design's usage model (SPEC section 6); the bench ran polls against this mix."""
+    """The usage model (SPEC section 6); the bench ran polls against this mix.
+
+    ``messages_per_check`` is the original course design's figure (7: 5 private + 2 group on
+    every check): the *original workload*. The *realistic workload* derives it from what users
+    send: a message reaches ``recipients_per_send`` users and each user checks
+    ``checks_per_user_per_minute x 1,440`` times a day, so a check finds on average
+    ``sends_per_user_per_day x recipients_per_send / checks per day`` messages.
+    """
 
     checks_per_user_per_minute: float = 1.0
     sends_per_user_per_day: float = 10.0
     messages_per_check: float = 7.0
+    group_send_share: float = 0.5  # share of sends addressed to a group
+    group_members: float = 5.0  # members of a group a message is sent to (the bench's groups)
 
     def rates(self, users: float) -> dict[str, float]:
         """Average requests per second of each operation for ``users`` users."""
@@ -74,26 +92,51 @@ class Workload(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             "send": users * self.sends_per_user_per_day / 86_400,
         }
 
+    @property
+    def recipients_per_send(self) -> float:
+        """Users a sent message reaches: 1 for a private message, members - 1 for a group."""
+        share = min(1.0, self.group_send_share)
+        return (1 - share) + share * max(0.0, self.group_members - 1)
+
+    @property
+    def realistic_messages_per_check(self) -> float:
+        checks_per_day = self.checks_per_user_per_minute * 1_440
+        if checks_per_day == 0:
+            return 0.0
+        return self.sends_per_user_per_day * self.recipients_per_send / checks_per_day
+
+    def scenario(self, name: str) -> Workload:
+        """This workload as the named scenario (``original`` or ``realistic``)."""
+        if name == "original":
+            return self
+        if name == "realistic":
+            return msgspec.structs.replace(
+                self, messages_per_check=self.realistic_messages_per_check
+            )
+        raise ValueError(f"unknown workload {name!r}; known: {', '.join(WORKLOADS)}")
+
 
 class OperationProfile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Measured cost of one request of one operation, served by one process."""
 
     requests_per_second: float
     cpu_seconds_per_request: float
-    storage_reads_per_request: float = 0.0
-    storage_writes_per_request: float = 0.0
+    # None: not measured (printed as unknown, never priced as zero)
+    storage_reads_per_request: float | None = None
+    storage_writes_per_request: float | None = None
     read_units_per_read: float = 1.0
     write_units_per_write: float = 1.0
-    storage_cpu_seconds_per_request: float = 0.0
-    cache_ops_per_request: float = 0.0
-    cache_cpu_seconds_per_request: float = 0.0
-    request_bytes: float = 0.0
-    response_bytes: float = 0.0
+    storage_cpu_seconds_per_request: float | None = None
+    cache_ops_per_request: float | None = None
+    cache_cpu_seconds_per_request: float | None = None
+    request_bytes: float | None = None
+    response_bytes: float | None = None
 
 
 class ShapeBench(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     operations: dict[str, OperationProfile]
     process_vcpus: float = 1.0
+    process_base_bytes: float | None = None  # resident memory of one process, no connections
     note: str = ""
 
 
@@ -106,6 +149,7 @@ class BenchFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     measured_at: str | None = None
     machine: str | None = None
     ceiling_requests_per_second: float | None = None
+    idle_connection_bytes: float | None = None  # memory per idle live-stream connection
     # Everything else a benchmark run recorded (per-scenario figures, memory, settings);
     # kept with the file, not used by the model.
     details: dict[str, Any] = {}
@@ -123,30 +167,35 @@ def _validate(bench: BenchFile, source: str) -> BenchFile:
     if not bench.shapes:
         raise BenchError(f"{source}: shapes is empty; give at least one of {', '.join(SHAPES)}")
     w = bench.workload
-    for name in ("checks_per_user_per_minute", "sends_per_user_per_day", "messages_per_check"):
+    for name in w.__struct_fields__:
         _check_number(f"{source}: $.workload.{name}", getattr(w, name))
-    if bench.ceiling_requests_per_second is not None:
-        _check_number(f"{source}: $.ceiling_requests_per_second", bench.ceiling_requests_per_second)
+    for name in ("ceiling_requests_per_second", "idle_connection_bytes"):
+        value = getattr(bench, name)
+        if value is not None:
+            _check_number(f"{source}: $.{name}", value)
     for shape, sb in bench.shapes.items():
         if shape not in SHAPES:
             raise BenchError(f"{source}: unknown shape {shape!r}; known: {', '.join(SHAPES)}")
         _check_number(f"{source}: $.shapes.{shape}.process_vcpus", sb.process_vcpus, positive=True)
+        if sb.process_base_bytes is not None:
+            _check_number(f"{source}: $.shapes.{shape}.process_base_bytes", sb.process_base_bytes)
         missing = [op for op in OPERATIONS if op not in sb.operations]
-        extra = [op for op in sb.operations if op not in OPERATIONS]
+        extra = [op for op in sb.operations if op not in (*OPERATIONS, *OPTIONAL_OPERATIONS)]
         if missing or extra:
             raise BenchError(
-                f"{source}: $.shapes.{shape}.operations needs exactly {', '.join(OPERATIONS)}"
+                f"{source}: $.shapes.{shape}.operations needs {', '.join(OPERATIONS)} "
+                f"(and optionally {', '.join(OPTIONAL_OPERATIONS)})"
                 + (f"; missing {', '.join(missing)}" if missing else "")
                 + (f"; unknown {', '.join(extra)}" if extra else "")
             )
         for op, prof in sb.operations.items():
             where = f"{source}: $.shapes.{shape}.operations.{op}"
             for field in prof.__struct_fields__:
-                _check_number(
-                    f"{where}.{field}",
-                    getattr(prof, field),
-                    positive=field == "requests_per_second",
-                )
+                value = getattr(prof, field)
+                if value is not None:
+                    _check_number(
+                        f"{where}.{field}", value, positive=field == "requests_per_second"
+                    )
     return bench
 
 

@@ -3,9 +3,10 @@
 For ``users`` users the workload gives requests per second per operation; the bench gives what
 one request of each operation costs (CPU, storage calls, request units, cache CPU, bytes) in each
 deployment shape. Capacity is sized at ``peak_factor`` x the average rate and at
-``target_utilisation``; usage-billed items (DynamoDB on-demand, ALB LCUs, data transfer) are
-billed on the average.
-Formulas are spelled out in ``docs/cost.md``.
+``target_utilisation``; usage-billed items (DynamoDB on-demand, load-balancer capacity units, data
+transfer) are billed on the average. A figure the bench did not measure is ``None``: the line
+items that depend on it have no figure (printed as unknown), and the shape's total is unknown,
+with the sum of the known items as a lower bound. Formulas are spelled out in ``docs/cost.md``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from parley.cost.measured import OPERATIONS, SHAPES, BenchFile, ShapeBench, Workload
+import msgspec
+
+from parley.cost.measured import SHAPES, WORKLOADS, BenchFile, ShapeBench, Workload
 from parley.cost.prices import InstanceClass, Prices
 
 __all__ = [
@@ -24,11 +27,15 @@ __all__ = [
     "DESIGN_SCOPE",
     "DYNAMODB_MODES",
     "FARGATE_SIZES",
+    "HIGHLY_AVAILABLE_SHAPES",
+    "LOAD_BALANCERS",
     "LineItem",
     "Load",
     "ModelError",
     "ModelInputs",
     "ShapeCost",
+    "Verdict",
+    "cheapest_highly_available",
     "compute_load",
     "estimate",
     "estimate_shape",
@@ -38,7 +45,10 @@ __all__ = [
 ]
 
 GB: Final = 1e9  # bytes; AWS data and storage prices are per GB
+GIB: Final = 2**30  # bytes; Fargate and instance memory sizes
 DYNAMODB_MODES: Final = ("cheaper", "on-demand", "provisioned")
+LOAD_BALANCERS: Final = ("cheaper", "alb", "nlb-tcp", "nlb-tls")
+HIGHLY_AVAILABLE_SHAPES: Final = ("postgres-redis", "dynamodb-fargate")
 # Fargate task sizes: vCPU -> (min, max) memory in GB.
 FARGATE_SIZES: Final[Mapping[float, tuple[float, float]]] = {
     0.25: (0.5, 2),
@@ -49,11 +59,32 @@ FARGATE_SIZES: Final[Mapping[float, tuple[float, float]]] = {
     8: (16, 60),
     16: (32, 120),
 }
-ALB_NEW_CONNECTIONS_PER_LCU: Final = 25  # per second
-ALB_ACTIVE_CONNECTIONS_PER_LCU: Final = 3_000  # per minute
-ALB_GB_PER_LCU: Final = 1.0  # processed per hour
-ALB_RULE_EVALUATIONS_PER_LCU: Final = 1_000  # per second
-ALB_FREE_RULES: Final = 10
+
+
+@dataclass(frozen=True, slots=True)
+class CapacityUnit:
+    """What one load-balancer capacity unit (ALB LCU, NLB NLCU) covers, per dimension.
+
+    https://aws.amazon.com/elasticloadbalancing/pricing/ : an hour is billed on the dimension
+    with the highest usage.
+    """
+
+    new_connections_per_second: float
+    active_connections: float  # sampled per minute
+    gb_per_hour: float
+    rule_evaluations_per_second: float = math.inf  # ALB only
+    free_rules: float = 0.0
+
+
+ALB_LCU: Final = CapacityUnit(25, 3_000, 1.0, 1_000, 10)
+NLB_TCP_NLCU: Final = CapacityUnit(800, 100_000, 1.0)  # TCP listener: Parley terminates TLS
+NLB_TLS_NLCU: Final = CapacityUnit(50, 3_000, 1.0)  # TLS listener: the NLB terminates TLS
+# Kept for callers of the earlier names.
+ALB_NEW_CONNECTIONS_PER_LCU: Final = ALB_LCU.new_connections_per_second
+ALB_ACTIVE_CONNECTIONS_PER_LCU: Final = ALB_LCU.active_connections
+ALB_GB_PER_LCU: Final = ALB_LCU.gb_per_hour
+ALB_RULE_EVALUATIONS_PER_LCU: Final = ALB_LCU.rule_evaluations_per_second
+ALB_FREE_RULES: Final = ALB_LCU.free_rules
 
 
 class ModelError(ValueError):
@@ -66,16 +97,25 @@ class ModelInputs:
 
     target_utilisation: float = 0.6  # of every CPU we size (app, database, cache)
     task_vcpu: float = 1.0
-    task_memory_gb: float = 2.0
+    task_memory_gb: float = 2.0  # the smallest size considered when size_task_memory is on
+    size_task_memory: bool = True  # pick the cheapest Fargate memory size for the connections
     min_tasks: int = 2  # scale-out shapes keep two tasks for availability
     peak_factor: float = 1.0  # busiest-hour rate / average rate, for capacity
     dynamodb_mode: str = "cheaper"  # which DynamoDB billing mode counts in the total
     dynamodb_target_utilisation: float = 0.7  # provisioned capacity (AWS auto-scaling default)
     rds_multi_az: bool = True
     cache_replicas: int = 1  # per Redis shard
-    new_connections_per_request: float = 1.0  # checks a minute apart rarely reuse a connection
-    active_connections_per_user: float = 1.0
+    # A real client keeps one connection open (checks reuse it; an online user's long-poll or
+    # live stream is that connection): new connections are reconnects, not requests.
+    new_connections_per_request: float = 0.0  # 1 = a new connection for every request
+    reconnects_per_user_per_hour: float = 1.0  # network changes, idle timeouts, app restarts
+    active_connections_per_user: float = 1.0  # connections each user holds open
     alb_rules_per_request: float = 1.0
+    load_balancer: str = "cheaper"  # cheaper | alb | nlb-tcp | nlb-tls
+    tls_handshake_cpu_seconds: float = 0.002  # Parley's CPU per TLS handshake (nlb-tcp only)
+    memory_utilisation: float = 0.8  # of a task's memory that connections and caches may fill
+    # What-if for the memory per idle connection, in KiB; NaN (not set): the bench's measurement.
+    idle_connection_kib: float = math.nan
     stored_bytes_per_message: float = 500.0  # item or row with keys and index overhead
     retention_days: float = 365.0
     hours_per_month: float = 730.0
@@ -96,12 +136,18 @@ class ModelInputs:
             )
         if self.dynamodb_mode not in DYNAMODB_MODES:
             raise ModelError(f"dynamodb_mode must be one of {', '.join(DYNAMODB_MODES)}")
+        if self.load_balancer not in LOAD_BALANCERS:
+            raise ModelError(f"load_balancer must be one of {', '.join(LOAD_BALANCERS)}")
+        if not 0 < self.memory_utilisation <= 1:
+            raise ModelError("memory_utilisation must be in (0, 1]")
         if self.min_tasks < 1 or self.cache_replicas < 0:
             raise ModelError("min_tasks must be >= 1 and cache_replicas >= 0")
         for name in (
             "peak_factor",
             "new_connections_per_request",
+            "reconnects_per_user_per_hour",
             "active_connections_per_user",
+            "tls_handshake_cpu_seconds",
             "alb_rules_per_request",
             "stored_bytes_per_message",
             "retention_days",
@@ -110,6 +156,10 @@ class ModelInputs:
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ModelError(f"{name} must be a finite number >= 0")
+        if not math.isnan(self.idle_connection_kib) and not (
+            math.isfinite(self.idle_connection_kib) and self.idle_connection_kib >= 0
+        ):
+            raise ModelError("idle_connection_kib must be a finite number >= 0")
         if self.peak_factor < 1:
             raise ModelError("peak_factor must be >= 1 (it scales the average up to the peak)")
         return self
@@ -162,62 +212,110 @@ def with_settings(
 
 @dataclass(frozen=True, slots=True)
 class Load:
-    """What ``users`` users ask of one shape, per second. ``*_vcpus`` are sized for the peak."""
+    """What ``users`` users ask of one shape, per second. ``*_vcpus`` are sized for the peak.
+
+    A ``None`` figure depends on something the bench did not measure.
+    """
 
     users: int
-    requests_per_second: dict[str, float]
+    requests_per_second: dict[str, float]  # check (finds messages), idle (finds none), send
     total_requests_per_second: float
     messages_sent_per_second: float
     messages_delivered_per_second: float
+    busy_check_share: float  # checks that find something: min(1, messages per check)
     process_busy: float  # processes fully busy at the peak (sum of rate / one process's rate)
     app_vcpus_by_cpu: float
     app_vcpus_by_throughput: float
     app_vcpus: float
-    storage_reads_per_second: float
-    storage_writes_per_second: float
-    read_units_per_second: float
-    write_units_per_second: float
-    storage_vcpus: float
-    cache_ops_per_second: float
-    cache_vcpus: float
-    bytes_in_per_second: float
-    bytes_out_per_second: float
+    storage_reads_per_second: float | None
+    storage_writes_per_second: float | None
+    read_units_per_second: float | None
+    write_units_per_second: float | None
+    storage_vcpus: float | None
+    cache_ops_per_second: float | None
+    cache_vcpus: float | None
+    bytes_in_per_second: float | None
+    bytes_out_per_second: float | None
+    connections: float  # held open at once
+    new_connections_per_second: float
+    connection_bytes: float | None  # memory every held connection needs in the app processes
+
+
+def _rates(users: float, workload: Workload, bench: ShapeBench) -> tuple[dict[str, float], float]:
+    """Request rates per measured operation, and the share of checks that find something.
+
+    With an ``idle`` profile in the bench, checks split into those that find messages (priced as
+    the bench's ``check``, which returned ~7) and those that find none (``idle``). The share that
+    finds something is ``min(1, messages_per_check)``: an upper bound of ``1 - e^-m`` (arrivals at
+    random), so a realistic workload is never priced below what it costs.
+    """
+    rates = workload.rates(users)
+    busy = min(1.0, workload.messages_per_check)
+    if "idle" in bench.operations:
+        checks = rates["check"]
+        rates = {"check": checks * busy, "idle": checks * (1 - busy), "send": rates["send"]}
+    return rates, busy
 
 
 def compute_load(users: int, workload: Workload, bench: ShapeBench, inputs: ModelInputs) -> Load:
-    rates = workload.rates(users)
+    rates, busy = _rates(users, workload, bench)
     peak, util = inputs.peak_factor, inputs.target_utilisation
     ops = bench.operations
 
     def total(per_request: Callable[[str], float]) -> float:
-        return sum(rates[op] * per_request(op) for op in OPERATIONS)
+        return sum(rates[op] * per_request(op) for op in rates)
+
+    def measured(name: str, scale: Callable[[str], float] = lambda op: 1.0) -> float | None:
+        """sum(rate x figure), or None when an operation that runs has no figure."""
+        result = 0.0
+        for op, rate in rates.items():
+            value: float | None = getattr(ops[op], name)
+            if value is None:
+                if rate > 0:
+                    return None
+                continue
+            result += rate * value * scale(op)
+        return result
+
+    def sized(name: str) -> float | None:
+        value = measured(name)
+        return None if value is None else peak * value / util
 
     process_busy = peak * total(lambda op: 1 / ops[op].requests_per_second)
     by_cpu = peak * total(lambda op: ops[op].cpu_seconds_per_request) / util
     by_throughput = process_busy / util * bench.process_vcpus
+    connections = users * inputs.active_connections_per_user
+    new_connections = (
+        sum(rates.values()) * inputs.new_connections_per_request
+        + connections * inputs.reconnects_per_user_per_hour / 3600
+    )
     return Load(
         users=users,
         requests_per_second=rates,
         total_requests_per_second=sum(rates.values()),
         messages_sent_per_second=rates["send"],
-        messages_delivered_per_second=rates["check"] * workload.messages_per_check,
+        messages_delivered_per_second=workload.rates(users)["check"] * workload.messages_per_check,
+        busy_check_share=busy,
         process_busy=process_busy,
         app_vcpus_by_cpu=by_cpu,
         app_vcpus_by_throughput=by_throughput,
         app_vcpus=max(by_cpu, by_throughput),
-        storage_reads_per_second=total(lambda op: ops[op].storage_reads_per_request),
-        storage_writes_per_second=total(lambda op: ops[op].storage_writes_per_request),
-        read_units_per_second=total(
-            lambda op: ops[op].storage_reads_per_request * ops[op].read_units_per_read
+        storage_reads_per_second=measured("storage_reads_per_request"),
+        storage_writes_per_second=measured("storage_writes_per_request"),
+        read_units_per_second=measured(
+            "storage_reads_per_request", lambda op: ops[op].read_units_per_read
         ),
-        write_units_per_second=total(
-            lambda op: ops[op].storage_writes_per_request * ops[op].write_units_per_write
+        write_units_per_second=measured(
+            "storage_writes_per_request", lambda op: ops[op].write_units_per_write
         ),
-        storage_vcpus=peak * total(lambda op: ops[op].storage_cpu_seconds_per_request) / util,
-        cache_ops_per_second=total(lambda op: ops[op].cache_ops_per_request),
-        cache_vcpus=peak * total(lambda op: ops[op].cache_cpu_seconds_per_request) / util,
-        bytes_in_per_second=total(lambda op: ops[op].request_bytes),
-        bytes_out_per_second=total(lambda op: ops[op].response_bytes),
+        storage_vcpus=sized("storage_cpu_seconds_per_request"),
+        cache_ops_per_second=measured("cache_ops_per_request"),
+        cache_vcpus=sized("cache_cpu_seconds_per_request"),
+        bytes_in_per_second=measured("request_bytes"),
+        bytes_out_per_second=measured("response_bytes"),
+        connections=connections,
+        new_connections_per_second=new_connections,
+        connection_bytes=None,
     )
 
 
@@ -229,9 +327,11 @@ DESIGN_SCOPE: Final = ("compute", "database", "cache")  # what the course design
 class LineItem:
     name: str
     category: str  # one of CATEGORIES
-    monthly: float
+    monthly: float | None  # None: depends on a figure the bench did not measure
     detail: str
     included: bool = True  # False for an alternative shown beside the one that counts
+    unknown: tuple[str, ...] = ()  # the unmeasured figures that leave it without a price
+    driver: str = ""  # the measured figure (or price) that sets it, for the closing note
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,26 +339,34 @@ class ShapeCost:
     shape: str
     users: int
     feasible: bool
-    total: float | None  # None when the shape cannot carry the load
+    total: float | None  # None when the shape cannot carry the load or a counted item is unknown
     design_scope_total: float | None  # compute + database + cache: what the course design priced
     line_items: tuple[LineItem, ...]
     notes: tuple[str, ...]
     load: Load = field(repr=False)
+    workload: str = "original"  # which workload scenario (WORKLOADS)
+    known_total: float = 0.0  # the counted items that have a figure: a lower bound of the total
+    unknown: tuple[str, ...] = ()  # figures the bench did not measure that the total needs
+    highly_available: bool = False
 
 
 def pick_class(
     classes: Sequence[InstanceClass],
     required_vcpus: float,
     usable: Callable[[InstanceClass], float] = lambda c: c.sustained_vcpu,
+    required_gib: float = 0.0,
 ) -> tuple[InstanceClass, int]:
-    """The cheapest class whose usable CPU covers the need; else N of the most capable class."""
+    """The cheapest class whose usable CPU (and memory) covers the need; else N of the most
+    capable class."""
     if not classes:
         raise ModelError("an instance table is empty")
-    fitting = [c for c in classes if usable(c) >= required_vcpus]
+    fitting = [c for c in classes if usable(c) >= required_vcpus and c.memory_gib >= required_gib]
     if fitting:
         return min(fitting, key=lambda c: (c.hourly, -usable(c))), 1
-    biggest = max(classes, key=lambda c: (usable(c), -c.hourly))
-    return biggest, math.ceil(required_vcpus / usable(biggest))
+    biggest = max(classes, key=lambda c: (usable(c), c.memory_gib, -c.hourly))
+    by_cpu = math.ceil(required_vcpus / usable(biggest))
+    by_memory = math.ceil(required_gib / biggest.memory_gib) if biggest.memory_gib else 1
+    return biggest, max(by_cpu, by_memory, 1)
 
 
 def _redis_usable(c: InstanceClass) -> float:
@@ -267,58 +375,243 @@ def _redis_usable(c: InstanceClass) -> float:
 
 def single_process_ceiling(workload: Workload, bench: ShapeBench, inputs: ModelInputs) -> int:
     """Most users one process serves at the target utilisation (the ``sqlite-single`` ceiling)."""
+    rates, _ = _rates(1, workload, bench)
     per_user = inputs.peak_factor * sum(
-        rate / bench.operations[op].requests_per_second for op, rate in workload.rates(1).items()
+        rate / bench.operations[op].requests_per_second for op, rate in rates.items()
     )
     return math.floor(inputs.target_utilisation / per_user) if per_user > 0 else 0
 
 
-def _fargate(load: Load, inputs: ModelInputs, prices: Prices, hours: float) -> LineItem:
-    tasks = max(inputs.min_tasks, math.ceil(load.app_vcpus / inputs.task_vcpu - 1e-9))
+_OP_NAMES: Final = {"check": "check finding messages", "idle": "idle check", "send": "send"}
+
+
+def _driver(load: Load, sb: ShapeBench, label: str, name: str, unit: str, scale: float) -> str:
+    """``label`` of the operation that contributes most to ``name``, with its figure."""
+    rates = load.requests_per_second
+    figures = {op: getattr(sb.operations[op], name) for op in rates}
+    known = {op: v for op, v in figures.items() if v is not None}
+    if not known:
+        return label
+    op = max(known, key=lambda o: rates[o] * known[o])
+    what = _OP_NAMES.get(op, op)
+    article = "an" if what[0] in "aeiou" else "a"
+    value = known[op] * scale
+    text = f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+    return f"{label} of {article} {what} ({text} {unit})".replace(" )", ")")
+
+
+def _unknown(*pairs: tuple[str, float | None]) -> tuple[str, ...]:
+    return tuple(name for name, value in pairs if value is None)
+
+
+def _connection_memory(
+    load: Load, sb: ShapeBench, idle_connection_bytes: float | None
+) -> tuple[float | None, float | None, tuple[str, ...]]:
+    """(bytes every held connection needs, one process's base bytes, the unknown figures)."""
+    if load.connections == 0:
+        return 0.0, sb.process_base_bytes, _unknown(("process memory", sb.process_base_bytes))
+    held = None if idle_connection_bytes is None else load.connections * idle_connection_bytes
+    missing = _unknown(
+        ("memory per idle connection", idle_connection_bytes),
+        ("process memory", sb.process_base_bytes),
+    )
+    return held, sb.process_base_bytes, missing
+
+
+def _fargate(
+    load: Load,
+    sb: ShapeBench,
+    bench: BenchFile,
+    inputs: ModelInputs,
+    prices: Prices,
+    extra_vcpus: float = 0.0,
+    extra_note: str = "",
+) -> LineItem:
+    hours = inputs.hours_per_month
+    vcpus = load.app_vcpus + extra_vcpus
+    by_cpu = max(inputs.min_tasks, math.ceil(vcpus / inputs.task_vcpu - 1e-9))
     per_task = inputs.task_vcpu * prices.fargate_vcpu_hour + (
         inputs.task_memory_gb * prices.fargate_gb_hour
     )
+    held, base, missing = _connection_memory(load, sb, bench.idle_connection_bytes)
+    cpu_text = f"{vcpus:.2f} vCPU needed at {inputs.target_utilisation:.0%}{extra_note}"
+    if load.app_vcpus_by_cpu >= load.app_vcpus_by_throughput:
+        cpu_driver = _driver(load, sb, "app CPU", "cpu_seconds_per_request", "ms", 1e3)
+    else:
+        rates = load.requests_per_second
+        op = max(rates, key=lambda o: rates[o] / sb.operations[o].requests_per_second)
+        what = _OP_NAMES.get(op, op)
+        cpu_driver = (
+            f"throughput of the measured process(es) on {'an' if what[0] in 'aeiou' else 'a'} "
+            f"{what} "
+            f"({sb.operations[op].requests_per_second:,.0f} req/s on {sb.process_vcpus:g} vCPU)"
+        )
+    size = f"{inputs.task_vcpu:g} vCPU / {inputs.task_memory_gb:g} GB"
+    if held is None or base is None:
+        return LineItem(
+            "Fargate",
+            "compute",
+            None,
+            f">= {by_cpu} tasks x {size} ({cpu_text}); memory-bound count unknown: "
+            + ", ".join(missing)
+            + " not measured",
+            unknown=missing,
+            driver=cpu_driver,
+        )
+    sizes = _memory_sizes(inputs) if inputs.size_task_memory else [inputs.task_memory_gb]
+    options = []
+    for memory_gb in sizes:
+        usable = memory_gb * GIB * inputs.memory_utilisation - base
+        if usable <= 0:
+            continue
+        by_memory = math.ceil(held / usable - 1e-9)
+        tasks = max(by_cpu, by_memory)
+        per_task = inputs.task_vcpu * prices.fargate_vcpu_hour + memory_gb * prices.fargate_gb_hour
+        options.append((tasks * per_task * hours, memory_gb, tasks, by_memory, usable))
+    if not options:
+        raise ModelError(
+            f"a {inputs.task_memory_gb:g} GB task at {inputs.memory_utilisation:.0%} does not hold "
+            f"one process ({base / 2**20:,.0f} MiB measured)"
+        )
+    monthly, memory_gb, tasks, by_memory, usable = min(options)
+    memory_bound = by_memory > by_cpu
+    per_connection = (bench.idle_connection_bytes or 0) / 1024
+    size = f"{inputs.task_vcpu:g} vCPU / {memory_gb:g} GB"
     return LineItem(
         "Fargate",
         "compute",
-        tasks * per_task * hours,
-        f"{tasks} tasks x {inputs.task_vcpu:g} vCPU / {inputs.task_memory_gb:g} GB "
-        f"({load.app_vcpus:.2f} vCPU needed at {inputs.target_utilisation:.0%})",
+        monthly,
+        f"{tasks} tasks x {size}, {'memory' if memory_bound else 'CPU'}-bound: CPU "
+        f"{by_cpu} ({cpu_text}), memory {by_memory} ({load.connections:,.0f} connections x "
+        f"{per_connection:.1f} KiB, {usable / GIB:.2f} GiB usable per task)",
+        driver=(
+            f"memory per idle connection ({per_connection:.1f} KiB)" if memory_bound else cpu_driver
+        ),
     )
 
 
-def _alb(load: Load, inputs: ModelInputs, prices: Prices, hours: float) -> LineItem:
+def _memory_sizes(inputs: ModelInputs) -> list[float]:
+    """Fargate's memory sizes for the task's vCPU (1 GB steps), from ``task_memory_gb`` up."""
+    low, high = FARGATE_SIZES[inputs.task_vcpu]
+    sizes = [low, *range(math.ceil(low) if low >= 1 else 1, math.floor(high) + 1)]
+    return sorted({m for m in sizes if m >= inputs.task_memory_gb})
+
+
+def _lb_units(
+    load: Load, inputs: ModelInputs, unit: CapacityUnit
+) -> tuple[float | None, float, str]:
+    """(capacity units or None when bytes are unknown, the known lower bound, its dimension)."""
     dims = {
-        "new connections": load.total_requests_per_second
-        * inputs.new_connections_per_request
-        / ALB_NEW_CONNECTIONS_PER_LCU,
-        "active connections": load.users
-        * inputs.active_connections_per_user
-        / ALB_ACTIVE_CONNECTIONS_PER_LCU,
-        "processed bytes": (load.bytes_in_per_second + load.bytes_out_per_second)
-        * 3600
-        / GB
-        / ALB_GB_PER_LCU,
+        "new connections": load.new_connections_per_second / unit.new_connections_per_second,
+        "active connections": load.connections / unit.active_connections,
         "rule evaluations": load.total_requests_per_second
-        * max(0.0, inputs.alb_rules_per_request - ALB_FREE_RULES)
-        / ALB_RULE_EVALUATIONS_PER_LCU,
+        * max(0.0, inputs.alb_rules_per_request - unit.free_rules)
+        / unit.rule_evaluations_per_second,
     }
-    dimension, lcus = max(dims.items(), key=lambda kv: kv[1])
-    return LineItem(
-        "ALB",
-        "network",
-        (prices.alb_hour + lcus * prices.alb_lcu_hour) * hours,
-        f"1 ALB + {lcus:,.1f} LCU (by {dimension})",
+    if load.bytes_in_per_second is not None and load.bytes_out_per_second is not None:
+        dims["processed bytes"] = (
+            (load.bytes_in_per_second + load.bytes_out_per_second) * 3600 / GB / unit.gb_per_hour
+        )
+        dimension, units = max(dims.items(), key=lambda kv: kv[1])
+        return units, units, dimension
+    dimension, units = max(dims.items(), key=lambda kv: kv[1])
+    return None, units, dimension
+
+
+_LB: Final = {
+    "alb": ("ALB", ALB_LCU, "LCU"),
+    "nlb-tcp": ("NLB (TCP, TLS in Parley)", NLB_TCP_NLCU, "NLCU"),
+    "nlb-tls": ("NLB (TLS listener)", NLB_TLS_NLCU, "NLCU"),
+}
+
+
+def _load_balancer(
+    kind: str, load: Load, inputs: ModelInputs, prices: Prices
+) -> tuple[LineItem, float]:
+    """The line item for one load-balancer option, and its known lower bound."""
+    name, unit, unit_name = _LB[kind]
+    hourly, unit_hour = (
+        (prices.alb_hour, prices.alb_lcu_hour)
+        if kind == "alb"
+        else (prices.nlb_hour, prices.nlb_lcu_hour)
+    )
+    hours = inputs.hours_per_month
+    units, floor, dimension = _lb_units(load, inputs, unit)
+    floor_monthly = (hourly + floor * unit_hour) * hours
+    if units is None:
+        return (
+            LineItem(
+                name,
+                "network",
+                None,
+                f">= {floor:,.1f} {unit_name} (by {dimension}); processed bytes not measured",
+                unknown=_unknown(
+                    ("request bytes", load.bytes_in_per_second),
+                    ("response bytes", load.bytes_out_per_second),
+                ),
+                driver=dimension,
+            ),
+            floor_monthly,
+        )
+    return (
+        LineItem(
+            name,
+            "network",
+            (hourly + units * unit_hour) * hours,
+            f"1 load balancer + {units:,.1f} {unit_name} (by {dimension})",
+            driver=dimension,
+        ),
+        floor_monthly,
     )
 
 
-def _data_transfer(load: Load, prices: Prices, hours: float) -> LineItem:
+def _front(
+    load: Load, sb: ShapeBench, bench: BenchFile, inputs: ModelInputs, prices: Prices
+) -> tuple[list[LineItem], list[str]]:
+    """Fargate plus every load-balancer option; the chosen option (and its Fargate) counts.
+
+    Behind ``nlb-tcp`` Parley terminates TLS itself: each new connection costs it a handshake
+    (``tls_handshake_cpu_seconds``, an input: the bench speaks plain HTTP).
+    """
+    peak, util = inputs.peak_factor, inputs.target_utilisation
+    tls_vcpus = peak * load.new_connections_per_second * inputs.tls_handshake_cpu_seconds / util
+    options: dict[str, tuple[LineItem, LineItem, float]] = {}
+    for kind in _LB:
+        extra = tls_vcpus if kind == "nlb-tcp" else 0.0
+        note = f", incl. {extra:.2f} for TLS handshakes" if extra else ""
+        compute = _fargate(load, sb, bench, inputs, prices, extra, note)
+        lb, floor = _load_balancer(kind, load, inputs, prices)
+        known = (compute.monthly or 0.0) + (lb.monthly if lb.monthly is not None else floor)
+        options[kind] = (compute, lb, known)
+    chosen = (
+        min(options, key=lambda k: options[k][2])
+        if inputs.load_balancer == "cheaper"
+        else inputs.load_balancer
+    )
+    compute, _, _ = options[chosen]
+    items = [compute]
+    for kind, (_, lb, _) in options.items():
+        items.append(dataclasses.replace(lb, included=kind == chosen))
+    notes = [f"load balancer: {_LB[chosen][0]} ({inputs.load_balancer})"]
+    return items, notes
+
+
+def _data_transfer(load: Load, sb: ShapeBench, prices: Prices, hours: float) -> LineItem:
+    if load.bytes_out_per_second is None:
+        return LineItem(
+            "Data transfer out",
+            "network",
+            None,
+            "response bytes not measured",
+            unknown=("response bytes",),
+        )
     gb = load.bytes_out_per_second * hours * 3600 / GB
     return LineItem(
         "Data transfer out",
         "network",
         gb * prices.data_transfer_out_gb,
         f"{gb:,.0f} GB of responses",
+        driver=_driver(load, sb, "response bytes", "response_bytes", "B", 1.0),
     )
 
 
@@ -332,39 +625,77 @@ def _storage_gb(users: int, workload: Workload, inputs: ModelInputs) -> float:
     )
 
 
-def _elasticache(load: Load, inputs: ModelInputs, prices: Prices, hours: float) -> LineItem:
+def _elasticache(
+    load: Load, sb: ShapeBench, inputs: ModelInputs, prices: Prices, hours: float
+) -> LineItem:
+    if load.cache_vcpus is None:
+        return LineItem(
+            "ElastiCache",
+            "cache",
+            None,
+            "Redis CPU per request not measured",
+            unknown=("Redis CPU",),
+        )
     cls, shards = pick_class(prices.cache_classes, load.cache_vcpus, _redis_usable)
     nodes = shards * (1 + inputs.cache_replicas)
+    ops = "" if load.cache_ops_per_second is None else f"{load.cache_ops_per_second:,.0f} ops/s, "
     return LineItem(
         "ElastiCache",
         "cache",
         nodes * cls.hourly * hours,
         f"{nodes} x {cls.name} ({shards} shard(s) + {inputs.cache_replicas} replica each; "
-        f"{load.cache_ops_per_second:,.0f} ops/s, {load.cache_vcpus:.3f} vCPU of Redis)",
+        f"{ops}{load.cache_vcpus:.3f} vCPU of Redis)",
+        driver=_driver(load, sb, "Redis CPU", "cache_cpu_seconds_per_request", "ms", 1e3),
     )
 
 
 def _cost_sqlite(
-    load: Load, sb: ShapeBench, workload: Workload, inputs: ModelInputs, prices: Prices
+    load: Load,
+    sb: ShapeBench,
+    bench: BenchFile,
+    workload: Workload,
+    inputs: ModelInputs,
+    prices: Prices,
 ) -> tuple[bool, list[LineItem], list[str]]:
     hours = inputs.hours_per_month
     feasible = load.process_busy <= inputs.target_utilisation
-    cls, count = pick_class(prices.ec2_classes, load.app_vcpus)
+    held, base, missing = _connection_memory(load, sb, bench.idle_connection_bytes)
     gb = _storage_gb(load.users, workload, inputs)
-    items = [
-        LineItem(
+    notes: list[str] = []
+    if held is None or base is None:
+        instance = LineItem(
             "EC2 instance",
             "compute",
-            count * cls.hourly * hours,
-            f"{count} x {cls.name} ({load.app_vcpus:.2f} vCPU needed at "
-            f"{inputs.target_utilisation:.0%})",
-        ),
+            None,
+            f"memory unknown: {', '.join(missing)} not measured",
+            unknown=missing,
+        )
+    else:
+        need_gib = (held + base) / GIB / inputs.memory_utilisation
+        cls, count = pick_class(prices.ec2_classes, load.app_vcpus, required_gib=need_gib)
+        if count > 1:
+            feasible = False
+            notes.append(
+                f"EXCEEDS ONE INSTANCE: {load.app_vcpus:.2f} vCPU and {need_gib:,.1f} GiB needed"
+            )
+        instance = LineItem(
+            "EC2 instance",
+            "compute",
+            cls.hourly * hours,
+            f"1 x {cls.name} ({load.app_vcpus:.2f} vCPU needed at "
+            f"{inputs.target_utilisation:.0%}, {need_gib:,.2f} GiB with "
+            f"{load.connections:,.0f} connections)",
+            driver=_driver(load, sb, "app CPU", "cpu_seconds_per_request", "ms", 1e3),
+        )
+    items = [
+        instance,
         LineItem("EBS storage", "storage", gb * prices.ebs_storage_gb_month, f"{gb:,.1f} GB gp3"),
-        _data_transfer(load, prices, hours),
+        _data_transfer(load, sb, prices, hours),
     ]
     ceiling = single_process_ceiling(workload, sb, inputs)
-    notes = [f"one process serves up to {ceiling:,} users at {inputs.target_utilisation:.0%}"]
-    if not feasible:
+    notes.append(f"one process serves up to {ceiling:,} users at {inputs.target_utilisation:.0%}")
+    notes.append("not highly available: one process on one instance in one zone")
+    if load.process_busy > inputs.target_utilisation:
         notes.insert(
             0,
             f"EXCEEDS ONE PROCESS: needs {load.process_busy / inputs.target_utilisation:.1f} "
@@ -374,92 +705,150 @@ def _cost_sqlite(
 
 
 def _cost_postgres(
-    load: Load, workload: Workload, inputs: ModelInputs, prices: Prices
+    load: Load,
+    sb: ShapeBench,
+    bench: BenchFile,
+    workload: Workload,
+    inputs: ModelInputs,
+    prices: Prices,
 ) -> tuple[bool, list[LineItem], list[str]]:
     hours = inputs.hours_per_month
-    cls, count = pick_class(prices.rds_classes, load.storage_vcpus)
     az = 2 if inputs.rds_multi_az else 1
     gb = _storage_gb(load.users, workload, inputs)
-    notes: list[str] = []
-    if count > 1:
-        notes.append(
-            f"database CPU exceeds the largest class: {count} x {cls.name} means read replicas "
-            "or sharding, which this model prices but Parley does not configure"
+    front, notes = _front(load, sb, bench, inputs, prices)
+    if load.storage_vcpus is None:
+        rds = LineItem(
+            "RDS PostgreSQL",
+            "database",
+            None,
+            "PostgreSQL CPU per request not measured",
+            unknown=("PostgreSQL CPU",),
         )
-    if load.storage_vcpus == 0:
-        notes.append("no database CPU in the bench: the smallest class is assumed")
-    items = [
-        _fargate(load, inputs, prices, hours),
-        LineItem(
+    else:
+        cls, count = pick_class(prices.rds_classes, load.storage_vcpus)
+        if count > 1:
+            notes.append(
+                f"database CPU exceeds the largest class: {count} x {cls.name} means read "
+                "replicas or sharding, which this model prices but Parley does not configure"
+            )
+        rds = LineItem(
             "RDS PostgreSQL",
             "database",
             count * az * cls.hourly * hours,
             f"{count} x {cls.name}{' Multi-AZ' if az == 2 else ''} "
             f"({load.storage_vcpus:.2f} vCPU of database needed)",
-        ),
+            driver=_driver(
+                load, sb, "PostgreSQL CPU", "storage_cpu_seconds_per_request", "ms", 1e3
+            ),
+        )
+    items = [
+        front[0],
+        rds,
         LineItem(
             "RDS storage",
             "storage",
             gb * az * prices.rds_storage_gb_month,
             f"{gb:,.1f} GB gp3{' x 2 (Multi-AZ)' if az == 2 else ''}",
+            driver=f"stored bytes per message ({inputs.stored_bytes_per_message:g} B, an input)",
         ),
-        _elasticache(load, inputs, prices, hours),
-        _alb(load, inputs, prices, hours),
-        _data_transfer(load, prices, hours),
+        _elasticache(load, sb, inputs, prices, hours),
+        *front[1:],
+        _data_transfer(load, sb, prices, hours),
     ]
     return True, items, notes
 
 
 def _cost_dynamodb(
-    load: Load, workload: Workload, inputs: ModelInputs, prices: Prices
+    load: Load,
+    sb: ShapeBench,
+    bench: BenchFile,
+    workload: Workload,
+    inputs: ModelInputs,
+    prices: Prices,
 ) -> tuple[bool, list[LineItem], list[str]]:
     hours = inputs.hours_per_month
     seconds = hours * 3600
-    on_demand = (
-        load.read_units_per_second * seconds / 1e6 * prices.dynamodb_read_request_units_per_million
-        + load.write_units_per_second
-        * seconds
-        / 1e6
-        * prices.dynamodb_write_request_units_per_million
-    )
-    peak, target = inputs.peak_factor, inputs.dynamodb_target_utilisation
-    rcu = max(1, math.ceil(load.read_units_per_second * peak / target))
-    wcu = max(1, math.ceil(load.write_units_per_second * peak / target))
-    provisioned = (rcu * prices.dynamodb_rcu_hour + wcu * prices.dynamodb_wcu_hour) * hours
-    if inputs.dynamodb_mode == "cheaper":
-        use_on_demand = on_demand <= provisioned
-    else:
-        use_on_demand = inputs.dynamodb_mode == "on-demand"
+    front, notes = _front(load, sb, bench, inputs, prices)
     gb = _storage_gb(load.users, workload, inputs)
+    rru, wru = load.read_units_per_second, load.write_units_per_second
+    if rru is None or wru is None:
+        missing = _unknown(("DynamoDB reads", rru), ("DynamoDB writes", wru))
+        database = [
+            LineItem(
+                "DynamoDB",
+                "database",
+                None,
+                "request units per request not measured",
+                unknown=missing,
+            )
+        ]
+    else:
+        on_demand = (
+            rru * seconds / 1e6 * prices.dynamodb_read_request_units_per_million
+            + wru * seconds / 1e6 * prices.dynamodb_write_request_units_per_million
+        )
+        peak, target = inputs.peak_factor, inputs.dynamodb_target_utilisation
+        rcu = max(1, math.ceil(rru * peak / target))
+        wcu = max(1, math.ceil(wru * peak / target))
+        provisioned = (rcu * prices.dynamodb_rcu_hour + wcu * prices.dynamodb_wcu_hour) * hours
+        if inputs.dynamodb_mode == "cheaper":
+            use_on_demand = on_demand <= provisioned
+        else:
+            use_on_demand = inputs.dynamodb_mode == "on-demand"
+        database = [
+            LineItem(
+                "DynamoDB on-demand",
+                "database",
+                on_demand,
+                f"{rru:,.1f} RRU/s + {wru:,.1f} WRU/s",
+                included=use_on_demand,
+                driver=_driver(load, sb, "DynamoDB calls", "storage_reads_per_request", "", 1.0),
+            ),
+            LineItem(
+                "DynamoDB provisioned",
+                "database",
+                provisioned,
+                f"{rcu:,} RCU + {wcu:,} WCU (x{peak:g} peak at {target:.0%} target)",
+                included=not use_on_demand,
+                driver=_driver(load, sb, "DynamoDB calls", "storage_reads_per_request", "", 1.0),
+            ),
+        ]
+        reads = load.storage_reads_per_second or 0.0
+        writes = load.storage_writes_per_second or 0.0
+        notes.append(
+            f"DynamoDB billed {'on-demand' if use_on_demand else 'provisioned'} "
+            f"({inputs.dynamodb_mode}); reads {reads:,.0f}/s, writes {writes:,.0f}/s"
+        )
     items = [
-        _fargate(load, inputs, prices, hours),
+        front[0],
+        *database,
         LineItem(
-            "DynamoDB on-demand",
-            "database",
-            on_demand,
-            f"{load.read_units_per_second:,.1f} RRU/s + {load.write_units_per_second:,.1f} WRU/s",
-            included=use_on_demand,
+            "DynamoDB storage",
+            "storage",
+            gb * prices.dynamodb_storage_gb_month,
+            f"{gb:,.1f} GB",
+            driver=f"stored bytes per message ({inputs.stored_bytes_per_message:g} B, an input)",
         ),
-        LineItem(
-            "DynamoDB provisioned",
-            "database",
-            provisioned,
-            f"{rcu:,} RCU + {wcu:,} WCU (x{peak:g} peak at {target:.0%} target)",
-            included=not use_on_demand,
-        ),
-        LineItem(
-            "DynamoDB storage", "storage", gb * prices.dynamodb_storage_gb_month, f"{gb:,.1f} GB"
-        ),
-        _elasticache(load, inputs, prices, hours),
-        _alb(load, inputs, prices, hours),
-        _data_transfer(load, prices, hours),
-    ]
-    notes = [
-        f"DynamoDB billed {'on-demand' if use_on_demand else 'provisioned'} "
-        f"({inputs.dynamodb_mode}); reads {load.storage_reads_per_second:,.0f}/s, "
-        f"writes {load.storage_writes_per_second:,.0f}/s"
+        _elasticache(load, sb, inputs, prices, hours),
+        *front[1:],
+        _data_transfer(load, sb, prices, hours),
     ]
     return True, items, notes
+
+
+_SHAPE_COSTS: Final = {
+    "sqlite-single": _cost_sqlite,
+    "postgres-redis": _cost_postgres,
+    "dynamodb-fargate": _cost_dynamodb,
+}
+
+
+def _highly_available(shape: str, inputs: ModelInputs) -> bool:
+    """At least two app processes (ECS spreads tasks over zones), a database with a standby
+    (RDS Multi-AZ; DynamoDB replicates across three zones itself), Redis with a replica."""
+    if shape not in HIGHLY_AVAILABLE_SHAPES or inputs.min_tasks < 2 or inputs.cache_replicas < 1:
+        return False
+    return inputs.rds_multi_az or shape != "postgres-redis"
 
 
 def estimate_shape(
@@ -469,22 +858,48 @@ def estimate_shape(
     workload: Workload,
     inputs: ModelInputs,
     prices: Prices,
+    bench: BenchFile | None = None,
+    workload_name: str = "original",
 ) -> ShapeCost:
+    file = bench or BenchFile(format="parley-bench/1", sample=False, shapes={shape: sb})
+    if not math.isnan(inputs.idle_connection_kib):
+        file = msgspec.structs.replace(
+            file, idle_connection_bytes=inputs.idle_connection_kib * 1024
+        )
     load = compute_load(users, workload, sb, inputs)
-    if shape == "sqlite-single":
-        feasible, items, notes = _cost_sqlite(load, sb, workload, inputs, prices)
-    elif shape == "postgres-redis":
-        feasible, items, notes = _cost_postgres(load, workload, inputs, prices)
-    elif shape == "dynamodb-fargate":
-        feasible, items, notes = _cost_dynamodb(load, workload, inputs, prices)
-    else:
+    load = dataclasses.replace(load, connection_bytes=file.idle_connection_bytes)
+    cost = _SHAPE_COSTS.get(shape)
+    if cost is None:
         raise ModelError(f"unknown shape {shape!r}")
+    feasible, items, notes = cost(load, sb, file, workload, inputs, prices)
+    if "idle" not in sb.operations:
+        notes.append(
+            "no idle-check figures in the bench: every check is priced as one that finds messages"
+        )
     counted = [i for i in items if i.included]
-    total = sum(i.monthly for i in counted) if feasible else None
+    unknown = tuple(dict.fromkeys(u for i in counted for u in i.unknown))
+    known_total = sum(i.monthly for i in counted if i.monthly is not None)
+    complete = feasible and not unknown
+    total = known_total if complete else None
     design_scope = (
-        sum(i.monthly for i in counted if i.category in DESIGN_SCOPE) if feasible else None
+        sum(i.monthly for i in counted if i.category in DESIGN_SCOPE and i.monthly is not None)
+        if complete
+        else None
     )
-    return ShapeCost(shape, users, feasible, total, design_scope, tuple(items), tuple(notes), load)
+    return ShapeCost(
+        shape,
+        users,
+        feasible,
+        total,
+        design_scope,
+        tuple(items),
+        tuple(notes),
+        load,
+        workload=workload_name,
+        known_total=known_total,
+        unknown=unknown,
+        highly_available=_highly_available(shape, inputs),
+    )
 
 
 def estimate(
@@ -493,14 +908,114 @@ def estimate(
     prices: Prices | None = None,
     inputs: ModelInputs | None = None,
     workload: Workload | None = None,
+    workloads: Sequence[str] = ("original",),
 ) -> list[ShapeCost]:
-    """Costs for every shape in the bench (in ``SHAPES`` order) at every user count."""
+    """Costs for every shape in the bench (in ``SHAPES`` order) at every user count, under
+    each named workload (``original``: the course design's 7 messages a check; ``realistic``:
+    derived from sends and checks)."""
     p = prices or Prices()
     mi = (inputs or ModelInputs()).validate()
     w = workload or bench.workload
+    for name in workloads:
+        if name not in WORKLOADS:
+            raise ModelError(f"unknown workload {name!r}; known: {', '.join(WORKLOADS)}")
     return [
-        estimate_shape(shape, n, bench.shapes[shape], w, mi, p)
+        estimate_shape(shape, n, bench.shapes[shape], w.scenario(name), mi, p, bench, name)
+        for name in workloads
         for shape in SHAPES
         if shape in bench.shapes
         for n in users
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The cheapest highly available shape at one user count, against a budget."""
+
+    users: int
+    budget: float
+    best: ShapeCost | None  # None when no highly available shape has a complete total
+    within: bool | None  # None when unknown
+    text: str
+
+
+def _money(x: float) -> str:
+    return f"${x:,.2f}"
+
+
+def cheapest_highly_available(
+    results: Sequence[ShapeCost], users: int, budget: float, workload: str = "realistic"
+) -> Verdict:
+    """Name the cheapest highly available shape and whether it fits ``budget``; if not, the line
+    item (and the measured figure behind it) that stops it, and by how much."""
+    candidates = [
+        r
+        for r in results
+        if r.users == users and r.workload == workload and r.highly_available and r.feasible
+    ]
+    if not candidates:
+        return Verdict(users, budget, None, None, "no highly available shape in the bench")
+    complete = [r for r in candidates if r.total is not None]
+    if not complete:
+        floor = min(candidates, key=lambda r: r.known_total)
+        missing = ", ".join(floor.unknown)
+        verdict = (
+            "unknown: no highly available shape can be priced in full. "
+            f"Lowest known part: {floor.shape} at >= {_money(floor.known_total)}/month; "
+            f"not measured: {missing}."
+        )
+        if floor.known_total > budget:
+            known = sorted(
+                (i for i in floor.line_items if i.included and i.monthly),
+                key=lambda i: -(i.monthly or 0.0),
+            )
+            verdict += (
+                f" Its known part alone exceeds {_money(budget)} by "
+                f"{_money(floor.known_total - budget)}: "
+                + "; ".join(
+                    f"{i.name} {_money(i.monthly or 0.0)} (set by {i.driver or 'its price'})"
+                    for i in known
+                )
+                + "."
+            )
+        return Verdict(users, budget, None, False if floor.known_total > budget else None, verdict)
+    best = min(complete, key=lambda r: r.total or 0.0)
+    total = best.total or 0.0
+    head = f"cheapest highly available shape: {best.shape} at {_money(total)}/month"
+    if total <= budget:
+        return Verdict(users, budget, best, True, f"{head}, within {_money(budget)}.")
+    excess = total - budget
+    counted = sorted(
+        (i for i in best.line_items if i.included and i.monthly),
+        key=lambda i: -(i.monthly or 0.0),
+    )
+    parts = [
+        f"{i.name} {_money(i.monthly or 0.0)} (set by {i.driver or 'its price'})" for i in counted
+    ]
+    top = counted[0]
+    monthly = top.monthly or 0.0
+    if monthly > excess:
+        share = excess / monthly
+        stop = (
+            f"the largest, {top.name}, would have to fall by {_money(excess)} ({share:.0%}, to "
+            f"{_money(monthly - excess)}): in proportion, {top.driver or 'its price'} would have "
+            f"to fall to {1 - share:.0%} of what was measured"
+        )
+    else:
+        needed, running = [], 0.0
+        for item in counted:
+            needed.append(item.name)
+            running += item.monthly or 0.0
+            if running >= excess:
+                break
+        stop = (
+            f"no single item covers the excess: it takes {' + '.join(needed)} "
+            f"({_money(running)}) together"
+            if running >= excess
+            else "every item together is less than the excess"
+        )
+    text = (
+        f"{head}, over {_money(budget)} by {_money(excess)}. Items, largest first: "
+        f"{'; '.join(parts)}. To fit, {stop}."
+    )
+    return Verdict(users, budget, best, False, text)

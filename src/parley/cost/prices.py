@@ -108,6 +108,8 @@ class Prices:
     dynamodb_storage_gb_month: float = 0.25
     alb_hour: float = 0.0225
     alb_lcu_hour: float = 0.008
+    nlb_hour: float = 0.0225
+    nlb_lcu_hour: float = 0.006
     rds_storage_gb_month: float = 0.115
     ebs_storage_gb_month: float = 0.08
     data_transfer_out_gb: float = 0.09
@@ -150,6 +152,8 @@ SOURCES: Final[Mapping[str, tuple[str, str]]] = {
     "dynamodb_storage_gb_month": (CHECKED, "AWS DynamoDB pricing page; first 25 GB free (ignored)"),
     "alb_hour": (CHECKED, "AWS ELB pricing page example for us-east-1"),
     "alb_lcu_hour": (CHECKED, "AWS ELB pricing page example for us-east-1"),
+    "nlb_hour": (CHECKED, "AWS ELB pricing page (Network Load Balancer), us-east-1"),
+    "nlb_lcu_hour": (CHECKED, "AWS ELB pricing page (Network Load Balancer NLCU), us-east-1"),
     "rds_storage_gb_month": (CHECKED, "gp3, Single-AZ (secondary sources)"),
     "ebs_storage_gb_month": (UNVERIFIED, "EBS gp3; not confirmed in a source"),
     "data_transfer_out_gb": (

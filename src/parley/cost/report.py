@@ -14,8 +14,14 @@ from typing import Any, Final
 import msgspec
 
 from parley.cost import course_design as design
-from parley.cost.measured import SHAPES, BenchFile, Workload
-from parley.cost.model import ModelInputs, ShapeCost, estimate
+from parley.cost.measured import SHAPES, WORKLOADS, BenchFile, Workload
+from parley.cost.model import (
+    ModelInputs,
+    ShapeCost,
+    Verdict,
+    cheapest_highly_available,
+    estimate,
+)
 from parley.cost.prices import SOURCES, TABLES, Prices
 
 __all__ = [
@@ -31,6 +37,10 @@ SAMPLE_BANNER: Final = "SAMPLE INPUT, not measured"
 _SAMPLE_LINE_2: Final = "illustrative figures from the built-in sample bench, not a benchmark run"
 _WIDTH: Final = 100
 _SAMPLE_LINE_3: Final = "pass --bench FILE with measured figures (format: docs/cost.md)"
+VERDICT_USERS: Final = 1_000_000
+# A tenth of the course design's estimate for 1,000,000 users.
+BUDGET: Final = round(design.SCENARIOS[-1].stated.total / 10)
+WORKLOAD_LABELS: Final = {"original": "original workload", "realistic": "realistic workload"}
 
 
 class ChartUnavailable(RuntimeError):
@@ -48,6 +58,7 @@ class Report:
     inputs: ModelInputs
     workload: Workload
     results: tuple[ShapeCost, ...]
+    verdict: Verdict
 
     @classmethod
     def build(
@@ -59,8 +70,15 @@ class Report:
         inputs: ModelInputs,
         workload: Workload,
     ) -> Report:
-        results = estimate(bench, users, prices, inputs, workload)
-        return cls(bench_source, bench, tuple(users), prices, inputs, workload, tuple(results))
+        results = estimate(bench, users, prices, inputs, workload, WORKLOADS)
+        at = VERDICT_USERS
+        pool = (
+            results if at in users else estimate(bench, [at], prices, inputs, workload, WORKLOADS)
+        )
+        verdict = cheapest_highly_available(pool, at, BUDGET)
+        return cls(
+            bench_source, bench, tuple(users), prices, inputs, workload, tuple(results), verdict
+        )
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "  ") -> list[str]:
@@ -173,8 +191,12 @@ def _banner(report: Report) -> list[str]:
 
 
 def _cell(result: ShapeCost, scope: bool = False) -> str:
+    if not result.feasible:
+        return "exceeds 1 process" if result.shape == "sqlite-single" else "cannot carry"
     value = result.design_scope_total if scope else result.total
-    return _money(value) if value is not None else "exceeds 1 process"
+    if value is None:
+        return f"unknown (>= {_money(result.known_total)})" if not scope else "unknown"
+    return _money(value)
 
 
 def _parley_section(report: Report) -> list[str]:
@@ -186,7 +208,22 @@ def _parley_section(report: Report) -> list[str]:
     out += _wrap(
         "workload:",
         f"{w.checks_per_user_per_minute:g} check/user/minute, {w.sends_per_user_per_day:g} "
-        f"sends/user/day, {w.messages_per_check:g} messages/check",
+        f"sends/user/day, {w.group_send_share:.0%} of sends to groups of {w.group_members:g}",
+        2,
+    )
+    out += _wrap(
+        "original:",
+        f"{w.messages_per_check:g} messages/check (the course design's assumption): every "
+        "check priced as one that finds messages",
+        2,
+    )
+    out += _wrap(
+        "realistic:",
+        f"{w.realistic_messages_per_check:.4f} messages/check = {w.sends_per_user_per_day:g} "
+        f"sends x {w.recipients_per_send:g} recipients / "
+        f"{w.checks_per_user_per_minute * 1440:,.0f} checks a day; a check finds something "
+        f"at most {min(1.0, w.realistic_messages_per_check):.2%} of the time, the rest are idle "
+        "checks",
         2,
     )
     out += _wrap(
@@ -194,9 +231,19 @@ def _parley_section(report: Report) -> list[str]:
         f"target utilisation {mi.target_utilisation:.0%}, peak x{mi.peak_factor:g}, Fargate "
         f"task {mi.task_vcpu:g} vCPU / {mi.task_memory_gb:g} GB (min {mi.min_tasks}), RDS "
         f"{'Multi-AZ' if mi.rds_multi_az else 'Single-AZ'}, DynamoDB {mi.dynamodb_mode}, "
-        f"{mi.new_connections_per_request:g} new connection/request, "
-        f"{mi.active_connections_per_user:g} active connection/user, "
-        f"{mi.stored_bytes_per_message:g} B/message kept {mi.retention_days:g} days",
+        f"{mi.active_connections_per_user:g} kept-alive connection/user, "
+        f"{mi.reconnects_per_user_per_hour:g} reconnect/user/hour, "
+        f"{mi.new_connections_per_request:g} new connection/request, load balancer "
+        f"{mi.load_balancer}, "
+        + (
+            f"{mi.idle_connection_kib:g} KiB per idle connection (set), "
+            if not math.isnan(mi.idle_connection_kib)
+            else f"{report.bench.idle_connection_bytes / 1024:.1f} KiB per idle connection "
+            "(measured), "
+            if report.bench.idle_connection_bytes is not None
+            else "memory per idle connection unknown, "
+        )
+        + f"{mi.stored_bytes_per_message:g} B/message kept {mi.retention_days:g} days",
         2,
     )
     out.append("")
@@ -210,13 +257,18 @@ def _parley_section(report: Report) -> list[str]:
         ]
     ]
     shapes = [s for s in SHAPES if s in report.bench.shapes]
-    for shape in shapes:
-        rows.append([shape] + [_cell(r) for r in report.results if r.shape == shape])
-    for shape in shapes:
-        rows.append(
-            [f"{shape} (design scope)"]
-            + [_cell(r, scope=True) for r in report.results if r.shape == shape]
-        )
+    for scope in (False, True):
+        for name in WORKLOADS:
+            for shape in shapes:
+                label = f"{shape}, {name}" + (" (design scope)" if scope else "")
+                rows.append(
+                    [label]
+                    + [
+                        _cell(r, scope)
+                        for r in report.results
+                        if r.shape == shape and r.workload == name
+                    ]
+                )
     out += _table(headers, rows)
     out += [
         "",
@@ -224,48 +276,89 @@ def _parley_section(report: Report) -> list[str]:
             "design scope",
             "= compute + database + cache, the items the course design priced; the totals add "
             "storage, "
-            "ALB and data transfer out.",
+            "the load balancer and data transfer out. unknown (>= X): a figure the bench did "
+            "not measure leaves a line item without a price; X is the sum of the others.",
             indent=2,
             width=0,
         ),
         "",
     ]
     for r in report.results:
-        head = f"  {r.shape} at {r.users:,} users: "
-        if r.total is None:
-            head += "cannot carry the load"
-        else:
-            head += f"${_money(r.total)}/month"
-        ld = r.load
-        bound = "CPU" if ld.app_vcpus_by_cpu >= ld.app_vcpus_by_throughput else "throughput"
-        out.append(head)
-        out += _wrap(
-            "load:",
-            f"{ld.requests_per_second['check']:,.1f} checks/s + "
-            f"{ld.requests_per_second['send']:,.1f} sends/s; app {ld.app_vcpus:.2f} vCPU "
-            f"({bound}-bound); storage {ld.storage_reads_per_second:,.0f} reads/s, "
-            f"{ld.storage_writes_per_second:,.0f} writes/s",
-            indent=4,
-            width=0,
-        )
-        item_rows = [
-            (
-                item.name,
-                _money(item.monthly) if item.included else f"({_money(item.monthly)})",
-                item.detail + ("" if item.included else "  [not counted]"),
-            )
-            for item in r.line_items
-        ]
-        name_w = max(len(a) for a, _, _ in item_rows)
-        money_w = max(len(b) for _, b, _ in item_rows)
-        for a, b, c in item_rows:
-            label = f"{a.ljust(name_w)}  {b.rjust(money_w)}"
-            out += _wrap(label, c, indent=4, width=len(label) + 1)
-        for n in r.notes:
-            out += _wrap("note:", n, indent=4, width=0)
-        out.append("")
+        out += _result_lines(r)
+    out += _verdict_lines(report.verdict)
     out += _prices_section(report.prices)
     return out
+
+
+def _result_lines(r: ShapeCost) -> list[str]:
+    head = f"  {r.shape} at {r.users:,} users, {WORKLOAD_LABELS[r.workload]}: "
+    if not r.feasible:
+        head += "cannot carry the load"
+    elif r.total is None:
+        head += f"unknown, >= ${_money(r.known_total)}/month (not measured: {', '.join(r.unknown)})"
+    else:
+        head += f"${_money(r.total)}/month"
+    if r.highly_available:
+        head += " [highly available]"
+    ld = r.load
+    bound = "CPU" if ld.app_vcpus_by_cpu >= ld.app_vcpus_by_throughput else "throughput"
+    rates = ld.requests_per_second
+    checks = rates["check"] + rates.get("idle", 0.0)
+    idle = f" ({rates['idle']:,.1f} idle)" if "idle" in rates else ""
+    reads = _maybe(ld.storage_reads_per_second, "{:,.0f} reads/s")
+    writes = _maybe(ld.storage_writes_per_second, "{:,.0f} writes/s")
+    out = textwrap.wrap(head, width=_WIDTH, subsequent_indent="    ")
+    out += _wrap(
+        "load:",
+        f"{checks:,.1f} checks/s{idle} + {rates['send']:,.1f} sends/s; app {ld.app_vcpus:.2f} "
+        f"vCPU ({bound}-bound); storage {reads}, {writes}; {ld.connections:,.0f} connections "
+        f"held, {ld.new_connections_per_second:,.1f} new/s",
+        indent=4,
+        width=0,
+    )
+    item_rows = [
+        (
+            item.name,
+            ("unknown" if item.monthly is None else _money(item.monthly))
+            if item.included
+            else f"({'unknown' if item.monthly is None else _money(item.monthly)})",
+            item.detail + ("" if item.included else "  [not counted]"),
+        )
+        for item in r.line_items
+    ]
+    name_w = max(len(a) for a, _, _ in item_rows)
+    money_w = max(len(b) for _, b, _ in item_rows)
+    for a, b, c in item_rows:
+        label = f"{a.ljust(name_w)}  {b.rjust(money_w)}"
+        out += _wrap(label, c, indent=4, width=len(label) + 1)
+    for n in r.notes:
+        out += _wrap("note:", n, indent=4, width=0)
+    out.append("")
+    return out
+
+
+def _maybe(value: float | None, fmt: str) -> str:
+    return "unknown" + fmt.partition("}")[2] if value is None else fmt.format(value)
+
+
+def _verdict_lines(verdict: Verdict) -> list[str]:
+    head = (
+        f"  Highly available at {verdict.users:,} users, realistic workload (budget "
+        f"${_money(verdict.budget)}: a tenth of the course design's "
+        f"${_money(design.SCENARIOS[-1].stated.total)}):"
+    )
+    return [
+        *textwrap.wrap(head, width=_WIDTH, subsequent_indent="    "),
+        *_wrap("verdict:", verdict.text, indent=4, width=0),
+        *_wrap(
+            "means:",
+            "at least two app tasks (spread over two zones), a database with a standby (RDS "
+            "Multi-AZ; DynamoDB keeps three zones itself), Redis with a replica",
+            indent=4,
+            width=0,
+        ),
+        "",
+    ]
 
 
 def _prices_section(prices: Prices) -> list[str]:
@@ -323,6 +416,14 @@ def render_json(report: Report) -> str:
             "prices": report.prices,
             "price_sources": {k: {"status": s, "note": n} for k, (s, n) in SOURCES.items()},
             "results": report.results,
+            "verdict": {
+                "users": report.verdict.users,
+                "budget": report.verdict.budget,
+                "shape": report.verdict.best.shape if report.verdict.best else None,
+                "total": report.verdict.best.total if report.verdict.best else None,
+                "within_budget": report.verdict.within,
+                "text": report.verdict.text,
+            },
         },
     }
     return msgspec.json.format(msgspec.json.encode(doc), indent=2).decode() + "\n"
@@ -349,32 +450,60 @@ def write_chart(report: Report, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     grid = _chart_users(report.users)
-    results = estimate(report.bench, grid, report.prices, report.inputs, report.workload)
-    fig, ax = plt.subplots(figsize=(9, 5.6), dpi=110)
+    results = estimate(report.bench, grid, report.prices, report.inputs, report.workload, WORKLOADS)
+    fig, ax = plt.subplots(figsize=(10, 6.4), dpi=110)
+    colours = dict(zip(SHAPES, ("tab:blue", "tab:orange", "tab:green"), strict=True))
+    styles = {"original": "--", "realistic": "-"}
     try:
-        for shape in (s for s in SHAPES if s in report.bench.shapes):
-            points = [(r.users, r.total) for r in results if r.shape == shape and r.total]
-            if not points:
-                continue
-            xs, ys = zip(*points, strict=True)
-            (line,) = ax.plot(xs, ys, label=shape, linewidth=2)
-            if len(points) < len(grid):
-                ax.plot(
-                    [xs[-1]],
-                    [ys[-1]],
-                    marker="x",
-                    markersize=10,
-                    color=line.get_color(),
-                    linestyle="none",
+        for name in WORKLOADS:
+            for shape in (s for s in SHAPES if s in report.bench.shapes):
+                mine = [r for r in results if r.shape == shape and r.workload == name]
+                points = [(r.users, r.total) for r in mine if r.total]
+                floor = not points
+                if floor:  # unknown figures: draw the known part, marked as a lower bound
+                    points = [(r.users, r.known_total) for r in mine if r.feasible]
+                if not points:
+                    continue
+                xs, ys = zip(*points, strict=True)
+                label = f"{shape}, {WORKLOAD_LABELS[name]}"
+                if floor:
+                    unknown = sorted({u for r in mine for u in r.unknown})
+                    label += f" (lower bound: {', '.join(unknown)} not measured)"
+                (line,) = ax.plot(
+                    xs,
+                    ys,
+                    styles[name],
+                    label=label,
+                    linewidth=1 if floor else 2,
+                    color=colours[shape],
+                    alpha=0.6 if floor else 1.0,
                 )
-                ax.annotate(
-                    "one-process ceiling",
-                    (xs[-1], ys[-1]),
-                    textcoords="offset points",
-                    xytext=(6, -12),
-                    fontsize=8,
-                    color=line.get_color(),
-                )
+                if len(points) < len(grid) and not floor:
+                    ax.plot(
+                        [xs[-1]],
+                        [ys[-1]],
+                        marker="x",
+                        markersize=10,
+                        color=line.get_color(),
+                        linestyle="none",
+                    )
+                    ax.annotate(
+                        "one-process ceiling",
+                        (xs[-1], ys[-1]),
+                        textcoords="offset points",
+                        xytext=(6, -12),
+                        fontsize=8,
+                        color=line.get_color(),
+                    )
+        ax.axhline(BUDGET, color="grey", linewidth=1, linestyle=":")
+        ax.annotate(
+            f"${BUDGET:,}: a tenth of the course design's 1M-user estimate",
+            (grid[0], BUDGET),
+            textcoords="offset points",
+            xytext=(4, 4),
+            fontsize=8,
+            color="grey",
+        )
         design_x = [sc.users for sc in design.SCENARIOS]
         ax.plot(
             design_x,
@@ -402,7 +531,7 @@ def write_chart(report: Report, path: Path) -> None:
             )
             ax.set_title(f"{title}\n{SAMPLE_BANNER}", color="firebrick")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(loc="upper left")
+        ax.legend(loc="upper left", fontsize=7)
         fig.tight_layout()
         fig.savefig(path)
     finally:

@@ -16,6 +16,7 @@ __all__ = ["SAMPLE", "sample_bench", "sample_json"]
 
 _CHECK_BYTES: Final = {"request_bytes": 350, "response_bytes": 1600}
 _SEND_BYTES: Final = {"request_bytes": 500, "response_bytes": 350}
+_IDLE_BYTES: Final = {"request_bytes": 350, "response_bytes": 330}
 
 SAMPLE: Final[dict[str, Any]] = {
     "format": "parley-bench/1",
@@ -27,6 +28,7 @@ SAMPLE: Final[dict[str, Any]] = {
     "measured_at": None,
     "machine": None,
     "ceiling_requests_per_second": None,
+    "idle_connection_bytes": 36_000,
     "workload": {
         "checks_per_user_per_minute": 1,
         "sends_per_user_per_day": 10,
@@ -35,6 +37,7 @@ SAMPLE: Final[dict[str, Any]] = {
     "shapes": {
         "sqlite-single": {
             "process_vcpus": 1.0,
+            "process_base_bytes": 150_000_000,
             "note": "one process, SQLite file, in-process caches",
             "operations": {
                 "check": {
@@ -43,6 +46,13 @@ SAMPLE: Final[dict[str, Any]] = {
                     "storage_reads_per_request": 1,
                     "storage_writes_per_request": 0,
                     **_CHECK_BYTES,
+                },
+                "idle": {
+                    "requests_per_second": 20000,
+                    "cpu_seconds_per_request": 0.00005,
+                    "storage_reads_per_request": 0,
+                    "storage_writes_per_request": 0,
+                    **_IDLE_BYTES,
                 },
                 "send": {
                     "requests_per_second": 1500,
@@ -55,6 +65,7 @@ SAMPLE: Final[dict[str, Any]] = {
         },
         "postgres-redis": {
             "process_vcpus": 1.0,
+            "process_base_bytes": 150_000_000,
             "note": "stateless processes on PostgreSQL, Redis as shared cache and wake-up channel",
             "operations": {
                 "check": {
@@ -66,6 +77,16 @@ SAMPLE: Final[dict[str, Any]] = {
                     "cache_ops_per_request": 2,
                     "cache_cpu_seconds_per_request": 0.000005,
                     **_CHECK_BYTES,
+                },
+                "idle": {
+                    "requests_per_second": 8000,
+                    "cpu_seconds_per_request": 0.00012,
+                    "storage_reads_per_request": 0,
+                    "storage_writes_per_request": 0,
+                    "storage_cpu_seconds_per_request": 0,
+                    "cache_ops_per_request": 1,
+                    "cache_cpu_seconds_per_request": 0.000003,
+                    **_IDLE_BYTES,
                 },
                 "send": {
                     "requests_per_second": 900,
@@ -81,6 +102,7 @@ SAMPLE: Final[dict[str, Any]] = {
         },
         "dynamodb-fargate": {
             "process_vcpus": 1.0,
+            "process_base_bytes": 150_000_000,
             "note": "DynamoDB tables, conditional and transactional writes, ElastiCache Redis",
             "operations": {
                 "check": {
@@ -92,6 +114,15 @@ SAMPLE: Final[dict[str, Any]] = {
                     "cache_ops_per_request": 2,
                     "cache_cpu_seconds_per_request": 0.000005,
                     **_CHECK_BYTES,
+                },
+                "idle": {
+                    "requests_per_second": 8000,
+                    "cpu_seconds_per_request": 0.00012,
+                    "storage_reads_per_request": 0,
+                    "storage_writes_per_request": 0,
+                    "cache_ops_per_request": 1,
+                    "cache_cpu_seconds_per_request": 0.000003,
+                    **_IDLE_BYTES,
                 },
                 "send": {
                     "requests_per_second": 600,
