@@ -75,7 +75,7 @@ ODD_IDS: dict[str, str] = {
 # and an HTTP client refuses a URL over 64 KiB.
 PATH_IDS = {
     "60,000 characters": "u_" + "x" * 59_998,
-    **{name: value for name, value in ODD_IDS.items() if "/" not in value and len(value) < 1e4},
+    **{name: value for name, value in ODD_IDS.items() if "/" not in value and len(value) < 10_000},
 }
 
 
