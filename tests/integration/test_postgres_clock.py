@@ -16,7 +16,6 @@ import asyncpg
 import pytest
 
 from parley.domain.models import Message, new_id
-from parley.errors import InvalidInput
 from parley.storage.base import MessageDraft
 from parley.storage.postgres import APPEND_SQL, PostgresStorage, _Append
 from tests.conftest import unavailable
@@ -231,15 +230,3 @@ async def test_migrations_are_idempotent_and_safe_at_once(schema: str) -> None:
     finally:
         await conn.close()
     assert {"messages_by_recipient", "messages_sent_private", "messages_send_key"} <= indexes
-
-
-async def test_text_postgres_cannot_hold_is_a_client_error(store: PostgresStorage) -> None:
-    with pytest.raises(InvalidInput):
-        await store.append_message(draft("u_a", "u_r", "nul\x00byte"))
-    assert await store.get_user("u_\x00") is None
-    assert await store.get_group("g_\x00") is None
-    assert await store.user_groups("u_\x00") == []
-    assert await store.remove_block("u_\x00", "u_b") is False
-    message, _ = await store.append_message(draft("u_a", "u_r", "still fine \u2603"))
-    page = await store.read_messages(["u_r", "u_\x00"], "u_\x00", None, 10)
-    assert [m.id for m in page.messages] == [message.id]

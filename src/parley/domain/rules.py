@@ -1,4 +1,7 @@
-"""Input limits and the checks every service applies to text fields."""
+"""Input limits and the checks every service applies to text fields.
+
+Which characters text may hold, and what an id or an idempotency key looks like: ``validation``.
+"""
 
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from parley.domain.models import GroupRecord, new_id
 from parley.domain.rules import Limits, check_id, clean_name
+from parley.domain.validation import check_text, well_formed_id
 from parley.errors import Conflict, Forbidden, NotFound
 from parley.services.access import Actor, require_self
 from parley.services.directory import Directory
@@ -33,14 +34,15 @@ class GroupService:
         self.membership_listeners: list[Callable[[str], None]] = []
 
     async def require(self, group_id: str) -> GroupRecord:
-        group = await self.directory.group(group_id)
+        # A malformed id names nothing stored: answered as an unknown one, without storage.
+        group = await self.directory.group(group_id) if well_formed_id(group_id) else None
         if group is None:
             raise NotFound("group not found", "group_not_found")
         return group
 
     async def create(self, actor: Actor, name: str) -> GroupRecord:
         """Create a group. In token mode its creator becomes its first member."""
-        clean = clean_name(name, "groupName", self.limits.group_name_max)
+        clean = clean_name(check_text(name, "groupName"), "groupName", self.limits.group_name_max)
         group = GroupRecord(new_id("g_"), clean)
         await self.storage.create_group(group, actor)
         await self.directory.group_created(group, actor)

@@ -14,6 +14,7 @@ import asyncio
 from parley.cache.changes import Changes, sent_stream
 from parley.domain.models import Message, MessageType, Page, new_id
 from parley.domain.rules import Limits, check_id, check_message_text
+from parley.domain.validation import check_send_key, check_text, well_formed_id
 from parley.errors import Forbidden, InvalidInput
 from parley.services.access import Actor, require_self
 from parley.services.directory import Directory
@@ -58,11 +59,10 @@ class MessageService:
     ) -> Message:
         check_id(sender_id, "senderId")
         check_id(recipient_id, "groupId" if kind == "group" else "receiverId")
-        check_message_text(text, self.limits.message_max)
-        if send_key is not None and len(send_key) > 255:
-            raise InvalidInput("idempotency key is longer than 255 characters", "too_long")
+        check_message_text(check_text(text, "message"), self.limits.message_max)
+        check_send_key(send_key)
         require_self(actor, sender_id)
-        if send_key is not None:
+        if send_key is not None and well_formed_id(sender_id):  # else: unknown sender below
             earlier = await self.storage.find_send(sender_id, send_key)
             if earlier is not None:
                 return earlier  # a retry: replay the first answer, store nothing

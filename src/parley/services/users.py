@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from parley.domain.models import UserRecord, new_id
 from parley.domain.rules import Limits, check_id, clean_name
+from parley.domain.validation import check_text, well_formed_id
 from parley.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from parley.services.access import (
     Actor,
@@ -39,7 +40,7 @@ class UserService:
         self.token_mode = token_mode
 
     async def create(self, username: str) -> NewUser:
-        name = clean_name(username, "username", self.limits.username_max)
+        name = clean_name(check_text(username, "username"), "username", self.limits.username_max)
         user_id = new_id("u_")
         token, token_hash = new_token(user_id) if self.token_mode else (None, None)
         user = UserRecord(user_id, name, token_hash)
@@ -50,7 +51,7 @@ class UserService:
     async def authenticate(self, token: str) -> str:
         """The id of the user a bearer token belongs to."""
         user_id, secret = split_token(token)
-        user = await self.directory.user(user_id)
+        user = await self.directory.user(user_id) if well_formed_id(user_id) else None
         if user is None or not token_matches(secret, user.token_hash):
             raise Unauthenticated("unknown token", "bad_token")
         return user_id
@@ -65,7 +66,7 @@ class UserService:
 
     async def authenticate_ticket(self, ticket: str) -> str:
         user_id, expiry, mac = ticket_user(ticket)
-        user = await self.directory.user(user_id)
+        user = await self.directory.user(user_id) if well_formed_id(user_id) else None
         if user is None or not ticket_valid(user_id, expiry, mac, user.token_hash):
             raise Unauthenticated("unknown or expired ticket", "bad_ticket")
         return user_id
@@ -74,7 +75,8 @@ class UserService:
         return await self.require(user_id)
 
     async def require(self, user_id: str, what: str = "user") -> UserRecord:
-        user = await self.directory.user(user_id)
+        # A malformed id names nothing stored: answered as an unknown one, without storage.
+        user = await self.directory.user(user_id) if well_formed_id(user_id) else None
         if user is None:
             raise NotFound(f"{what} not found", f"{what.replace(' ', '_')}_not_found")
         return user

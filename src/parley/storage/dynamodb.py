@@ -29,14 +29,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from parley.domain.models import GroupRecord, Message, UserRecord
-from parley.errors import InvalidInput, ParleyError, Unavailable
+from parley.errors import ParleyError, Unavailable
 from parley.storage.base import BulkData, MessageDraft, Storage, counted
 from parley.storage.dynamodb_client import ConditionFailed, DynamoClient, DynamoUnavailable
 from parley.storage.dynamodb_clock import Clock, ClockState, Reservation
 from parley.storage.dynamodb_items import (
     Item,
     claim_item,
-    fits,
     group_item,
     message_items,
     n,
@@ -45,7 +44,6 @@ from parley.storage.dynamodb_items import (
     parse_user,
     s,
     sent_stream,
-    storable,
     ts_ceiling,
     ts_floor,
     ts_prefix,
@@ -243,25 +241,19 @@ class DynamoStorage(Storage):
 
     # users and groups ------------------------------------------------------------------
     async def create_user(self, user: UserRecord) -> None:
-        _require_storable(user.id, user.username)
         await self._write_items([("users", user_item(user))])
 
     async def get_user(self, user_id: str) -> UserRecord | None:
-        if not fits(user_id):
-            return None
         item = await self._get("users", {"user_id": s(user_id)})
         return parse_user(item) if item else None
 
     async def create_group(self, group: GroupRecord, first_member: str | None) -> None:
-        _require_storable(group.id, group.name, first_member or "")
         writes: list[tuple[str, Item]] = [("groups", group_item(group))]
         if first_member is not None:
             writes.append(("members", {"user_id": s(first_member), "group_id": s(group.id)}))
         await self._write_items(writes)  # one call; a membership is harmless without its group
 
     async def get_group(self, group_id: str) -> GroupRecord | None:
-        if not fits(group_id):
-            return None
         item = await self._get("groups", {"group_id": s(group_id)})
         return parse_group(item) if item else None
 
@@ -284,20 +276,15 @@ class DynamoStorage(Storage):
         return True
 
     async def add_member(self, group_id: str, user_id: str) -> bool:
-        _require_key(group_id, user_id)
         key = {"user_id": s(user_id), "group_id": s(group_id)}
         return await self._conditional("put_item", "members", key, "attribute_not_exists(user_id)")
 
     async def remove_member(self, group_id: str, user_id: str) -> bool:
-        if not (fits(group_id) and fits(user_id)):
-            return False
         key = {"user_id": s(user_id), "group_id": s(group_id)}
         return await self._conditional("delete_item", "members", key, "attribute_exists(user_id)")
 
     async def group_members(self, group_id: str) -> list[str]:
         """From the by_group index: eventually consistent (listings only, never a rule)."""
-        if not fits(group_id):
-            return []
         items = await self._query(
             "members",
             IndexName="by_group",
@@ -307,8 +294,6 @@ class DynamoStorage(Storage):
         return sorted(item["user_id"]["S"] for item in items)
 
     async def user_groups(self, user_id: str) -> list[str]:
-        if not fits(user_id):
-            return []
         items = await self._query(
             "members",
             KeyConditionExpression="user_id = :u",
@@ -319,21 +304,16 @@ class DynamoStorage(Storage):
 
     # blocks ----------------------------------------------------------------------------
     async def add_block(self, blocker_id: str, blocked_id: str) -> bool:
-        _require_key(blocker_id, blocked_id)
         key = {"blocker_id": s(blocker_id), "blocked_id": s(blocked_id)}
         return await self._conditional(
             "put_item", "blocks", key, "attribute_not_exists(blocker_id)"
         )
 
     async def remove_block(self, blocker_id: str, blocked_id: str) -> bool:
-        if not (fits(blocker_id) and fits(blocked_id)):
-            return False
         key = {"blocker_id": s(blocker_id), "blocked_id": s(blocked_id)}
         return await self._conditional("delete_item", "blocks", key, "attribute_exists(blocker_id)")
 
     async def blocked_by(self, blocker_id: str) -> list[str]:
-        if not fits(blocker_id):
-            return []
         items = await self._query(
             "blocks",
             KeyConditionExpression="blocker_id = :b",
@@ -344,12 +324,9 @@ class DynamoStorage(Storage):
 
     # messages: appends -----------------------------------------------------------------
     async def append_message(self, draft: MessageDraft) -> tuple[Message, bool]:
-        _require_key(draft.sender_id, draft.recipient_id, sent_stream(draft.sender_id))
-        _require_storable(draft.body, draft.id)
         self._ready()
         key = None if draft.send_key is None else (draft.sender_id, draft.send_key)
         if key is not None:
-            _require_key(claim_key(*key))
             earlier = self._keyed.get(key)
             if earlier is not None:  # the same key is being written by this process
                 with contextlib.suppress(ParleyError):
@@ -495,10 +472,7 @@ class DynamoStorage(Storage):
                 job.future.set_exception(exc)
 
     async def find_send(self, sender_id: str, send_key: str) -> Message | None:
-        key = claim_key(sender_id, send_key)
-        if not fits(key):
-            return None
-        item = await self._get("sends", {"send_key": s(key)})
+        item = await self._get("sends", {"send_key": s(claim_key(sender_id, send_key))})
         if item is None:
             return None
         earlier = parse_message(item)
@@ -519,8 +493,8 @@ class DynamoStorage(Storage):
 
     @staticmethod
     def _streams(recipients: Sequence[str], sent_by: str | None) -> list[str]:
-        streams = [r for r in dict.fromkeys(recipients) if fits(r)]
-        if sent_by is not None and fits(sent_stream(sent_by)):
+        streams = list(dict.fromkeys(recipients))
+        if sent_by is not None:
             streams.append(sent_stream(sent_by))
         return streams
 
@@ -603,15 +577,3 @@ class DynamoStorage(Storage):
             await self._write_items(writes[start : start + 20 * BATCH_WRITE_MAX])
         if data.messages:
             await self.clock.advance_to(max(m.ts for m in data.messages))
-
-
-def _require_key(*values: str) -> None:
-    for value in values:
-        if not fits(value):
-            raise InvalidInput("an id is too long or not valid text", "invalid_id")
-
-
-def _require_storable(*values: str) -> None:
-    for value in values:
-        if not storable(value):
-            raise InvalidInput("text must be valid Unicode", "invalid_text")

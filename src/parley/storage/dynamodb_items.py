@@ -1,4 +1,4 @@
-"""How Parley's records look as DynamoDB items, and which strings can be keys.
+"""How Parley's records look as DynamoDB items.
 
 Message items, one per stream a message belongs to::
 
@@ -9,6 +9,9 @@ Message items, one per stream a message belongs to::
 The sort key is unique because the commit clock hands every timestamp out once
 (``dynamodb_clock``) and positions within one commit are distinct; it sorts as
 ``(ts, seq)`` because both parts are zero-padded.
+
+Keys hold only what ``parley.domain.validation`` lets through: ids of at most 128 and
+idempotency keys of at most 255 ASCII characters, well inside DynamoDB's key sizes.
 """
 
 from __future__ import annotations
@@ -17,28 +20,9 @@ from typing import Any, cast
 
 from parley.domain.models import GroupRecord, Message, MessageType, UserRecord
 
-MAX_KEY_BYTES = 1024  # DynamoDB's sort key limit (partition keys may have 2048)
 SENT_PREFIX = "sent:"
 
 Item = dict[str, Any]
-
-
-def fits(value: str) -> bool:
-    """Can ``value`` be a key? Ids of any other shape name nothing stored."""
-    try:
-        size = len(value.encode("utf-8"))
-    except UnicodeEncodeError:
-        return False
-    return 0 < size <= MAX_KEY_BYTES
-
-
-def storable(value: str) -> bool:
-    """DynamoDB strings are UTF-8: a lone surrogate cannot be stored."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def sent_stream(user_id: str) -> str:

@@ -35,7 +35,7 @@ from typing import Any
 import asyncpg
 
 from parley.domain.models import GroupRecord, Message, UserRecord
-from parley.errors import InvalidInput, Unavailable
+from parley.errors import Unavailable
 from parley.storage.base import BulkData, MessageDraft, Storage, counted
 
 log = logging.getLogger("parley.storage.postgres")
@@ -157,17 +157,6 @@ ORDER BY ts, seq
 FAILURES = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 # Errors one bad row can cause: a batch that hits one is retried row by row.
 ROW_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
-
-
-def storable(value: str) -> bool:
-    """PostgreSQL text holds any Unicode string except one with a NUL character."""
-    return "\x00" not in value
-
-
-def _text(value: str, field: str) -> str:
-    if not storable(value):
-        raise InvalidInput(f"{field} must not contain NUL characters", "invalid_text")
-    return value
 
 
 def _message(row: Any) -> Message:
@@ -386,13 +375,11 @@ class PostgresStorage(Storage):
         await self._execute(
             "INSERT INTO users (id, username, token_hash) VALUES ($1, $2, $3)",
             user.id,
-            _text(user.username, "username"),
+            user.username,
             user.token_hash,
         )
 
     async def get_user(self, user_id: str) -> UserRecord | None:
-        if not storable(user_id):
-            return None
         rows = await self._fetch(
             "SELECT id, username, token_hash FROM users WHERE id = $1", user_id
         )
@@ -404,41 +391,33 @@ class PostgresStorage(Storage):
             "WITH g AS (INSERT INTO groups (id, name) VALUES ($1, $2))"
             " INSERT INTO members (group_id, user_id) SELECT $1, $3 WHERE $3::text IS NOT NULL",
             group.id,
-            _text(group.name, "groupName"),
+            group.name,
             first_member,
         )
 
     async def get_group(self, group_id: str) -> GroupRecord | None:
-        if not storable(group_id):
-            return None
         rows = await self._fetch("SELECT id, name FROM groups WHERE id = $1", group_id)
         return GroupRecord(rows[0][0], rows[0][1]) if rows else None
 
     async def add_member(self, group_id: str, user_id: str) -> bool:
         return await self._changed(
             "INSERT INTO members (group_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            _text(group_id, "groupId"),
-            _text(user_id, "userId"),
+            group_id,
+            user_id,
         )
 
     async def remove_member(self, group_id: str, user_id: str) -> bool:
-        if not (storable(group_id) and storable(user_id)):
-            return False
         return await self._changed(
             "DELETE FROM members WHERE group_id = $1 AND user_id = $2", group_id, user_id
         )
 
     async def group_members(self, group_id: str) -> list[str]:
-        if not storable(group_id):
-            return []
         rows = await self._fetch(
             "SELECT user_id FROM members WHERE group_id = $1 ORDER BY user_id", group_id
         )
         return [r[0] for r in rows]
 
     async def user_groups(self, user_id: str) -> list[str]:
-        if not storable(user_id):
-            return []
         rows = await self._fetch(
             "SELECT group_id FROM members WHERE user_id = $1 ORDER BY group_id", user_id
         )
@@ -448,20 +427,16 @@ class PostgresStorage(Storage):
     async def add_block(self, blocker_id: str, blocked_id: str) -> bool:
         return await self._changed(
             "INSERT INTO blocks (blocker_id, blocked_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            _text(blocker_id, "userId"),
-            _text(blocked_id, "blockedUserId"),
+            blocker_id,
+            blocked_id,
         )
 
     async def remove_block(self, blocker_id: str, blocked_id: str) -> bool:
-        if not (storable(blocker_id) and storable(blocked_id)):
-            return False
         return await self._changed(
             "DELETE FROM blocks WHERE blocker_id = $1 AND blocked_id = $2", blocker_id, blocked_id
         )
 
     async def blocked_by(self, blocker_id: str) -> list[str]:
-        if not storable(blocker_id):
-            return []
         rows = await self._fetch(
             "SELECT blocked_id FROM blocks WHERE blocker_id = $1 ORDER BY blocked_id", blocker_id
         )
@@ -469,11 +444,6 @@ class PostgresStorage(Storage):
 
     # messages: group commit ------------------------------------------------------------
     async def append_message(self, draft: MessageDraft) -> tuple[Message, bool]:
-        _text(draft.body, "message")
-        _text(draft.sender_id, "senderId")
-        _text(draft.recipient_id, "recipientId")
-        if draft.send_key is not None:
-            _text(draft.send_key, "idempotency key")
         if self._writer is None or self._writer.done():
             raise Unavailable("storage is not open")
         future: asyncio.Future[tuple[Message, bool]] = asyncio.get_running_loop().create_future()
@@ -551,8 +521,6 @@ class PostgresStorage(Storage):
             job.future.set_result((earlier, False))
 
     async def find_send(self, sender_id: str, send_key: str) -> Message | None:
-        if not (storable(sender_id) and storable(send_key)):
-            return None
         rows = await self._fetch(
             f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE sender_id = $1 AND send_key = $2",
             sender_id,
@@ -564,8 +532,8 @@ class PostgresStorage(Storage):
     async def _page_rows(
         self, recipients: Sequence[str], sent_by: str | None, after: int, limit: int
     ) -> tuple[list[Message], int]:
-        ids = [r for r in recipients if storable(r)]
-        if sent_by is not None and storable(sent_by):
+        ids = list(recipients)
+        if sent_by is not None:
             rows = await self._fetch(PAGE_WITH_SENT_SQL, ids, after, limit, sent_by)
         else:
             rows = await self._fetch(PAGE_SQL, ids, after, limit)
@@ -575,9 +543,7 @@ class PostgresStorage(Storage):
     async def _rows_at(
         self, recipients: Sequence[str], sent_by: str | None, ts: int
     ) -> list[Message]:
-        ids = [r for r in recipients if storable(r)]
-        sender = sent_by if sent_by is not None and storable(sent_by) else None
-        rows = await self._fetch(ROWS_AT_SQL, ids, ts, sender)
+        rows = await self._fetch(ROWS_AT_SQL, list(recipients), ts, sent_by)
         return [_message(r) for r in rows]
 
     # bulk ------------------------------------------------------------------------------
