@@ -30,6 +30,8 @@ from typing import Any
 import httpx
 import pytest
 
+from parley.http.server import FILE_RESERVE, connection_limit
+from parley.settings import Settings, SettingsError
 from tests.e2e.server import Server
 
 pytestmark = pytest.mark.slow
@@ -363,3 +365,16 @@ async def test_streams_count_per_user_until_closed(servers: list[Server], tmp_pa
         if status != 200:
             await asyncio.sleep(0.2)
     assert status == 200
+
+
+# settings ----------------------------------------------------------------------------------
+def test_connections_exceed_request_slots_and_fit_the_file_limit() -> None:
+    settings = Settings.from_env({"PARLEY_MAX_CONCURRENCY": "100"})
+    assert settings.max_connections == 200  # twice the request slots by default
+    with pytest.raises(SettingsError, match="PARLEY_MAX_CONNECTIONS"):
+        Settings.from_env({"PARLEY_MAX_CONCURRENCY": "100", "PARLEY_MAX_CONNECTIONS": "100"})
+    huge = Settings.from_env({"PARLEY_MAX_CONNECTIONS": "2000000"})
+    allowed = connection_limit(huge)
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert allowed <= soft - FILE_RESERVE or soft == resource.RLIM_INFINITY
+    assert connection_limit(settings) == 200  # what fits is left as it is

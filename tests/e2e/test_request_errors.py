@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import socket
 import time
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from parley.http.schemas import too_deep
 from parley.storage.memory import MemoryStorage
 from tests.e2e.server import Server
 from tests.e2e.test_authz_matrix import Result, World, world
@@ -126,6 +128,49 @@ async def test_deep_nesting_is_a_400_on_every_route(logged: _Capture) -> None:
         r = await w.call("POST", url, body=_with_extra(body, json.dumps('\\"[' * 2000)))
         assert r.status == 200, r.text
     assert not _tracebacks(logged)
+
+
+async def test_nesting_check_is_linear_on_hostile_bodies() -> None:
+    """Many brackets and then one unterminated string of escaped quotes: a scan that
+    backtracks takes minutes on 60 KB; this one answers within the call's 10 s bound."""
+    hostile = b"[" * 40 + b'"' + b'\\"' * 30_000
+    async with world("none", MemoryStorage()) as w:
+        for body in (hostile, hostile[40:] + b"[" * 40, b'{"m": "' + b"[" * 60_000 + b'"}'):
+            r = await w.call("POST", "/v1/users/create", body=body)
+            assert r.status == 400, r.text
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    return 0
+
+
+def test_nesting_check_agrees_with_a_parser() -> None:
+    """Random documents 20-45 levels deep whose strings are full of brackets, quotes and
+    backslashes: ``too_deep`` says "over 32" exactly when a JSON parser finds it so."""
+    rng = random.Random(20261201)
+    pieces = ["[", "]", "{", "}", '"', "\\", '\\"', "a", "[[{{", "\\\\", "é"]
+
+    def text() -> str:
+        return "".join(rng.choice(pieces) for _ in range(rng.randint(0, 6)))
+
+    def document(level: int, target: int) -> Any:
+        if level >= target:
+            return text()
+        if rng.random() < 0.5:
+            return [document(level + 1, target), *(text() for _ in range(rng.randint(0, 2)))]
+        return {text(): document(level + 1, target)}
+
+    seen = {True: 0, False: 0}
+    for _ in range(1000):
+        value = document(0, rng.randint(20, 45))
+        expected = _depth(value) > 32
+        seen[expected] += 1
+        assert too_deep(json.dumps(value).encode()) == expected, value
+    assert min(seen.values()) > 300  # both sides of the limit were tried
 
 
 @pytest.mark.parametrize("digits", ["²", "12³", "٣", "\uff11\uff12", "۱۲۳", "1²"])
