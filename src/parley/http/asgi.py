@@ -113,15 +113,17 @@ async def _close(events: AsyncIterator[bytes]) -> None:
 
 
 class Call:
-    """One request, as handlers see it."""
+    """One request, as handlers see it. ``release``, when a handler sets it, is run once
+    the answer is over (sent, failed or cut off): it frees what the request held."""
 
-    __slots__ = ("_query", "params", "receive", "scope")
+    __slots__ = ("_query", "params", "receive", "release", "scope")
 
     def __init__(self, scope: Scope, receive: Receive, params: dict[str, str]) -> None:
         self.scope = scope
         self.receive = receive
         self.params = params
         self._query: dict[str, str] | None = None
+        self.release: Callable[[], None] | None = None
 
     def query(self, name: str) -> str | None:
         if self._query is None:
@@ -147,7 +149,7 @@ class Call:
         if length is not None:
             if not length.isascii() or not length.isdigit():
                 raise errors.InvalidInput("bad content-length", "bad_request")
-            if int(length) > limit:
+            if len(length) > 18 or int(length) > limit:
                 raise errors.PayloadTooLarge(f"body is larger than {limit} bytes")
         try:
             async with asyncio.timeout(timeout):
