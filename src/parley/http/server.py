@@ -163,7 +163,7 @@ def _secured(send: Send) -> Send:
 
 def create_app(parley: Parley) -> ParleyApp:
     routes: list[BaseRoute] = []
-    openapi = encode(document(parley.settings.token_mode))
+    openapi = encode(document(parley.settings.token_mode, limits=parley.settings.limits))
     static_files = _static_files(STATIC)
 
     async def openapi_json(request: Request) -> Response:
