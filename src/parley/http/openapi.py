@@ -37,6 +37,8 @@ REASONS = {
 # Refused before any route runs (by Parley, or past its own limits by the HTTP server), so
 # every operation can answer them.
 TRANSPORT_STATUSES = (414, 431)
+# Operations that need tokens: in open mode they always answer 400 (or 404 for an unknown user).
+TOKEN_MODE_ONLY = {"stream_ticket": "Open mode has no tokens, so no tickets: `no_tokens`"}
 IDEMPOTENCY_KEY_MAX = 255  # a send's key, header or clientMessageId (services/messages.py)
 
 
@@ -299,6 +301,9 @@ def _responses(spec: RouteSpec, token_mode: bool) -> dict[str, Any]:
         if status in (429, 503):
             answer["headers"] = RETRY_AFTER
         responses[str(status)] = answer
+    if spec.name in TOKEN_MODE_ONLY and not token_mode:
+        del responses["200"]  # never succeeds without tokens
+        responses["400"]["description"] = TOKEN_MODE_ONLY[spec.name]
     return responses
 
 
@@ -341,7 +346,7 @@ def _operation(spec: RouteSpec, token_mode: bool, limits: Limits) -> dict[str, A
         }
     op["responses"] = _responses(spec, token_mode)
     links = _links(spec)
-    if links:
+    if links and "200" in op["responses"]:
         op["responses"]["200"]["links"] = links
     if token_mode and spec.auth != "public":
         op["security"] = [{"bearer": []}]
