@@ -371,6 +371,19 @@ async def test_every_route_is_documented_and_every_operation_is_a_route(auth: st
             r = await s.client.request(method, url, headers=s.auth)
             assert r.status_code != 405, (method, path)
             assert r.status_code != 404 or r.json()["error"]["code"] != "not_found", path
+        # a method a path does not document: 405, and Allow lists the documented methods of
+        # every documented path the URL matches (/v1/users/create also fits /v1/users/{userId})
+        for path in s.doc["paths"]:
+            url = path.replace("{userId}", s.me).replace("{groupId}", s.group)
+            r = await s.client.request("DELETE", url, headers=s.auth)
+            assert r.status_code == 405, (path, r.text)
+            listed = {
+                m.upper()
+                for template, item in s.doc["paths"].items()
+                if re.fullmatch(re.sub(r"{\w+}", "[^/]+", template), url)
+                for m in [*item, *(["head"] if "get" in item else [])]
+            }
+            assert set(r.headers["allow"].split(", ")) == listed, path
 
 
 def test_every_operation_lists_its_answers() -> None:

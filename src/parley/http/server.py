@@ -110,7 +110,8 @@ class ParleyApp:
                 return
             if exists:
                 body = error_body("method_not_allowed", "method not allowed")
-                await Reply(body, 405).send(send)
+                allow = ", ".join(self.router.allowed(scope["path"])).encode()
+                await Reply(body, 405, [(b"allow", allow)]).send(send)
                 return
             send = _secured(send)
         await self.fallback(scope, receive, send)  # type: ignore[arg-type]
