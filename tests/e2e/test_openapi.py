@@ -25,7 +25,7 @@ import pytest
 from starlette.routing import Route
 
 from parley.app import build
-from parley.domain.rules import check_message_text, clean_name
+from parley.domain.rules import check_id, check_message_text, clean_name
 from parley.errors import InvalidInput
 from parley.http.api import ROUTES
 from parley.http.openapi import PATH_ID, TOKEN_MODE_ONLY, document
@@ -293,6 +293,13 @@ def test_text_rules_agree_with_the_server(value: str) -> None:
     assert _declared(message, value) == _server(
         lambda v: check_message_text(v, limits.message_max), value
     )
+    for owner, field in (
+        ("BlockIn", "blockedUserId"),
+        ("MemberIn", "userId"),
+        ("SendIn", "senderId"),
+    ):
+        rule = schemas[owner]["properties"][field]
+        assert _declared(rule, value) == _server(lambda v, f=field: check_id(v, f), value), field
 
 
 async def test_aliases_are_declared_as_the_server_reads_them() -> None:
