@@ -71,9 +71,9 @@ def name_schema(maximum: int, what: str) -> dict[str, Any]:
         "minLength": 1,
         "maxLength": maximum,
         "pattern": NOT_BLANK,
-        "description": f"The {what}: leading and trailing whitespace is trimmed, and the "
-        f"trimmed {what} must be 1-{maximum} characters (not blank). The length limit applies "
-        "after trimming, so send names already trimmed.",
+        "description": f"The {what}, 1-{maximum} characters, not blank. The server trims "
+        "leading and trailing whitespace and applies the limit to what is left (so a padded "
+        "name may be longer than maxLength); send names trimmed.",
     }
 
 
