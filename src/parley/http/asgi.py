@@ -214,6 +214,16 @@ class Router:
         routes.append((segments, {method: endpoint}))
         routes.sort(key=lambda r: sum(s.startswith("{") for s in r[0]))
 
+    def allowed(self, path: str) -> list[str]:
+        """The methods ``path`` answers (the Allow header of a 405); GET brings HEAD."""
+        segments = path.strip("/").split("/")
+        found: set[str] = set()
+        for template, methods in self._table.get(len(segments), ()):
+            pairs = zip(template, segments, strict=True)
+            if all((want[0] == "{" and bool(got)) or want == got for want, got in pairs):
+                found |= set(methods) | ({"HEAD"} if "GET" in methods else set())
+        return sorted(found)
+
     def match(self, method: str, path: str) -> tuple[Endpoint | None, dict[str, str], bool]:
         """The endpoint and path parameters; the flag says the path exists (for 405)."""
         segments = path.strip("/").split("/")

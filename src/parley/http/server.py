@@ -153,7 +153,8 @@ class ParleyApp:
                         call.release()
             elif exists:
                 body = error_body("method_not_allowed", "method not allowed")
-                await Reply(body, 405).send(send)
+                allow = ", ".join(self.router.allowed(path)).encode()
+                await Reply(body, 405, [(b"allow", allow)]).send(send)
             else:
                 await self.fallback(scope, receive, _secured(send))  # type: ignore[arg-type]
         finally:
@@ -217,7 +218,7 @@ def _secured(send: Send) -> Send:
 
 def create_app(parley: Parley) -> ParleyApp:
     routes: list[BaseRoute] = []
-    openapi = encode(document(parley.settings.token_mode))
+    openapi = encode(document(parley.settings.token_mode, limits=parley.settings.limits))
     static_files = _static_files(STATIC)
 
     async def openapi_json(request: Request) -> Response:
