@@ -6,8 +6,10 @@ write but cannot mirror it (Redis down, cut off, slow) makes the copy wrong for 
 so it says so where everyone looks: it bumps the **cache epoch**, a counter in PostgreSQL.
 
     PostgreSQL   cache_epoch.epoch = E            (the truth about which copy is valid)
+                 cache_clock.pos, cache_log       (every change to a cached rule)
     Redis        {prefix}epoch = E                (the namespace being served)
                  {prefix}E:earliest = F           (clock frontier when namespace E opened)
+                 {prefix}E:applied, :confirmed    (how far it caught up with PostgreSQL)
                  {prefix}E:s:<set>, :l:<set>      (cached sets and their fill leases)
                  {prefix}E:w:<stream>             (last message timestamp per stream)
 
@@ -28,6 +30,13 @@ so it says so where everyone looks: it bumps the **cache epoch**, a counter in P
 * Each namespace records the ``run_id`` of the Redis server it was opened on, and every
   poll compares it: a Redis that restarted (empty, or restored from an older snapshot that
   lacks mirrored writes) gets a new epoch before anyone trusts it again.
+* A writer can also die between its commit and its Redis update. With PostgreSQL, every
+  rule change logs the cached keys it makes stale in the same transaction (the cache
+  log), and each namespace records how far it ``applied`` that log and up to which
+  message position it ``confirmed`` the watermarks. A poll renews the lease only once
+  the namespace caught up with the log position and the message frontier it read
+  (``_catch_up``): a change whose writer died is applied by any other process, and no
+  process trusts Redis without it for longer than one lease after the commit.
 """
 
 from __future__ import annotations
