@@ -123,6 +123,9 @@ return 1
 """
 
 SET_TTL = 3600  # seconds a filled set lives (writes delete it; this only bounds memory)
+# Without a cache log (DynamoDB) nothing repairs a set whose writer died between its
+# commit and its delete but a later write, a 409 or expiry: expire sooner.
+UNLOGGED_SET_TTL = 60
 RECORD_TTL = 86400  # users and groups never change; this only bounds memory
 LEASE_MS = 5000
 LOCAL_MAX = 200_000
@@ -202,15 +205,15 @@ class RedisDirectory(Directory):
             link.resync()
         if answer is None or answer[0] != 0:
             return set(await load())  # no lease: read, do not fill
-        version = 0
+        version, ttl = 0, UNLOGGED_SET_TTL
         if link.log is not None:
-            values, version = await link.log.read_cached(name)
+            (values, version), ttl = await link.log.read_cached(name), SET_TTL
         else:
             values = await load()
         await link.run(
             self._fill,
             [link.epoch_key],
-            [link.prefix, epoch, name, token, SET_TTL, version, *values],
+            [link.prefix, epoch, name, token, ttl, version, *values],
         )
         return set(values)
 
