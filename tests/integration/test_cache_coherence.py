@@ -447,3 +447,46 @@ async def test_users_are_found_everywhere_and_no_token_hash_is_in_redis(fleet: F
                     assert token_hash not in value, f"a token hash is in Redis under {key!r}"
     finally:
         await client.aclose()
+
+
+async def test_a_long_poll_is_woken_when_a_dead_senders_message_is_caught_up(
+    fleet: Fleet,
+) -> None:
+    a, b = await fleet.app(), await fleet.app()
+    alice, _ = await a.user("alice")
+    bob, _ = await a.user("bob")
+    cursor = (await check(b, bob))["nextTimestamp"]
+    started = time.monotonic()
+    poll = asyncio.ensure_future(
+        b.client.get(f"/v1/messages/{bob}", params={"timestamp": cursor, "wait": "20"})
+    )
+    await asyncio.sleep(0.2)
+    die_before_marking(a)
+    await attempt(send(a, alice, bob, "are you there?"))
+    await fleet.kill(a)
+    page = (await asyncio.wait_for(poll, 30)).json()
+    assert [m["message"] for m in page["messages"]] == ["are you there?"]
+    # woken by the catch-up, not by the long-poll's own re-check every 5 s
+    assert time.monotonic() - started < 5
+    assert link(b).caught_up >= 1
+
+
+# --- a namespace that cannot catch up is retired -----------------------------------------
+async def test_a_namespace_behind_a_pruned_log_is_retired(fleet: Fleet) -> None:
+    a = await fleet.app()
+    alice, _ = await a.user("alice")
+    bob, _ = await a.user("bob")
+    assert await op(a, f"/v1/users/{bob}?op=block", {"blockedUserId": alice}) == 200
+    epoch = link(a).epoch
+    # the log no longer holds the change, and Redis says it never applied it
+    await rows(fleet.schema, "DELETE FROM cache_log")
+    client: aioredis.Redis = aioredis.Redis.from_url(services.REDIS_URL)
+    try:
+        await client.set(link(a).key(str(epoch), ":applied"), 0)
+    finally:
+        await client.aclose()
+    deadline = time.monotonic() + 10
+    while not (link(a).epoch > epoch and link(a).usable):
+        assert time.monotonic() < deadline, "the namespace was not retired"
+        await asyncio.sleep(0.02)
+    assert (await send(a, alice, bob, "blocked?")).status_code == 403
