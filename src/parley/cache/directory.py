@@ -126,7 +126,7 @@ SET_TTL = 3600  # seconds a filled set lives (writes delete it; this only bounds
 # Without a cache log (DynamoDB) nothing repairs a set whose writer died between its
 # commit and its delete but a later write, a 409 or expiry: expire sooner.
 UNLOGGED_SET_TTL = 60
-RECORD_TTL = 86400  # users and groups never change; this only bounds memory
+RECORD_TTL = 86400  # groups never change; this only bounds memory
 LEASE_MS = 5000
 LOCAL_MAX = 200_000
 
