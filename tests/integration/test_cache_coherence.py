@@ -26,7 +26,8 @@ from parley.cache.redis import RedisLink
 from parley.http.server import create_app
 from parley.settings import Settings
 from parley.storage.postgres import PostgresStorage
-from tests.conftest import Harness, unavailable
+from tests.backends import Harness
+from tests.conftest import unavailable
 from tests.integration import services
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]

@@ -20,7 +20,8 @@ from parley.services.directory import UncachedDirectory
 from parley.settings import Settings, SettingsError
 from parley.storage.base import MessageDraft
 from parley.storage.postgres import PostgresStorage
-from tests.conftest import Harness, unavailable
+from tests.backends import Harness
+from tests.conftest import unavailable
 from tests.integration import services
 
 pytestmark = [pytest.mark.postgres]
