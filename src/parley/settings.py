@@ -23,6 +23,7 @@ class SettingsError(ValueError):
 
 STORAGE_KINDS = ("sqlite", "memory", "postgres", "dynamodb")
 AUTH_MODES = ("token", "none")
+CACHE_MODES = ("auto", "none")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,9 @@ class Settings:
     redis_url: str = ""
     redis_prefix: str = "parley:"
     redis_timeout_ms: int = 50  # every Redis call gives up after this (twice, at most)
+    # "auto": memberships, blocks and stream changes cached in Redis (PARLEY_REDIS_URL) or
+    # in this process's memory; "none": every rule check and every check reads storage
+    cache: str = "auto"
     # DynamoDB (PARLEY_STORAGE=dynamodb); region and credentials: the standard AWS chain
     dynamodb_endpoint: str = ""  # e.g. http://127.0.0.1:8000; "" = AWS's regional endpoint
     dynamodb_table_prefix: str = "parley-"
@@ -95,6 +99,7 @@ class Settings:
             redis_url=read.text("PARLEY_REDIS_URL", ""),
             redis_prefix=read.text("PARLEY_REDIS_PREFIX", "parley:"),
             redis_timeout_ms=read.integer("PARLEY_REDIS_TIMEOUT_MS", 50, 1, 10_000),
+            cache=read.choice("PARLEY_CACHE", "auto", CACHE_MODES),
             dynamodb_endpoint=read.text("PARLEY_DYNAMODB_ENDPOINT", ""),
             dynamodb_table_prefix=read.text("PARLEY_DYNAMODB_TABLE_PREFIX", "parley-"),
             log_level=read.choice(
@@ -133,6 +138,8 @@ class Settings:
             ("redis://", "rediss://", "unix://")
         ):
             raise SettingsError("PARLEY_REDIS_URL must start with redis://, rediss:// or unix://")
+        if settings.cache == "none" and settings.redis_url:
+            raise SettingsError("PARLEY_CACHE=none and PARLEY_REDIS_URL exclude each other")
         _check_dynamodb(settings)
         return settings
 

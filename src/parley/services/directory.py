@@ -1,11 +1,17 @@
 """Users, groups, memberships and blocks, served from memory.
 
-The directory loads an entry from storage the first time it is asked for and keeps it; every
-write made through this process updates it after storage has committed. Unknown ids are not
-remembered (they are looked up again), so a user created by another process is found.
+The directory loads an entry from storage the first time it is asked for and keeps it;
+every write made through this process *forgets* the entries it touched after storage has
+committed (they are loaded again on use), so the order in which writes finish never
+matters. A conflict (409) forgets them too: the cache was wrong, the next read is right.
+Unknown ids are not remembered (they are looked up again), so a user created by another
+process is found.
 
-A load that raced with a write is not kept: every update bumps ``_epoch``, and a loaded
+A load that raced with a write is not kept: every write bumps ``_epoch``, and a loaded
 value is cached only if the epoch did not move while it was being read.
+
+This keeps one process right. Several processes on one database need Redis
+(``parley.cache.directory``) or :class:`UncachedDirectory` (``PARLEY_CACHE=none``).
 """
 
 from __future__ import annotations
@@ -71,7 +77,7 @@ class Directory:
     async def is_member(self, group_id: str, user_id: str) -> bool:
         return group_id in await self.groups_of(user_id)
 
-    # updates after a committed write ---------------------------------------------------
+    # after a committed write (or a conflict that showed the cache was wrong) ------------
     async def user_created(self, user: UserRecord) -> None:
         self._users[user.id] = user
         self._memberships[user.id] = set()
@@ -81,32 +87,45 @@ class Directory:
         self._groups[group.id] = group
         self._members[group.id] = set()
         if first_member is not None:
-            await self.member_added(group.id, first_member)
+            await self.memberships_changed(group.id, first_member)
 
-    async def member_added(self, group_id: str, user_id: str) -> None:
+    async def memberships_changed(self, group_id: str, user_id: str) -> None:
+        """``user_id`` joined or left ``group_id``: forget both sides (reloaded on use)."""
         self._epoch += 1
-        members = self._members.get(group_id)
-        if members is not None:
-            members.add(user_id)
-        groups = self._memberships.get(user_id)
-        if groups is not None:
-            groups.add(group_id)
+        self._members.pop(group_id, None)
+        self._memberships.pop(user_id, None)
 
-    async def member_removed(self, group_id: str, user_id: str) -> None:
+    async def blocks_changed(self, blocker_id: str) -> None:
+        """Whom ``blocker_id`` blocks changed: forget it (reloaded on use)."""
         self._epoch += 1
-        members = self._members.get(group_id)
-        if members is not None:
-            members.discard(user_id)
-        groups = self._memberships.get(user_id)
-        if groups is not None:
-            groups.discard(group_id)
+        self._blocks.pop(blocker_id, None)
 
-    async def block_changed(self, blocker_id: str, blocked_id: str, blocked: bool) -> None:
-        self._epoch += 1
-        current = self._blocks.get(blocker_id)
-        if current is None:
-            return
-        if blocked:
-            current.add(blocked_id)
-        else:
-            current.discard(blocked_id)
+
+class UncachedDirectory(Directory):
+    """Every rule check reads storage (``PARLEY_CACHE=none``).
+
+    For several processes on one database without Redis: memberships and blocks are
+    never kept, so a change made through one process holds on the next request to any
+    other. Users and groups never change once created, so they are still kept.
+    """
+
+    async def groups_of(self, user_id: str) -> set[str]:
+        return set(await self.storage.user_groups(user_id))
+
+    async def members_of(self, group_id: str) -> set[str]:
+        return set(await self.storage.group_members(group_id))
+
+    async def blocked_by(self, user_id: str) -> set[str]:
+        return set(await self.storage.blocked_by(user_id))
+
+    async def user_created(self, user: UserRecord) -> None:
+        self._users[user.id] = user
+
+    async def group_created(self, group: GroupRecord, first_member: str | None) -> None:
+        self._groups[group.id] = group
+
+    async def memberships_changed(self, group_id: str, user_id: str) -> None:
+        """Nothing is kept."""
+
+    async def blocks_changed(self, blocker_id: str) -> None:
+        """Nothing is kept."""
