@@ -19,6 +19,7 @@ import msgspec
 from parley import errors
 from parley.app import Parley
 from parley.domain.models import Page
+from parley.domain.validation import check_send_key
 from parley.http import schemas as s
 from parley.http.asgi import Call, EventStream, Reply
 from parley.http.errors import error_body, retry_after, status_of
@@ -443,6 +444,7 @@ class Api:
             field_name = "groupId"
         if recipient is None:
             raise errors.InvalidInput(f"{field_name} is required", "missing_field")
+        check_send_key(body.clientMessageId)  # checked even when the header wins
         key = call.header(b"idempotency-key") or body.clientMessageId
         message = await self.messages.send(
             actor,
