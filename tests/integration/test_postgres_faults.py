@@ -10,6 +10,8 @@
    batch: every request, measured one by one, must still answer within ``TIMEOUT`` plus
    ``SLACK`` — the storage bounds each call from its start, waiting in the send queue
    included (``PostgresStorage.append_message``).
+3. In-process, the mechanism: sends that queue behind a batch hung on a dead connection
+   each answer Unavailable within the storage timeout of their own call.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import pytest
 
+from parley.domain.models import Message, new_id
+from parley.errors import Unavailable
+from parley.storage.base import MessageDraft
+from parley.storage.postgres import PostgresStorage
 from tests.conftest import unavailable
 from tests.e2e.crash import SEND, fetch_all, kill_during_burst_and_check
 from tests.e2e.server import Server
@@ -238,3 +244,78 @@ async def test_postgres_outage_fails_fast_and_recovers(tmp_path: Path, schema: s
     for mode, count, recovery in recoveries:
         assert count > 0, f"cut {mode}: no request answered 503"
         assert recovery <= RECOVERY_ALLOWED, f"cut {mode}: recovered after {recovery:.2f}s"
+
+
+STORE_TIMEOUT = 1.0  # seconds: the in-process store's timeout
+# A send's wait ends on a timer at its deadline; the timer runs late only while the event
+# loop is not running (on a busy machine, the process not scheduled). The test measures that
+# lateness and allows it, plus this much for the work after the timer fires.
+STORE_SLACK = 0.2
+
+
+async def loop_lateness(samples: list[float]) -> None:
+    """Record how late each 10 ms sleep wakes up (until cancelled)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        asleep = loop.time()
+        await asyncio.sleep(0.01)
+        samples.append(loop.time() - asleep - 0.01)
+
+
+async def test_sends_queued_behind_a_hung_batch_answer_within_the_timeout(schema: str) -> None:
+    """Sends start 0.1 s apart while the database hangs: the first batch hangs for the
+    whole timeout and the others queue behind it. Each send, timed from its own call,
+    answers Unavailable within the timeout (each may or may not be stored, none twice), and
+    the store works again once the database is back."""
+    target = urlsplit(services.DATABASE_URL)
+    proxy = await TcpProxy(target.port or 5432, target.hostname or "127.0.0.1").start()
+    store = PostgresStorage(
+        via_proxy(services.DATABASE_URL, proxy.port), schema=schema, timeout=STORE_TIMEOUT
+    )
+    await store.open()
+    loop = asyncio.get_running_loop()
+
+    def draft(text: str) -> MessageDraft:
+        return MessageDraft(new_id("m_"), "private", "u_a", "u_b", text)
+
+    async def timed_send(n: int) -> tuple[float, Message | None]:
+        await asyncio.sleep(n * 0.1)
+        started = loop.time()
+        try:
+            message, _ = await store.append_message(draft(f"during {n}"))
+        except Unavailable:
+            return loop.time() - started, None
+        return loop.time() - started, message
+
+    lateness: list[float] = []
+    watch = asyncio.create_task(loop_lateness(lateness))
+    try:
+        await store.append_message(draft("before"))
+        lateness.clear()
+        proxy.cut("hang")
+        results = await asyncio.gather(*(timed_send(n) for n in range(15)))
+        proxy.restore()
+        allowed = STORE_TIMEOUT + STORE_SLACK + max(lateness, default=0.0)
+        waits = [round(seconds, 2) for seconds, _ in results]
+        print(f"\nsends during a hang answered after {waits}s (allowed {allowed:.2f}s)")
+        assert max(waits) <= allowed, waits
+        assert all(message is None for _, message in results)
+        assert store._queue == []  # the callers that gave up took their sends out
+        after: Message | None = None
+        for _ in range(20):  # bounded: the pool replaces the connections the cut broke
+            try:
+                after, _ = await store.append_message(draft("after"))
+                break
+            except Unavailable:
+                await asyncio.sleep(0.1)
+        assert after is not None, "the store did not recover"
+        page = await store.read_messages(["u_b"], None, None, 100)
+        bodies = [m.body for m in page.messages]
+        assert bodies[0] == "before" and bodies[-1] == "after"
+        # A send that timed out in a batch already being written may have been stored.
+        assert all(body.startswith("during ") for body in bodies[1:-1])
+        assert len(bodies) == len(set(bodies))
+    finally:
+        watch.cancel()
+        await store.close()
+        await proxy.stop()
