@@ -47,13 +47,12 @@ _server: dict[str, Any] = {}
 SERVER = """
 import io, os, sys, threading
 from werkzeug.serving import run_simple
-from moto.moto_server.werkzeug_app import (
-    DomainDispatcherApplication, MotoRequestHandler, create_backend_app,
-)
+import moto.server
 
 host, port = sys.argv[1], int(sys.argv[2])
 os.environ.setdefault("MOTO_PORT", str(port))
-moto = DomainDispatcherApplication(create_backend_app)
+moto_app = moto.server.DomainDispatcherApplication(moto.server.create_backend_app)
+handler = getattr(moto.server, "MotoRequestHandler", None)  # keeps underscored headers
 one_at_a_time = threading.Lock()
 
 def serialised(environ, start_response):
@@ -61,14 +60,14 @@ def serialised(environ, start_response):
     if length:  # read the request before taking the lock: a slow client holds no one up
         environ["wsgi.input"] = io.BytesIO(environ["wsgi.input"].read(int(length)))
     with one_at_a_time:
-        result = moto(environ, start_response)
+        result = moto_app(environ, start_response)
         try:
             body = b"".join(result)
         finally:
             getattr(result, "close", lambda: None)()
     return [body]
 
-run_simple(host, port, serialised, threaded=True, request_handler=MotoRequestHandler)
+run_simple(host, port, serialised, threaded=True, request_handler=handler)
 """
 
 
