@@ -1,4 +1,4 @@
-"""A DynamoDB endpoint for tests: moto's standalone server on a free loopback port.
+"""A DynamoDB endpoint for tests: moto on a free loopback port, one request at a time.
 
 The server runs in a child process (moto's WSGI application on werkzeug, :data:`SERVER`),
 started on first use and stopped when the test run ends, and Parley talks to it over HTTP
@@ -10,10 +10,10 @@ Requests are handled one at a time. moto's own server (``python -m moto.server``
 request in a thread, and its conditional writes are not atomic across threads: a
 conditional ``UpdateItem`` checks the condition and applies the update as separate steps,
 so two concurrent clock reservations can both succeed on the same old value (measured
-with moto 5.2: 9 duplicate timestamps in 2,000 concurrent reservations, 24 with more
-connections). DynamoDB applies each single-item write atomically. Here every request runs
-under one lock (connections are still accepted and read concurrently, so clients keep
-their keep-alive pools), which makes every single-item write atomic, as in DynamoDB;
+with moto 5.2: 9 duplicate timestamps in 2,000 reservations with 16 in flight, 24 with
+64). DynamoDB applies each single-item write atomically. Here every request runs under one
+lock (connections are still accepted and read concurrently, so clients keep their
+keep-alive pools), which makes every single-item write atomic, as in DynamoDB;
 ``test_dynamodb.py`` hammers the clock to keep it so.
 
 What the endpoint does not model (moto 5): concurrent TransactWriteItems often fail with
