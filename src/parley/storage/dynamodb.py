@@ -529,7 +529,7 @@ class DynamoStorage(Storage):
         for rows in parts:
             for message in rows:
                 merged.setdefault(message.id, message)  # a message to oneself is in two streams
-        return sorted(merged.values(), key=lambda m: (m.ts, m.seq))
+        return sorted(merged.values(), key=lambda m: (m.ts, m.seq, m.id))  # as sort keys do
 
     async def _page_rows(
         self, recipients: Sequence[str], sent_by: str | None, after: int, limit: int
