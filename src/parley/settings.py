@@ -23,6 +23,8 @@ class SettingsError(ValueError):
 
 STORAGE_KINDS = ("sqlite", "memory", "postgres", "dynamodb")
 AUTH_MODES = ("token", "none")
+CACHE_MODES = ("local", "none")
+SECRET_KEY_MIN = 32  # characters of PARLEY_SECRET_KEY
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +46,10 @@ class Settings:
     workers: int = 1
     data_dir: Path = Path("parley-data")
     auth: str = "token"
+    allow_auth_change: bool = False  # start with another auth mode than the data was served with
+    # Signs stream tickets; "" = generated into the data directory (SQLite) or per process
+    # (memory). PostgreSQL and DynamoDB processes must share one: see parley.datadir.
+    secret_key: str = field(default="", repr=False)
     storage: str = "sqlite"
     sqlite_synchronous: str = "FULL"
     database_url: str = ""
@@ -53,6 +59,9 @@ class Settings:
     redis_url: str = ""
     redis_prefix: str = "parley:"
     redis_timeout_ms: int = 50  # every Redis call gives up after this (twice, at most)
+    # "local": each process caches users, groups and blocks (needs Redis to share them
+    # across processes); "none": no cache, every rule check reads the database.
+    cache: str = "local"
     # DynamoDB (PARLEY_STORAGE=dynamodb); region and credentials: the standard AWS chain
     dynamodb_endpoint: str = ""  # e.g. http://127.0.0.1:8000; "" = AWS's regional endpoint
     dynamodb_table_prefix: str = "parley-"
@@ -84,6 +93,8 @@ class Settings:
             workers=read.integer("PARLEY_WORKERS", 1, 1, 64),
             data_dir=Path(read.text("PARLEY_DATA_DIR", "parley-data")),
             auth=read.choice("PARLEY_AUTH", "token", AUTH_MODES),
+            allow_auth_change=read.flag("PARLEY_ALLOW_AUTH_CHANGE", False),
+            secret_key=read.text("PARLEY_SECRET_KEY", ""),
             storage=read.choice("PARLEY_STORAGE", "sqlite", STORAGE_KINDS),
             sqlite_synchronous=read.choice(
                 "PARLEY_SQLITE_SYNCHRONOUS", "FULL", ("FULL", "NORMAL", "EXTRA")
@@ -95,6 +106,7 @@ class Settings:
             redis_url=read.text("PARLEY_REDIS_URL", ""),
             redis_prefix=read.text("PARLEY_REDIS_PREFIX", "parley:"),
             redis_timeout_ms=read.integer("PARLEY_REDIS_TIMEOUT_MS", 50, 1, 10_000),
+            cache=read.choice("PARLEY_CACHE", "local", CACHE_MODES),
             dynamodb_endpoint=read.text("PARLEY_DYNAMODB_ENDPOINT", ""),
             dynamodb_table_prefix=read.text("PARLEY_DYNAMODB_TABLE_PREFIX", "parley-"),
             log_level=read.choice(
@@ -133,6 +145,11 @@ class Settings:
             ("redis://", "rediss://", "unix://")
         ):
             raise SettingsError("PARLEY_REDIS_URL must start with redis://, rediss:// or unix://")
+        if settings.secret_key and len(settings.secret_key) < SECRET_KEY_MIN:
+            raise SettingsError(
+                f"PARLEY_SECRET_KEY must be at least {SECRET_KEY_MIN} characters"
+                " (e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+            )
         _check_dynamodb(settings)
         return settings
 
