@@ -83,6 +83,10 @@ def serve(settings: Settings) -> int:
     )
 
     configure_logging(settings.log_level)
+    warning = open_mode_warning(settings)
+    if warning:
+        logging.getLogger("parley.startup").warning(warning)
+        print(warning, file=sys.stderr)
     try:
         check_processes(settings)
         # Held until this process ends; the workers it forks inherit it.
@@ -99,10 +103,6 @@ def serve(settings: Settings) -> int:
         return _refuse(exc)
     except Unavailable as exc:
         return _refuse(f"storage {settings.storage} is unavailable: {exc}", 1)
-    warning = open_mode_warning(settings)
-    if warning:
-        logging.getLogger("parley.startup").warning(warning)
-        print(warning, file=sys.stderr)
     url = f"http://{settings.host}:{settings.port}"
     print(f"Parley listening on {url}  (storage: {settings.storage}, auth: {settings.auth})")
     print(f"API docs: {url}/docs   web chat: {url}/")
