@@ -17,7 +17,7 @@ import pytest
 
 from parley.domain.models import Message, new_id
 from parley.storage.base import MessageDraft
-from parley.storage.postgres import APPEND_SQL, PostgresStorage, _Append
+from parley.storage.postgres import APPEND_SQL, MIGRATIONS, PostgresStorage, _Append
 from tests.conftest import unavailable
 from tests.integration import services
 
@@ -216,11 +216,11 @@ async def test_idempotent_sends_across_processes(schema: str) -> None:
 async def test_migrations_are_idempotent_and_safe_at_once(schema: str) -> None:
     stores = [PostgresStorage(services.DATABASE_URL, schema=schema) for _ in range(4)]
     versions = await asyncio.gather(*(s.migrate() for s in stores))
-    assert set(versions) == {1}
-    assert await stores[0].migrate() == 1
+    assert set(versions) == {len(MIGRATIONS)}
+    assert await stores[0].migrate() == len(MIGRATIONS)
     conn = await connect(schema)
     try:
-        assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == 1
+        assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == len(MIGRATIONS)
         indexes = {
             r[0]
             for r in await conn.fetch(
