@@ -23,8 +23,7 @@ class SettingsError(ValueError):
 
 STORAGE_KINDS = ("sqlite", "memory", "postgres", "dynamodb")
 AUTH_MODES = ("token", "none")
-CACHE_MODES = ("local", "none")
-SECRET_KEY_MIN = 32  # characters of PARLEY_SECRET_KEY
+CACHE_MODES = ("auto", "none")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +47,7 @@ class Settings:
     auth: str = "token"
     allow_auth_change: bool = False  # start with another auth mode than the data was served with
     # Signs stream tickets; "" = generated into the data directory (SQLite) or per process
-    # (memory). PostgreSQL and DynamoDB processes must share one: see parley.datadir.
+    # (memory). PostgreSQL and DynamoDB processes must share one: see parley.startup.
     secret_key: str = field(default="", repr=False)
     storage: str = "sqlite"
     sqlite_synchronous: str = "FULL"
@@ -59,9 +58,9 @@ class Settings:
     redis_url: str = ""
     redis_prefix: str = "parley:"
     redis_timeout_ms: int = 50  # every Redis call gives up after this (twice, at most)
-    # "local": each process caches users, groups and blocks (needs Redis to share them
-    # across processes); "none": no cache, every rule check reads the database.
-    cache: str = "local"
+    # "auto": memberships, blocks and stream changes cached in Redis (PARLEY_REDIS_URL) or
+    # in this process's memory; "none": every rule check and every check reads storage
+    cache: str = "auto"
     # DynamoDB (PARLEY_STORAGE=dynamodb); region and credentials: the standard AWS chain
     dynamodb_endpoint: str = ""  # e.g. http://127.0.0.1:8000; "" = AWS's regional endpoint
     dynamodb_table_prefix: str = "parley-"
@@ -106,7 +105,7 @@ class Settings:
             redis_url=read.text("PARLEY_REDIS_URL", ""),
             redis_prefix=read.text("PARLEY_REDIS_PREFIX", "parley:"),
             redis_timeout_ms=read.integer("PARLEY_REDIS_TIMEOUT_MS", 50, 1, 10_000),
-            cache=read.choice("PARLEY_CACHE", "local", CACHE_MODES),
+            cache=read.choice("PARLEY_CACHE", "auto", CACHE_MODES),
             dynamodb_endpoint=read.text("PARLEY_DYNAMODB_ENDPOINT", ""),
             dynamodb_table_prefix=read.text("PARLEY_DYNAMODB_TABLE_PREFIX", "parley-"),
             log_level=read.choice(
@@ -145,12 +144,10 @@ class Settings:
             ("redis://", "rediss://", "unix://")
         ):
             raise SettingsError("PARLEY_REDIS_URL must start with redis://, rediss:// or unix://")
-        if settings.secret_key and len(settings.secret_key) < SECRET_KEY_MIN:
-            raise SettingsError(
-                f"PARLEY_SECRET_KEY must be at least {SECRET_KEY_MIN} characters"
-                " (e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))')"
-            )
+        if settings.cache == "none" and settings.redis_url:
+            raise SettingsError("PARLEY_CACHE=none and PARLEY_REDIS_URL exclude each other")
         _check_dynamodb(settings)
+        _check_secret_key(settings)
         return settings
 
 
@@ -165,6 +162,17 @@ def _with_connections(settings: Settings) -> Settings:
             f"PARLEY_MAX_CONCURRENCY ({settings.max_concurrency})"
         )
     return settings
+
+
+SECRET_KEY_MIN = 32  # characters of PARLEY_SECRET_KEY
+
+
+def _check_secret_key(settings: Settings) -> None:
+    if settings.secret_key and len(settings.secret_key) < SECRET_KEY_MIN:
+        raise SettingsError(
+            f"PARLEY_SECRET_KEY must be at least {SECRET_KEY_MIN} characters"
+            " (e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+        )
 
 
 def _check_dynamodb(settings: Settings) -> None:

@@ -105,8 +105,8 @@ def test_worker_counts_the_set_up_cannot_serve_are_refused(
             check_processes(settings(**env))
 
 
-def test_cache_setting_takes_local_or_none() -> None:
-    assert settings().cache == "local" and settings(PARLEY_CACHE="none").cache == "none"
+def test_cache_setting_takes_auto_or_none() -> None:
+    assert settings().cache == "auto" and settings(PARLEY_CACHE="none").cache == "none"
     with pytest.raises(SettingsError, match="PARLEY_CACHE"):
         settings(PARLEY_CACHE="redis")
 
