@@ -216,11 +216,12 @@ async def test_idempotent_sends_across_processes(schema: str) -> None:
 async def test_migrations_are_idempotent_and_safe_at_once(schema: str) -> None:
     stores = [PostgresStorage(services.DATABASE_URL, schema=schema) for _ in range(4)]
     versions = await asyncio.gather(*(s.migrate() for s in stores))
-    assert set(versions) == {len(MIGRATIONS)}
-    assert await stores[0].migrate() == len(MIGRATIONS)
+    latest = len(MIGRATIONS)
+    assert set(versions) == {latest}
+    assert await stores[0].migrate() == latest
     conn = await connect(schema)
     try:
-        assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == len(MIGRATIONS)
+        assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == latest
         indexes = {
             r[0]
             for r in await conn.fetch(
