@@ -5,7 +5,6 @@ Nothing here connects at import time; :meth:`Parley.start` opens storage.
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -108,8 +107,8 @@ def build(
     ``parley.startup.server_secret(settings)``. Without it: ``PARLEY_SECRET_KEY``, or a
     key of this process only (enough for one process: tests, tools)."""
     storage = storage if storage is not None else make_storage(settings)
-    if secret_key is None:
-        secret_key = settings.secret_key.encode() or secrets.token_bytes(32)
+    if secret_key is None and settings.secret_key:
+        secret_key = settings.secret_key.encode()
     notifier = Notifier()
     directory: Directory
     changes: Changes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 
 from parley.domain.models import UserRecord, new_id
@@ -37,13 +38,15 @@ class UserService:
         directory: Directory,
         limits: Limits,
         token_mode: bool,
-        secret_key: bytes,
+        secret_key: bytes | None = None,
     ) -> None:
         self.storage = storage
         self.directory = directory
         self.limits = limits
         self.token_mode = token_mode
-        self.secret_key = secret_key  # signs stream tickets (parley.startup.server_secret)
+        # Signs stream tickets (parley.startup.server_secret); without one, a key of this
+        # process only, which no other process could check.
+        self.secret_key = secret_key or secrets.token_bytes(32)
 
     async def create(self, username: str) -> NewUser:
         name = clean_name(check_text(username, "username"), "username", self.limits.username_max)
