@@ -35,6 +35,7 @@ from parley.http.errors import error_body
 from parley.http.openapi import document
 from parley.logs import configure_logging
 from parley.settings import Settings
+from parley.startup import server_secret
 
 STATIC = Path(__file__).resolve().parent.parent / "web" / "static"
 SWAGGER = Path(swagger_ui_bundle.swagger_ui_path)
@@ -296,4 +297,4 @@ def app_factory() -> ParleyApp:
     """Entry point for the ASGI server: settings from the environment."""
     settings = Settings.from_env()
     configure_logging(settings.log_level)
-    return create_app(build(settings))
+    return create_app(build(settings, secret_key=server_secret(settings)))

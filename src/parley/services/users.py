@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 
 from parley.domain.models import UserRecord, new_id
@@ -32,12 +33,20 @@ class NewUser:
 
 class UserService:
     def __init__(
-        self, storage: Storage, directory: Directory, limits: Limits, token_mode: bool
+        self,
+        storage: Storage,
+        directory: Directory,
+        limits: Limits,
+        token_mode: bool,
+        secret_key: bytes | None = None,
     ) -> None:
         self.storage = storage
         self.directory = directory
         self.limits = limits
         self.token_mode = token_mode
+        # Signs stream tickets (parley.startup.server_secret); without one, a key of this
+        # process only, which no other process could check.
+        self.secret_key = secret_key or secrets.token_bytes(32)
 
     async def create(self, username: str) -> NewUser:
         name = clean_name(check_text(username, "username"), "username", self.limits.username_max)
@@ -62,12 +71,13 @@ class UserService:
         user = await self.require(user_id)
         if user.token_hash is None:
             raise InvalidInput("tickets exist only in token mode", "no_tokens")
-        return new_ticket(user_id, user.token_hash, TICKET_SECONDS), TICKET_SECONDS
+        ticket = new_ticket(user_id, user.token_hash, self.secret_key, TICKET_SECONDS)
+        return ticket, TICKET_SECONDS
 
     async def authenticate_ticket(self, ticket: str) -> str:
         user_id, expiry, mac = ticket_user(ticket)
         user = await self.directory.user(user_id) if well_formed_id(user_id) else None
-        if user is None or not ticket_valid(user_id, expiry, mac, user.token_hash):
+        if user is None or not ticket_valid(self.secret_key, user_id, expiry, mac, user.token_hash):
             raise Unauthenticated("unknown or expired ticket", "bad_ticket")
         return user_id
 

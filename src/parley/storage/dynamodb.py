@@ -239,6 +239,22 @@ class DynamoStorage(Storage):
         self._ready()
         return await self.clock.bump_epoch()
 
+    # facts about the data: items "meta:<key>" beside the clock item --------------------
+    async def record_meta(self, key: str, value: str, *, replace: bool = False) -> str | None:
+        self._ready()
+        item_key = {"stream_id": s(f"meta:{key}")}
+        item = {**item_key, "value": s(value)}
+        if replace:
+            response = await self.client.call(
+                "put_item", TableName=self.tables["streams"], Item=item, ReturnValues="ALL_OLD"
+            )
+            old: Item | None = response.get("Attributes")
+            return old["value"]["S"] if old else None
+        if await self._conditional("put_item", "streams", item, "attribute_not_exists(stream_id)"):
+            return None
+        kept = await self._get("streams", item_key)
+        return kept["value"]["S"] if kept else None
+
     # users and groups ------------------------------------------------------------------
     async def create_user(self, user: UserRecord) -> None:
         await self._write_items([("users", user_item(user))])

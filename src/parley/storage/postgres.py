@@ -115,6 +115,13 @@ MIGRATIONS: tuple[str, ...] = (
     -- the cache's catch-up: the streams of the messages stored in a range of positions
     CREATE INDEX messages_by_ts ON messages (ts);
     """,
+    # facts about the data itself (the auth mode it is served with)
+    """
+    CREATE TABLE meta (
+        key text PRIMARY KEY,
+        value text NOT NULL
+    );
+    """,
 )
 
 MESSAGE_COLUMNS = "id, type, sender_id, recipient_id, body, ts, seq"
@@ -511,6 +518,23 @@ class PostgresStorage(Storage):
         )
 
     # users -----------------------------------------------------------------------------
+    async def record_meta(self, key: str, value: str, *, replace: bool = False) -> str | None:
+        # A row comes back when this statement wrote; none when a record existed and was
+        # kept (or a concurrent first record won): then read the value that is there.
+        rows = await self._fetch(
+            "WITH old AS (SELECT value FROM meta WHERE key = $1)"
+            " INSERT INTO meta (key, value) VALUES ($1, $2)"
+            " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value WHERE $3"
+            " RETURNING (SELECT value FROM old)",
+            key,
+            value,
+            replace,
+        )
+        if rows:
+            return None if rows[0][0] is None else str(rows[0][0])
+        kept = await self._fetch("SELECT value FROM meta WHERE key = $1", key)
+        return str(kept[0][0]) if kept else None
+
     async def create_user(self, user: UserRecord) -> None:
         await self._execute(
             "INSERT INTO users (id, username, token_hash) VALUES ($1, $2, $3)",
