@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import resource
 import statistics
 import sys
 import tempfile
@@ -23,6 +24,7 @@ from typing import Any
 import httpx
 
 from parley.bench.procs import Server
+from parley.http.server import FILE_RESERVE
 
 
 def pct(values: list[float], q: float) -> float:
@@ -115,6 +117,34 @@ async def measure(url: str, count: int, kind: str) -> dict[str, float]:
     }
 
 
+FILE_MARGIN = 2048  # open files beyond the streams: the server's reserve, storage, logs
+
+
+def open_files_for(streams: int) -> int:
+    """Raise this process's open-file limit (soft, and hard where allowed) so that it and
+    a server it starts can each hold ``streams`` connections; the limit reached. Both
+    ends of every stream are sockets: the client's here, the server's in the child, which
+    inherits the limit."""
+    wanted = streams + FILE_MARGIN
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
+            return wanted
+        except (OSError, ValueError):
+            wanted = hard  # raising the hard limit needs privilege: go as far as allowed
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        return wanted
+    return soft
+
+
+def stream_server_env(streams: int) -> dict[str, str]:
+    """Settings that let one server process hold ``streams`` open streams (each is a
+    request in progress), with room for the bench's other requests."""
+    return {"PARLEY_MAX_CONCURRENCY": str(max(10_000, streams + 100))}
+
+
 async def idle_streams(server: Server, count: int) -> dict[str, float]:
     limits = httpx.Limits(max_connections=count + 10, max_keepalive_connections=count + 10)
     async with httpx.AsyncClient(base_url=server.url, timeout=60, limits=limits) as client:
@@ -159,9 +189,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
+    limit = open_files_for(args.idle_streams)
+    if limit < args.idle_streams + FILE_MARGIN:
+        print(
+            f"note: the open-file limit ({limit}, ulimit -n) is below {args.idle_streams} "
+            f"streams + {FILE_MARGIN}: the server may refuse some (it keeps {FILE_RESERVE} "
+            "files for itself)"
+        )
     with tempfile.TemporaryDirectory(prefix="parley-latency-") as tmp:
         server = Server(
-            Path(tmp) / "data", PARLEY_AUTH="token", PARLEY_STORAGE=args.storage
+            Path(tmp) / "data",
+            PARLEY_AUTH="token",
+            PARLEY_STORAGE=args.storage,
+            **stream_server_env(args.idle_streams),
         ).start()
         try:
             results = {

@@ -10,7 +10,7 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -25,6 +25,8 @@ from parley.http.asgi import Call, EventStream, Reply
 from parley.http.errors import error_body, retry_after, status_of
 from parley.http.ratelimit import RateLimiter, SharedRateLimiter, Waiting
 from parley.services.access import Actor
+from parley.services.messages import MessageService
+from parley.services.notifier import Watch
 
 log = logging.getLogger("parley.http")
 
@@ -301,6 +303,51 @@ def _one_of(name: str, value: str | None, alias: str, alias_value: str | None) -
     return value
 
 
+class _Events:
+    """A live stream's chunks, made one at a time when the stream asks: ``retry``, then
+    one ``messages`` event per page, its id the page's nextTimestamp (pages never split a
+    timestamp, so resuming from the last id neither skips nor repeats), or a keep-alive
+    comment when a wait of ``HEARTBEAT_SECONDS`` found nothing. Small, because a process
+    holds one per open stream."""
+
+    __slots__ = ("actor", "cursor", "first", "include_sent", "messages", "opened", "user_id")
+
+    def __init__(
+        self, messages: MessageService, actor: Actor, user_id: str, first: Page, include: bool
+    ) -> None:
+        self.messages = messages
+        self.actor = actor
+        self.user_id = user_id
+        self.first: Page | None = first
+        self.cursor = first.next_ts
+        self.include_sent = include
+        self.opened = False
+
+    async def next_chunk(self, watch: Watch) -> bytes | None:
+        if not self.opened:
+            self.opened = True
+            return b"retry: 2000\n\n"
+        page = self.first
+        self.first = None
+        if page is None:
+            page = await self.messages.check(
+                self.actor,
+                self.user_id,
+                self.cursor,
+                None,
+                self.include_sent,
+                HEARTBEAT_SECONDS,
+                watch,
+            )
+            if watch.gone:
+                return None
+        self.cursor = page.next_ts
+        if page.messages:
+            data = encode(s.MessagesOut.of(page))
+            return b"id: %d\nevent: messages\ndata: %s\n\n" % (page.next_ts, data)
+        return b": keep-alive\n\n"
+
+
 class Api:
     """The handlers, bound to one Parley instance."""
 
@@ -487,23 +534,8 @@ class Api:
         self._wait_slot(call, actor, user_id)
         # The first page is read now, so authorization and lookups fail before streaming.
         first = await self.messages.check(actor, user_id, after, None, include == "sent")
-        return EventStream(self._events(actor, user_id, first, include == "sent"), call.receive)
-
-    async def _events(
-        self, actor: Actor, user_id: str, page: Page, include_sent: bool
-    ) -> AsyncIterator[bytes]:
-        """One ``messages`` event per page, its id the page's nextTimestamp (pages never
-        split a timestamp, so resuming from the last id neither skips nor repeats)."""
-        yield b"retry: 2000\n\n"
-        while True:
-            if page.messages:
-                data = encode(s.MessagesOut.of(page))
-                yield b"id: %d\nevent: messages\ndata: %s\n\n" % (page.next_ts, data)
-            else:
-                yield b": keep-alive\n\n"
-            page = await self.messages.check(
-                actor, user_id, page.next_ts, None, include_sent, HEARTBEAT_SECONDS
-            )
+        events = _Events(self.messages, actor, user_id, first, include == "sent")
+        return EventStream(events.next_chunk, call.receive)
 
     # operations ------------------------------------------------------------------------
     async def healthz(self, call: Call, actor: Actor) -> Reply:

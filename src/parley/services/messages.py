@@ -19,7 +19,7 @@ from parley.errors import Forbidden, InvalidInput
 from parley.services.access import Actor, require_self
 from parley.services.directory import Directory
 from parley.services.groups import GroupService
-from parley.services.notifier import Notifier
+from parley.services.notifier import Notifier, Watch
 from parley.services.users import UserService
 from parley.storage.base import MessageDraft, Storage
 
@@ -105,9 +105,11 @@ class MessageService:
         limit: int | None = None,
         include_sent: bool = False,
         wait: float = 0.0,
+        watch: Watch | None = None,
     ) -> Page:
         """Messages newer than ``after``; with ``wait``, hold the answer up to that many
-        seconds until there is one (long-poll)."""
+        seconds until there is one (long-poll). ``watch`` (a live stream's) ends the wait
+        early, with an empty page, once its client has gone."""
         require_self(actor, user_id)
         page_size = self._page_size(limit)
         await self.users.require(user_id)
@@ -117,13 +119,15 @@ class MessageService:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         pause = 0.002
-        while (left := deadline - loop.time()) > 0:
+        while (left := deadline - loop.time()) > 0 and not (watch and watch.gone):
             groups = await self.directory.groups_of(user_id)
             streams = self.streams(user_id, groups, include_sent)
             if not await self.changes.changed(streams, after):
                 # Wake-ups are hints (one from another process can be lost): re-check now
                 # and then even without one.
-                await self.notifier.wait(streams, min(left, RECHECK_SECONDS))
+                await self.notifier.wait(streams, min(left, RECHECK_SECONDS), watch)
+                if watch is not None and watch.gone:
+                    break
             else:
                 # Stored but not yet below the frontier (it trails the clock by 1 ms), or
                 # the change cache cannot tell (shared cache down): back off, read again.
