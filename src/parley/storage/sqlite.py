@@ -492,6 +492,11 @@ class SqliteStorage(Storage):
             self.positions.advance(top + 1)
 
     async def record_meta(self, key: str, value: str, *, replace: bool = False) -> str | None:
+        if not replace:  # already recorded: a read (a read-only file still starts)
+            rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
+            if rows:
+                return str(rows[0][0])
+
         def op(c: sqlite3.Connection) -> str | None:
             row = c.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
             if row is None or replace:
