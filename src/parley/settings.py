@@ -59,6 +59,10 @@ class Settings:
     max_concurrency: int = 10_000
     limits: Limits = field(default_factory=Limits)
     rate_limits: RateLimits = field(default_factory=RateLimits)
+    # password attempts (sign-in throttle, on whatever PARLEY_RATE_LIMITS says)
+    signin_per_user: int = 10
+    signin_per_address: int = 100
+    signin_window: int = 900  # seconds
 
     @property
     def token_mode(self) -> bool:
@@ -112,6 +116,9 @@ class Settings:
                 creates_per_hour=read.integer("PARLEY_RATE_CREATES_PER_HOUR", 600, 1, 10**9),
                 sends_per_minute=read.integer("PARLEY_RATE_SENDS_PER_MINUTE", 1200, 1, 10**9),
             ),
+            signin_per_user=read.integer("PARLEY_SIGNIN_PER_USER", 10, 1, 10**6),
+            signin_per_address=read.integer("PARLEY_SIGNIN_PER_ADDRESS", 100, 1, 10**6),
+            signin_window=read.integer("PARLEY_SIGNIN_WINDOW", 900, 1, 86400),
         )
         if settings.storage == "postgres" and not settings.database_url:
             raise SettingsError("PARLEY_STORAGE=postgres needs PARLEY_DATABASE_URL")
