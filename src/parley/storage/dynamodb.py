@@ -242,16 +242,12 @@ class DynamoStorage(DynamoAccounts, Storage):
 
     # users and groups ------------------------------------------------------------------
     async def create_user(self, user: UserRecord, token: TokenRecord | None = None) -> None:
+        # One BatchWriteItem (no transactions, see docs/dynamodb.md): were it cut short, a
+        # user without its first token is an account nobody holds, harmless.
         writes = [("users", user_item(user))]
-        if token is None:
-            await self._write_items(writes)
-            return
-        items = [*writes, ("tokens", token_item(token))]
-        self._ready()
-        await self.client.call(
-            "transact_write_items",
-            TransactItems=[{"Put": {"TableName": self.tables[t], "Item": i}} for t, i in items],
-        )
+        if token is not None:
+            writes.append(("tokens", token_item(token)))
+        await self._write_items(writes)
 
     async def get_user(self, user_id: str) -> UserRecord | None:
         item = await self._get("users", {"user_id": s(user_id)})
