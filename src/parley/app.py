@@ -8,10 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from parley.cache.changes import Changes, LocalChanges
+from parley.cache.changes import Changes, LocalChanges, NoChanges
 from parley.http.metrics import Metrics
 from parley.services.accounts import AccountService
-from parley.services.directory import Directory
+from parley.services.directory import Directory, UncachedDirectory
 from parley.services.groups import GroupService
 from parley.services.messages import MessageService
 from parley.services.notifier import Notifier
@@ -107,6 +107,9 @@ def build(settings: Settings, storage: Storage | None = None) -> Parley:
     wakeups: RedisWakeups | None = None
     if settings.redis_url:
         redis, directory, changes, wakeups = _shared_cache(settings, storage, notifier)
+    elif settings.cache == "none":  # several processes on one database, without Redis
+        directory = UncachedDirectory(storage)
+        changes = NoChanges()
     else:
         directory = Directory(storage)
         changes = LocalChanges()
@@ -171,4 +174,11 @@ def _shared_cache(
     )
     changes = RedisChanges(link)
     wakeups = RedisWakeups(link, notifier, changes)
+
+    def raised(streams: list[str]) -> None:
+        # A catch-up marked messages whose writer died before it could: wake their readers.
+        changes.heard(streams)
+        notifier.notify_all(streams)
+
+    link.on_raised = raised
     return link, RedisDirectory(storage, link, changes), changes, wakeups

@@ -54,8 +54,10 @@ def _apply(args: argparse.Namespace) -> Settings:
 
 def serve(settings: Settings) -> int:
     from granian import Granian
-    from granian.constants import Interfaces
+    from granian.constants import HTTPModes, Interfaces
     from granian.http import HTTP1Settings
+
+    from parley.http.server import connection_limit
 
     problem = _port_taken(settings.host, settings.port)
     if problem:
@@ -76,6 +78,12 @@ def serve(settings: Settings) -> int:
     if settings.storage == "sqlite" and settings.workers > 1:
         print("note: SQLite serves one process; use --storage postgres for several workers")
         return 2
+    connections = connection_limit(settings)
+    if connections < settings.max_connections:
+        print(
+            f"note: at most {connections} open connections per process (the open-file "
+            f"limit, ulimit -n, is below PARLEY_MAX_CONNECTIONS={settings.max_connections})"
+        )
     server = Granian(
         "parley.http.server:app_factory",
         factory=True,
@@ -86,12 +94,17 @@ def serve(settings: Settings) -> int:
         log_enabled=True,
         log_access=False,  # Parley writes JSON access lines itself (PARLEY_ACCESS_LOG)
         backlog=2048,
-        # Requests in progress per worker; long-polls and live streams each hold one.
-        backpressure=settings.max_concurrency,
+        # Open connections per worker. Requests in progress are capped lower, by the app
+        # (PARLEY_MAX_CONCURRENCY), so a full worker still accepts and answers 503.
+        backpressure=connections,
+        # HTTP/1 only: in auto mode a connection that never sends a byte waits for the
+        # protocol sniff forever; in HTTP/1 mode the head timeout below closes it.
+        http=HTTPModes.http1,
         workers_kill_timeout=SHUTDOWN_GRACE_SECONDS,
         respawn_failed_workers=True,  # a worker that dies is replaced, not left missing
         # A client that has not sent a whole request head within the request timeout is
-        # cut off (slow-loris); a slow body is bounded by the app (``Call.body``).
+        # cut off (slow-loris, a socket that never sends, an idle keep-alive); a slow body
+        # is bounded by the app (``Call.body``).
         http1_settings=HTTP1Settings(header_read_timeout=int(settings.request_timeout * 1000)),
     )
     server.serve()

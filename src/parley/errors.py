@@ -11,6 +11,7 @@ Services raise these; the HTTP layer turns each kind into one status code in one
      ├── Conflict            already blocked/member, not blocked/member             -> 409
      ├── PayloadTooLarge     request body over the limit                            -> 413
      ├── RateLimited         over a rate budget (carries retry_after seconds)       -> 429
+     │    └── TooManyWaiting too many long-polls/streams open for a user or address
      └── Unavailable         storage or a dependency is down (carries retry_after)  -> 503
 """
 
@@ -59,6 +60,12 @@ class RateLimited(ParleyError):
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class TooManyWaiting(RateLimited):
+    """Too many long-polls and live streams are open at once for one user or address."""
+
+    code = "too_many_waiting"
 
 
 class Unavailable(ParleyError):

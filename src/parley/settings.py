@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from parley.domain.rules import Limits
@@ -23,6 +23,7 @@ class SettingsError(ValueError):
 
 STORAGE_KINDS = ("sqlite", "memory", "postgres", "dynamodb")
 AUTH_MODES = ("token", "none")
+CACHE_MODES = ("auto", "none")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +33,9 @@ class RateLimits:
     address_per_minute: int = 12000  # per client address, all calls
     creates_per_hour: int = 600  # account and group creations per address
     sends_per_minute: int = 1200  # sends per token
+    # long-polls (wait > 0) and live streams open at once in one process; 0 = no cap
+    waiting_per_user: int = 20
+    waiting_per_address: int = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +54,9 @@ class Settings:
     redis_url: str = ""
     redis_prefix: str = "parley:"
     redis_timeout_ms: int = 50  # every Redis call gives up after this (twice, at most)
+    # "auto": memberships, blocks and stream changes cached in Redis (PARLEY_REDIS_URL) or
+    # in this process's memory; "none": every rule check and every check reads storage
+    cache: str = "auto"
     # DynamoDB (PARLEY_STORAGE=dynamodb); region and credentials: the standard AWS chain
     dynamodb_endpoint: str = ""  # e.g. http://127.0.0.1:8000; "" = AWS's regional endpoint
     dynamodb_table_prefix: str = "parley-"
@@ -57,6 +64,9 @@ class Settings:
     access_log: bool = False
     request_timeout: float = 30.0
     max_concurrency: int = 10_000
+    # open connections per process (idle, keep-alive and in progress); above
+    # max_concurrency, so a full process can still answer 503 and /healthz
+    max_connections: int = 20_000
     limits: Limits = field(default_factory=Limits)
     rate_limits: RateLimits = field(default_factory=RateLimits)
     # password attempts (sign-in throttle, on whatever PARLEY_RATE_LIMITS says)
@@ -93,6 +103,7 @@ class Settings:
             redis_url=read.text("PARLEY_REDIS_URL", ""),
             redis_prefix=read.text("PARLEY_REDIS_PREFIX", "parley:"),
             redis_timeout_ms=read.integer("PARLEY_REDIS_TIMEOUT_MS", 50, 1, 10_000),
+            cache=read.choice("PARLEY_CACHE", "auto", CACHE_MODES),
             dynamodb_endpoint=read.text("PARLEY_DYNAMODB_ENDPOINT", ""),
             dynamodb_table_prefix=read.text("PARLEY_DYNAMODB_TABLE_PREFIX", "parley-"),
             log_level=read.choice(
@@ -101,6 +112,7 @@ class Settings:
             access_log=read.flag("PARLEY_ACCESS_LOG", False),
             request_timeout=float(read.integer("PARLEY_REQUEST_TIMEOUT", 30, 1, 3600)),
             max_concurrency=read.integer("PARLEY_MAX_CONCURRENCY", 10_000, 16, 1_000_000),
+            max_connections=read.integer("PARLEY_MAX_CONNECTIONS", 0, 0, 2_000_000),
             limits=Limits(
                 username_max=read.integer("PARLEY_MAX_USERNAME", 64, 1, 10_000),
                 group_name_max=read.integer("PARLEY_MAX_GROUP_NAME", 128, 1, 10_000),
@@ -115,11 +127,14 @@ class Settings:
                 address_per_minute=read.integer("PARLEY_RATE_ADDRESS_PER_MINUTE", 12000, 1, 10**9),
                 creates_per_hour=read.integer("PARLEY_RATE_CREATES_PER_HOUR", 600, 1, 10**9),
                 sends_per_minute=read.integer("PARLEY_RATE_SENDS_PER_MINUTE", 1200, 1, 10**9),
+                waiting_per_user=read.integer("PARLEY_MAX_WAITING_PER_USER", 20, 0, 10**6),
+                waiting_per_address=read.integer("PARLEY_MAX_WAITING_PER_ADDRESS", 200, 0, 10**6),
             ),
             signin_per_user=read.integer("PARLEY_SIGNIN_PER_USER", 10, 1, 10**6),
             signin_per_address=read.integer("PARLEY_SIGNIN_PER_ADDRESS", 100, 1, 10**6),
             signin_window=read.integer("PARLEY_SIGNIN_WINDOW", 900, 1, 86400),
         )
+        settings = _with_connections(settings)
         if settings.storage == "postgres" and not settings.database_url:
             raise SettingsError("PARLEY_STORAGE=postgres needs PARLEY_DATABASE_URL")
         if settings.database_url and not settings.database_url.startswith(
@@ -130,8 +145,23 @@ class Settings:
             ("redis://", "rediss://", "unix://")
         ):
             raise SettingsError("PARLEY_REDIS_URL must start with redis://, rediss:// or unix://")
+        if settings.cache == "none" and settings.redis_url:
+            raise SettingsError("PARLEY_CACHE=none and PARLEY_REDIS_URL exclude each other")
         _check_dynamodb(settings)
         return settings
+
+
+def _with_connections(settings: Settings) -> Settings:
+    """PARLEY_MAX_CONNECTIONS defaults to twice PARLEY_MAX_CONCURRENCY and must exceed it:
+    the connections beyond it are what lets a full process still answer."""
+    if settings.max_connections == 0:
+        return replace(settings, max_connections=2 * settings.max_concurrency)
+    if settings.max_connections <= settings.max_concurrency:
+        raise SettingsError(
+            f"PARLEY_MAX_CONNECTIONS ({settings.max_connections}) must be above "
+            f"PARLEY_MAX_CONCURRENCY ({settings.max_concurrency})"
+        )
+    return settings
 
 
 def _check_dynamodb(settings: Settings) -> None:

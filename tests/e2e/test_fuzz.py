@@ -142,9 +142,12 @@ class World:
             case.headers = {**(case.headers or {}), "Authorization": f"Bearer {self.my_token}"}
 
     def _use_real_ids(self, case: Any) -> None:
+        # Only ids the document calls valid are replaced (a real id is valid), so a case
+        # schemathesis built to be invalid stays invalid.
         path = case.path_parameters or {}
         for name, real in (("userId", self.me), ("groupId", self.group)):
-            if isinstance(path.get(name), str):
+            value = path.get(name)
+            if isinstance(value, str) and value and "/" not in value and value not in (".", ".."):
                 path[name] = real
         body = case.body
         if not isinstance(body, dict):
@@ -158,7 +161,7 @@ class World:
             "groupId": self.group,
         }
         for name, real in real_ids.items():
-            if isinstance(body.get(name), str):
+            if isinstance(body.get(name), str) and body[name]:
                 body[name] = real
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from parley.domain.models import Message, new_id
 from parley.storage.base import MessageDraft
-from parley.storage.postgres import APPEND_SQL, PostgresStorage, _Append
+from parley.storage.postgres import APPEND_SQL, MIGRATIONS, PostgresStorage, _Append
 from tests.conftest import unavailable
 from tests.integration import services
 
@@ -216,11 +216,12 @@ async def test_idempotent_sends_across_processes(schema: str) -> None:
 async def test_migrations_are_idempotent_and_safe_at_once(schema: str) -> None:
     stores = [PostgresStorage(services.DATABASE_URL, schema=schema) for _ in range(4)]
     versions = await asyncio.gather(*(s.migrate() for s in stores))
-    assert set(versions) == {1}
-    assert await stores[0].migrate() == 1
+    latest = len(MIGRATIONS)
+    assert set(versions) == {latest}
+    assert await stores[0].migrate() == latest
     conn = await connect(schema)
     try:
-        assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == 1
+        assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == latest
         indexes = {
             r[0]
             for r in await conn.fetch(
@@ -229,4 +230,10 @@ async def test_migrations_are_idempotent_and_safe_at_once(schema: str) -> None:
         }
     finally:
         await conn.close()
-    assert {"messages_by_recipient", "messages_sent_private", "messages_send_key"} <= indexes
+    assert {
+        "messages_by_recipient",
+        "messages_sent_private",
+        "messages_send_key",
+        "messages_by_ts",
+        "cache_log_at",
+    } <= indexes

@@ -82,3 +82,16 @@ class LocalChanges:
 
     async def changed(self, streams: Sequence[str], after: int) -> bool:
         return self.cache.changed_since(streams, after)
+
+
+class NoChanges:
+    """:class:`Changes` that knows nothing: every check reads storage (``PARLEY_CACHE=none``)."""
+
+    async def start(self, earliest: int) -> None:
+        """Nothing to remember."""
+
+    async def marked(self, marks: Sequence[tuple[str, int]]) -> None:
+        """Nothing to remember."""
+
+    async def changed(self, streams: Sequence[str], after: int) -> bool:
+        return True

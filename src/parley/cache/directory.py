@@ -2,21 +2,32 @@
 
 Memberships and blocks change, and a change made through one process must hold on the
 very next request to any other. So no process keeps them in memory: each request reads the
-Redis set, and each committed write updates the sets in place before the client hears
-back. Users and groups never change once created, so they are kept in memory too.
+Redis set. A committed write never *patches* a set: it deletes it (with its fill lease),
+and the next reader fills it from PostgreSQL. Deletions commute, so the order in which
+writers' Redis calls arrive cannot matter (patches applied out of commit order could
+leave a removed member in the set).
 
 Filling a set from PostgreSQL races with writes. A reader that misses takes a *lease*
 (``SET NX`` with a token) before reading PostgreSQL, and may store what it read only if
 the lease is still its own; every write deletes the leases of the sets it touches::
 
     reader B: miss, lease=t1 ..... read PostgreSQL ..... fill if lease == t1  (refused)
-    writer A:            commit; delete lease; update set if it exists
+    writer A:            commit; delete set and lease
+
+A writer that dies between its commit and its delete is covered by the cache log: the
+commit logged the keys in PostgreSQL, and no process trusts Redis again before the log
+has been applied (``RedisLink._catch_up``). A conflict (409) deletes the sets too.
+
+Users and groups never change once created, so each process keeps them in memory. Users
+are read from PostgreSQL (once per process), never through Redis: Redis holds no token
+hashes. Groups are shared through Redis.
 
 When Redis cannot be trusted (see ``parley.cache.redis``) every read goes to PostgreSQL.
 """
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -62,6 +73,8 @@ end
 return {1, members, earliest, redis.call('GET', ns .. 'last') or '', marks}
 """
 
+# Store what a reader read (ARGV[7:]) if its lease ARGV[4] is still its own; ARGV[6] is
+# the cache-log position the read reflects (0: unknown), kept as the set's version.
 FILL_SET = """
 if redis.call('GET', KEYS[1]) ~= ARGV[2] then return 0 end
 local ns = ARGV[1] .. ARGV[2] .. ':'
@@ -71,47 +84,50 @@ redis.call('DEL', lease)
 local key = ns .. 's:' .. ARGV[3]
 redis.call('DEL', key)
 redis.call('SADD', key, '')
-for i = 6, #ARGV, 500 do
+for i = 7, #ARGV, 500 do
   redis.call('SADD', key, unpack(ARGV, i, math.min(i + 499, #ARGV)))
 end
 redis.call('EXPIRE', key, ARGV[5])
+redis.call('SET', ns .. 'v:' .. ARGV[3], ARGV[6], 'EX', ARGV[5])
 return 1
 """
 
-# After a committed write, in whatever namespace Redis serves now: ARGV[2] is + or -,
-# then (set, member) pairs.
-UPDATE_SETS = """
+# After a committed write, in whatever namespace Redis serves now: forget the sets named
+# in ARGV[3:] and their fill leases; their version keys stay, as tombstones (version 0).
+FORGET_SETS = """
 local e = redis.call('GET', KEYS[1])
 if not e then return 0 end
 local ns = ARGV[1] .. e .. ':'
-for i = 3, #ARGV, 2 do
-  redis.call('DEL', ns .. 'l:' .. ARGV[i])
-  local key = ns .. 's:' .. ARGV[i]
-  if redis.call('EXISTS', key) == 1 then
-    if ARGV[2] == '+' then redis.call('SADD', key, ARGV[i + 1])
-    else redis.call('SREM', key, ARGV[i + 1]) end
-  end
+for i = 3, #ARGV do
+  redis.call('DEL', ns .. 's:' .. ARGV[i], ns .. 'l:' .. ARGV[i])
+  redis.call('SET', ns .. 'v:' .. ARGV[i], '0', 'EX', ARGV[2])
 end
 return 1
 """
 
-# A new user's or group's sets start empty. Safe without a lease: nobody else knows the
+# A new user's or group's sets start empty, unless something already touched them (a
+# set's version key is written by every fill and left by every forget): so even a call
+# that arrives late cannot bring back an empty set over a change. Nobody else knows the
 # new id before the creating request answers.
 NEW_SETS = """
 local e = redis.call('GET', KEYS[1])
 if not e then return 0 end
-local ns = ARGV[1] .. e .. ':s:'
+local ns = ARGV[1] .. e .. ':'
 for i = 3, #ARGV do
-  if redis.call('EXISTS', ns .. ARGV[i]) == 0 then
-    redis.call('SADD', ns .. ARGV[i], '')
-    redis.call('EXPIRE', ns .. ARGV[i], ARGV[2])
+  if redis.call('SET', ns .. 'v:' .. ARGV[i], '0', 'NX', 'EX', ARGV[2]) then
+    redis.call('DEL', ns .. 's:' .. ARGV[i])
+    redis.call('SADD', ns .. 's:' .. ARGV[i], '')
+    redis.call('EXPIRE', ns .. 's:' .. ARGV[i], ARGV[2])
   end
 end
 return 1
 """
 
-SET_TTL = 3600  # seconds a filled set lives (it is kept up to date, this only bounds memory)
-RECORD_TTL = 86400  # users and groups never change; this only bounds memory
+SET_TTL = 3600  # seconds a filled set lives (writes delete it; this only bounds memory)
+# Without a cache log (DynamoDB) nothing repairs a set whose writer died between its
+# commit and its delete but a later write, a 409 or expiry: expire sooner.
+UNLOGGED_SET_TTL = 60
+RECORD_TTL = 86400  # groups never change; this only bounds memory
 LEASE_MS = 5000
 LOCAL_MAX = 200_000
 
@@ -126,7 +142,7 @@ class RedisDirectory(Directory):
         self._read = link.client.register_script(READ_SET)
         self._read_groups = link.client.register_script(READ_GROUPS)
         self._fill = link.client.register_script(FILL_SET)
-        self._update = link.client.register_script(UPDATE_SETS)
+        self._forget = link.client.register_script(FORGET_SETS)
         self._new = link.client.register_script(NEW_SETS)
         self._local_epoch = 0
 
@@ -189,9 +205,17 @@ class RedisDirectory(Directory):
         await self._retire()
 
     async def _retire(self) -> None:
-        # Retire the namespace and every process's users and tokens loaded under it, and
-        # answer only once no process can still trust them (parley.cache.redis).
-        await self.link.write_failed(wait=True)
+        """Retire the namespace, and with it every process's users and tokens loaded under
+        it; return only once no process can still trust them (``parley.cache.redis``).
+
+        PostgreSQL retired it already, in the transaction of the revocation or deletion
+        mark (``retires_cache_epoch``): then this only waits out the leases."""
+        link = self.link
+        if getattr(self.storage, "retires_cache_epoch", False):
+            link.resync()
+            await asyncio.sleep(link.lease + 2 * link.timeout + 0.05)
+        else:
+            await link.write_failed(wait=True)
 
     async def group(self, group_id: str) -> GroupRecord | None:
         group = self._groups.get(group_id)
@@ -232,11 +256,18 @@ class RedisDirectory(Directory):
             return members
         if answer is not None and answer[0] == -1:
             link.resync()
-        values = await load()
-        if answer is not None and answer[0] == 0:
-            await link.run(
-                self._fill, [link.epoch_key], [link.prefix, epoch, name, token, SET_TTL, *values]
-            )
+        if answer is None or answer[0] != 0:
+            return set(await load())  # no lease: read, do not fill
+        version, ttl = 0, UNLOGGED_SET_TTL
+        if link.log is not None:
+            (values, version), ttl = await link.log.read_cached(name), SET_TTL
+        else:
+            values = await load()
+        await link.run(
+            self._fill,
+            [link.epoch_key],
+            [link.prefix, epoch, name, token, ttl, version, *values],
+        )
         return set(values)
 
     def _peeked(self, user_id: str, serial: int, answer: list[Any]) -> None:
@@ -261,34 +292,35 @@ class RedisDirectory(Directory):
     async def blocked_by(self, user_id: str) -> set[str]:
         return await self._set("b:" + user_id, lambda: self.storage.blocked_by(user_id))
 
-    # updates after a committed write ---------------------------------------------------
-    async def _mirror(self, op: str, pairs: list[tuple[str, str]]) -> None:
-        args: list[str] = [self.link.prefix, op]
-        for name, member in pairs:
-            args += [name, member]
-        if await self.link.run(self._update, [self.link.epoch_key], args) is None:
-            # Not mirrored: retire the namespace, and answer only once nobody trusts it.
-            await self.link.write_failed(wait=True)
+    # after a committed write (or a conflict that showed the cache was wrong) ------------
+    async def _forget_sets(self, *names: str) -> None:
+        link = self.link
+        answer = await link.run(self._forget, [link.epoch_key], [link.prefix, SET_TTL, *names])
+        if answer is not None:
+            return
+        # Not forgotten (Redis failed, or the answer was lost): retire the namespace, and
+        # answer only once nobody trusts it.
+        await self.link.write_failed(wait=True)
 
     async def _new_sets(self, *names: str) -> None:
         link = self.link
         await link.run(self._new, [link.epoch_key], [link.prefix, SET_TTL, *names])
 
     async def user_created(self, user: UserRecord) -> None:
+        self._bound(self._users)
         self._users[user.id] = user
         await self._new_sets("g:" + user.id, "b:" + user.id)
 
     async def group_created(self, group: GroupRecord, first_member: str | None) -> None:
+        self._bound(self._groups)
         self._groups[group.id] = group
-        await self._new_sets("m:" + group.id)
-        if first_member is not None:
-            await self.member_added(group.id, first_member)
+        if first_member is None:
+            await self._new_sets("m:" + group.id)
+        else:
+            await self.memberships_changed(group.id, first_member)
 
-    async def member_added(self, group_id: str, user_id: str) -> None:
-        await self._mirror("+", [("m:" + group_id, user_id), ("g:" + user_id, group_id)])
+    async def memberships_changed(self, group_id: str, user_id: str) -> None:
+        await self._forget_sets("m:" + group_id, "g:" + user_id)
 
-    async def member_removed(self, group_id: str, user_id: str) -> None:
-        await self._mirror("-", [("m:" + group_id, user_id), ("g:" + user_id, group_id)])
-
-    async def block_changed(self, blocker_id: str, blocked_id: str, blocked: bool) -> None:
-        await self._mirror("+" if blocked else "-", [("b:" + blocker_id, blocked_id)])
+    async def blocks_changed(self, blocker_id: str) -> None:
+        await self._forget_sets("b:" + blocker_id)

@@ -6,8 +6,10 @@ write but cannot mirror it (Redis down, cut off, slow) makes the copy wrong for 
 so it says so where everyone looks: it bumps the **cache epoch**, a counter in PostgreSQL.
 
     PostgreSQL   cache_epoch.epoch = E            (the truth about which copy is valid)
+                 cache_clock.pos, cache_log       (every change to a cached rule)
     Redis        {prefix}epoch = E                (the namespace being served)
                  {prefix}E:earliest = F           (clock frontier when namespace E opened)
+                 {prefix}E:applied, :confirmed    (how far it caught up with PostgreSQL)
                  {prefix}E:s:<set>, :l:<set>      (cached sets and their fill leases)
                  {prefix}E:w:<stream>             (last message timestamp per stream)
 
@@ -28,6 +30,13 @@ so it says so where everyone looks: it bumps the **cache epoch**, a counter in P
 * Each namespace records the ``run_id`` of the Redis server it was opened on, and every
   poll compares it: a Redis that restarted (empty, or restored from an older snapshot that
   lacks mirrored writes) gets a new epoch before anyone trusts it again.
+* A writer can also die between its commit and its Redis update. With PostgreSQL, every
+  rule change logs the cached keys it makes stale in the same transaction (the cache
+  log), and each namespace records how far it ``applied`` that log and up to which
+  message position it ``confirmed`` the watermarks. A poll renews the lease only once
+  the namespace caught up with the log position and the message frontier it read
+  (``_catch_up``): a change whose writer died is applied by any other process, and no
+  process trusts Redis without it for longer than one lease after the commit.
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import redis.asyncio as aioredis
@@ -44,6 +53,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
+from parley.cache.changes import sent_stream
 from parley.errors import ParleyError, Unavailable
 
 log = logging.getLogger("parley.cache.redis")
@@ -58,20 +68,74 @@ local e = tonumber(ARGV[2])
 if cur > e then return 3 end
 if cur < e then
   redis.call('SET', KEYS[1], ARGV[2])
-  if cur > 0 then redis.call('EXPIRE', ARGV[1] .. cur .. ':earliest', 604800) end
+  if cur > 0 then
+    for _, name in ipairs({'earliest', 'boot', 'applied', 'confirmed', 'last'}) do
+      redis.call('EXPIRE', ARGV[1] .. cur .. ':' .. name, 604800)
+    end
+  end
 end
 if redis.call('EXISTS', ARGV[1] .. ARGV[2] .. ':earliest') == 1 then return 2 end
 return 1
 """
 
-# Record ``earliest`` (ARGV[3]) and the server's run_id (ARGV[4]) for namespace ARGV[2],
-# if it is still the one served.
+# Record ``earliest`` and ``confirmed`` (ARGV[3]), the server's run_id (ARGV[4]) and
+# ``applied`` (ARGV[5]) for namespace ARGV[2], if it is still the one served.
 SEAL = """
 if redis.call('GET', KEYS[1]) ~= ARGV[2] then return 0 end
-redis.call('SET', ARGV[1] .. ARGV[2] .. ':earliest', ARGV[3], 'NX')
-redis.call('SET', ARGV[1] .. ARGV[2] .. ':boot', ARGV[4], 'NX')
+local ns = ARGV[1] .. ARGV[2] .. ':'
+if redis.call('EXISTS', ns .. 'earliest') == 1 then return 1 end
+redis.call('SET', ns .. 'confirmed', ARGV[3])
+redis.call('SET', ns .. 'boot', ARGV[4])
+redis.call('SET', ns .. 'applied', ARGV[5])
+redis.call('SET', ns .. 'earliest', ARGV[3])
 return 1
 """
+
+# Catch namespace ARGV[2] up with PostgreSQL: forget the cached sets of the ARGV[6]
+# (set, log position) pairs that follow, with their fill leases, unless the set was
+# filled from a read at or after that position; raise the watermarks of the (stream,
+# position) pairs after them; then raise ``applied`` to ARGV[3] and ``confirmed`` to
+# ARGV[4]. Returns the streams whose watermark it raised (their writers had not).
+CATCH_UP = """
+if redis.call('GET', KEYS[1]) ~= ARGV[2] then return {0} end
+local ns = ARGV[1] .. ARGV[2] .. ':'
+local n = tonumber(ARGV[6])
+for i = 7, 6 + n, 2 do
+  local version = redis.call('GET', ns .. 'v:' .. ARGV[i])
+  if (not version) or tonumber(version) < tonumber(ARGV[i + 1]) then
+    redis.call('DEL', ns .. 's:' .. ARGV[i], ns .. 'l:' .. ARGV[i])
+    redis.call('SET', ns .. 'v:' .. ARGV[i], '0', 'EX', 3600)
+  end
+end
+local raised = {}
+local top = 0
+for i = 7 + n, #ARGV, 2 do
+  local key = ns .. 'w:' .. ARGV[i]
+  local ts = tonumber(ARGV[i + 1])
+  if ts > top then top = ts end
+  local current = redis.call('GET', key)
+  if (not current) or tonumber(current) < ts then
+    redis.call('SET', key, ARGV[i + 1], 'EX', ARGV[5])
+    raised[#raised + 1] = ARGV[i]
+  end
+end
+local function raise(name, value)
+  local current = redis.call('GET', ns .. name)
+  if (not current) or tonumber(current) < tonumber(value) then
+    redis.call('SET', ns .. name, value)
+  end
+end
+if top > 0 then raise('last', top) end
+raise('applied', ARGV[3])
+raise('confirmed', ARGV[4])
+return {1, raised}
+"""
+
+WATERMARK_TTL = 7 * 86400  # seconds a stream's watermark lives after its last message
+LOG_KEEP_SECONDS = 3600.0  # cache-log rows older than this are pruned
+PRUNE_EVERY = 300.0  # seconds between one process's prunes
+MAX_LOG_ROWS = 10_000  # log positions one poll applies; more: a new namespace
+MAX_MESSAGES = 100_000  # messages one poll catches up; more: a new namespace
 
 
 @runtime_checkable
@@ -83,6 +147,25 @@ class EpochSource(Protocol):
         ...
 
     async def bump_cache_epoch(self) -> int: ...
+
+
+@runtime_checkable
+class CacheLog(Protocol):
+    """A source that also logs every change to a cached rule (PostgreSQL)."""
+
+    async def cache_clock(self) -> tuple[int, int, int]:
+        """The cache epoch, the message commit frontier and the cache-log position."""
+        ...
+
+    async def cache_log(self, after: int, upto: int) -> dict[str, int] | None: ...
+
+    async def read_cached(self, key: str) -> tuple[list[str], int]: ...
+
+    async def stream_tops(
+        self, after: int, upto: int, limit: int
+    ) -> tuple[dict[str, int], dict[str, int]] | None: ...
+
+    async def prune_cache_log(self, keep_seconds: float) -> None: ...
 
 
 class RedisLink:
@@ -112,6 +195,12 @@ class RedisLink:
         self.bumps = 0
         self._open = self.client.register_script(OPEN)
         self._seal = self.client.register_script(SEAL)
+        self._catch_up_script = self.client.register_script(CATCH_UP)
+        self.log: CacheLog | None = source if isinstance(source, CacheLog) else None
+        # Called with the streams whose watermarks a catch-up raised (wakes their waiters).
+        self.on_raised: Callable[[list[str]], None] | None = None
+        self.caught_up = 0  # catch-ups that found work a writer had left undone
+        self._pruned_at = 0.0
         self._tasks: list[asyncio.Task[None]] = []
         self._probe: asyncio.Task[None] | None = None
         self._bumping: asyncio.Task[None] | None = None
@@ -253,50 +342,135 @@ class RedisLink:
             except Exception:  # never let the poller die; the lease just lapses
                 log.exception("cache epoch poll failed")
 
+    async def _clock(self) -> tuple[int, int, int | None]:
+        """The epoch, the message frontier and (with a cache log) the log position."""
+        if self.log is not None:
+            return await self.log.cache_clock()
+        epoch, frontier = await self.source.cache_state()
+        return epoch, frontier, None
+
     async def _poll_once(self) -> None:
         started = time.monotonic()
         try:
-            epoch, _ = await self.source.cache_state()
+            epoch, frontier, position = await self._clock()
         except ParleyError:
             return  # no renewal: the lease lapses and requests go to PostgreSQL
         self.epoch = max(self.epoch, epoch)
         if not self.healthy:
             return
-        if self.ready == self.epoch and not await self._still_served(self.epoch):
-            self.ready = 0
+        served = None
+        if self.ready == self.epoch:
+            served = await self._still_served(self.epoch)
+            if served is None:
+                self.ready = 0
         if self.ready != self.epoch:
             await self._open_namespace(self.epoch)
-        if self.ready == self.epoch:
-            self.trusted_until = started + self.lease
+            if self.ready == self.epoch:
+                served = await self._still_served(self.epoch)
+        if self.ready != self.epoch or served is None:
+            return
+        # Trust Redis only once it reflects every change committed before this poll began
+        # (a writer that died between its commit and its own Redis update included).
+        if position is not None and not await self._catch_up(served, position, frontier):
+            return
+        self.trusted_until = started + self.lease
+        if self.log is not None and started - self._pruned_at > PRUNE_EVERY:
+            self._pruned_at = started
+            with contextlib.suppress(ParleyError):
+                await self.log.prune_cache_log(LOG_KEEP_SECONDS)
 
-    async def _still_served(self, epoch: int) -> bool:
-        """Does Redis still serve namespace ``epoch``, on the server it was opened on?"""
+    async def _catch_up(self, served: tuple[int, int], position: int, frontier: int) -> bool:
+        """Bring the namespace up to cache-log ``position`` and message ``frontier``."""
+        applied, confirmed = served
+        if applied >= position and confirmed >= frontier:
+            return True
+        assert self.log is not None
+        try:
+            keys: dict[str, int] | None = {}
+            if position - applied > MAX_LOG_ROWS:
+                keys = None
+            elif applied < position:
+                keys = await self.log.cache_log(applied, position)
+            tops = None
+            if keys is not None:
+                tops = await self.log.stream_tops(confirmed, frontier, MAX_MESSAGES)
+            if keys is None or tops is None:
+                # Too far behind, or the log was pruned: a new namespace is cheaper.
+                log.warning("redis cache namespace %d is too far behind", self.epoch)
+                await self.write_failed(wait=False)
+                return False
+        except ParleyError:
+            return False
+        received, sent = tops
+        forget: list[str | int] = []
+        for key, at in keys.items():
+            forget += [key, at]
+        marks: list[str | int] = []
+        for stream, ts in received.items():
+            marks += [stream, ts]
+        for sender, ts in sent.items():
+            marks += [sent_stream(sender), ts]
+        answer = await self.run(
+            self._catch_up_script,
+            [self.epoch_key],
+            [
+                self.prefix,
+                self.epoch,
+                position,
+                frontier,
+                WATERMARK_TTL,
+                len(forget),
+                *forget,
+                *marks,
+            ],
+        )
+        if answer is None or int(answer[0]) != 1:
+            return False
+        raised = [s.decode() for s in answer[1]]
+        if keys or raised:
+            self.caught_up += 1
+        if raised and self.on_raised is not None:
+            self.on_raised(raised)
+        return True
+
+    async def _still_served(self, epoch: int) -> tuple[int, int] | None:
+        """Does Redis still serve namespace ``epoch``, on the server it was opened on?
+        If so: how far it has applied the cache log and confirmed message watermarks."""
         try:
             async with asyncio.timeout(self.timeout * 2):
                 pipe = self.client.pipeline(transaction=False)
                 pipe.get(self.epoch_key)
                 pipe.get(self.key(str(epoch), ":boot"))
+                pipe.get(self.key(str(epoch), ":applied"))
+                pipe.get(self.key(str(epoch), ":confirmed"))
                 pipe.info("server")
-                served, boot, info = await pipe.execute()
+                served, boot, applied, confirmed, info = await pipe.execute()
         except FAILURES as exc:
             self.failed(exc)
-            return False
+            return None
         if served is None or int(served) != epoch:
-            return False
+            return None
         if boot is not None and boot.decode() != str(info.get("run_id", "")):
             log.warning("redis restarted since namespace %d opened; starting a new one", epoch)
             with contextlib.suppress(ParleyError):
                 await self.write_failed(wait=False)
-            return False
-        return True
+            return None
+        if self.log is not None and (applied is None or confirmed is None):
+            # Opened without a record of what it applied: nothing can vouch for it.
+            with contextlib.suppress(ParleyError):
+                await self.write_failed(wait=False)
+            return None
+        return int(applied or 0), int(confirmed or 0)
 
     async def _open_namespace(self, epoch: int) -> None:
         state = await self.run(self._open, [self.epoch_key], [self.prefix, epoch])
         if state == 1:
-            # Read the frontier only now that Redis serves this namespace: every write
-            # that commits later finds the namespace and mirrors into it.
+            # Read the frontier and the log position only now that Redis serves this
+            # namespace (and before anything can be cached in it: reads wait for the
+            # seal): every write that commits later finds the namespace and updates it,
+            # or is caught up from the log.
             try:
-                current, frontier = await self.source.cache_state()
+                current, frontier, position = await self._clock()
             except ParleyError:
                 return
             if current != epoch:
@@ -306,7 +480,9 @@ class RedisLink:
             if run_id is None:
                 return
             sealed = await self.run(
-                self._seal, [self.epoch_key], [self.prefix, epoch, frontier, run_id]
+                self._seal,
+                [self.epoch_key],
+                [self.prefix, epoch, frontier, run_id, position or 0],
             )
             state = 2 if sealed else 0
         if state == 2:

@@ -31,7 +31,7 @@ import time
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from parley.cache.redis import RedisLink
+from parley.cache.redis import WATERMARK_TTL, RedisLink
 
 MARK = """
 local e = redis.call('GET', KEYS[1])
@@ -71,7 +71,6 @@ end
 return 0
 """
 
-WATERMARK_TTL = 7 * 86400  # seconds; refreshed by every message to the stream
 TRUST_SPAN_MS = 6 * 86400 * 1000  # a cursor older than this gets "maybe" (TTL, less a day)
 HEARD_MAX = 100_000
 PEEK_SECONDS = 0.05  # a peek serves only the check that immediately follows it

@@ -22,7 +22,7 @@ from parley.domain.models import Page
 from parley.http import schemas as s
 from parley.http.asgi import Call, EventStream, Reply
 from parley.http.errors import error_body, retry_after, status_of
-from parley.http.ratelimit import RateLimiter, SharedRateLimiter
+from parley.http.ratelimit import RateLimiter, SharedRateLimiter, Waiting
 from parley.http.streaming import JsonStream
 from parley.services.access import Actor
 from parley.services.accounts import Caller, Export
@@ -350,6 +350,7 @@ ROUTES: tuple[RouteSpec, ...] = (
     ),
 )
 
+MAX_TIMESTAMP = 10**18 - 1  # cursors are unix milliseconds: at most 18 digits
 HEARTBEAT_SECONDS = 15.0  # a live stream sends a comment at least this often
 RECHECK_TOKEN_SECONDS = 1.0  # open long-polls and streams re-check their token this often
 TOKEN_ID = "parley.token_id"  # where the calling token's id is kept in the request scope
@@ -370,11 +371,28 @@ def _number(call: Call, name: str, low: int, high: int) -> int | None:
     raw = call.query(name)
     if raw is None or raw == "":
         return None
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
-        raise errors.InvalidInput(f"{name} must be a non-negative whole number", f"bad_{name}")
-    value = int(raw)
-    if not low <= value <= high:
-        raise errors.InvalidInput(f"{name} must be between {low} and {high}", f"bad_{name}")
+    return _digits(raw, name, low, high, f"bad_{name}")
+
+
+def _digits(raw: str, name: str, low: int, high: int, code: str) -> int:
+    """A whole number written in ASCII digits only (``int()`` also takes ``²`` and other
+    scripts' digits, and ``str.isdigit()`` even more), between ``low`` and ``high``."""
+    if not raw.isascii() or not raw.isdigit():
+        raise errors.InvalidInput(f"{name} must be a non-negative whole number", code)
+    if len(raw) > len(str(high)) or not low <= int(raw) <= high:
+        raise errors.InvalidInput(f"{name} must be between {low} and {high}", code)
+    return int(raw)
+
+
+def _one_of(name: str, value: str | None, alias: str, alias_value: str | None) -> str | None:
+    """A field that has an alias: either may be given, or both with the same value."""
+    if value is None:
+        return alias_value
+    if alias_value is not None and alias_value != value:
+        raise errors.InvalidInput(
+            f"{name} and {alias} name the same thing but differ: send only one",
+            "conflicting_fields",
+        )
     return value
 
 
@@ -391,11 +409,14 @@ class Api:
         self.token_mode = parley.settings.token_mode
         self.body_max = parley.settings.limits.body_max_bytes
         self.body_timeout = parley.settings.request_timeout
+        self.page_max = parley.settings.limits.page_max
         limits = parley.settings.rate_limits
         self.limiter: RateLimiter | None = None
+        self.waiting: Waiting | None = None
         if limits.enabled:
             redis = parley.redis
             self.limiter = SharedRateLimiter(limits, redis) if redis else RateLimiter(limits)
+            self.waiting = Waiting(limits.waiting_per_user, limits.waiting_per_address)
 
     # plumbing --------------------------------------------------------------------------
     def endpoint(self, spec: RouteSpec, handler: Handler) -> Callable[[Call], Awaitable[Reply]]:
@@ -465,24 +486,21 @@ class Api:
     async def _optional_body(self, call: Call, kind: type[B]) -> B:
         """A body whose fields are all optional: an empty one means ``{}``."""
         raw = await call.body(self.body_max, self.body_timeout)
-        return self._decode(raw if raw.strip() else b"{}", kind)
+        return s.decode(raw if raw.strip() else b"{}", kind)
 
     async def _body(self, call: Call, kind: type[B]) -> B:
-        return self._decode(await call.body(self.body_max, self.body_timeout), kind)
+        return s.decode(await call.body(self.body_max, self.body_timeout), kind)
 
-    @staticmethod
-    def _decode(raw: bytes, kind: type[B]) -> B:
-        try:
-            return msgspec.json.decode(raw, type=kind)
-        except msgspec.ValidationError as exc:
-            raise errors.InvalidInput(str(exc), "invalid_field") from None
-        except msgspec.DecodeError:
-            raise errors.InvalidInput("body is not valid JSON", "invalid_json") from None
+    def _wait_slot(self, call: Call, actor: Actor, user_id: str) -> None:
+        """Count a long-poll or stream in for its user (the caller in token mode) and
+        address; the server counts it out when the answer is over."""
+        if self.waiting is not None:
+            call.release = self.waiting.enter(actor or user_id, call.client)
 
     # users -----------------------------------------------------------------------------
     async def create_user(self, call: Call, actor: Actor) -> Reply:
         body = await self._body(call, s.CreateUserIn)
-        name = body.username if body.username is not None else body.userName
+        name = _one_of("username", body.username, "userName", body.userName)
         if name is None:
             raise errors.InvalidInput("username is required", "missing_field")
         created = await self.users.create(name)
@@ -536,10 +554,10 @@ class Api:
         kind = _query(call, "type", ("private", "group"))
         body = await self._body(call, s.SendIn)
         if kind == "private":
-            recipient = body.receiverId if body.receiverId is not None else body.recipientId
+            recipient = _one_of("receiverId", body.receiverId, "recipientId", body.recipientId)
             field_name = "receiverId"
         else:
-            recipient = body.groupId if body.groupId is not None else body.recipientId
+            recipient = _one_of("groupId", body.groupId, "recipientId", body.recipientId)
             field_name = "groupId"
         if recipient is None:
             raise errors.InvalidInput(f"{field_name} is required", "missing_field")
@@ -556,12 +574,14 @@ class Api:
 
     async def get_messages(self, call: Call, actor: Actor) -> Reply:
         user_id = call.params["userId"]
-        after = _number(call, "timestamp", 0, 10**18)
-        limit = _number(call, "limit", 1, 10**9)
+        after = _number(call, "timestamp", 0, MAX_TIMESTAMP)
+        limit = _number(call, "limit", 1, self.page_max)
         wait = _number(call, "wait", 0, 60)
         include = call.query("include")
         if include not in (None, "", "sent"):
             raise errors.InvalidInput("include must be sent", "bad_include")
+        if wait:
+            self._wait_slot(call, actor, user_id)
         page = await self.messages.check(actor, user_id, after, limit, include == "sent")
         left = float(wait or 0)
         # A long-poll waits in slices, re-checking its token in between: a revoked token's
@@ -623,15 +643,14 @@ class Api:
 
     async def stream_messages(self, call: Call, actor: Actor) -> Reply:
         user_id = call.params["userId"]
-        after = _number(call, "timestamp", 0, 10**18)
+        after = _number(call, "timestamp", 0, MAX_TIMESTAMP)
         last_event = call.header(b"last-event-id")
         if last_event:  # a reconnecting EventSource resumes from its last event id
-            if not last_event.isdigit() or len(last_event) > 18:
-                raise errors.InvalidInput("Last-Event-ID must be a timestamp", "bad_timestamp")
-            after = int(last_event)
+            after = _digits(last_event, "Last-Event-ID", 0, MAX_TIMESTAMP, "bad_timestamp")
         include = call.query("include")
         if include not in (None, "", "sent"):
             raise errors.InvalidInput("include must be sent", "bad_include")
+        self._wait_slot(call, actor, user_id)
         # The first page is read now, so authorization and lookups fail before streaming.
         first = await self.messages.check(actor, user_id, after, None, include == "sent")
         events = self._events(call, actor, user_id, first, include == "sent")

@@ -113,15 +113,17 @@ async def _close(events: AsyncIterator[bytes]) -> None:
 
 
 class Call:
-    """One request, as handlers see it."""
+    """One request, as handlers see it. ``release``, when a handler sets it, is run once
+    the answer is over (sent, failed or cut off): it frees what the request held."""
 
-    __slots__ = ("_query", "params", "receive", "scope")
+    __slots__ = ("_query", "params", "receive", "release", "scope")
 
     def __init__(self, scope: Scope, receive: Receive, params: dict[str, str]) -> None:
         self.scope = scope
         self.receive = receive
         self.params = params
         self._query: dict[str, str] | None = None
+        self.release: Callable[[], None] | None = None
 
     def query(self, name: str) -> str | None:
         if self._query is None:
@@ -147,7 +149,7 @@ class Call:
         if length is not None:
             if not length.isascii() or not length.isdigit():
                 raise errors.InvalidInput("bad content-length", "bad_request")
-            if int(length) > limit:
+            if len(length) > 18 or int(length) > limit:
                 raise errors.PayloadTooLarge(f"body is larger than {limit} bytes")
         try:
             async with asyncio.timeout(timeout):
@@ -211,6 +213,16 @@ class Router:
                 return
         routes.append((segments, {method: endpoint}))
         routes.sort(key=lambda r: sum(s.startswith("{") for s in r[0]))
+
+    def allowed(self, path: str) -> list[str]:
+        """The methods ``path`` answers (the Allow header of a 405); GET brings HEAD."""
+        segments = path.strip("/").split("/")
+        found: set[str] = set()
+        for template, methods in self._table.get(len(segments), ()):
+            pairs = zip(template, segments, strict=True)
+            if all((want[0] == "{" and bool(got)) or want == got for want, got in pairs):
+                found |= set(methods) | ({"HEAD"} if "GET" in methods else set())
+        return sorted(found)
 
     def match(self, method: str, path: str) -> tuple[Endpoint | None, dict[str, str], bool]:
         """The endpoint and path parameters; the flag says the path exists (for 405)."""

@@ -11,6 +11,11 @@ Budgets (``RateLimits`` in settings):
   * user and group creation, per client address           ``creates_per_hour``
   * sends, per token                                      ``sends_per_minute``
 
+Besides budgets, :class:`Waiting` caps the long-polls and live streams one user and one
+address hold open at once in a process (``waiting_per_user``, ``waiting_per_address``):
+each one holds a request slot for up to a minute (a stream: for hours), so without a cap
+one client could take every slot of ``PARLEY_MAX_CONCURRENCY``.
+
 With Redis (``PARLEY_REDIS_URL``) the counters are shared by every process: one script call
 per request increments each budget's counter for the current window (INCR, and EXPIRE on the
 first hit), so the limit is exact across processes. If Redis fails, each process falls back
@@ -23,11 +28,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from parley.errors import RateLimited
+from parley.errors import RateLimited, TooManyWaiting
 from parley.settings import RateLimits
 
 if TYPE_CHECKING:
     from parley.cache.redis import RedisLink
+
+WAITING_RETRY_SECONDS = 5  # Retry-After of a refused long-poll or stream
 
 CREATES = frozenset({"create_user", "create_group"})
 SENDS = frozenset({"send_message"})
@@ -132,3 +139,52 @@ class SharedRateLimiter(RateLimiter):
             wait = window.wait(int(count), now)
             if wait is not None:
                 self._reject(wait, what)
+
+
+class Waiting:
+    """Long-polls and live streams open right now, per user and per client address.
+
+    :meth:`enter` counts one in (or refuses it with 429 ``too_many_waiting``) and returns
+    the function that counts it out again; the caller runs that exactly once, when the
+    request is over. A cap of 0 means no cap.
+    """
+
+    def __init__(self, per_user: int, per_address: int) -> None:
+        self.per_user = per_user
+        self.per_address = per_address
+        self.users: dict[str, int] = {}
+        self.addresses: dict[str, int] = {}
+        self.rejected = 0
+
+    def enter(self, user: str, address: str) -> Callable[[], None]:
+        users, addresses = self.users, self.addresses
+        held_by_user = users.get(user, 0)
+        held_by_address = addresses.get(address, 0)
+        if self.per_user and held_by_user >= self.per_user:
+            self._refuse(f"{self.per_user} for this user")
+        if self.per_address and held_by_address >= self.per_address:
+            self._refuse(f"{self.per_address} for this address")
+        users[user] = held_by_user + 1
+        addresses[address] = held_by_address + 1
+
+        def leave() -> None:
+            _decrement(users, user)
+            _decrement(addresses, address)
+
+        return leave
+
+    def _refuse(self, cap: str) -> None:
+        self.rejected += 1
+        raise TooManyWaiting(
+            f"too many long-polls and streams open at once (at most {cap}); "
+            "close one or retry later",
+            WAITING_RETRY_SECONDS,
+        )
+
+
+def _decrement(counts: dict[str, int], key: str) -> None:
+    left = counts.get(key, 1) - 1
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)  # the tables only hold keys with something open

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import mimetypes
+import resource
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,6 +24,7 @@ from parley.http.asgi import (
     SECURITY_HEADERS,
     ASGIApp,
     Call,
+    Endpoint,
     Receive,
     Reply,
     Router,
@@ -48,6 +50,14 @@ DOCS_PAGE = """<!doctype html>
 <body><div id="swagger-ui"></div>
 <script src="/docs/assets/swagger-ui-bundle.js"></script>
 <script src="/docs/assets/docs.js"></script></body></html>"""
+# Limits checked before routing. Beyond granian's own (a target over 64 KiB, more than 100
+# headers, a head over about 400 KiB) granian answers 414/431 itself with an empty body.
+MAX_TARGET_BYTES = 8192  # path and query string
+MAX_HEADERS = 64
+URI_TOO_LONG = f"the request target (path and query) is longer than {MAX_TARGET_BYTES} bytes"
+HEADERS_TOO_LARGE = f"the request has more than {MAX_HEADERS} headers"
+OVERLOADED = "the server is at its limit of requests in progress; retry shortly"
+ALWAYS_ANSWERED = frozenset({"healthz", "readyz", "metrics"})  # never refused when full
 DOCS_JS = "window.ui = SwaggerUIBundle({url: '/openapi.json', dom_id: '#swagger-ui'});\n"
 # The page's own file types, fixed here: browsers run a module script only when it is served
 # with a JavaScript type, and the platform's table (mimetypes) may map .js to something else.
@@ -84,16 +94,29 @@ def _not_found() -> Response:
 
 
 class ParleyApp:
-    """The API routes on the lean ASGI layer; everything else goes on to Starlette."""
+    """The API routes on the lean ASGI layer; everything else goes on to Starlette.
+
+    Before routing, a request whose target or header list is over its limit is answered
+    414 or 431. At most ``PARLEY_MAX_CONCURRENCY`` requests are in progress at once (each
+    long-poll and stream holds one); past it a request is answered 503 with Retry-After at
+    once, except the operations endpoints, which always answer.
+    """
 
     def __init__(self, parley: Parley, fallback: Starlette) -> None:
         self.parley = parley
         self.fallback = fallback
         self.access = logging.getLogger("parley.access") if parley.settings.access_log else None
         self.router = Router()
+        self.active = 0  # requests in progress
+        self.max_active = parley.settings.max_concurrency
+        self.overloaded = 0  # requests refused because the process was full
+        self.exempt: set[Endpoint] = set()
         api = Api(parley)
         for spec in ROUTES:
-            self.router.add(spec.method, spec.path, api.endpoint(spec, api.handler(spec)))
+            endpoint = api.endpoint(spec, api.handler(spec))
+            self.router.add(spec.method, spec.path, endpoint)
+            if spec.name in ALWAYS_ANSWERED:
+                self.exempt.add(endpoint)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.access is not None and scope["type"] == "http":
@@ -102,18 +125,40 @@ class ParleyApp:
             await self.serve(scope, receive, send)
 
     async def serve(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            endpoint, params, exists = self.router.match(scope["method"], scope["path"])
+        if scope["type"] != "http":
+            await self.fallback(scope, receive, send)  # type: ignore[arg-type]
+            return
+        path = scope["path"]
+        if len(path) + len(scope["query_string"]) > MAX_TARGET_BYTES:
+            await _refuse(send, 414, "uri_too_long", URI_TOO_LONG)
+            return
+        if len(scope["headers"]) > MAX_HEADERS:
+            await _refuse(send, 431, "headers_too_large", HEADERS_TOO_LARGE)
+            return
+        endpoint, params, exists = self.router.match(scope["method"], path)
+        if self.active >= self.max_active and endpoint not in self.exempt:
+            self.overloaded += 1
+            retry = [(b"retry-after", b"1")]
+            await _refuse(send, 503, "overloaded", OVERLOADED, retry)
+            return
+        self.active += 1
+        try:
             if endpoint is not None:
-                reply = await endpoint(Call(scope, receive, params))
-                await reply.send(send)
-                return
-            if exists:
+                call = Call(scope, receive, params)
+                try:
+                    reply = await endpoint(call)
+                    await reply.send(send)
+                finally:
+                    if call.release is not None:
+                        call.release()
+            elif exists:
                 body = error_body("method_not_allowed", "method not allowed")
-                await Reply(body, 405).send(send)
-                return
-            send = _secured(send)
-        await self.fallback(scope, receive, send)  # type: ignore[arg-type]
+                allow = ", ".join(self.router.allowed(path)).encode()
+                await Reply(body, 405, [(b"allow", allow)]).send(send)
+            else:
+                await self.fallback(scope, receive, _secured(send))  # type: ignore[arg-type]
+        finally:
+            self.active -= 1
 
 
 async def _logged(
@@ -147,6 +192,16 @@ async def _logged(
         )
 
 
+async def _refuse(
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    await Reply(error_body(code, message), status, headers).send(send)
+
+
 def _secured(send: Send) -> Send:
     """``send`` that adds the security headers a response lacks (docs, files, errors)."""
 
@@ -163,7 +218,7 @@ def _secured(send: Send) -> Send:
 
 def create_app(parley: Parley) -> ParleyApp:
     routes: list[BaseRoute] = []
-    openapi = encode(document(parley.settings.token_mode))
+    openapi = encode(document(parley.settings.token_mode, limits=parley.settings.limits))
     static_files = _static_files(STATIC)
 
     async def openapi_json(request: Request) -> Response:
@@ -215,6 +270,26 @@ def create_app(parley: Parley) -> ParleyApp:
     )
     app.state.parley = parley
     return ParleyApp(parley, app)
+
+
+FILE_RESERVE = 256  # open files kept free for storage, Redis, logs and the listener
+
+
+def connection_limit(settings: Settings) -> int:
+    """Connections one server process may hold open: ``PARLEY_MAX_CONNECTIONS``, lowered
+    to fit the open-file limit, whose soft value is first raised to the hard one. Past the
+    open-file limit the server could not accept at all; below this cap it keeps accepting,
+    so a process whose requests are all busy still answers 503 and ``/healthz``."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = settings.max_connections + FILE_RESERVE
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        with contextlib.suppress(OSError, ValueError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    if soft == resource.RLIM_INFINITY:
+        return settings.max_connections
+    return max(1, min(settings.max_connections, soft - FILE_RESERVE))
 
 
 def app_factory() -> ParleyApp:

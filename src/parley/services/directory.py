@@ -1,15 +1,21 @@
 """Users, groups, memberships and blocks, served from memory.
 
-The directory loads an entry from storage the first time it is asked for and keeps it; every
-write made through this process updates it after storage has committed. Unknown ids are not
-remembered (they are looked up again), so a user created by another process is found.
+The directory loads an entry from storage the first time it is asked for and keeps it;
+every write made through this process *forgets* the entries it touched after storage has
+committed (they are loaded again on use), so the order in which writes finish never
+matters. A conflict (409) forgets them too: the cache was wrong, the next read is right.
+Unknown ids are not remembered (they are looked up again), so a user created by another
+process is found.
 
-A load that raced with a write is not kept: every update bumps ``_epoch``, and a loaded
+A load that raced with a write is not kept: every write bumps ``_epoch``, and a loaded
 value is cached only if the epoch did not move while it was being read.
 
 Tokens (signed-in devices) are kept by user as a map from the secret's hash to the token. A
 token not in the map is looked up in storage again (it may have been minted by another
 process); a revocation or an account deletion drops the cached entries before it answers.
+
+This keeps one process right. Several processes on one database need Redis
+(``parley.cache.directory``) or :class:`UncachedDirectory` (``PARLEY_CACHE=none``).
 """
 
 from __future__ import annotations
@@ -90,7 +96,7 @@ class Directory:
                 self._tokens[user_id] = tokens
         return tokens
 
-    # updates after a committed write ---------------------------------------------------
+    # devices: after a committed write ----------------------------------------------------
     async def token_added(self, token: TokenRecord) -> None:
         tokens = self._tokens.get(token.user_id)
         if tokens is not None:
@@ -115,6 +121,7 @@ class Directory:
         self._memberships.clear()
         self._blocks.clear()
 
+    # after a committed write (or a conflict that showed the cache was wrong) ------------
     async def user_created(self, user: UserRecord) -> None:
         self._users[user.id] = user
         self._memberships[user.id] = set()
@@ -124,32 +131,55 @@ class Directory:
         self._groups[group.id] = group
         self._members[group.id] = set()
         if first_member is not None:
-            await self.member_added(group.id, first_member)
+            await self.memberships_changed(group.id, first_member)
 
-    async def member_added(self, group_id: str, user_id: str) -> None:
+    async def memberships_changed(self, group_id: str, user_id: str) -> None:
+        """``user_id`` joined or left ``group_id``: forget both sides (reloaded on use)."""
         self._epoch += 1
-        members = self._members.get(group_id)
-        if members is not None:
-            members.add(user_id)
-        groups = self._memberships.get(user_id)
-        if groups is not None:
-            groups.add(group_id)
+        self._members.pop(group_id, None)
+        self._memberships.pop(user_id, None)
 
-    async def member_removed(self, group_id: str, user_id: str) -> None:
+    async def blocks_changed(self, blocker_id: str) -> None:
+        """Whom ``blocker_id`` blocks changed: forget it (reloaded on use)."""
         self._epoch += 1
-        members = self._members.get(group_id)
-        if members is not None:
-            members.discard(user_id)
-        groups = self._memberships.get(user_id)
-        if groups is not None:
-            groups.discard(group_id)
+        self._blocks.pop(blocker_id, None)
 
-    async def block_changed(self, blocker_id: str, blocked_id: str, blocked: bool) -> None:
-        self._epoch += 1
-        current = self._blocks.get(blocker_id)
-        if current is None:
-            return
-        if blocked:
-            current.add(blocked_id)
-        else:
-            current.discard(blocked_id)
+
+class UncachedDirectory(Directory):
+    """Every rule check reads storage (``PARLEY_CACHE=none``).
+
+    For several processes on one database without Redis: memberships and blocks are
+    never kept, so a change made through one process holds on the next request to any
+    other. Nor are users and tokens (an account can be deleted, a token revoked through
+    another process). Groups never change once created, so they are still kept.
+    """
+
+    async def user(self, user_id: str) -> UserRecord | None:
+        return await self.storage.get_user(user_id)
+
+    async def tokens(self, user_id: str, fresh: bool = False) -> dict[bytes, TokenRecord]:
+        return {t.hash: t for t in await self.storage.user_tokens(user_id)}
+
+    async def groups_of(self, user_id: str) -> set[str]:
+        return set(await self.storage.user_groups(user_id))
+
+    async def members_of(self, group_id: str) -> set[str]:
+        return set(await self.storage.group_members(group_id))
+
+    async def blocked_by(self, user_id: str) -> set[str]:
+        return set(await self.storage.blocked_by(user_id))
+
+    async def user_created(self, user: UserRecord) -> None:
+        """Nothing is kept."""
+
+    async def token_added(self, token: TokenRecord) -> None:
+        """Nothing is kept."""
+
+    async def group_created(self, group: GroupRecord, first_member: str | None) -> None:
+        self._groups[group.id] = group
+
+    async def memberships_changed(self, group_id: str, user_id: str) -> None:
+        """Nothing is kept."""
+
+    async def blocks_changed(self, blocker_id: str) -> None:
+        """Nothing is kept."""

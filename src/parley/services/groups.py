@@ -57,11 +57,12 @@ class GroupService:
         await self.require(group_id)
         await self._require_member(actor, group_id)
         await self.users.require(user_id)
-        if await self.directory.is_member(group_id, user_id):
+        # The conditional write decides, not the cache; and a 409 forgets the cached
+        # memberships too, since it may be the answer to a cache that was wrong.
+        changed = await self.storage.add_member(group_id, user_id)
+        await self.directory.memberships_changed(group_id, user_id)
+        if not changed:
             raise Conflict("user is already a member", "already_member")
-        if not await self.storage.add_member(group_id, user_id):
-            raise Conflict("user is already a member", "already_member")
-        await self.directory.member_added(group_id, user_id)
         self._membership_changed(user_id)
 
     async def remove(self, actor: Actor, group_id: str, user_id: str) -> None:
@@ -70,9 +71,11 @@ class GroupService:
         if actor != user_id:  # anyone may leave; removing others needs membership
             await self._require_member(actor, group_id)
         await self.users.require(user_id)
-        if not await self.storage.remove_member(group_id, user_id):
+        changed = await self.storage.remove_member(group_id, user_id)
+        # A 409 too: the cache may still hold the membership the database no longer has.
+        await self.directory.memberships_changed(group_id, user_id)
+        if not changed:
             raise Conflict("user is not a member", "not_in_group")
-        await self.directory.member_removed(group_id, user_id)
         self._membership_changed(user_id)
 
     def _membership_changed(self, user_id: str) -> None:

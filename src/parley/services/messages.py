@@ -65,7 +65,10 @@ class MessageService:
         if send_key is not None and well_formed_id(sender_id):  # else: unknown sender below
             earlier = await self.storage.find_send(sender_id, send_key)
             if earlier is not None:
-                return earlier  # a retry: replay the first answer, store nothing
+                # A retry: replay the first answer and store nothing, but mark and wake
+                # again (idempotent): the first attempt may have died before it did.
+                await self._stored(earlier)
+                return earlier
         await self.users.require(sender_id, "sender")
         if kind == "private":
             await self.users.require(recipient_id, "receiver")
@@ -76,9 +79,8 @@ class MessageService:
             if not await self.directory.is_member(recipient_id, sender_id):
                 raise Forbidden("you are not a member of this group", "not_a_member")
         draft = MessageDraft(new_id("m_"), kind, sender_id, recipient_id, text, send_key)
-        message, created = await self.storage.append_message(draft)
-        if created:
-            await self._stored(message)
+        message, _ = await self.storage.append_message(draft)
+        await self._stored(message)  # a replayed key too (see above)
         return message
 
     async def _stored(self, message: Message) -> None:

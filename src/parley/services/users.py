@@ -80,20 +80,23 @@ class UserService:
         check_id(blocked_id, "blockedUserId")
         await self.require(user_id)
         await self.require(blocked_id, "blocked user")
-        if blocked_id in await self.directory.blocked_by(user_id):
+        # The conditional write decides, not the cache; and a 409 forgets the cached
+        # blocks too, since it may be the answer to a cache that was wrong.
+        changed = await self.storage.add_block(user_id, blocked_id)
+        await self.directory.blocks_changed(user_id)
+        if not changed:
             raise Conflict("user is already blocked", "already_blocked")
-        if not await self.storage.add_block(user_id, blocked_id):
-            raise Conflict("user is already blocked", "already_blocked")
-        await self.directory.block_changed(user_id, blocked_id, True)
 
     async def unblock(self, actor: Actor, user_id: str, blocked_id: str) -> None:
         require_self(actor, user_id)
         check_id(blocked_id, "blockedUserId")
         await self.require(user_id)
         await self.require(blocked_id, "blocked user")
-        if not await self.storage.remove_block(user_id, blocked_id):
+        changed = await self.storage.remove_block(user_id, blocked_id)
+        # A 409 too: the cache may still hold the block the database no longer has.
+        await self.directory.blocks_changed(user_id)
+        if not changed:
             raise Conflict("user is not blocked", "not_blocked")
-        await self.directory.block_changed(user_id, blocked_id, False)
 
     async def blocked(self, actor: Actor, user_id: str) -> list[str]:
         require_self(actor, user_id)

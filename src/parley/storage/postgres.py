@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import zlib
 from collections.abc import Awaitable, Sequence
 from typing import Any
@@ -96,6 +97,25 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE UNIQUE INDEX messages_send_key ON messages (sender_id, send_key)
         WHERE send_key IS NOT NULL;
     """,
+    """
+    -- the cache log: every change to a rule the shared cache holds (memberships, blocks)
+    -- takes the next position, in the same transaction, and names the cached keys it
+    -- makes stale; positions commit in increasing order with no gaps (the row lock)
+    CREATE TABLE cache_clock (
+        id boolean PRIMARY KEY DEFAULT true CHECK (id),
+        pos bigint NOT NULL
+    );
+    INSERT INTO cache_clock (id, pos) VALUES (true, 0);
+    CREATE TABLE cache_log (
+        pos bigint NOT NULL,
+        key text NOT NULL,
+        at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (pos, key)
+    );
+    CREATE INDEX cache_log_at ON cache_log (at);
+    -- the cache's catch-up: the streams of the messages stored in a range of positions
+    CREATE INDEX messages_by_ts ON messages (ts);
+    """,
     ACCOUNTS_MIGRATION,
 )
 
@@ -157,7 +177,18 @@ WHERE sender_id = $3 AND type = 'private' AND ts = $2
 ORDER BY ts, seq
 """
 
+# The sets the shared cache holds, by key kind: the port operation each one stands for
+# (counted under its name), and the query.
+CACHED_SETS = {
+    "b": ("blocked_by", "SELECT blocked_id FROM blocks WHERE blocker_id = $1 ORDER BY 1"),
+    "g": ("user_groups", "SELECT group_id FROM members WHERE user_id = $1 ORDER BY 1"),
+    "m": ("group_members", "SELECT user_id FROM members WHERE group_id = $1 ORDER BY 1"),
+}
+
 FAILURES = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+# Fault tests set PARLEY_TEST_EXIT_AFTER_COMMIT to operation names (add_block, ..., send):
+# the process then exits, with this status, right after such a write commits.
+EXIT_AFTER_COMMIT = 86
 # Errors one bad row can cause: a batch that hits one is retried row by row.
 ROW_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
 
@@ -209,6 +240,8 @@ class PostgresStorage(PostgresAccounts, Storage):
         self._inflight: list[_Append] = []
         self._writer: asyncio.Task[None] | None = None
         self._abandoned: set[asyncio.Future[Any]] = set()
+        faults = os.environ.get("PARLEY_TEST_EXIT_AFTER_COMMIT", "")
+        self.exit_after_commit = frozenset(filter(None, faults.split(",")))
 
     # lifecycle -------------------------------------------------------------------------
     def _server_settings(self) -> dict[str, str]:
@@ -348,9 +381,23 @@ class PostgresStorage(PostgresAccounts, Storage):
             raise Unavailable("storage unavailable") from exc
         return status
 
-    async def _changed(self, sql: str, *args: Any) -> bool:
-        status = await self._execute(sql, *args)
-        return not status.endswith(" 0")
+    async def _logged(self, operation: str, change: str, keys: list[str], *args: Any) -> bool:
+        """Run ``change`` (a ``WITH ch AS (... RETURNING 1)`` clause) and, if it changed a
+        row, take the next cache-log position and log ``keys`` under it: one statement, so
+        one transaction. True if it changed a row."""
+        rows = await self._fetch(
+            f"""{change},
+            c AS (UPDATE cache_clock SET pos = pos + 1
+                  WHERE id AND EXISTS (SELECT 1 FROM ch) RETURNING pos),
+            l AS (INSERT INTO cache_log (pos, key)
+                  SELECT c.pos, k FROM c CROSS JOIN unnest($1::text[]) AS k)
+            SELECT count(*) AS changed FROM ch""",
+            keys,
+            *args,
+        )
+        if operation in self.exit_after_commit:
+            os._exit(EXIT_AFTER_COMMIT)  # a fault test: the process dies right after commit
+        return bool(rows[0]["changed"])
 
     async def ping(self) -> None:
         await self._fetch("SELECT 1")
@@ -372,6 +419,70 @@ class PostgresStorage(PostgresAccounts, Storage):
             "UPDATE cache_epoch SET epoch = epoch + 1 WHERE id RETURNING epoch"
         )
         return int(rows[0]["epoch"])
+
+    async def cache_clock(self) -> tuple[int, int, int]:
+        """The cache epoch, the message commit frontier and the cache-log position."""
+        rows = await self._fetch(
+            "SELECT e.epoch, c.ts, l.pos FROM cache_epoch e, clock c, cache_clock l"
+        )
+        return int(rows[0]["epoch"]), int(rows[0]["ts"]), int(rows[0]["pos"])
+
+    async def cache_log(self, after: int, upto: int) -> dict[str, int] | None:
+        """The keys logged at positions in (after, upto], each with the last such
+        position; None if the log no longer holds every one of those positions (pruned)."""
+        if upto <= after:
+            return {}
+        rows = await self._fetch(
+            "SELECT key, max(pos) AS pos, (SELECT count(DISTINCT pos) FROM cache_log"
+            "  WHERE pos > $1 AND pos <= $2) AS n"
+            " FROM cache_log WHERE pos > $1 AND pos <= $2 GROUP BY key",
+            after,
+            upto,
+        )
+        if not rows or int(rows[0]["n"]) != upto - after:
+            return None
+        return {r["key"]: int(r["pos"]) for r in rows}
+
+    async def read_cached(self, key: str) -> tuple[list[str], int]:
+        """A cached set (``b:<blocker>``, ``g:<user>``, ``m:<group>``) and the cache-log
+        position it reflects, read in one snapshot."""
+        kind, _, ident = key.partition(":")
+        operation, query = CACHED_SETS[kind]
+        self.calls[operation] += 1
+        rows = await self._fetch(
+            f"SELECT (SELECT pos FROM cache_clock WHERE id) AS pos, ARRAY({query}) AS ids", ident
+        )
+        return list(rows[0]["ids"]), int(rows[0]["pos"])
+
+    async def stream_tops(
+        self, after: int, upto: int, limit: int
+    ) -> tuple[dict[str, int], dict[str, int]] | None:
+        """For the messages with ``after < ts <= upto``: the newest position per recipient,
+        and per sender of private messages; None if there are ``limit`` messages or more."""
+        if upto <= after:
+            return {}, {}
+        rows = await self._fetch(
+            "WITH m AS (SELECT recipient_id, sender_id, type, ts FROM messages"
+            "  WHERE ts > $1 AND ts <= $2 LIMIT $3)"
+            " SELECT recipient_id AS id, max(ts) AS ts, false AS sent,"
+            "  (SELECT count(*) FROM m) AS n FROM m GROUP BY recipient_id"
+            " UNION ALL"
+            " SELECT sender_id, max(ts), true, 0 FROM m WHERE type = 'private' GROUP BY sender_id",
+            after,
+            upto,
+            limit,
+        )
+        if rows and int(rows[0]["n"]) >= limit:
+            return None
+        received = {r["id"]: int(r["ts"]) for r in rows if not r["sent"]}
+        sent = {r["id"]: int(r["ts"]) for r in rows if r["sent"]}
+        return received, sent
+
+    async def prune_cache_log(self, keep_seconds: float) -> None:
+        """Forget cache-log rows older than ``keep_seconds``."""
+        await self._execute(
+            "DELETE FROM cache_log WHERE at < now() - make_interval(secs => $1)", keep_seconds
+        )
 
     # users -----------------------------------------------------------------------------
     async def create_user(self, user: UserRecord, token: TokenRecord | None = None) -> None:
@@ -401,9 +512,13 @@ class PostgresStorage(PostgresAccounts, Storage):
 
     # groups ----------------------------------------------------------------------------
     async def create_group(self, group: GroupRecord, first_member: str | None) -> None:
-        await self._execute(
-            "WITH g AS (INSERT INTO groups (id, name) VALUES ($1, $2))"
-            " INSERT INTO members (group_id, user_id) SELECT $1, $3 WHERE $3::text IS NOT NULL",
+        keys = [] if first_member is None else ["m:" + group.id, "g:" + first_member]
+        await self._logged(
+            "create_group",
+            "WITH g AS (INSERT INTO groups (id, name) VALUES ($2, $3)),"
+            " ch AS (INSERT INTO members (group_id, user_id)"
+            "  SELECT $2, $4 WHERE $4::text IS NOT NULL RETURNING 1)",
+            keys,
             group.id,
             group.name,
             first_member,
@@ -414,15 +529,22 @@ class PostgresStorage(PostgresAccounts, Storage):
         return GroupRecord(rows[0][0], rows[0][1]) if rows else None
 
     async def add_member(self, group_id: str, user_id: str) -> bool:
-        return await self._changed(
-            "INSERT INTO members (group_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        return await self._logged(
+            "add_member",
+            "WITH ch AS (INSERT INTO members (group_id, user_id) VALUES ($2, $3)"
+            " ON CONFLICT DO NOTHING RETURNING 1)",
+            ["m:" + group_id, "g:" + user_id],
             group_id,
             user_id,
         )
 
     async def remove_member(self, group_id: str, user_id: str) -> bool:
-        return await self._changed(
-            "DELETE FROM members WHERE group_id = $1 AND user_id = $2", group_id, user_id
+        return await self._logged(
+            "remove_member",
+            "WITH ch AS (DELETE FROM members WHERE group_id = $2 AND user_id = $3 RETURNING 1)",
+            ["m:" + group_id, "g:" + user_id],
+            group_id,
+            user_id,
         )
 
     async def group_members(self, group_id: str) -> list[str]:
@@ -439,15 +561,22 @@ class PostgresStorage(PostgresAccounts, Storage):
 
     # blocks ----------------------------------------------------------------------------
     async def add_block(self, blocker_id: str, blocked_id: str) -> bool:
-        return await self._changed(
-            "INSERT INTO blocks (blocker_id, blocked_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        return await self._logged(
+            "add_block",
+            "WITH ch AS (INSERT INTO blocks (blocker_id, blocked_id) VALUES ($2, $3)"
+            " ON CONFLICT DO NOTHING RETURNING 1)",
+            ["b:" + blocker_id],
             blocker_id,
             blocked_id,
         )
 
     async def remove_block(self, blocker_id: str, blocked_id: str) -> bool:
-        return await self._changed(
-            "DELETE FROM blocks WHERE blocker_id = $1 AND blocked_id = $2", blocker_id, blocked_id
+        return await self._logged(
+            "remove_block",
+            "WITH ch AS (DELETE FROM blocks WHERE blocker_id = $2 AND blocked_id = $3 RETURNING 1)",
+            ["b:" + blocker_id],
+            blocker_id,
+            blocked_id,
         )
 
     async def blocked_by(self, blocker_id: str) -> list[str]:
@@ -463,7 +592,10 @@ class PostgresStorage(PostgresAccounts, Storage):
         future: asyncio.Future[tuple[Message, bool]] = asyncio.get_running_loop().create_future()
         self._queue.append(_Append(draft, future))
         self._wake.set()
-        return await future
+        result = await future
+        if "send" in self.exit_after_commit:
+            os._exit(EXIT_AFTER_COMMIT)  # a fault test: the process dies right after commit
+        return result
 
     async def _write_loop(self) -> None:
         while True:

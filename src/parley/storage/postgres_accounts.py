@@ -44,9 +44,7 @@ INSERT_TOKEN = f"INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5
 ERASE = (
     "DELETE FROM tokens WHERE user_id = $1",
     "UPDATE users SET password_hash = NULL, token_hash = NULL, username = '' WHERE id = $1",
-    "DELETE FROM members WHERE user_id = $1",
     "DELETE FROM blocks WHERE blocker_id = $1",
-    "DELETE FROM blocks WHERE blocked_id = $1",
     # Private messages through their index; group ones by a scan (deletions are rare, and
     # an index on every message's sender would cost every send).
     "UPDATE messages SET body = '' WHERE sender_id = $1 AND type = 'private' AND body <> ''",
@@ -68,14 +66,16 @@ def token_args(token: TokenRecord) -> tuple[Any, ...]:
 
 
 class PostgresAccounts:
-    """Needs the adapter's ``_fetch``, ``_execute``, ``_changed``, ``_ready`` and
-    ``_bounded``."""
+    """Needs the adapter's ``_fetch``, ``_execute``, ``_ready`` and ``_bounded``."""
 
     _fetch: Callable[..., Awaitable[list[Any]]]
     _execute: Callable[..., Awaitable[str]]
-    _changed: Callable[..., Awaitable[bool]]
     _ready: Callable[[], asyncpg.Pool]
     _bounded: Callable[[Awaitable[Any]], Awaitable[Any]]
+
+    async def _changed(self, sql: str, *args: Any) -> bool:
+        status = await self._execute(sql, *args)
+        return not status.endswith(" 0")
 
     async def _in_transaction(self, work: Callable[[asyncpg.Connection], Awaitable[None]]) -> None:
         async def run() -> None:
@@ -98,10 +98,21 @@ class PostgresAccounts:
         )
         return [TokenRecord(*row) for row in rows]
 
+    # A revocation and a deletion mark retire the cache epoch in their own transaction, so
+    # even if their process dies right after the commit, no process keeps trusting a copy
+    # of the token or the user for longer than one trust lease (parley.cache.redis).
+    retires_cache_epoch = True
+
     async def delete_token(self, user_id: str, token_id: str) -> bool:
-        return await self._changed(
-            "DELETE FROM tokens WHERE user_id = $1 AND id = $2", user_id, token_id
+        rows = await self._fetch(
+            "WITH d AS (DELETE FROM tokens WHERE user_id = $1 AND id = $2 RETURNING 1),"
+            " e AS (UPDATE cache_epoch SET epoch = epoch + 1"
+            "       WHERE id AND EXISTS (SELECT 1 FROM d) RETURNING 1)"
+            " SELECT count(*) AS n FROM d",
+            user_id,
+            token_id,
         )
+        return bool(rows[0]["n"])
 
     async def touch_token(self, user_id: str, token_id: str, at: int) -> None:
         await self._execute(
@@ -130,9 +141,15 @@ class PostgresAccounts:
         return cast(AccountState, rows[0][0]) if rows else None
 
     async def begin_deletion(self, user_id: str) -> bool:
-        return await self._changed(
-            "UPDATE users SET status = 'deleting' WHERE id = $1 AND status <> 'deleted'", user_id
+        rows = await self._fetch(
+            "WITH d AS (UPDATE users SET status = 'deleting'"
+            "           WHERE id = $1 AND status <> 'deleted' RETURNING 1),"
+            " e AS (UPDATE cache_epoch SET epoch = epoch + 1"
+            "       WHERE id AND EXISTS (SELECT 1 FROM d) RETURNING 1)"
+            " SELECT count(*) AS n FROM d",
+            user_id,
         )
+        return bool(rows[0]["n"])
 
     async def erase_account(self, user_id: str) -> None:
         async def erase(conn: asyncpg.Connection) -> None:
@@ -141,8 +158,23 @@ class PostgresAccounts:
             )
             if state != "deleting":
                 return
+            groups = await conn.fetch(
+                "DELETE FROM members WHERE user_id = $1 RETURNING group_id", user_id
+            )
+            blockers = await conn.fetch(
+                "DELETE FROM blocks WHERE blocked_id = $1 RETURNING blocker_id", user_id
+            )
             for statement in ERASE:
                 await conn.execute(statement, user_id)
+            # The cached sets this made stale, in the cache log (parley.cache.redis).
+            keys = ["g:" + user_id, "b:" + user_id]
+            keys += ["m:" + row[0] for row in groups] + ["b:" + row[0] for row in blockers]
+            await conn.execute(
+                "WITH c AS (UPDATE cache_clock SET pos = pos + 1 WHERE id RETURNING pos)"
+                " INSERT INTO cache_log (pos, key)"
+                " SELECT c.pos, k FROM c CROSS JOIN unnest($1::text[]) AS k",
+                list(dict.fromkeys(keys)),
+            )
 
         await self._in_transaction(erase)
 

@@ -349,7 +349,10 @@ class SqliteStorage(SqliteAccounts, Storage):
         finally:
             setup.close()
         self._last_ts = int(last)
-        self._mark = self._covered = self._asked = int(mark)
+        self._asked = int(mark)
+        # A frontier at or below a stored message is covered too: every restart's floor
+        # lies above the stored messages as well as above the mark.
+        self._mark = self._covered = max(int(mark), self._last_ts)
         # Timestamps never go back across a restart, even if the wall clock did: new ones
         # land above every stored message and every frontier a reader was given.
         self.positions.advance(max(self._last_ts, self._mark) + 1)
@@ -602,7 +605,12 @@ class SqliteStorage(SqliteAccounts, Storage):
     ) -> tuple[list[Message], int]:
         frontier = await self.positions.caught_up()
         if frontier > self._covered:
-            await self._cover(frontier)
+            try:
+                await self._cover(frontier)
+            except Unavailable:
+                # The mark cannot move (disk full, read-only file): reads go on, handing
+                # out no position above what it already covers.
+                frontier = self._covered
         sql, args = self._selection(recipients, sent_by, "ts > ? AND ts <= ?")
         args += [after, frontier]
         if sent_by is not None:

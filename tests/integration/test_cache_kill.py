@@ -1,0 +1,179 @@
+"""Two real ``parley serve`` processes; one dies right after a PostgreSQL commit.
+
+Process 0 runs with ``PARLEY_TEST_EXIT_AFTER_COMMIT``: its worker exits the moment a
+block, a removal or a send has committed, before it updated Redis (or raised the
+message's watermarks). Then it is started again.
+Within the trust lease after the death, every process, the restarted one included,
+enforces the block and the removal and delivers the message, and the client's retry
+answers 409 (or replays the send).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import unavailable
+from tests.e2e.server import Server, free_port
+from tests.integration import services
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
+
+LEASE = 0.3  # RedisLink's default trust lease
+BOUND = LEASE + 0.2  # after a death, every process is right by then (plus slack)
+
+
+class Pair:
+    def __init__(self, servers: list[Server]) -> None:
+        self.servers = servers
+        # no keep-alive: a connection to a worker that died must not be reused
+        self.client = httpx.AsyncClient(
+            timeout=15, limits=httpx.Limits(max_keepalive_connections=0)
+        )
+
+    async def call(self, via: int, method: str, path: str, token: str, **kw: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}", **kw.pop("headers", {})}
+        return await self.client.request(
+            method, self.servers[via].url + path, headers=headers, **kw
+        )
+
+    async def dies(self, via: int, method: str, path: str, token: str, **kw: Any) -> float:
+        """A request that kills process ``via``'s worker; returns when it died (at the
+        latest), once the process has been started again."""
+        with pytest.raises(httpx.TransportError):
+            await self.call(via, method, path, token, **kw)
+        died = time.monotonic()
+        server = self.servers[via]
+        await asyncio.to_thread(server.kill)  # what is left of it (its server process)
+        server.port = free_port()  # the old port may linger in TIME_WAIT
+        server.url = f"http://127.0.0.1:{server.port}"
+        server.env["PARLEY_PORT"] = str(server.port)
+        await asyncio.to_thread(server.start)
+        deadline = time.monotonic() + 30
+        while True:
+            r = await self.client.get(server.url + "/readyz")
+            if r.status_code == 200 and r.json()["checks"]["redis"] == "ok":
+                return died
+            assert time.monotonic() < deadline, "the restarted process never trusted Redis"
+            await asyncio.sleep(0.05)
+
+    async def user(self, name: str) -> tuple[str, str]:
+        r = await self.client.post(
+            self.servers[1].url + "/v1/users/create", json={"username": name}
+        )
+        assert r.status_code == 200, r.text
+        return r.json()["userId"], r.json()["token"]
+
+
+@pytest.fixture
+async def pair(tmp_path: Path) -> AsyncIterator[Pair]:
+    reason = await services.postgres_unreachable() or services.redis_unreachable()
+    if reason:
+        unavailable(reason)
+    schema = services.new_schema()
+    env = {
+        "PARLEY_DATABASE_URL": services.DATABASE_URL,
+        "PARLEY_DATABASE_SCHEMA": schema,
+        **services.redis_env(),
+        "PARLEY_AUTH": "token",
+        "PARLEY_RATE_LIMITS": "off",
+    }
+    command = [sys.executable, "-m", "parley", "serve", "--storage", "postgres"]
+    faults = {"PARLEY_TEST_EXIT_AFTER_COMMIT": "add_block,remove_member,send"}
+    servers = [
+        Server(tmp_path / "p0", command=command, **env, **faults),
+        Server(tmp_path / "p1", command=command, **env),
+    ]
+    started: list[Server] = []
+    try:
+        for server in servers:
+            await asyncio.to_thread(server.start)
+            started.append(server)
+        running = Pair(servers)
+        yield running
+        await running.client.aclose()
+    finally:
+        for server in started:
+            await asyncio.to_thread(server.stop)
+        await services.drop_schema(schema)
+
+
+async def test_a_process_killed_after_its_commit_leaves_no_process_wrong(pair: Pair) -> None:
+    alice, alice_token = await pair.user("alice")
+    bob, bob_token = await pair.user("bob")
+    carol, carol_token = await pair.user("carol")
+
+    async def send(via: int, sender: tuple[str, str], to: str, kind: str = "private") -> int:
+        field = "receiverId" if kind == "private" else "groupId"
+        body = {"senderId": sender[0], field: to, "message": "hi"}
+        r = await pair.call(via, "POST", f"/v1/messages/send?type={kind}", sender[1], json=body)
+        return r.status_code
+
+    r = await pair.call(1, "POST", "/v1/groups/create", bob_token, json={"groupName": "g"})
+    group = r.json()["groupId"]
+    r = await pair.call(1, "POST", f"/v1/groups/{group}?op=add", bob_token,
+                        json={"userId": alice})  # fmt: skip
+    assert r.status_code == 200
+    # the blocks and memberships are in Redis (a send through process 0 would kill it)
+    assert await send(1, (alice, alice_token), bob) == 200
+    assert await send(1, (alice, alice_token), group, "group") == 200
+    for via in (0, 1):
+        r = await pair.call(via, "GET", f"/v1/users/{bob}/blocked", bob_token)
+        assert r.json()["blockedUserIds"] == []
+        r = await pair.call(via, "GET", f"/v1/users/{alice}/groups", alice_token)
+        assert [g["groupId"] for g in r.json()["groups"]] == [group]
+
+    # a block, committed by a process that dies before it touches Redis
+    died = await pair.dies(0, "POST", f"/v1/users/{bob}?op=block", bob_token,
+                           json={"blockedUserId": alice})  # fmt: skip
+    await asyncio.sleep(max(0.0, died + BOUND - time.monotonic()))
+    for via in (0, 1):
+        assert await send(via, (alice, alice_token), bob) == 403, via
+        r = await pair.call(via, "GET", f"/v1/users/{bob}/blocked", bob_token)
+        assert r.json()["blockedUserIds"] == [alice]
+    r = await pair.call(1, "POST", f"/v1/users/{bob}?op=block", bob_token,
+                        json={"blockedUserId": alice})  # fmt: skip
+    assert r.status_code == 409
+
+    # a removal, likewise
+    died = await pair.dies(0, "POST", f"/v1/groups/{group}?op=remove", bob_token,
+                           json={"userId": alice})  # fmt: skip
+    await asyncio.sleep(max(0.0, died + BOUND - time.monotonic()))
+    for via in (0, 1):
+        assert await send(via, (alice, alice_token), group, "group") == 403, via
+        r = await pair.call(via, "GET", f"/v1/users/{alice}/groups", alice_token)
+        assert r.json()["groups"] == []
+        r = await pair.call(via, "GET", f"/v1/groups/{group}", bob_token)
+        assert r.json()["members"] == [bob]
+    r = await pair.call(1, "POST", f"/v1/groups/{group}?op=remove", bob_token,
+                        json={"userId": alice})  # fmt: skip
+    assert r.status_code == 409
+
+    # a keyed send, committed by a process that dies before raising the watermarks
+    r = await pair.call(1, "GET", f"/v1/messages/{carol}", carol_token)
+    cursor = r.json()["nextTimestamp"]
+    r = await pair.call(1, "GET", f"/v1/messages/{carol}", carol_token,
+                        params={"timestamp": cursor})  # fmt: skip
+    assert r.json()["messages"] == []  # an idle check, answered from Redis
+    body = {"senderId": bob, "receiverId": carol, "message": "last words"}
+    key = {"Idempotency-Key": "once"}
+    died = await pair.dies(0, "POST", "/v1/messages/send?type=private", bob_token,
+                           json=body, headers=key)  # fmt: skip
+    await asyncio.sleep(max(0.0, died + BOUND - time.monotonic()))
+    for via in (0, 1):
+        r = await pair.call(via, "GET", f"/v1/messages/{carol}", carol_token,
+                            params={"timestamp": cursor})  # fmt: skip
+        assert [m["message"] for m in r.json()["messages"]] == ["last words"], via
+    r = await pair.call(1, "POST", "/v1/messages/send?type=private", bob_token,
+                        json=body, headers=key)  # fmt: skip
+    assert r.status_code == 200
+    r2 = await pair.call(1, "GET", f"/v1/messages/{carol}", carol_token,
+                         params={"timestamp": cursor})  # fmt: skip
+    assert [m["messageId"] for m in r2.json()["messages"]] == [r.json()["messageId"]]
