@@ -9,6 +9,7 @@ from .config import StackConfig
 CONTAINER_NAME: Final = "parley"
 CONTAINER_PORT: Final = 8080
 REDIS_PORT: Final = 6379
+SECRET_KEY_VARIABLE: Final = "PARLEY_SECRET_KEY"
 HEALTH_PATH: Final = "/healthz"
 READY_PATH: Final = "/readyz"
 
@@ -34,9 +35,13 @@ def environment(cfg: StackConfig, redis_host: str) -> dict[str, str]:
 
 
 def container_definitions(
-    cfg: StackConfig, *, image: str, redis_host: str, log_group: str
+    cfg: StackConfig, *, image: str, redis_host: str, log_group: str, secret_key_arn: str
 ) -> list[dict[str, object]]:
-    """The task's single container, as ECS's ``containerDefinitions`` JSON structure."""
+    """The task's single container, as ECS's ``containerDefinitions`` JSON structure.
+
+    The server secret is not in the definition: ECS reads it from Secrets Manager
+    (``secret_key_arn``) when the task starts and hands it to the container only.
+    """
     env = environment(cfg, redis_host)
     return [
         {
@@ -47,6 +52,7 @@ def container_definitions(
                 {"containerPort": CONTAINER_PORT, "hostPort": CONTAINER_PORT, "protocol": "tcp"}
             ],
             "environment": [{"name": key, "value": value} for key, value in sorted(env.items())],
+            "secrets": [{"name": SECRET_KEY_VARIABLE, "valueFrom": secret_key_arn}],
             "logConfiguration": {
                 "logDriver": "awslogs",
                 "options": {

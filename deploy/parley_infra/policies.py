@@ -38,6 +38,11 @@ ECR_PULL_ACTIONS: Final[tuple[str, ...]] = (
 
 LOG_ACTIONS: Final[tuple[str, ...]] = ("logs:CreateLogStream", "logs:PutLogEvents")
 
+# ECS reads the secret key (PARLEY_SECRET_KEY) into the container at start. The secret is
+# encrypted with the account's AWS-managed key, whose use needs no grant of its own.
+SECRET_ACTIONS: Final[tuple[str, ...]] = ("secretsmanager:GetSecretValue",)
+_SECRET_ARN = re.compile(r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[^:*?]+:secret:[^*?]+$")
+
 _TABLE_ARN = re.compile(r"^arn:aws[a-z-]*:dynamodb:[a-z0-9-]+:[^:*?]+:table/[A-Za-z0-9_.-]{3,255}$")
 _WILDCARD = re.compile(r"[*?]")
 
@@ -91,13 +96,17 @@ def task_policy(table_arns: Sequence[str]) -> PolicyDocument:
     }
 
 
-def execution_policy(repository_arn: str, log_group_arn: str) -> PolicyDocument:
-    """What ECS itself needs to start a task: pull the image, write its logs.
+def execution_policy(repository_arn: str, log_group_arn: str, secret_arn: str) -> PolicyDocument:
+    """What ECS itself needs to start a task: pull the image, write its logs, and read the
+    one secret the container gets (the server secret that signs stream tickets).
 
     ``ecr:GetAuthorizationToken`` has no resource-level permissions in AWS, so it is the one
-    statement on ``*``; the pull actions are limited to the stack's repository and the log
-    actions to the stack's log group.
+    statement on ``*``; the pull actions are limited to the stack's repository, the log
+    actions to the stack's log group, and the secret read to the stack's secret (a pattern
+    or wildcard is refused, so no other secret of the account can be read).
     """
+    if not _SECRET_ARN.match(secret_arn):
+        raise ValueError(f"not a single Secrets Manager secret ARN: {secret_arn!r}")
     return {
         "Version": POLICY_VERSION,
         "Statement": [
@@ -118,6 +127,12 @@ def execution_policy(repository_arn: str, log_group_arn: str) -> PolicyDocument:
                 "Effect": "Allow",
                 "Action": list(LOG_ACTIONS),
                 "Resource": [f"{log_group_arn}:log-stream:*"],
+            },
+            {
+                "Sid": "SecretKey",
+                "Effect": "Allow",
+                "Action": list(SECRET_ACTIONS),
+                "Resource": [secret_arn],
             },
         ],
     }

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import pulumi
 import pulumi_aws as aws
+import pulumi_random as random
 
 from .config import StackConfig
 from .containers import CONTAINER_NAME, CONTAINER_PORT, READY_PATH, REDIS_PORT
@@ -25,6 +26,7 @@ SSL_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 # Long-polls wait up to 60 s; the load balancer must not cut them first.
 ALB_IDLE_TIMEOUT = 90
 REDIS_ENGINE_VERSION = "7.1"
+SECRET_KEY_LENGTH = 64  # letters and digits: about 380 bits
 
 _scaling = aws.appautoscaling
 _TargetTracking = _scaling.PolicyTargetTrackingScalingPolicyConfigurationArgs
@@ -216,19 +218,42 @@ class ParleyStack(pulumi.ComponentResource):
             opts=child,
         )
 
+        # --- the server secret (PARLEY_SECRET_KEY) -------------------------------------------
+        # Signs stream tickets: every task must share it, and nobody who can only read the
+        # tables, their backups or Redis has it. Generated once (kept in the stack's state,
+        # encrypted), stored in Secrets Manager, read by ECS at task start.
+        self.secret_key_value = random.RandomPassword(
+            "parley-secret-key-value",
+            length=SECRET_KEY_LENGTH,
+            special=False,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.secret_key = aws.secretsmanager.Secret(
+            "parley-secret-key",
+            description="Parley server secret: signs stream tickets (PARLEY_SECRET_KEY)",
+            recovery_window_in_days=0,  # pulumi destroy removes it at once, like the rest
+            opts=child,
+        )
+        self.secret_key_version = aws.secretsmanager.SecretVersion(
+            "parley-secret-key-version",
+            secret_id=self.secret_key.id,
+            secret_string=self.secret_key_value.result,
+            opts=child,
+        )
+
         # --- IAM --------------------------------------------------------------------------
         self.execution_role = aws.iam.Role(
             "parley-exec-role",
-            description="ECS starts Parley tasks with this role: image pull and logs",
+            description="ECS starts Parley tasks with this role: image, logs, the secret key",
             assume_role_policy=_json(assume_role_policy()),
             opts=child,
         )
         self.execution_policy = aws.iam.RolePolicy(
             "parley-exec-policy",
             role=self.execution_role.id,
-            policy=pulumi.Output.all(self.repository.arn, self.log_group.arn).apply(
-                lambda arns: _json(execution_policy(arns[0], arns[1]))
-            ),
+            policy=pulumi.Output.all(
+                self.repository.arn, self.log_group.arn, self.secret_key.arn
+            ).apply(lambda arns: _json(execution_policy(arns[0], arns[1], arns[2]))),
             opts=child,
         )
         self.task_role = aws.iam.Role(
@@ -317,11 +342,15 @@ class ParleyStack(pulumi.ComponentResource):
             else pulumi.Output.concat(self.repository.repository_url, ":latest")
         )
         definitions = pulumi.Output.all(
-            image, self.redis.primary_endpoint_address, self.log_group.name
+            image, self.redis.primary_endpoint_address, self.log_group.name, self.secret_key.arn
         ).apply(
             lambda values: _json(
                 make_container_definitions(
-                    cfg, image=values[0], redis_host=values[1], log_group=values[2]
+                    cfg,
+                    image=values[0],
+                    redis_host=values[1],
+                    log_group=values[2],
+                    secret_key_arn=values[3],
                 )
             )
         )
@@ -375,7 +404,12 @@ class ParleyStack(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions.merge(
                 child,
                 pulumi.ResourceOptions(
-                    depends_on=[*listeners, self.execution_policy, self.task_policy]
+                    depends_on=[
+                        *listeners,
+                        self.execution_policy,
+                        self.task_policy,
+                        self.secret_key_version,  # tasks start with the secret in place
+                    ]
                 ),
             ),
         )

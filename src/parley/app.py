@@ -19,6 +19,7 @@ from parley.services.passwords import Passwords
 from parley.services.signins import SignInLimits, SignInThrottle
 from parley.services.users import UserService
 from parley.settings import Settings, SettingsError
+from parley.startup import check_auth_mode
 from parley.storage.base import Storage
 
 if TYPE_CHECKING:
@@ -71,6 +72,11 @@ class Parley:
 
     async def start(self) -> None:
         await self.storage.open()
+        try:
+            await check_auth_mode(self.storage, self.settings)
+        except BaseException:
+            await self.storage.close()
+            raise
         if self.redis is not None:
             await self.redis.start()
         if self.wakeups is not None:
@@ -98,8 +104,15 @@ class Parley:
         return checks
 
 
-def build(settings: Settings, storage: Storage | None = None) -> Parley:
+def build(
+    settings: Settings, storage: Storage | None = None, secret_key: bytes | None = None
+) -> Parley:
+    """Parley for ``settings``. ``secret_key`` signs stream tickets; servers pass
+    ``parley.startup.server_secret(settings)``. Without it: ``PARLEY_SECRET_KEY``, or a
+    key of this process only (enough for one process: tests, tools)."""
     storage = storage if storage is not None else make_storage(settings)
+    if secret_key is None and settings.secret_key:
+        secret_key = settings.secret_key.encode()
     notifier = Notifier()
     directory: Directory
     changes: Changes
@@ -113,7 +126,7 @@ def build(settings: Settings, storage: Storage | None = None) -> Parley:
     else:
         directory = Directory(storage)
         changes = LocalChanges()
-    users = UserService(storage, directory, settings.limits, settings.token_mode)
+    users = UserService(storage, directory, settings.limits, settings.token_mode, secret_key)
     groups = GroupService(storage, directory, users, settings.limits)
     messages = MessageService(storage, directory, users, groups, changes, settings.limits, notifier)
     limits = SignInLimits(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import socket
 import sys
@@ -26,6 +27,11 @@ FLAGS: tuple[tuple[str, str, str], ...] = (
     ("--workers", "PARLEY_WORKERS", "server worker processes (default 1)"),
     ("--data-dir", "PARLEY_DATA_DIR", "folder of the SQLite database (default ./parley-data)"),
     ("--auth", "PARLEY_AUTH", "token (default) or none: the original API, no tokens"),
+    (
+        "--allow-auth-change",
+        "PARLEY_ALLOW_AUTH_CHANGE",
+        "serve data recorded with the other --auth mode, and record this one",
+    ),
     ("--storage", "PARLEY_STORAGE", f"one of {', '.join(STORAGE_KINDS)} (default sqlite)"),
     ("--database-url", "PARLEY_DATABASE_URL", "postgresql://... for --storage postgres"),
     ("--redis-url", "PARLEY_REDIS_URL", "redis://... shared cache and wake-ups"),
@@ -33,15 +39,18 @@ FLAGS: tuple[tuple[str, str, str], ...] = (
     ("--request-timeout", "PARLEY_REQUEST_TIMEOUT", "seconds for a request's head and body (30)"),
     ("--log-level", "PARLEY_LOG_LEVEL", "debug, info (default), warning, error"),
 )
+SWITCHES = ("--allow-auth-change",)  # flags without a value: they set their variable to 1
 
 
 def _add_settings(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
     for flag, env, help_text in FLAGS:
-        if flag in names:
-            choices = (
-                AUTH_MODES if flag == "--auth" else STORAGE_KINDS if flag == "--storage" else None
-            )
-            parser.add_argument(flag, dest=env, help=help_text, choices=choices)
+        if flag not in names:
+            continue
+        if flag in SWITCHES:
+            parser.add_argument(flag, dest=env, help=help_text, action="store_const", const="1")
+            continue
+        choices = AUTH_MODES if flag == "--auth" else STORAGE_KINDS if flag == "--storage" else None
+        parser.add_argument(flag, dest=env, help=help_text, choices=choices)
 
 
 def _apply(args: argparse.Namespace) -> Settings:
@@ -52,32 +61,52 @@ def _apply(args: argparse.Namespace) -> Settings:
     return Settings.from_env()
 
 
+def _refuse(problem: object, code: int = 2) -> int:
+    print(f"parley: {problem}", file=sys.stderr)
+    return code
+
+
 def serve(settings: Settings) -> int:
     from granian import Granian
     from granian.constants import HTTPModes, Interfaces
     from granian.http import HTTP1Settings
 
+    from parley.errors import Unavailable
     from parley.http.server import connection_limit
+    from parley.logs import configure_logging
+    from parley.startup import (
+        DataDirLock,
+        StartupRefused,
+        check_processes,
+        open_mode_warning,
+        server_secret,
+    )
 
+    configure_logging(settings.log_level)
+    warning = open_mode_warning(settings)
+    if warning:
+        logging.getLogger("parley.startup").warning(warning)
+        print(warning, file=sys.stderr)
+    try:
+        check_processes(settings)
+        # Held until this process ends; the workers it forks inherit it.
+        lock = DataDirLock(settings.data_dir).acquire() if settings.storage == "sqlite" else None
+    except StartupRefused as exc:
+        return _refuse(exc)
     problem = _port_taken(settings.host, settings.port)
     if problem:
-        print(
-            f"parley: cannot listen on {settings.host}:{settings.port}: {problem}", file=sys.stderr
-        )
-        return 1
+        return _refuse(f"cannot listen on {settings.host}:{settings.port}: {problem}", 1)
+    try:
+        server_secret(settings)  # SQLite: generated into the data directory on first start
+        asyncio.run(_check_storage(settings))
+    except StartupRefused as exc:
+        return _refuse(exc)
+    except Unavailable as exc:
+        return _refuse(f"storage {settings.storage} is unavailable: {exc}", 1)
     url = f"http://{settings.host}:{settings.port}"
     print(f"Parley listening on {url}  (storage: {settings.storage}, auth: {settings.auth})")
     print(f"API docs: {url}/docs   web chat: {url}/")
     sys.stdout.flush()
-    problem = _port_taken(settings.host, settings.port)
-    if problem:
-        print(
-            f"parley: cannot listen on {settings.host}:{settings.port}: {problem}", file=sys.stderr
-        )
-        return 1
-    if settings.storage == "sqlite" and settings.workers > 1:
-        print("note: SQLite serves one process; use --storage postgres for several workers")
-        return 2
     connections = connection_limit(settings)
     if connections < settings.max_connections:
         print(
@@ -107,15 +136,38 @@ def serve(settings: Settings) -> int:
         # is bounded by the app (``Call.body``).
         http1_settings=HTTP1Settings(header_read_timeout=int(settings.request_timeout * 1000)),
     )
-    server.serve()
+    try:
+        server.serve()
+    finally:
+        if lock is not None:
+            lock.release()
     return 0
+
+
+async def _check_storage(settings: Settings) -> None:
+    """Open the storage once before any worker starts: migrate it, and record or check
+    the auth mode it is served with (workers check again, and then agree)."""
+    from parley.app import make_storage
+    from parley.startup import check_auth_mode
+
+    storage = make_storage(settings)
+    await storage.open()
+    try:
+        await check_auth_mode(storage, settings)
+    finally:
+        await storage.close()
 
 
 def _port_taken(host: str, port: int) -> str | None:
     """Why the address cannot be bound, if it cannot (the server itself reuses ports, so
-    without this check a second server would silently share the port with the first)."""
+    without this check a second server would silently share the port with the first).
+
+    ``SO_REUSEADDR``, as the server sets it: connections of a server that just died
+    (``kill -9``) linger in TIME_WAIT for a minute and must not block a restart, while a
+    live listener still does."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as exc:

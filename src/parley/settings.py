@@ -45,6 +45,10 @@ class Settings:
     workers: int = 1
     data_dir: Path = Path("parley-data")
     auth: str = "token"
+    allow_auth_change: bool = False  # start with another auth mode than the data was served with
+    # Signs stream tickets; "" = generated into the data directory (SQLite) or per process
+    # (memory). PostgreSQL and DynamoDB processes must share one: see parley.startup.
+    secret_key: str = field(default="", repr=False)
     storage: str = "sqlite"
     sqlite_synchronous: str = "FULL"
     database_url: str = ""
@@ -92,6 +96,8 @@ class Settings:
             workers=read.integer("PARLEY_WORKERS", 1, 1, 64),
             data_dir=Path(read.text("PARLEY_DATA_DIR", "parley-data")),
             auth=read.choice("PARLEY_AUTH", "token", AUTH_MODES),
+            allow_auth_change=read.flag("PARLEY_ALLOW_AUTH_CHANGE", False),
+            secret_key=read.text("PARLEY_SECRET_KEY", ""),
             storage=read.choice("PARLEY_STORAGE", "sqlite", STORAGE_KINDS),
             sqlite_synchronous=read.choice(
                 "PARLEY_SQLITE_SYNCHRONOUS", "FULL", ("FULL", "NORMAL", "EXTRA")
@@ -148,6 +154,7 @@ class Settings:
         if settings.cache == "none" and settings.redis_url:
             raise SettingsError("PARLEY_CACHE=none and PARLEY_REDIS_URL exclude each other")
         _check_dynamodb(settings)
+        _check_secret_key(settings)
         return settings
 
 
@@ -162,6 +169,17 @@ def _with_connections(settings: Settings) -> Settings:
             f"PARLEY_MAX_CONCURRENCY ({settings.max_concurrency})"
         )
     return settings
+
+
+SECRET_KEY_MIN = 32  # characters of PARLEY_SECRET_KEY
+
+
+def _check_secret_key(settings: Settings) -> None:
+    if settings.secret_key and len(settings.secret_key) < SECRET_KEY_MIN:
+        raise SettingsError(
+            f"PARLEY_SECRET_KEY must be at least {SECRET_KEY_MIN} characters"
+            " (e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+        )
 
 
 def _check_dynamodb(settings: Settings) -> None:

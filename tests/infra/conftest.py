@@ -29,11 +29,14 @@ if str(DEPLOY) not in sys.path:
 if importlib.util.find_spec("parley") is None and str(SRC) not in sys.path:
     sys.path.insert(0, str(SRC))
 
-HAVE_PULUMI = (
-    importlib.util.find_spec("pulumi") is not None
-    and importlib.util.find_spec("pulumi_aws") is not None
+HAVE_PULUMI = all(
+    importlib.util.find_spec(name) is not None for name in ("pulumi", "pulumi_aws", "pulumi_random")
 )
-PULUMI_MISSING = "pulumi and pulumi-aws are not installed (pip install -r deploy/requirements.txt)"
+PULUMI_MISSING = (
+    "pulumi, pulumi-aws and pulumi-random are not installed"
+    " (pip install -r deploy/requirements.txt)"
+)
+MOCK_RANDOM = "MockRandomValue"  # what the mocked random provider generates, repeated
 
 MOCK_ZONES = ["zz-test-1a", "zz-test-1b", "zz-test-1c"]
 
@@ -166,6 +169,13 @@ if HAVE_PULUMI:
                 state["repositoryUrl"] = f"registry.example/{args.name}"
             elif args.typ == "aws:elasticache/replicationGroup:ReplicationGroup":
                 state["primaryEndpointAddress"] = f"{args.name}.cache.example"
+            elif args.typ == "aws:secretsmanager/secret:Secret":
+                state["arn"] = (
+                    f"arn:aws:secretsmanager:{self.region}:mock-account:secret:{args.name}-AbC123"
+                )
+            elif args.typ == "random:index/randomPassword:RandomPassword":
+                length = int(inputs["length"])
+                state["result"] = (MOCK_RANDOM * length)[:length]
             self.resources.append(Registered(args.typ, args.name, inputs, resource_id, state))
             return resource_id, state
 

@@ -186,5 +186,5 @@ def test_pulumi_packages_are_pinned() -> None:
         for line in requirements.splitlines()
         if line.strip() and not line.startswith("#")
     )
-    assert set(pins) == {"pulumi", "pulumi-aws"}
+    assert set(pins) == {"pulumi", "pulumi-aws", "pulumi-random"}
     assert all(re.fullmatch(r"\d+\.\d+\.\d+", version) for version in pins.values())

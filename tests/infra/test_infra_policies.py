@@ -188,11 +188,19 @@ def test_checker_reports_the_wildcard() -> None:
     assert any("resource '*'" in p for p in problems)
 
 
-def test_execution_policy_star_is_only_the_registry_login() -> None:
-    document = execution_policy(
+SECRET_ARN = "arn:aws:secretsmanager:eu-west-1:mock-account:secret:parley-key-AbC123"
+
+
+def _execution(secret_arn: str = SECRET_ARN) -> dict[str, Any]:
+    return execution_policy(
         "arn:aws:ecr:eu-west-1:mock-account:repository/parley",
         "arn:aws:logs:eu-west-1:mock-account:log-group:parley",
+        secret_arn,
     )
+
+
+def test_execution_policy_star_is_only_the_registry_login() -> None:
+    document = _execution()
     statements = document["Statement"]
     assert isinstance(statements, list)
     on_star = [s for s in statements if s["Resource"] == "*"]
@@ -209,6 +217,35 @@ def test_execution_policy_star_is_only_the_registry_login() -> None:
             assert "*" not in action
     logs = next(s for s in statements if s["Sid"] == "Logs")
     assert logs["Resource"] == ["arn:aws:logs:eu-west-1:mock-account:log-group:parley:log-stream:*"]
+
+
+def test_execution_role_reads_exactly_one_secret() -> None:
+    statements = _execution()["Statement"]
+    assert isinstance(statements, list)
+    secret = [s for s in statements if any("secretsmanager" in a for a in s["Action"])]
+    assert secret == [
+        {
+            "Sid": "SecretKey",
+            "Effect": "Allow",
+            "Action": ["secretsmanager:GetSecretValue"],
+            "Resource": [SECRET_ARN],
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    "widened",
+    [
+        "*",
+        "arn:aws:secretsmanager:eu-west-1:mock-account:secret:*",
+        "arn:aws:secretsmanager:eu-west-1:mock-account:secret:parley-?",
+        "arn:aws:secretsmanager:eu-west-1:*:secret:parley-key-AbC123",
+        "arn:aws:ssm:eu-west-1:mock-account:parameter/parley",
+    ],
+)
+def test_execution_policy_refuses_a_wider_secret_resource(widened: str) -> None:
+    with pytest.raises(ValueError, match="secret ARN"):
+        _execution(widened)
 
 
 def test_assume_role_is_ecs_tasks_only() -> None:

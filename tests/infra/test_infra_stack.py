@@ -64,6 +64,9 @@ SG_RULE_TYPES = (
     "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule",
 )
 INGRESS = SG_RULE_TYPES[0]
+PULUMI_SECRET_SIG = (
+    "4dabf18193072939515e22adb298388d"  # marks a secret value in Pulumi's wire format
+)
 
 
 @pytest.fixture(scope="module")
@@ -417,8 +420,42 @@ def test_container_environment_and_port(base: Synth) -> None:
     assert container["image"] == "registry.example/parley-repo:latest"
     assert container["logConfiguration"]["options"]["awslogs-group"] == "parley-logs"
     assert "/healthz" in " ".join(container["healthCheck"]["command"])
-    # Nothing secret travels in the task definition.
+    # Nothing secret travels in the task definition: the secret key is a reference that
+    # ECS resolves when the task starts.
     assert not [k for k in env if any(w in k for w in ("SECRET", "PASSWORD", "KEY_ID"))]
+    secret_arn = base.named("parley-secret-key").state["arn"]
+    assert container["secrets"] == [{"name": "PARLEY_SECRET_KEY", "valueFrom": secret_arn}]
+
+
+def test_the_secret_key_is_generated_into_secrets_manager(base: Synth) -> None:
+    secret = base.named("parley-secret-key")
+    version = base.named("parley-secret-key-version").inputs
+    generated = base.named("parley-secret-key-value")
+    assert generated.typ == "random:index/randomPassword:RandomPassword"
+    assert generated.inputs["length"] >= 32  # Parley's minimum for PARLEY_SECRET_KEY
+    assert version["secretId"] == secret.id
+    value = generated.state["result"]
+    assert len(value) == generated.inputs["length"]
+    # handed over as a Pulumi secret: encrypted in the state, masked in previews
+    assert version["secretString"] == {
+        PULUMI_SECRET_SIG: "1b47061264138c4ac30d75fd1eb44270",
+        "value": value,
+    }
+    # the value itself is in the secret's version only
+    holders = [r.name for r in base.resources if value in json.dumps(r.inputs)]
+    assert holders == ["parley-secret-key-version"]
+
+
+def test_only_the_execution_role_reads_the_secret_and_only_that_one(base: Synth) -> None:
+    secret_arn = base.named("parley-secret-key").state["arn"]
+    readers = {}
+    for resource in base.of_type("aws:iam/rolePolicy:RolePolicy"):
+        for statement in json.loads(resource.inputs["policy"])["Statement"]:
+            if any(action.startswith("secretsmanager:") for action in statement["Action"]):
+                readers[resource.inputs["role"]] = statement
+    assert list(readers) == ["parley-exec-role-id"]
+    assert readers["parley-exec-role-id"]["Action"] == ["secretsmanager:GetSecretValue"]
+    assert readers["parley-exec-role-id"]["Resource"] == [secret_arn]
 
 
 def test_configured_image_is_used(big: Synth) -> None:

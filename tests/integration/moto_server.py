@@ -1,15 +1,25 @@
-"""A DynamoDB endpoint for tests: moto's standalone server on a free loopback port.
+"""A DynamoDB endpoint for tests: moto on a free loopback port, one request at a time.
 
-The server runs in a child process (``python -m moto.server``), started on first use and
-stopped when the test run ends, and Parley talks to it over HTTP through the real
-aiobotocore client with dummy credentials. Every store gets a table prefix of its own
-(``t<random>-``) and drops its tables when it closes, so tests never see each other's data.
+The server runs in a child process (moto's WSGI application on werkzeug, :data:`SERVER`),
+started on first use and stopped when the test run ends, and Parley talks to it over HTTP
+through the real aiobotocore client with dummy credentials. Every store gets a table prefix
+of its own (``t<random>-``) and drops its tables when it closes, so tests never see each
+other's data.
 
-What the endpoint does and does not model (measured with moto 5): concurrent single-item
-Put/Get/Update/Delete with conditions behave like DynamoDB; concurrent TransactWriteItems
-often fail with HTTP 500 and a cancelled transaction can restore a stale copy of the
-table, so nothing here (or in the adapter) uses transactions. Capacity units moto reports
-are fixed per call, not computed from item sizes (``docs/dynamodb.md``).
+Requests are handled one at a time. moto's own server (``python -m moto.server``) runs each
+request in a thread, and its conditional writes are not atomic across threads: a
+conditional ``UpdateItem`` checks the condition and applies the update as separate steps,
+so two concurrent clock reservations can both succeed on the same old value (measured
+with moto 5.2: 9 duplicate timestamps in 2,000 reservations with 16 in flight, 24 with
+64). DynamoDB applies each single-item write atomically. Here every request runs under one
+lock (connections are still accepted and read concurrently, so clients keep their
+keep-alive pools), which makes every single-item write atomic, as in DynamoDB;
+``test_dynamodb.py`` hammers the clock to keep it so.
+
+What the endpoint does not model (moto 5): concurrent TransactWriteItems often fail with
+HTTP 500 and a cancelled transaction can restore a stale copy of the table, so nothing here
+(or in the adapter) uses transactions. Capacity units moto reports are fixed per call, not
+computed from item sizes (``docs/dynamodb.md``).
 """
 
 from __future__ import annotations
@@ -32,6 +42,33 @@ from parley.storage.dynamodb import DynamoStorage
 from parley.storage.dynamodb_client import DynamoClient
 
 _server: dict[str, Any] = {}
+
+# The child process: moto's application behind one lock (see the module's docstring).
+SERVER = """
+import io, os, sys, threading
+from werkzeug.serving import run_simple
+import moto.server
+
+host, port = sys.argv[1], int(sys.argv[2])
+os.environ.setdefault("MOTO_PORT", str(port))
+moto_app = moto.server.DomainDispatcherApplication(moto.server.create_backend_app)
+handler = getattr(moto.server, "MotoRequestHandler", None)  # keeps underscored headers
+one_at_a_time = threading.Lock()
+
+def serialised(environ, start_response):
+    length = environ.get("CONTENT_LENGTH")
+    if length:  # read the request before taking the lock: a slow client holds no one up
+        environ["wsgi.input"] = io.BytesIO(environ["wsgi.input"].read(int(length)))
+    with one_at_a_time:
+        result = moto_app(environ, start_response)
+        try:
+            body = b"".join(result)
+        finally:
+            getattr(result, "close", lambda: None)()
+    return [body]
+
+run_simple(host, port, serialised, threaded=True, request_handler=handler)
+"""
 
 
 def moto_missing() -> str | None:
@@ -61,7 +98,7 @@ def endpoint() -> str:
         os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"
     port = _free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-c", SERVER, "127.0.0.1", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -6,13 +6,18 @@ runs, and tests within a run, never see each other's data.
 
     PARLEY_TEST_DATABASE_URL   default postgresql://postgres@127.0.0.1:5432/test
     PARLEY_TEST_REDIS_URL      default redis://127.0.0.1:6379/0
+
+When the database the URL names does not exist yet, the first check creates it (connected
+to the server's ``postgres`` database), so a fresh server needs no set-up.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import secrets
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import redis
@@ -29,15 +34,36 @@ _prefixes: list[str] = []
 
 
 async def postgres_unreachable() -> str | None:
-    """None when PostgreSQL answers, else why not (checked once per run)."""
+    """None when PostgreSQL answers, else why not (checked once per run). A missing test
+    database is created."""
     if "postgres" not in _checked:
         try:
-            conn = await asyncpg.connect(DATABASE_URL, timeout=3)
+            try:
+                conn = await asyncpg.connect(DATABASE_URL, timeout=3)
+            except asyncpg.InvalidCatalogNameError:
+                await create_database(DATABASE_URL)
+                conn = await asyncpg.connect(DATABASE_URL, timeout=3)
             await conn.close()
             _checked["postgres"] = None
         except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
             _checked["postgres"] = f"PostgreSQL unreachable at {DATABASE_URL}: {exc}"
     return _checked["postgres"]
+
+
+def database_name(url: str) -> str:
+    return urlsplit(url).path.lstrip("/") or (urlsplit(url).username or "postgres")
+
+
+async def create_database(url: str) -> None:
+    """Create the database ``url`` names, connected to the same server's ``postgres``."""
+    parts = urlsplit(url)
+    name = database_name(url)
+    admin = await asyncpg.connect(urlunsplit(parts._replace(path="/postgres")), timeout=3)
+    try:
+        with contextlib.suppress(asyncpg.DuplicateDatabaseError):  # another run was first
+            await admin.execute(f'CREATE DATABASE "{name.replace(chr(34), chr(34) * 2)}"')
+    finally:
+        await admin.close()
 
 
 def redis_unreachable() -> str | None:

@@ -20,8 +20,10 @@ from parley.errors import Unavailable
 from parley.settings import Settings, SettingsError
 from parley.storage.base import MessageDraft
 from parley.storage.dynamodb import DynamoStorage
-from parley.storage.dynamodb_clock import ClockState
+from parley.storage.dynamodb_clock import CLOCK_KEY, ClockState, Reservation
 from parley.storage.dynamodb_items import message_items
+from parley.storage.dynamodb_items import n as number
+from parley.storage.dynamodb_items import s as string
 from tests.conftest import unavailable
 from tests.integration import moto_server
 from tests.integration.moto_server import Stores
@@ -228,6 +230,80 @@ async def test_same_millisecond_never_overwrites(stores: Stores) -> None:
     assert len({m.ts for m in sent}) == 20  # one reservation each: the clock moves on by 1
     got, _ = await follow(a, ["u_r"], None, 500)
     assert [m.id for m in got] == [m.id for m in sent]
+
+
+async def test_two_messages_forced_onto_one_key_are_both_stored(stores: Stores) -> None:
+    """If two writers ever got the same timestamp (as moto's non-atomic conditional
+    updates once allowed), their first messages share (recipient, ts, seq). The message id
+    at the end of the sort key keeps the second from overwriting the first."""
+    a, b = await stores(), await stores()
+    first, _ = await a.append_message(draft("u_s", "u_r", "first"))
+
+    async def the_same_timestamp() -> Reservation:
+        key = f"{b.clock.writer}.dup"  # a real pending entry, so it releases normally
+        await b.client.call(
+            "update_item",
+            TableName=b.tables["streams"],
+            Key=CLOCK_KEY,
+            UpdateExpression="SET #p.#k = :v",
+            ExpressionAttributeNames={"#p": "pending", "#k": key},
+            ExpressionAttributeValues={":v": number(first.ts - 1)},
+        )
+        return Reservation(key, first.ts)
+
+    b.clock.reserve = the_same_timestamp  # type: ignore[method-assign]
+    second, created = await b.append_message(draft("u_t", "u_r", "second"))
+    assert created and (second.ts, second.seq) == (first.ts, first.seq)
+    for stream in ("u_r", "sent:u_s", "sent:u_t"):
+        response = await a.client.call(
+            "query",
+            TableName=a.tables["messages"],
+            KeyConditionExpression="recipient_id = :r",
+            ExpressionAttributeValues={":r": string(stream)},
+            ConsistentRead=True,
+        )
+        expected = 2 if stream == "u_r" else 1
+        assert len(response["Items"]) == expected, stream
+    for reader in (a, b):
+        got, _ = await follow(reader, ["u_r"], None, 1)  # one timestamp is never split
+        assert sorted(m.body for m in got) == ["first", "second"]
+
+
+async def test_items_written_before_the_id_tail_still_read(stores: Stores) -> None:
+    """Sort keys without the id tail (``<ts>.<seq>``) sort and read as before."""
+    store = await stores()
+    old, _ = await store.append_message(draft("u_s", "u_r", "old layout"))
+    await store.client.call(
+        "delete_item",
+        TableName=store.tables["messages"],
+        Key={"recipient_id": string("u_r"), "sk": string(f"{old.ts:016d}.{old.seq:09d}#{old.id}")},
+    )
+    item = message_items(old)[0]
+    await store._write_items([("messages", {**item, "sk": string(f"{old.ts:016d}.{old.seq:09d}")})])
+    new, _ = await store.append_message(draft("u_s", "u_r", "new layout"))
+    got, _ = await follow(store, ["u_r"], None, 1)
+    assert [m.id for m in got] == [old.id, new.id]
+    assert await store._rows_at(["u_r"], None, old.ts) == [old]
+
+
+async def test_concurrent_clock_reservations_are_never_duplicated(stores: Stores) -> None:
+    """The test endpoint must apply single-item conditional writes atomically, as
+    DynamoDB does: 1,000 reservations and their 1,000 conditional releases from four
+    "processes", 64 in flight. (moto's threaded server handed out duplicates here.)"""
+    clocks = [(await stores()).clock for _ in range(4)]
+    in_flight = asyncio.Semaphore(64)
+
+    async def reserve_and_release(index: int) -> int:
+        clock = clocks[index % len(clocks)]
+        async with in_flight:
+            reservation = await clock.reserve()
+            assert await clock.release(reservation)
+        return reservation.ts
+
+    stamps = await asyncio.gather(*(reserve_and_release(i) for i in range(1000)))
+    duplicates = len(stamps) - len(set(stamps))
+    assert duplicates == 0, f"{duplicates} timestamps handed out twice"
+    assert (await clocks[0].read()).pending == {}
 
 
 async def test_concurrent_checks_share_clock_readings(stores: Stores) -> None:

@@ -362,17 +362,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="10,000 users, 100,000 messages, 4 s runs (under 2 minutes)",
     )
-    parser.add_argument("--users", type=int, default=100_000)
-    parser.add_argument("--messages", type=int, default=1_000_000)
+    parser.add_argument("--users", type=int, default=100_000, help="users to seed (100,000)")
+    parser.add_argument(
+        "--messages", type=int, default=1_000_000, help="messages to seed (1,000,000)"
+    )
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each run")
-    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument(
+        "--connections", type=int, default=64, help="concurrent connections of each run (64)"
+    )
     parser.add_argument(
         "--group-connections",
         type=int,
         default=4,
         help="senders to the 1,000-member group (its target is a latency)",
     )
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help=f"comma-separated runs to make (default: all of {','.join(SCENARIOS)})",
+    )
     parser.add_argument(
         "--storage",
         default="sqlite",
@@ -390,9 +398,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--database-url",
         default=os.environ.get("PARLEY_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"),
+        help="PostgreSQL for --storage postgres (PARLEY_DATABASE_URL, else a local test database)",
     )
     parser.add_argument(
-        "--redis-url", default=os.environ.get("PARLEY_REDIS_URL", "redis://127.0.0.1:6379/0")
+        "--redis-url",
+        default=os.environ.get("PARLEY_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        help="Redis for --storage postgres (PARLEY_REDIS_URL, else redis://127.0.0.1:6379/0)",
     )
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--workdir", type=Path, help="keep data here (default: a temp dir)")

@@ -145,10 +145,19 @@ async def idle_streams(server: Server, count: int) -> dict[str, float]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="parley bench latency", description=__doc__)
-    parser.add_argument("--messages", type=int, default=2000)
-    parser.add_argument("--idle-streams", type=int, default=2000)
-    parser.add_argument("--storage", default="sqlite", choices=("sqlite", "memory"))
-    parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--messages", type=int, default=2000, help="messages to time, one at a time (2000)"
+    )
+    parser.add_argument(
+        "--idle-streams", type=int, default=2000, help="idle streams to open for memory (2000)"
+    )
+    parser.add_argument(
+        "--storage",
+        default="sqlite",
+        choices=("sqlite", "memory"),
+        help="storage of the server under test (sqlite)",
+    )
+    parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="parley-latency-") as tmp:
         server = Server(

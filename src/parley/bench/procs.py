@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -15,6 +16,10 @@ from typing import IO
 import httpx
 
 TICKS = os.sysconf("SC_CLK_TCK")
+# One ticket-signing secret for every server this process starts: PostgreSQL and DynamoDB
+# servers require one, and servers of one deployment share it. Pass PARLEY_SECRET_KEY=""
+# for SQLite's own key file in the data directory.
+SHARED_SECRET = secrets.token_urlsafe(48)
 
 
 def free_port() -> int:
@@ -46,6 +51,7 @@ class Server:
             "PARLEY_DATA_DIR": str(data_dir),
             "PARLEY_RATE_LIMITS": "off",
             "PARLEY_LOG_LEVEL": "warning",
+            "PARLEY_SECRET_KEY": os.environ.get("PARLEY_SECRET_KEY") or SHARED_SECRET,
             **env,
         }
         self.proc: subprocess.Popen[bytes] | None = None

@@ -39,7 +39,8 @@ REASONS = {
 TRANSPORT_STATUSES = (414, 431)
 # Operations that need tokens: in open mode they always answer 400 (or 404 for an unknown user).
 TOKEN_MODE_ONLY = {"stream_ticket": "Open mode has no tokens, so no tickets: `no_tokens`"}
-IDEMPOTENCY_KEY_MAX = 255  # a send's key, header or clientMessageId (services/messages.py)
+IDEMPOTENCY_KEY_MAX = 255  # a send's key, header or clientMessageId (domain/validation.py)
+SEND_KEY_PATTERN = "^[ -~]*$"  # printable ASCII, as an HTTP header can carry it
 
 
 def whitespace_class() -> str:
@@ -62,7 +63,9 @@ def whitespace_class() -> str:
 
 
 WHITESPACE = whitespace_class()
-NOT_BLANK = f"[^{WHITESPACE}]"  # (unanchored) at least one character that is not whitespace
+# Text: no NUL anywhere (parley.domain.validation) and at least one character that is not
+# whitespace. (Lone surrogates cannot be written in a JSON Schema pattern: described in words.)
+NOT_BLANK = f"^[^\\u0000]*[^{WHITESPACE}\\u0000][^\\u0000]*$"
 
 
 def name_schema(maximum: int, what: str) -> dict[str, Any]:
@@ -71,7 +74,8 @@ def name_schema(maximum: int, what: str) -> dict[str, Any]:
         "minLength": 1,
         "maxLength": maximum,
         "pattern": NOT_BLANK,
-        "description": f"The {what}, 1-{maximum} characters, not blank. The server trims "
+        "description": f"The {what}, 1-{maximum} characters, not blank, no NUL characters "
+        "or lone surrogates. The server trims "
         "leading and trailing whitespace and applies the limit to what is left (so a padded "
         "name may be longer than maxLength); send names trimmed.",
     }
@@ -83,7 +87,8 @@ def message_schema(maximum: int) -> dict[str, Any]:
         "minLength": 1,
         "maxLength": maximum,
         "pattern": NOT_BLANK,
-        "description": f"The text, 1-{maximum} characters, not blank; stored as sent "
+        "description": f"The text, 1-{maximum} characters, not blank, no NUL characters or "
+        "lone surrogates; stored as sent "
         "(not trimmed).",
     }
 
@@ -177,11 +182,12 @@ def _constrain(components: dict[str, Any], limits: Limits) -> None:
         clientMessageId=_optional(
             {
                 "type": "string",
-                # Not maxLength: the limit holds only when no header is sent, and a schema
-                # cannot look at headers.
-                "description": "Idempotency key, used when no `Idempotency-Key` header is "
-                f"sent (then at most {IDEMPOTENCY_KEY_MAX} characters, 400 `too_long` above): "
-                "a retried send with the same key stores one message.",
+                "minLength": 1,
+                "maxLength": IDEMPOTENCY_KEY_MAX,
+                "pattern": SEND_KEY_PATTERN,
+                "description": f"Idempotency key: printable ASCII, at most "
+                f"{IDEMPOTENCY_KEY_MAX} characters; used when no `Idempotency-Key` header is "
+                "sent: a retried send with the same key stores one message.",
             }
         ),
     )
@@ -266,7 +272,11 @@ def _parameters(spec: RouteSpec, limits: Limits) -> list[dict[str, Any]]:
                 "name": "Idempotency-Key",
                 "in": "header",
                 "required": False,
-                "schema": {"type": "string", "maxLength": IDEMPOTENCY_KEY_MAX},
+                "schema": {
+                    "type": "string",
+                    "maxLength": IDEMPOTENCY_KEY_MAX,
+                    "pattern": SEND_KEY_PATTERN,
+                },
                 "description": "A retried send with the same key stores one message "
                 "(takes precedence over `clientMessageId`; empty = not given).",
             }

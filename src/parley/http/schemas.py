@@ -20,7 +20,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 import msgspec
 
 from parley.domain.models import GroupRecord, Message, Page, TokenRecord, UserRecord
-from parley.errors import InvalidInput
+from parley.errors import Code, InvalidInput
 
 MAX_DEPTH = 32  # nesting levels of arrays and objects a request body may have
 
@@ -147,7 +147,7 @@ class HealthOut(Body):
 
 
 class ErrorDetail(Body):
-    code: str
+    code: Code  # stable: every value is listed in the document (parley.errors.Code)
     message: str
 
 
@@ -172,7 +172,7 @@ _JSON_TYPES: tuple[tuple[type, str], ...] = (
 def decode(raw: bytes, kind: type[B]) -> B:
     """The body as ``kind``, or :class:`InvalidInput` saying what is wrong with it."""
     if too_deep(raw):
-        raise InvalidInput(f"body is nested more than {MAX_DEPTH} levels deep", "too_deep")
+        raise InvalidInput(f"body is nested more than {MAX_DEPTH} levels deep", Code.TOO_DEEP)
     try:
         return msgspec.json.decode(raw, type=kind)
     except msgspec.ValidationError:
@@ -219,19 +219,19 @@ def _mismatch(raw: bytes, kind: type[msgspec.Struct]) -> InvalidInput:
     except msgspec.DecodeError:
         return _malformed(raw)
     if not isinstance(value, dict):
-        return InvalidInput("body must be a JSON object", "invalid_json")
+        return InvalidInput("body must be a JSON object", Code.INVALID_JSON)
     for field in msgspec.structs.fields(kind):
         name = field.encode_name
         given = value.get(name)
         if given is None:  # absent or null
             if field.required:
-                return InvalidInput(f"{name} is required", "missing_field")
+                return InvalidInput(f"{name} is required", Code.MISSING_FIELD)
             continue
         wanted = _wanted(field.type)
         if not _fits(given, wanted):
             words = " or ".join(_words(t) for t in wanted)
-            return InvalidInput(f"{name} must be {words}", "invalid_field")
-    return InvalidInput("body does not have the expected fields", "invalid_field")
+            return InvalidInput(f"{name} must be {words}", Code.INVALID_FIELD)
+    return InvalidInput("body does not have the expected fields", Code.INVALID_FIELD)
 
 
 def _wanted(annotation: Any) -> tuple[type, ...]:
@@ -261,20 +261,20 @@ def _words(kind: type) -> str:
 def _malformed(raw: bytes) -> InvalidInput:
     """Not JSON msgspec accepts: empty, not UTF-8, lone surrogates, or just not JSON."""
     if not raw.strip():
-        return InvalidInput("body is empty: expected a JSON object", "invalid_json")
+        return InvalidInput("body is empty: expected a JSON object", Code.INVALID_JSON)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        return InvalidInput("body is not valid UTF-8", "invalid_text")
+        return InvalidInput("body is not valid UTF-8", Code.INVALID_TEXT)
     try:
         value = json.loads(text)  # lenient: it keeps lone surrogates (nesting is bounded)
     except ValueError:
-        return InvalidInput("body is not valid JSON", "invalid_json")
+        return InvalidInput("body is not valid JSON", Code.INVALID_JSON)
     if _has_lone_surrogate(value):
         return InvalidInput(
-            "text must not contain a lone UTF-16 surrogate (such as \\ud800)", "invalid_text"
+            "text must not contain a lone UTF-16 surrogate (such as \\ud800)", Code.INVALID_TEXT
         )
-    return InvalidInput("body is not valid JSON", "invalid_json")
+    return InvalidInput("body is not valid JSON", Code.INVALID_JSON)
 
 
 def _has_lone_surrogate(value: Any) -> bool:

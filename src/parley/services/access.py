@@ -12,7 +12,7 @@ import hmac
 import secrets
 import time
 
-from parley.errors import Forbidden, Unauthenticated
+from parley.errors import Code, Forbidden, Unauthenticated
 
 Actor = str | None
 
@@ -20,7 +20,7 @@ Actor = str | None
 def require_self(actor: Actor, user_id: str) -> None:
     """In token mode the caller may act only as itself."""
     if actor is not None and actor != user_id:
-        raise Forbidden("you may only act as yourself", "not_yourself")
+        raise Forbidden("you may only act as yourself", Code.NOT_YOURSELF)
 
 
 def new_token(user_id: str) -> tuple[str, bytes]:
@@ -37,7 +37,7 @@ def hash_secret(secret: str) -> bytes:
 def split_token(token: str) -> tuple[str, str]:
     user_id, dot, secret = token.rpartition(".")
     if not dot or not user_id or not secret or len(token) > 256:
-        raise Unauthenticated("malformed token", "bad_token")
+        raise Unauthenticated("malformed token", Code.BAD_TOKEN)
     return user_id, secret
 
 
@@ -47,30 +47,55 @@ def token_matches(secret: str, stored: bytes | None) -> bool:
     return hmac.compare_digest(hash_secret(secret), stored)
 
 
-def new_ticket(user_id: str, token_hash: bytes, ttl: int, now: float | None = None) -> str:
+def new_ticket(
+    user_id: str, token_hash: bytes, key: bytes, ttl: int, now: float | None = None
+) -> str:
     """A short-lived credential for one user, for clients that cannot send headers
-    (a browser's EventSource). ``<userId>.<expiry>.<mac>``: signed with the user's stored
-    token hash, so any Parley process can check it and revoking the token revokes it."""
+    (a browser's EventSource): ``<userId>.<expiry>.<mac>``.
+
+    The mac is keyed with the server secret, which only Parley processes hold, so whoever
+    reads the database, its backups or the cache cannot mint one. It also covers the
+    user's stored token hash, so a ticket is worth no more than the token it was traded
+    for: when the token changes, its tickets stop working.
+    """
     expiry = int((time.time() if now is None else now) + ttl)
-    return f"{user_id}.{expiry}.{_mac(user_id, expiry, token_hash)}"
+    return f"{user_id}.{expiry}.{_mac(key, user_id, expiry, token_hash)}"
+
+
+MAX_EXPIRY_DIGITS = 12  # unix seconds until the year 33658
 
 
 def ticket_user(ticket: str) -> tuple[str, int, str]:
-    """Split a ticket into user id, expiry and mac (raises Unauthenticated if malformed)."""
+    """Split a ticket into user id, expiry and mac (raises Unauthenticated if malformed).
+
+    The expiry must be ASCII digits: ``str.isdigit`` also accepts characters such as
+    ``²`` that ``int`` cannot read."""
     parts = ticket.split(".")
-    if len(parts) != 3 or not parts[1].isdigit() or len(ticket) > 256:
-        raise Unauthenticated("malformed ticket", "bad_ticket")
+    if len(parts) != 3 or len(ticket) > 256 or not _ascii_digits(parts[1]):
+        raise Unauthenticated("malformed ticket", Code.BAD_TICKET)
     return parts[0], int(parts[1]), parts[2]
 
 
+def _ascii_digits(text: str) -> bool:
+    return 0 < len(text) <= MAX_EXPIRY_DIGITS and text.isascii() and text.isdigit()
+
+
 def ticket_valid(
-    user_id: str, expiry: int, mac: str, token_hash: bytes | None, now: float | None = None
+    key: bytes,
+    user_id: str,
+    expiry: int,
+    mac: str,
+    token_hash: bytes | None,
+    now: float | None = None,
 ) -> bool:
     if token_hash is None or expiry < (time.time() if now is None else now):
         return False
-    return hmac.compare_digest(_mac(user_id, expiry, token_hash), mac)
+    return hmac.compare_digest(_mac(key, user_id, expiry, token_hash), mac)
 
 
-def _mac(user_id: str, expiry: int, key: bytes) -> str:
-    digest = hmac.new(key, f"ticket:{user_id}:{expiry}".encode(), hashlib.sha256).digest()
+def _mac(key: bytes, user_id: str, expiry: int, token_hash: bytes) -> str:
+    # Every field is length-prefixed, so no two different inputs share a message.
+    fields = (b"parley-ticket-v2", user_id.encode(), str(expiry).encode(), token_hash)
+    message = b"".join(len(f).to_bytes(4, "big") + f for f in fields)
+    digest = hmac.new(key, message, hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest[:24]).decode()

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from parley.domain.models import GroupRecord, Message, TokenRecord, UserRecord, new_id
 from parley.domain.rules import clean_name
 from parley.domain.validation import check_text, well_formed_id
-from parley.errors import InvalidInput, NotFound, Unauthenticated
+from parley.errors import Code, InvalidInput, NotFound, Unauthenticated
 from parley.services.access import Actor, hash_secret, require_self, split_token
 from parley.services.directory import Directory
 from parley.services.passwords import PASSWORD_MAX, PASSWORD_MIN, Passwords
@@ -93,7 +93,7 @@ def check_password(value: str, field: str = "password") -> str:
     check_text(value, field)
     if not PASSWORD_MIN <= len(value) <= PASSWORD_MAX:
         raise InvalidInput(
-            f"{field} must be {PASSWORD_MIN}-{PASSWORD_MAX} characters", "bad_password"
+            f"{field} must be {PASSWORD_MIN}-{PASSWORD_MAX} characters", Code.BAD_PASSWORD
         )
     return value
 
@@ -120,10 +120,10 @@ class AccountService:
         user_id, secret = split_token(token)
         user = await self.directory.user(user_id) if well_formed_id(user_id) else None
         if user is None:
-            raise Unauthenticated("unknown token", "bad_token")
+            raise Unauthenticated("unknown token", Code.BAD_TOKEN)
         found = await self.find_token(user_id, hash_secret(secret))
         if found is None:
-            raise Unauthenticated("unknown token", "bad_token")
+            raise Unauthenticated("unknown token", Code.BAD_TOKEN)
         self._touch(found)
         return Caller(user_id, found.id)
 
@@ -172,7 +172,7 @@ class AccountService:
             for found in await self.storage.user_tokens(user_id):
                 if found.hash == wanted:
                     return Caller(user_id, found.id)
-        raise Unauthenticated("unknown token", "bad_token")
+        raise Unauthenticated("unknown token", Code.BAD_TOKEN)
 
     async def create_token(self, actor: Actor, user_id: str, name: str | None) -> NewToken:
         require_self(actor, user_id)
@@ -195,7 +195,7 @@ class AccountService:
         await self._require_user(user_id)
         self._require_token_mode()
         if not well_formed_id(token_id) or not await self.storage.delete_token(user_id, token_id):
-            raise NotFound("token not found", "token_not_found")
+            raise NotFound("token not found", Code.TOKEN_NOT_FOUND)
         await self.directory.token_removed(user_id, token_id)
 
     # passwords -------------------------------------------------------------------------
@@ -209,9 +209,9 @@ class AccountService:
         if stored is not None:  # changing it: the current one must be given, and right
             await self.throttle.attempt(user_id, address)
             if current is None or not await self.passwords.verify(stored, current):
-                raise Unauthenticated("current password is wrong", "bad_credentials")
+                raise Unauthenticated("current password is wrong", Code.BAD_CREDENTIALS)
         if not await self.storage.set_password(user_id, await self.passwords.hash(password)):
-            raise NotFound("user not found", "user_not_found")
+            raise NotFound("user not found", Code.USER_NOT_FOUND)
 
     async def sign_in(
         self, user_id: str, password: str, name: str | None, address: str
@@ -222,14 +222,14 @@ class AccountService:
         device = device_name(name)
         check_text(password, "password")
         if not user_id or not password:
-            raise InvalidInput("userId and password must not be empty", "empty_field")
+            raise InvalidInput("userId and password must not be empty", Code.EMPTY_FIELD)
         if len(password) > PASSWORD_MAX:
-            raise InvalidInput(f"password is longer than {PASSWORD_MAX} characters", "too_long")
+            raise InvalidInput(f"password is longer than {PASSWORD_MAX} characters", Code.TOO_LONG)
         known = well_formed_id(user_id)
         await self.throttle.attempt(user_id if known else "-", address)
         stored = await self.storage.get_password(user_id) if known else None
         if not await self.passwords.verify(stored, password) or stored is None:
-            raise Unauthenticated("wrong user id or password", "bad_credentials")
+            raise Unauthenticated("wrong user id or password", Code.BAD_CREDENTIALS)
         if self.passwords.needs_rehash(stored):
             await self.storage.set_password(user_id, await self.passwords.hash(password))
         new = mint(user_id, device)
@@ -243,7 +243,7 @@ class AccountService:
         require_self(actor, user_id)
         state = await self.storage.account_state(user_id) if well_formed_id(user_id) else None
         if state is None:
-            raise NotFound("user not found", "user_not_found")
+            raise NotFound("user not found", Code.USER_NOT_FOUND)
         if state == "deleted":
             return  # a retry of a deletion that finished
         if state == "active":
@@ -251,7 +251,7 @@ class AccountService:
             if stored is not None:
                 await self.throttle.attempt(user_id, address)
                 if password is None or not await self.passwords.verify(stored, password):
-                    raise Unauthenticated("password is wrong", "bad_credentials")
+                    raise Unauthenticated("password is wrong", Code.BAD_CREDENTIALS)
             await self.storage.begin_deletion(user_id)
         self._fault("marked")
         await self.directory.user_deleted(user_id)  # lookups and tokens: gone everywhere
@@ -282,12 +282,12 @@ class AccountService:
     async def _require_user(self, user_id: str) -> UserRecord:
         user = await self.directory.user(user_id) if well_formed_id(user_id) else None
         if user is None:
-            raise NotFound("user not found", "user_not_found")
+            raise NotFound("user not found", Code.USER_NOT_FOUND)
         return user
 
     def _require_token_mode(self) -> None:
         if not self.token_mode:
-            raise InvalidInput("devices and sign-in exist only in token mode", "no_tokens")
+            raise InvalidInput("devices and sign-in exist only in token mode", Code.NO_TOKENS)
 
 
 def _with_touch(token: TokenRecord, touched: int) -> TokenRecord:

@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
+from typing import Literal
 
 from parley.domain.models import UserRecord, new_id
 from parley.domain.rules import Limits, check_id, clean_name
 from parley.domain.validation import check_text, well_formed_id
-from parley.errors import Conflict, InvalidInput, NotFound, Unauthenticated
+from parley.errors import Code, Conflict, InvalidInput, NotFound, Unauthenticated
 from parley.services.access import Actor, new_ticket, require_self, ticket_user, ticket_valid
 from parley.services.accounts import DEFAULT_DEVICE, mint
 from parley.services.directory import Directory
 from parley.storage.base import Storage
 
 TICKET_SECONDS = 60
+LookedUpAs = Literal["user", "sender", "receiver", "blocked user"]
+# The code of a missing user, by the role it was looked up in.
+NOT_FOUND: dict[LookedUpAs, Code] = {
+    "user": Code.USER_NOT_FOUND,
+    "sender": Code.SENDER_NOT_FOUND,
+    "receiver": Code.RECEIVER_NOT_FOUND,
+    "blocked user": Code.BLOCKED_USER_NOT_FOUND,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,12 +34,20 @@ class NewUser:
 
 class UserService:
     def __init__(
-        self, storage: Storage, directory: Directory, limits: Limits, token_mode: bool
+        self,
+        storage: Storage,
+        directory: Directory,
+        limits: Limits,
+        token_mode: bool,
+        secret_key: bytes | None = None,
     ) -> None:
         self.storage = storage
         self.directory = directory
         self.limits = limits
         self.token_mode = token_mode
+        # Signs stream tickets (parley.startup.server_secret); without one, a key of this
+        # process only, which no other process could check.
+        self.secret_key = secret_key or secrets.token_bytes(32)
 
     async def create(self, username: str) -> NewUser:
         name = clean_name(check_text(username, "username"), "username", self.limits.username_max)
@@ -52,8 +70,9 @@ class UserService:
         tokens = await self.directory.tokens(user_id)
         token = next((t for t in tokens.values() if t.id == token_id), None)
         if token is None:
-            raise InvalidInput("tickets exist only in token mode", "no_tokens")
-        return new_ticket(user_id, token.hash, TICKET_SECONDS), TICKET_SECONDS
+            raise InvalidInput("tickets exist only in token mode", Code.NO_TOKENS)
+        ticket = new_ticket(user_id, token.hash, self.secret_key, TICKET_SECONDS)
+        return ticket, TICKET_SECONDS
 
     async def authenticate_ticket(self, ticket: str) -> tuple[str, str]:
         """The user and the token a ticket was issued for."""
@@ -61,18 +80,18 @@ class UserService:
         user = await self.directory.user(user_id) if well_formed_id(user_id) else None
         if user is not None:
             for token in (await self.directory.tokens(user_id)).values():
-                if ticket_valid(user_id, expiry, mac, token.hash):
+                if ticket_valid(self.secret_key, user_id, expiry, mac, token.hash):
                     return user_id, token.id
-        raise Unauthenticated("unknown or expired ticket", "bad_ticket")
+        raise Unauthenticated("unknown or expired ticket", Code.BAD_TICKET)
 
     async def get(self, actor: Actor, user_id: str) -> UserRecord:
         return await self.require(user_id)
 
-    async def require(self, user_id: str, what: str = "user") -> UserRecord:
+    async def require(self, user_id: str, what: LookedUpAs = "user") -> UserRecord:
         # A malformed id names nothing stored: answered as an unknown one, without storage.
         user = await self.directory.user(user_id) if well_formed_id(user_id) else None
         if user is None:
-            raise NotFound(f"{what} not found", f"{what.replace(' ', '_')}_not_found")
+            raise NotFound(f"{what} not found", NOT_FOUND[what])
         return user
 
     async def block(self, actor: Actor, user_id: str, blocked_id: str) -> None:
@@ -85,7 +104,7 @@ class UserService:
         changed = await self.storage.add_block(user_id, blocked_id)
         await self.directory.blocks_changed(user_id)
         if not changed:
-            raise Conflict("user is already blocked", "already_blocked")
+            raise Conflict("user is already blocked", Code.ALREADY_BLOCKED)
 
     async def unblock(self, actor: Actor, user_id: str, blocked_id: str) -> None:
         require_self(actor, user_id)
@@ -96,7 +115,7 @@ class UserService:
         # A 409 too: the cache may still hold the block the database no longer has.
         await self.directory.blocks_changed(user_id)
         if not changed:
-            raise Conflict("user is not blocked", "not_blocked")
+            raise Conflict("user is not blocked", Code.NOT_BLOCKED)
 
     async def blocked(self, actor: Actor, user_id: str) -> list[str]:
         require_self(actor, user_id)

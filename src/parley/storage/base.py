@@ -60,6 +60,7 @@ class Storage(ABC):
 
     def __init__(self) -> None:
         self.calls: Counter[str] = Counter()
+        self._meta: dict[str, str] = {}
 
     # lifecycle -------------------------------------------------------------------------
     async def open(self) -> None:  # noqa: B027 - optional hook
@@ -75,6 +76,19 @@ class Storage(ABC):
     @abstractmethod
     async def last_position(self) -> int:
         """The largest message timestamp stored (0 when there is none)."""
+
+    async def record_meta(self, key: str, value: str, *, replace: bool = False) -> str | None:
+        """Record a fact about the data (``auth_mode``) and return what was recorded before.
+
+        Stores ``value`` when nothing is recorded under ``key`` yet, or always with
+        ``replace``; of two concurrent first records exactly one wins and the other gets its
+        value back. This default keeps it in the process (memory storage); adapters store it
+        with their data.
+        """
+        previous = self._meta.get(key)
+        if previous is None or replace:
+            self._meta[key] = value
+        return previous
 
     async def bulk_load(self, data: BulkData) -> None:
         """Load many rows at once into an idle store; adapters may do it faster."""

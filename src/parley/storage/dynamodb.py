@@ -240,6 +240,22 @@ class DynamoStorage(DynamoAccounts, Storage):
         self._ready()
         return await self.clock.bump_epoch()
 
+    # facts about the data: items "meta:<key>" beside the clock item --------------------
+    async def record_meta(self, key: str, value: str, *, replace: bool = False) -> str | None:
+        self._ready()
+        item_key = {"stream_id": s(f"meta:{key}")}
+        item = {**item_key, "value": s(value)}
+        if replace:
+            response = await self.client.call(
+                "put_item", TableName=self.tables["streams"], Item=item, ReturnValues="ALL_OLD"
+            )
+            old: Item | None = response.get("Attributes")
+            return old["value"]["S"] if old else None
+        if await self._conditional("put_item", "streams", item, "attribute_not_exists(stream_id)"):
+            return None
+        kept = await self._get("streams", item_key)
+        return kept["value"]["S"] if kept else None
+
     # users and groups ------------------------------------------------------------------
     async def create_user(self, user: UserRecord, token: TokenRecord | None = None) -> None:
         # One BatchWriteItem (no transactions, see docs/dynamodb.md): were it cut short, a
@@ -535,7 +551,7 @@ class DynamoStorage(DynamoAccounts, Storage):
         for rows in parts:
             for message in rows:
                 merged.setdefault(message.id, message)  # a message to oneself is in two streams
-        return sorted(merged.values(), key=lambda m: (m.ts, m.seq))
+        return sorted(merged.values(), key=lambda m: (m.ts, m.seq, m.id))  # as sort keys do
 
     async def _page_rows(
         self, recipients: Sequence[str], sent_by: str | None, after: int, limit: int

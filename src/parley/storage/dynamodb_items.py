@@ -3,15 +3,21 @@
 Message items, one per stream a message belongs to::
 
     recipient_id  "u_…" (a user's inbox), "g_…" (a group), "sent:u_…" (include=sent copy)
-    sk            "0001764412345678.000000003"   commit timestamp . position in the commit
+    sk            "0001764412345678.000000003#m_9f3a…"   timestamp . position # message id
     id, type, sender_id, body, ts (N), seq (N), and "to" (the real recipient) in sent: copies
 
-The sort key is unique because the commit clock hands every timestamp out once
-(``dynamodb_clock``) and positions within one commit are distinct; it sorts as
-``(ts, seq)`` because both parts are zero-padded.
+Two messages never share a sort key, by construction: the key ends with the message's id,
+which is unique. (The commit clock also hands every timestamp out once and positions within
+a commit are distinct, but that relies on the clock item's conditional updates; the id tail
+keeps a message from overwriting another even if two writers ever got one timestamp.) The
+key sorts as ``(ts, seq, id)`` because the numbers are zero-padded, and every key of
+timestamp ``ts`` starts with ``ts_prefix(ts)``, so a read by timestamp range or of one
+timestamp never needs the tail. Items written before the tail existed (``<ts>.<seq>``) sort
+and read the same way.
 
 Keys hold only what ``parley.domain.validation`` lets through: ids of at most 128 and
-idempotency keys of at most 255 ASCII characters, well inside DynamoDB's key sizes.
+idempotency keys of at most 255 ASCII characters, well inside DynamoDB's key sizes
+(a message sort key is at most 27 + 128 bytes).
 """
 
 from __future__ import annotations
@@ -29,8 +35,8 @@ def sent_stream(user_id: str) -> str:
     return SENT_PREFIX + user_id
 
 
-def sort_key(ts: int, seq: int) -> str:
-    return f"{ts:016d}.{seq:09d}"
+def sort_key(ts: int, seq: int, message_id: str) -> str:
+    return f"{ts:016d}.{seq:09d}#{message_id}"
 
 
 def ts_prefix(ts: int) -> str:
@@ -74,7 +80,7 @@ def _message_fields(message: Message) -> Item:
 
 def message_items(message: Message) -> list[Item]:
     """The items of one message: its recipient's stream, and the sender's sent: stream."""
-    key = sort_key(message.ts, message.seq)
+    key = sort_key(message.ts, message.seq, message.id)
     items = [{"recipient_id": s(message.recipient_id), "sk": s(key), **_message_fields(message)}]
     if message.type == "private":
         items.append(

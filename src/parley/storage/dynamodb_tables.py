@@ -14,9 +14,9 @@ Design rules the layout follows:
   ``blocks``, so adding or removing one is a single conditional put or delete, never a
   read-modify-write of a list held inside another item.
 - Messages are keyed by the receiving user or group (``recipient_id``) and a sort key
-  ``sk`` that is unique per message (the commit timestamp, which the ``streams`` table's
-  clock hands out once, then the message's position within its commit), so two messages
-  written in the same millisecond never overwrite each other. ``docs/dynamodb.md`` explains
+  ``sk`` that is unique per message by construction (the commit timestamp, which the
+  ``streams`` table's clock hands out once, the message's position within its commit,
+  then the message id), so two messages never overwrite each other. ``docs/dynamodb.md`` explains
   the clock and why every read is strongly consistent (no index serves a message read).
 - ``sends`` holds idempotency keys; items carry an expiry attribute that DynamoDB's
   time-to-live removes.
@@ -191,8 +191,9 @@ TABLES: Final[tuple[TableSpec, ...]] = (
         attributes=(("recipient_id", "S"), ("sk", "S")),
         description=(
             "Messages keyed by stream (a receiving user, a group, or 'sent:' + a sender for "
-            "include=sent) and a per-message sort key: the commit timestamp, then the "
-            "position within its commit. Every read is a strongly consistent Query."
+            "include=sent) and a per-message sort key: the commit timestamp, the "
+            "position within its commit, the message id. Every read is a strongly "
+            "consistent Query."
         ),
     ),
     TableSpec(

@@ -27,15 +27,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import os
 import zlib
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Iterator, Sequence
 from typing import Any
 
 import asyncpg
 
-from parley.domain.models import GroupRecord, Message, TokenRecord, UserRecord
+from parley.domain.models import GroupRecord, Message, Page, TokenRecord, UserRecord
 from parley.errors import Unavailable
 from parley.storage.base import BulkData, MessageDraft, Storage, counted
 from parley.storage.postgres_accounts import INSERT_TOKEN, PostgresAccounts, token_args
@@ -116,6 +117,13 @@ MIGRATIONS: tuple[str, ...] = (
     -- the cache's catch-up: the streams of the messages stored in a range of positions
     CREATE INDEX messages_by_ts ON messages (ts);
     """,
+    # facts about the data itself (the auth mode it is served with)
+    """
+    CREATE TABLE meta (
+        key text PRIMARY KEY,
+        value text NOT NULL
+    );
+    """,
     ACCOUNTS_MIGRATION,
 )
 
@@ -191,6 +199,10 @@ FAILURES = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError
 EXIT_AFTER_COMMIT = 86
 # Errors one bad row can cause: a batch that hits one is retried row by row.
 ROW_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
+# When the storage operation the current task is in must answer (event loop time).
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "parley_postgres_deadline", default=None
+)
 
 
 def _message(row: Any) -> Message:
@@ -205,6 +217,9 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
 
 
 class _Append:
+    """A queued send. Its caller stops waiting at its deadline: then ``future`` is
+    cancelled, and a batch that is still writing it settles nothing for it."""
+
     __slots__ = ("draft", "future")
 
     def __init__(self, draft: MessageDraft, future: asyncio.Future[tuple[Message, bool]]) -> None:
@@ -331,8 +346,27 @@ class PostgresStorage(PostgresAccounts, Storage):
             raise Unavailable("storage is not open")
         return self._pool
 
+    @contextlib.contextmanager
+    def _deadline(self) -> Iterator[float]:
+        """One deadline for every database call of the storage operation being run.
+
+        The first (outermost) operation of a task sets it to ``timeout`` seconds from now;
+        nested calls share it, so an operation that needs two queries still answers
+        within ``timeout`` of being called.
+        """
+        outer = _DEADLINE.get()
+        if outer is not None:
+            yield outer
+            return
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        token = _DEADLINE.set(deadline)
+        try:
+            yield deadline
+        finally:
+            _DEADLINE.reset(token)
+
     async def _bounded(self, call: Awaitable[Any]) -> Any:
-        """Await a pool call for at most ``timeout`` seconds, all of it.
+        """Await a pool call until the operation's deadline (``timeout`` from its start).
 
         ``command_timeout`` bounds only the query: acquiring a connection (connect) and
         releasing it (asyncpg waits, unbounded, for its cancel request) can hang on a dead
@@ -341,11 +375,13 @@ class PostgresStorage(PostgresAccounts, Storage):
         time is up.
         """
         task = asyncio.ensure_future(call)
-        try:
-            done, _ = await asyncio.wait({task}, timeout=self.timeout)
-        except asyncio.CancelledError:
-            self._abandon(task)
-            raise
+        with self._deadline() as deadline:
+            left = deadline - asyncio.get_running_loop().time()
+            try:
+                done, _ = await asyncio.wait({task}, timeout=max(left, 0.0))
+            except asyncio.CancelledError:
+                self._abandon(task)
+                raise
         if not done:
             self._abandon(task)
             raise TimeoutError(f"postgres call took over {self.timeout}s")
@@ -485,6 +521,23 @@ class PostgresStorage(PostgresAccounts, Storage):
         )
 
     # users -----------------------------------------------------------------------------
+    async def record_meta(self, key: str, value: str, *, replace: bool = False) -> str | None:
+        # A row comes back when this statement wrote; none when a record existed and was
+        # kept (or a concurrent first record won): then read the value that is there.
+        rows = await self._fetch(
+            "WITH old AS (SELECT value FROM meta WHERE key = $1)"
+            " INSERT INTO meta (key, value) VALUES ($1, $2)"
+            " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value WHERE $3"
+            " RETURNING (SELECT value FROM old)",
+            key,
+            value,
+            replace,
+        )
+        if rows:
+            return None if rows[0][0] is None else str(rows[0][0])
+        kept = await self._fetch("SELECT value FROM meta WHERE key = $1", key)
+        return str(kept[0][0]) if kept else None
+
     async def create_user(self, user: UserRecord, token: TokenRecord | None = None) -> None:
         if token is None:
             await self._execute(
@@ -587,15 +640,37 @@ class PostgresStorage(PostgresAccounts, Storage):
 
     # messages: group commit ------------------------------------------------------------
     async def append_message(self, draft: MessageDraft) -> tuple[Message, bool]:
+        """Queue the send for the writer; answer within ``timeout``, queueing included.
+
+        A send still queued at its deadline is dropped (not stored); one whose batch is
+        being written when time runs out may or may not be stored (a retry with the same
+        Idempotency-Key finds it if it was). Either way it answers Unavailable.
+        """
         if self._writer is None or self._writer.done():
             raise Unavailable("storage is not open")
-        future: asyncio.Future[tuple[Message, bool]] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Append(draft, future))
-        self._wake.set()
-        result = await future
+        with self._deadline() as deadline:
+            loop = asyncio.get_running_loop()
+            future: asyncio.Future[tuple[Message, bool]] = loop.create_future()
+            job = _Append(draft, future)
+            self._queue.append(job)
+            self._wake.set()
+            try:
+                await asyncio.wait({future}, timeout=max(deadline - loop.time(), 0.0))
+            finally:
+                if not future.done():  # out of time, or the caller went away
+                    self._give_up(job)
+        if future.cancelled():
+            log.warning("postgres send gave up after %ss", self.timeout)
+            raise Unavailable("storage unavailable")
+        result = future.result()
         if "send" in self.exit_after_commit:
             os._exit(EXIT_AFTER_COMMIT)  # a fault test: the process dies right after commit
         return result
+
+    def _give_up(self, job: _Append) -> None:
+        with contextlib.suppress(ValueError):
+            self._queue.remove(job)  # not taken by a batch yet: it is never written
+        job.future.cancel()
 
     async def _write_loop(self) -> None:
         while True:
@@ -620,7 +695,8 @@ class PostgresStorage(PostgresAccounts, Storage):
                 # Possibly one bad row: write them one by one so it fails alone.
                 lead = 0
                 for job in batch:
-                    lead = await self._write_batch([job])
+                    if not job.future.done():  # its caller may have given up meanwhile
+                        lead = await self._write_batch([job])
                 return lead
             for job in batch:
                 if not job.future.done():
@@ -659,7 +735,10 @@ class PostgresStorage(PostgresAccounts, Storage):
         try:
             earlier = await self.find_send(d.sender_id, d.send_key or "")
         except Unavailable as exc:
-            job.future.set_exception(exc)
+            if not job.future.done():
+                job.future.set_exception(exc)
+            return
+        if job.future.done():  # its caller gave up meanwhile
             return
         if earlier is None:
             job.future.set_exception(Unavailable("storage write failed"))
@@ -675,6 +754,12 @@ class PostgresStorage(PostgresAccounts, Storage):
         return _message(rows[0]) if rows else None
 
     # messages: reads -------------------------------------------------------------------
+    async def read_messages(
+        self, recipients: Sequence[str], sent_by: str | None, after: int | None, limit: int
+    ) -> Page:
+        with self._deadline():  # a page and its timestamp's rest: one timeout for both
+            return await super().read_messages(recipients, sent_by, after, limit)
+
     async def _page_rows(
         self, recipients: Sequence[str], sent_by: str | None, after: int, limit: int
     ) -> tuple[list[Message], int]:

@@ -87,6 +87,13 @@ MIGRATIONS: tuple[str, ...] = (
     );
     INSERT INTO high_water (id, ts) VALUES (1, 0);
     """,
+    # facts about the data itself (the auth mode it is served with)
+    """
+    CREATE TABLE meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID;
+    """,
     ACCOUNTS_MIGRATION,
 )
 
@@ -486,6 +493,25 @@ class SqliteStorage(SqliteAccounts, Storage):
             top = max(m.ts for m in data.messages)
             self._last_ts = max(self._last_ts, top)
             self.positions.advance(top + 1)
+
+    async def record_meta(self, key: str, value: str, *, replace: bool = False) -> str | None:
+        if not replace:  # already recorded: a read (a read-only file still starts)
+            rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
+            if rows:
+                return str(rows[0][0])
+
+        def op(c: sqlite3.Connection) -> str | None:
+            row = c.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            if row is None or replace:
+                c.execute(
+                    "INSERT INTO meta (key, value) VALUES (?, ?)"
+                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (key, value),
+                )
+            return None if row is None else str(row[0])
+
+        result: str | None = await self._write(op)
+        return result
 
     # users -----------------------------------------------------------------------------
     async def create_user(self, user: UserRecord, token: TokenRecord | None = None) -> None:
