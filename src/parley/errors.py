@@ -41,12 +41,14 @@ class Code(StrEnum):
     BAD_TIMESTAMP = "bad_timestamp"
     BAD_LIMIT = "bad_limit"
     BAD_WAIT = "bad_wait"
-    NO_TOKENS = "no_tokens"  # a ticket asked for in open mode
+    NO_TOKENS = "no_tokens"  # a ticket, a device or a sign-in asked for in open mode
+    BAD_PASSWORD = "bad_password"  # a new password shorter or longer than allowed
     # 401: who is calling is unknown
     UNAUTHENTICATED = "unauthenticated"
     MISSING_TOKEN = "missing_token"
     BAD_TOKEN = "bad_token"
     BAD_TICKET = "bad_ticket"
+    BAD_CREDENTIALS = "bad_credentials"  # a wrong user id or password
     # 403: known, but not allowed
     FORBIDDEN = "forbidden"
     NOT_YOURSELF = "not_yourself"
@@ -59,6 +61,7 @@ class Code(StrEnum):
     RECEIVER_NOT_FOUND = "receiver_not_found"
     BLOCKED_USER_NOT_FOUND = "blocked_user_not_found"
     GROUP_NOT_FOUND = "group_not_found"
+    TOKEN_NOT_FOUND = "token_not_found"  # revoking a device that is not (or no longer) there
     # 405, 408
     METHOD_NOT_ALLOWED = "method_not_allowed"
     BODY_TIMEOUT = "body_timeout"

@@ -25,7 +25,10 @@ from parley.http import schemas as s
 from parley.http.asgi import Call, EventStream, Reply
 from parley.http.errors import error_body, retry_after, status_of
 from parley.http.ratelimit import RateLimiter, SharedRateLimiter, Waiting
+from parley.http.streaming import JsonStream
 from parley.services.access import Actor
+from parley.services.accounts import Caller, Export
+from parley.services.passwords import PARAMETERS
 
 log = logging.getLogger("parley.http")
 
@@ -118,6 +121,9 @@ SEND_TYPE = Param(
 
 MAX_TIMESTAMP = 10**18 - 1  # cursors are unix milliseconds: at most 18 digits
 HEARTBEAT_SECONDS = 15.0  # a live stream sends a comment at least this often
+RECHECK_TOKEN_SECONDS = 1.0  # open long-polls and streams re-check their token this often
+TOKEN_ID = "parley.token_id"  # where the calling token's id is kept in the request scope
+PASSWORD_NOTE = ", ".join(f"{k} {v}" for k, v in PARAMETERS.items())
 _request_ids = itertools.count(1)
 _process_tag = os.urandom(3).hex()
 
@@ -168,6 +174,7 @@ class Api:
         self.users = parley.users
         self.groups = parley.groups
         self.messages = parley.messages
+        self.accounts = parley.accounts
         self.stats = parley.metrics
         self.token_mode = parley.settings.token_mode
         self.body_max = parley.settings.limits.body_max_bytes
@@ -194,7 +201,7 @@ class Api:
             try:
                 if limiter is not None:
                     await limiter.before_auth(call.client, name)
-                actor = await self._actor(call, spec.tickets) if needs_token else None
+                actor = await self._actor(call, spec.tickets, name) if needs_token else None
                 if limiter is not None and actor is not None:
                     await limiter.after_auth(actor, name)
                 reply = await handler(call, actor)
@@ -219,16 +226,37 @@ class Api:
             extra.append((b"retry-after", str(after).encode()))
         return Reply(error_body(exc.code, exc.message), status_of(exc), extra)
 
-    async def _actor(self, call: Call, tickets: bool = False) -> str:
+    async def _actor(self, call: Call, tickets: bool = False, route: str = "") -> str:
+        """The calling user; its token's id goes into the scope (``TOKEN_ID``)."""
         header = call.header(b"authorization")
         if not header and tickets and call.query("ticket"):
-            return await self.users.authenticate_ticket(call.query("ticket") or "")
+            user_id, token_id = await self.users.authenticate_ticket(call.query("ticket") or "")
+            call.scope[TOKEN_ID] = token_id
+            return user_id
         if not header:
             raise errors.Unauthenticated("missing bearer token", errors.Code.MISSING_TOKEN)
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise errors.Unauthenticated("malformed authorization header", errors.Code.BAD_TOKEN)
-        return await self.users.authenticate(token.strip())
+        caller: Caller
+        if route == "delete_user":  # may finish a deletion a crash interrupted
+            caller = await self.accounts.authenticate_for_deletion(token.strip())
+        else:
+            caller = await self.accounts.authenticate(token.strip())
+        call.scope[TOKEN_ID] = caller.token_id
+        return caller.user_id
+
+    async def _signed_in(self, call: Call, actor: Actor) -> bool:
+        """Is the token of an open long-poll or stream still live? (Open mode: always.)"""
+        token_id = call.scope.get(TOKEN_ID)
+        if actor is None or token_id is None:
+            return True
+        return await self.accounts.still_signed_in(actor, token_id)
+
+    async def _optional_body(self, call: Call, kind: type[B]) -> B:
+        """A body whose fields are all optional: an empty one means ``{}``."""
+        raw = await call.body(self.body_max, self.body_timeout)
+        return s.decode(raw if raw.strip() else b"{}", kind)
 
     async def _body(self, call: Call, kind: type[B]) -> B:
         return s.decode(await call.body(self.body_max, self.body_timeout), kind)
@@ -325,14 +353,64 @@ class Api:
             raise errors.InvalidInput("include must be sent", errors.Code.BAD_INCLUDE)
         if wait:
             self._wait_slot(call, actor, user_id)
-        page = await self.messages.check(
-            actor, user_id, after, limit, include == "sent", float(wait or 0)
-        )
+        page = await self.messages.check(actor, user_id, after, limit, include == "sent")
+        left = float(wait or 0)
+        # A long-poll waits in slices, re-checking its token in between: a revoked token's
+        # poll ends (401) within a second.
+        while not page.messages and left > 0 and after is not None:
+            step = min(left, RECHECK_TOKEN_SECONDS)
+            page = await self.messages.check(
+                actor, user_id, page.next_ts, limit, include == "sent", step
+            )
+            left -= step
+            if not await self._signed_in(call, actor):
+                raise errors.Unauthenticated("the token was revoked", errors.Code.BAD_TOKEN)
         return ok(s.MessagesOut.of(page))
 
     async def stream_ticket(self, call: Call, actor: Actor) -> Reply:
-        ticket, seconds = await self.users.issue_ticket(actor, call.params["userId"])
+        user_id = call.params["userId"]
+        ticket, seconds = await self.users.issue_ticket(actor, user_id, call.scope.get(TOKEN_ID))
         return ok(s.TicketOut(ticket, seconds))
+
+    # devices, passwords, deletion, export ----------------------------------------------
+    async def delete_user(self, call: Call, actor: Actor) -> Reply:
+        body = await self._optional_body(call, s.DeleteUserIn)
+        user_id = call.params["userId"]
+        await self.accounts.delete(actor, user_id, body.password, call.client)
+        return ok(s.DeletedOut(user_id, True))
+
+    async def create_token(self, call: Call, actor: Actor) -> Reply:
+        body = await self._optional_body(call, s.TokenIn)
+        new = await self.accounts.create_token(actor, call.params["userId"], body.deviceName)
+        return ok(s.NewTokenOut.of(new.record, new.token))
+
+    async def list_tokens(self, call: Call, actor: Actor) -> Reply:
+        user_id = call.params["userId"]
+        tokens = await self.accounts.list_tokens(actor, user_id)
+        current = call.scope.get(TOKEN_ID)
+        return ok(s.TokensOut(user_id, [s.TokenOut.of(t, current) for t in tokens]))
+
+    async def revoke_token(self, call: Call, actor: Actor) -> Reply:
+        user_id, token_id = call.params["userId"], call.params["tokenId"]
+        await self.accounts.revoke(actor, user_id, token_id)
+        return ok(s.RevokedOut(user_id, token_id, True))
+
+    async def set_password(self, call: Call, actor: Actor) -> Reply:
+        body = await self._body(call, s.PasswordIn)
+        user_id = call.params["userId"]
+        await self.accounts.set_password(
+            actor, user_id, body.password, body.currentPassword, call.client
+        )
+        return ok(s.PasswordOut(user_id, True))
+
+    async def sign_in(self, call: Call, actor: Actor) -> Reply:
+        body = await self._body(call, s.SignInIn)
+        new = await self.accounts.sign_in(body.userId, body.password, body.deviceName, call.client)
+        return ok(s.NewTokenOut.of(new.record, new.token))
+
+    async def export_user(self, call: Call, actor: Actor) -> Reply:
+        export = await self.accounts.export(actor, call.params["userId"])
+        return JsonStream(_export_chunks(export), [(b"content-disposition", b"attachment")])
 
     async def stream_messages(self, call: Call, actor: Actor) -> Reply:
         user_id = call.params["userId"]
@@ -348,23 +426,31 @@ class Api:
         self._wait_slot(call, actor, user_id)
         # The first page is read now, so authorization and lookups fail before streaming.
         first = await self.messages.check(actor, user_id, after, None, include == "sent")
-        return EventStream(self._events(actor, user_id, first, include == "sent"), call.receive)
+        events = self._events(call, actor, user_id, first, include == "sent")
+        return EventStream(events, call.receive)
 
     async def _events(
-        self, actor: Actor, user_id: str, page: Page, include_sent: bool
+        self, call: Call, actor: Actor, user_id: str, page: Page, include_sent: bool
     ) -> AsyncIterator[bytes]:
         """One ``messages`` event per page, its id the page's nextTimestamp (pages never
-        split a timestamp, so resuming from the last id neither skips nor repeats)."""
+        split a timestamp, so resuming from the last id neither skips nor repeats). The
+        stream ends within a second of its token being revoked."""
         yield b"retry: 2000\n\n"
+        quiet = 0.0
         while True:
             if page.messages:
                 data = encode(s.MessagesOut.of(page))
                 yield b"id: %d\nevent: messages\ndata: %s\n\n" % (page.next_ts, data)
-            else:
+                quiet = 0.0
+            elif quiet >= HEARTBEAT_SECONDS or quiet == 0.0:
                 yield b": keep-alive\n\n"
+                quiet = 0.0
             page = await self.messages.check(
-                actor, user_id, page.next_ts, None, include_sent, HEARTBEAT_SECONDS
+                actor, user_id, page.next_ts, None, include_sent, RECHECK_TOKEN_SECONDS
             )
+            quiet += RECHECK_TOKEN_SECONDS
+            if not await self._signed_in(call, actor):
+                return
 
     # operations ------------------------------------------------------------------------
     async def healthz(self, call: Call, actor: Actor) -> Reply:
@@ -522,6 +608,93 @@ ROUTES: tuple[RouteSpec, ...] = (
         open_only=(404,),
     ),
     RouteSpec(
+        handler=Api.delete_user,
+        method="DELETE",
+        path="/v1/users/{userId}",
+        summary="Delete the account: tokens revoked, memberships and blocks removed, "
+        'messages erased (tombstones). Needs {"password"} when one is set. Repeating it '
+        "finishes an interrupted deletion.",
+        auth="self",
+        request=s.DeleteUserIn,
+        response=s.DeletedOut,
+        errors=(400, 401, 403, 404, 408, 413, 429, 503),
+        token_only=(403,),
+        open_only=(404,),
+    ),
+    RouteSpec(
+        handler=Api.create_token,
+        method="POST",
+        path="/v1/users/{userId}/tokens",
+        summary="Link a device: a new token for this account (the secret is shown once)",
+        auth="self",
+        request=s.TokenIn,
+        response=s.NewTokenOut,
+        errors=(400, 401, 403, 404, 408, 413, 429, 503),
+        token_only=(403,),
+        open_only=(404,),
+    ),
+    RouteSpec(
+        handler=Api.list_tokens,
+        method="GET",
+        path="/v1/users/{userId}/tokens",
+        summary="Signed-in devices (never their secrets); `current` marks the calling token",
+        auth="self",
+        response=s.TokensOut,
+        errors=(400, 401, 403, 404, 429, 503),
+        token_only=(403,),
+        open_only=(400, 404),
+    ),
+    RouteSpec(
+        handler=Api.revoke_token,
+        method="DELETE",
+        path="/v1/users/{userId}/tokens/{tokenId}",
+        summary="Sign a device out: its token gets 401 at once on every process, and its "
+        "open long-polls and live streams end within a second",
+        auth="self",
+        response=s.RevokedOut,
+        errors=(400, 401, 403, 404, 429, 503),
+        token_only=(403,),
+        open_only=(400,),
+    ),
+    RouteSpec(
+        handler=Api.set_password,
+        method="POST",
+        path="/v1/users/{userId}/password",
+        summary="Set or change the account's password (8-1024 characters; changing it needs "
+        "currentPassword). Stored as argon2id: " + PASSWORD_NOTE,
+        auth="self",
+        request=s.PasswordIn,
+        response=s.PasswordOut,
+        errors=(400, 401, 403, 404, 408, 413, 429, 503),
+        token_only=(403,),
+        open_only=(404,),
+    ),
+    RouteSpec(
+        handler=Api.sign_in,
+        method="POST",
+        path="/v1/sessions",
+        summary="Sign in with a password: a new token for this device. Wrong credentials: "
+        "401 bad_credentials, after the same work as right ones; attempts are limited per "
+        "user and per address (429 with Retry-After), whatever PARLEY_RATE_LIMITS says.",
+        auth="public",
+        request=s.SignInIn,
+        response=s.NewTokenOut,
+        errors=(400, 401, 404, 408, 413, 429, 503),
+        open_only=(404,),
+    ),
+    RouteSpec(
+        handler=Api.export_user,
+        method="GET",
+        path="/v1/users/{userId}/export",
+        summary="Everything stored about the account and every message it can see or sent, "
+        "as one JSON document (streamed)",
+        auth="self",
+        response=s.ExportOut,
+        errors=(401, 403, 404, 429, 503),
+        token_only=(403,),
+        open_only=(404,),
+    ),
+    RouteSpec(
         handler=Api.healthz,
         method="GET",
         path="/healthz",
@@ -547,3 +720,26 @@ ROUTES: tuple[RouteSpec, ...] = (
         content_type="text/plain",
     ),
 )
+
+
+async def _export_chunks(export: Export) -> AsyncIterator[bytes]:
+    """The export document, written piece by piece: the head, then each page of messages."""
+    user = export.user
+    head = {
+        "userId": user.id,
+        "username": user.username,
+        "exportedAt": str(int(time.time() * 1000)),
+        "devices": [
+            s.ExportDeviceOut(t.id, t.device_name, str(t.created_at), str(t.last_used_at))
+            for t in export.tokens
+        ],
+        "groups": [s.GroupOut.of(g) for g in export.groups],
+        "blockedUserIds": export.blocked,
+    }
+    yield encode(head)[:-1] + b',"messages":['
+    first = True
+    async for page in export.messages():
+        parts = [encode(s.MessageOut.of(m)) for m in page]
+        yield (b"" if first else b",") + b",".join(parts)
+        first = False
+    yield b"]}"

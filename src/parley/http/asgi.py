@@ -243,5 +243,7 @@ class Router:
                     endpoint = methods.get("GET")
                 if endpoint is not None:
                     return endpoint, params, True
+                if not params:  # a literal path (``/v1/users/create``) is not an id: 405
+                    return None, {}, True
                 found_path = True
         return None, {}, found_path

@@ -19,7 +19,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import msgspec
 
-from parley.domain.models import GroupRecord, Message, Page, UserRecord
+from parley.domain.models import GroupRecord, Message, Page, TokenRecord, UserRecord
 from parley.errors import Code, InvalidInput
 
 MAX_DEPTH = 32  # nesting levels of arrays and objects a request body may have
@@ -108,16 +108,22 @@ class MembershipOut(Body):
 
 
 class MessageOut(Body):
+    """A message; one whose sender deleted their account keeps its id and timestamp, has
+    ``deleted: true`` and no ``message``."""
+
     messageId: str
     type: Literal["private", "group"]
     senderId: str
     recipientId: str
-    message: str
     timestamp: str
+    message: str | None = None
+    deleted: bool = False
 
     @classmethod
     def of(cls, m: Message) -> MessageOut:
-        return cls(m.id, m.type, m.sender_id, m.recipient_id, m.body, str(m.ts))
+        if not m.body:  # erased (an empty message cannot be sent)
+            return cls(m.id, m.type, m.sender_id, m.recipient_id, str(m.ts), None, True)
+        return cls(m.id, m.type, m.sender_id, m.recipient_id, str(m.ts), m.body)
 
 
 class MessagesOut(Body):
@@ -283,3 +289,95 @@ def _has_lone_surrogate(value: Any) -> bool:
     if isinstance(value, list):
         return any(_has_lone_surrogate(v) for v in value)
     return False
+
+
+# devices, passwords, deletion (SPEC §7) --------------------------------------------------
+class TokenIn(Body):
+    deviceName: str | None = None
+
+
+class PasswordIn(Body):
+    password: str
+    currentPassword: str | None = None
+
+
+class SignInIn(Body):
+    userId: str
+    password: str
+    deviceName: str | None = None
+
+
+class DeleteUserIn(Body):
+    password: str | None = None
+
+
+class NewTokenOut(Body):
+    """A token for a device; ``token`` is the secret, shown this once."""
+
+    tokenId: str
+    token: str
+    deviceName: str
+    createdAt: str
+    userId: str
+
+    @classmethod
+    def of(cls, token: TokenRecord, secret: str) -> NewTokenOut:
+        return cls(token.id, secret, token.device_name, str(token.created_at), token.user_id)
+
+
+class TokenOut(msgspec.Struct):
+    tokenId: str
+    deviceName: str
+    createdAt: str
+    lastUsedAt: str
+    current: bool
+
+    @classmethod
+    def of(cls, token: TokenRecord, current: str | None) -> TokenOut:
+        return cls(
+            token.id,
+            token.device_name,
+            str(token.created_at),
+            str(token.last_used_at),
+            token.id == current,
+        )
+
+
+class TokensOut(Body):
+    userId: str
+    tokens: list[TokenOut]
+
+
+class RevokedOut(Body):
+    userId: str
+    tokenId: str
+    revoked: bool
+
+
+class PasswordOut(Body):
+    userId: str
+    passwordSet: bool
+
+
+class DeletedOut(Body):
+    userId: str
+    deleted: bool
+
+
+class ExportDeviceOut(msgspec.Struct):
+    tokenId: str
+    deviceName: str
+    createdAt: str
+    lastUsedAt: str
+
+
+class ExportOut(Body):
+    """The shape of ``GET /v1/users/{userId}/export`` (sent as a stream, page by page)."""
+
+    userId: str
+    username: str
+    exportedAt: str
+    devices: list[ExportDeviceOut]
+    groups: list[GroupOut]
+    blockedUserIds: list[str]
+    messages: list[MessageOut]

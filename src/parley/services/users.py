@@ -10,16 +10,8 @@ from parley.domain.models import UserRecord, new_id
 from parley.domain.rules import Limits, check_id, clean_name
 from parley.domain.validation import check_text, well_formed_id
 from parley.errors import Code, Conflict, InvalidInput, NotFound, Unauthenticated
-from parley.services.access import (
-    Actor,
-    new_ticket,
-    new_token,
-    require_self,
-    split_token,
-    ticket_user,
-    ticket_valid,
-    token_matches,
-)
+from parley.services.access import Actor, new_ticket, require_self, ticket_user, ticket_valid
+from parley.services.accounts import DEFAULT_DEVICE, mint
 from parley.services.directory import Directory
 from parley.storage.base import Storage
 
@@ -60,35 +52,37 @@ class UserService:
     async def create(self, username: str) -> NewUser:
         name = clean_name(check_text(username, "username"), "username", self.limits.username_max)
         user_id = new_id("u_")
-        token, token_hash = new_token(user_id) if self.token_mode else (None, None)
-        user = UserRecord(user_id, name, token_hash)
-        await self.storage.create_user(user)
+        user = UserRecord(user_id, name)
+        first = mint(user_id, DEFAULT_DEVICE) if self.token_mode else None
+        await self.storage.create_user(user, first.record if first else None)
         await self.directory.user_created(user)
-        return NewUser(user, token)
+        if first is not None:
+            await self.directory.token_added(first.record)
+        return NewUser(user, first.token if first else None)
 
-    async def authenticate(self, token: str) -> str:
-        """The id of the user a bearer token belongs to."""
-        user_id, secret = split_token(token)
-        user = await self.directory.user(user_id) if well_formed_id(user_id) else None
-        if user is None or not token_matches(secret, user.token_hash):
-            raise Unauthenticated("unknown token", Code.BAD_TOKEN)
-        return user_id
-
-    async def issue_ticket(self, actor: Actor, user_id: str) -> tuple[str, int]:
-        """A ticket for the live stream (see ``access.new_ticket``) and its lifetime."""
+    async def issue_ticket(
+        self, actor: Actor, user_id: str, token_id: str | None
+    ) -> tuple[str, int]:
+        """A ticket for the live stream (see ``access.new_ticket``) and its lifetime,
+        signed with the calling token's hash: revoking that token revokes the ticket."""
         require_self(actor, user_id)
-        user = await self.require(user_id)
-        if user.token_hash is None:
+        await self.require(user_id)
+        tokens = await self.directory.tokens(user_id)
+        token = next((t for t in tokens.values() if t.id == token_id), None)
+        if token is None:
             raise InvalidInput("tickets exist only in token mode", Code.NO_TOKENS)
-        ticket = new_ticket(user_id, user.token_hash, self.secret_key, TICKET_SECONDS)
+        ticket = new_ticket(user_id, token.hash, self.secret_key, TICKET_SECONDS)
         return ticket, TICKET_SECONDS
 
-    async def authenticate_ticket(self, ticket: str) -> str:
+    async def authenticate_ticket(self, ticket: str) -> tuple[str, str]:
+        """The user and the token a ticket was issued for."""
         user_id, expiry, mac = ticket_user(ticket)
         user = await self.directory.user(user_id) if well_formed_id(user_id) else None
-        if user is None or not ticket_valid(self.secret_key, user_id, expiry, mac, user.token_hash):
-            raise Unauthenticated("unknown or expired ticket", Code.BAD_TICKET)
-        return user_id
+        if user is not None:
+            for token in (await self.directory.tokens(user_id)).values():
+                if ticket_valid(self.secret_key, user_id, expiry, mac, token.hash):
+                    return user_id, token.id
+        raise Unauthenticated("unknown or expired ticket", Code.BAD_TICKET)
 
     async def get(self, actor: Actor, user_id: str) -> UserRecord:
         return await self.require(user_id)
