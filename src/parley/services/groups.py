@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from parley.domain.models import GroupRecord, new_id
 from parley.domain.rules import Limits, check_id, clean_name
 from parley.domain.validation import check_text, well_formed_id
-from parley.errors import Conflict, Forbidden, NotFound
+from parley.errors import Code, Conflict, Forbidden, NotFound
 from parley.services.access import Actor, require_self
 from parley.services.directory import Directory
 from parley.services.users import UserService
@@ -37,7 +37,7 @@ class GroupService:
         # A malformed id names nothing stored: answered as an unknown one, without storage.
         group = await self.directory.group(group_id) if well_formed_id(group_id) else None
         if group is None:
-            raise NotFound("group not found", "group_not_found")
+            raise NotFound("group not found", Code.GROUP_NOT_FOUND)
         return group
 
     async def create(self, actor: Actor, name: str) -> GroupRecord:
@@ -50,7 +50,7 @@ class GroupService:
 
     async def _require_member(self, actor: Actor, group_id: str) -> None:
         if actor is not None and not await self.directory.is_member(group_id, actor):
-            raise Forbidden("you are not a member of this group", "not_a_member")
+            raise Forbidden("you are not a member of this group", Code.NOT_A_MEMBER)
 
     async def add(self, actor: Actor, group_id: str, user_id: str) -> None:
         check_id(user_id, "userId")
@@ -62,7 +62,7 @@ class GroupService:
         changed = await self.storage.add_member(group_id, user_id)
         await self.directory.memberships_changed(group_id, user_id)
         if not changed:
-            raise Conflict("user is already a member", "already_member")
+            raise Conflict("user is already a member", Code.ALREADY_MEMBER)
         self._membership_changed(user_id)
 
     async def remove(self, actor: Actor, group_id: str, user_id: str) -> None:
@@ -75,7 +75,7 @@ class GroupService:
         # A 409 too: the cache may still hold the membership the database no longer has.
         await self.directory.memberships_changed(group_id, user_id)
         if not changed:
-            raise Conflict("user is not a member", "not_in_group")
+            raise Conflict("user is not a member", Code.NOT_IN_GROUP)
         self._membership_changed(user_id)
 
     def _membership_changed(self, user_id: str) -> None:
