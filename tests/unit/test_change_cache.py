@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from parley.cache.changes import ChangeCache
+from parley.cache.memory import ChangeCache
 
 
 def test_unknown_stream_unchanged_after_earliest() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from parley.cache.base import Directory
 from parley.domain.models import UserRecord, new_id
 from parley.domain.rules import Limits, check_id, clean_name
 from parley.domain.validation import check_text, well_formed_id
@@ -18,7 +19,6 @@ from parley.services.access import (
     ticket_valid,
     token_matches,
 )
-from parley.services.directory import Directory
 from parley.storage.base import Storage
 
 TICKET_SECONDS = 60

@@ -53,7 +53,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
-from parley.cache.changes import sent_stream
+from parley.cache.base import sent_stream
 from parley.errors import ParleyError, Unavailable
 
 log = logging.getLogger("parley.cache.redis")
