@@ -18,7 +18,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from collections.abc import Set as AbstractSet
-from typing import NamedTuple, Protocol
+from typing import Protocol
+
+import msgspec
 
 from parley.domain.models import GroupRecord, UserRecord
 
@@ -36,7 +38,7 @@ def streams_of(user_id: str, groups: Iterable[str], include_sent: bool) -> list[
     return streams
 
 
-class Look(NamedTuple):
+class Look(msgspec.Struct, frozen=True):
     """One idle check's answer: the user's groups, and whether any of its streams may
     have changed after the cursor (``False`` only when none did)."""
 

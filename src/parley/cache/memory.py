@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable, Sequence
 
-from parley.cache.base import Directory, Look, streams_of
+from parley.cache.base import Directory, Look, sent_stream
 from parley.domain.models import GroupRecord, UserRecord
 from parley.storage.base import Storage
 
@@ -155,6 +155,26 @@ class ChangeCache:
                 return True
         return False
 
+    def changed_for(
+        self, user_id: str, groups: Iterable[str], include_sent: bool, after: int
+    ) -> bool:
+        """``changed_since`` over every stream ``user_id`` reads (``streams_of``), without
+        building the list: this runs on every idle check."""
+        if after < self.earliest:
+            return True
+        get = self._last.get
+        ts = get(user_id)
+        if ts is not None and ts > after:
+            return True
+        for group in groups:
+            ts = get(group)
+            if ts is not None and ts > after:
+                return True
+        if include_sent:
+            ts = get(sent_stream(user_id))
+            return ts is not None and ts > after
+        return False
+
     def __len__(self) -> int:
         return len(self._last)
 
@@ -178,8 +198,7 @@ class LocalChanges:
         groups = await self.directory.groups_of(user_id)
         if after is None:
             return Look(groups, True)
-        streams = streams_of(user_id, groups, include_sent)
-        return Look(groups, self.cache.changed_since(streams, after))
+        return Look(groups, self.cache.changed_for(user_id, groups, include_sent, after))
 
 
 # wake-ups ----------------------------------------------------------------------------
