@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from parley.app import Parley, build
+from parley.cache.base import Watch
+from parley.cache.memory import Alarms, Notifier
 from parley.http.server import ParleyApp, create_app
-from parley.services.notifier import Alarms, Notifier, Watch
 from parley.settings import Settings
 from parley.storage.memory import MemoryStorage
 from tests.unit.fakes import Services, make_services

@@ -19,6 +19,7 @@ import msgspec
 
 from parley import errors
 from parley.app import Parley
+from parley.cache.base import Watch
 from parley.domain.models import Page
 from parley.domain.validation import check_send_key
 from parley.http import schemas as s
@@ -28,7 +29,6 @@ from parley.http.ratelimit import RateLimiter, SharedRateLimiter, Waiting
 from parley.http.streaming import JsonStream
 from parley.services.access import Actor
 from parley.services.accounts import Caller, Export
-from parley.services.notifier import Watch
 from parley.services.passwords import PARAMETERS
 
 log = logging.getLogger("parley.http")

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from parley import errors
-from parley.services.notifier import Watch
+from parley.cache.base import Watch
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
