@@ -12,17 +12,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import resource
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import httpx
 
 from parley.bench.procs import Server
+from parley.http.server import FILE_RESERVE
 
 
 def pct(values: list[float], q: float) -> float:
@@ -115,25 +116,80 @@ async def measure(url: str, count: int, kind: str) -> dict[str, float]:
     }
 
 
+FILE_MARGIN = 2048  # open files beyond the streams: the server's reserve, storage, logs
+
+
+def open_files_for(streams: int) -> int:
+    """Raise this process's open-file limit (soft, and hard where allowed) so that it and
+    a server it starts can each hold ``streams`` connections; the limit reached. Both
+    ends of every stream are sockets: the client's here, the server's in the child, which
+    inherits the limit."""
+    wanted = streams + FILE_MARGIN
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
+            return wanted
+        except (OSError, ValueError):
+            wanted = hard  # raising the hard limit needs privilege: go as far as allowed
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        return wanted
+    return soft
+
+
+def stream_concurrency(streams: int) -> str:
+    """``PARLEY_MAX_CONCURRENCY`` for a server that holds ``streams`` open streams (each is
+    a request in progress), with room for the bench's other requests."""
+    return str(max(10_000, streams + 100))
+
+
+async def create_many(url: str, count: int, prefix: str) -> list[tuple[str, str]]:
+    """``count`` users, created 256 at a time; their ids and tokens."""
+    users: list[tuple[str, str]] = []
+    limits = httpx.Limits(max_connections=32)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+        for start in range(0, count, 256):
+            batch = range(start, min(count, start + 256))
+            made = await asyncio.gather(*(create(client, f"{prefix}{i}") for i in batch))
+            users += [(user, headers["Authorization"][7:]) for user, headers in made]
+    return users
+
+
+Held = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+async def hold_stream(port: int, user: str, token: str) -> Held:
+    """One live stream on its own connection, open once its answer's head has arrived
+    (plain sockets: an HTTP client's pool slows down with tens of thousands of them)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        f"GET /v1/messages/{user}/stream HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Authorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n".encode()
+    )
+    head = await reader.readuntil(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200"):
+        writer.close()
+        raise RuntimeError(f"stream refused: {head.splitlines()[0].decode()}")
+    return reader, writer
+
+
 async def idle_streams(server: Server, count: int) -> dict[str, float]:
-    limits = httpx.Limits(max_connections=count + 10, max_keepalive_connections=count + 10)
-    async with httpx.AsyncClient(base_url=server.url, timeout=60, limits=limits) as client:
-        users = [await create(client, f"idle{i}") for i in range(count)]
-        await asyncio.sleep(1)
-        before = server.rss_bytes()
-        opened: list[Any] = []
-        for user, headers in users:
-            context = client.stream(
-                "GET", f"/v1/messages/{user}/stream", headers=headers, timeout=None
-            )
-            response = await context.__aenter__()
-            assert response.status_code == 200
-            opened.append(context)
+    users = await create_many(server.url, count, "idle")
+    await asyncio.sleep(1)
+    before = server.rss_bytes()
+    opened: list[Held] = []
+    try:
+        for start in range(0, count, 200):
+            batch = users[start : start + 200]
+            opened += await asyncio.gather(*(hold_stream(server.port, u, t) for u, t in batch))
         await asyncio.sleep(2)
         after = server.rss_bytes()
-        alive = (await client.get("/healthz")).status_code == 200
-        for context in opened:
-            await context.__aexit__(None, None, None)
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+            alive = (await client.get("/healthz")).status_code == 200
+    finally:
+        for _, writer in opened:
+            writer.close()
     return {
         "connections": count,
         "rss_before_mib": before / 2**20,
@@ -159,9 +215,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
+    limit = open_files_for(args.idle_streams)
+    if limit < args.idle_streams + FILE_MARGIN:
+        print(
+            f"note: the open-file limit ({limit}, ulimit -n) is below {args.idle_streams} "
+            f"streams + {FILE_MARGIN}: the server may refuse some (it keeps {FILE_RESERVE} "
+            "files for itself)"
+        )
     with tempfile.TemporaryDirectory(prefix="parley-latency-") as tmp:
         server = Server(
-            Path(tmp) / "data", PARLEY_AUTH="token", PARLEY_STORAGE=args.storage
+            Path(tmp) / "data",
+            PARLEY_AUTH="token",
+            PARLEY_STORAGE=args.storage,
+            PARLEY_MAX_CONCURRENCY=stream_concurrency(args.idle_streams),
         ).start()
         try:
             results = {

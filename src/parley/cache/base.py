@@ -16,6 +16,7 @@ messages the group's id, and the private messages a user sent :func:`sent_stream
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from typing import Protocol
@@ -111,12 +112,31 @@ class Changes(Protocol):
         ...
 
 
+class Watch:
+    """One waiting client: the future it waits on now, and whether it has gone away.
+    ``stop()`` (its connection closed) marks it gone and wakes the current wait."""
+
+    __slots__ = ("future", "gone")
+
+    def __init__(self) -> None:
+        self.future: asyncio.Future[bool] | None = None
+        self.gone = False
+
+    def stop(self) -> None:
+        self.gone = True
+        if self.future is not None and not self.future.done():
+            self.future.set_result(False)
+
+
 class Wakeups(Protocol):
     """Wakes long-polls when their streams may have changed. A wake-up is only a hint to
     read again: a waiter that wakes early or twice reads nothing new and waits again."""
 
-    async def wait(self, streams: Iterable[str], timeout: float) -> bool:
-        """Wait until one of ``streams`` is notified (True) or ``timeout`` passes (False)."""
+    async def wait(
+        self, streams: Iterable[str], timeout: float, watch: Watch | None = None
+    ) -> bool:
+        """Wait until one of ``streams`` is notified (True) or ``timeout`` passes (False).
+        With ``watch``, its ``stop()`` also ends the wait (False)."""
         ...
 
     def notify_all(self, streams: Iterable[str]) -> None:

@@ -25,6 +25,11 @@ eviction can make it say "maybe" more often but can never hide a change.
 in-process for the embedded default, and fed from Redis pub/sub
 (``parley.cache.redis_wakeups``) when several processes share a database.
 
+Waiting is kept small, because a process holds one waiter per open long-poll and live
+stream (tens of thousands): a waiter is one future, registered under its streams (a
+stream with one waiter holds it directly, not in a set of one), and its time limit is an
+entry in the process's one :class:`Alarms` wheel rather than a timer object of its own.
+
 This keeps one process right. Several processes on one database need Redis
 (``parley.cache.redis_directory``) or ``parley.cache.uncached`` (``PARLEY_CACHE=none``).
 """
@@ -32,9 +37,11 @@ This keeps one process right. Several processes on one database need Redis
 from __future__ import annotations
 
 import asyncio
+import heapq
+import math
 from collections.abc import Callable, Iterable, Sequence
 
-from parley.cache.base import Directory, Look, sent_stream
+from parley.cache.base import Directory, Look, Watch, sent_stream
 from parley.domain.models import GroupRecord, TokenRecord, UserRecord
 from parley.storage.base import Storage
 
@@ -243,33 +250,111 @@ class LocalChanges:
 
 
 # wake-ups ----------------------------------------------------------------------------
+Waiters = asyncio.Future[bool] | set[asyncio.Future[bool]]
+
+
+class Alarms:
+    """Many time limits on one loop timer: a future to wake at a time goes into the
+    bucket of its ``TICK`` (rounded up, so never early); one timer, set for the earliest
+    bucket, wakes a whole bucket at once. Futures already done when their bucket comes
+    are skipped."""
+
+    TICK = 0.05  # seconds: a limit ends at most this much late
+
+    def __init__(self) -> None:
+        self._buckets: dict[int, list[asyncio.Future[bool]]] = {}
+        self._order: list[int] = []  # bucket numbers, a heap
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_slot = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def wake_at(self, when: float, future: asyncio.Future[bool]) -> None:
+        """Resolve ``future`` with False, if still pending, once the loop's clock
+        reaches ``when``."""
+        slot = math.ceil(when / self.TICK)
+        bucket = self._buckets.get(slot)
+        if bucket is None:
+            self._buckets[slot] = bucket = []
+            heapq.heappush(self._order, slot)
+        bucket.append(future)
+        loop = future.get_loop()
+        if self._timer is None or slot < self._timer_slot or loop is not self._loop:
+            self._loop = loop
+            self._arm(loop)
+
+    def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._order:
+            self._timer_slot = self._order[0]
+            self._timer = loop.call_at(self._timer_slot * self.TICK, self._ring, loop)
+
+    def _ring(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        now = loop.time()
+        while self._order and self._order[0] * self.TICK <= now:
+            for future in self._buckets.pop(heapq.heappop(self._order)):
+                if not future.done():
+                    future.set_result(False)
+        self._arm(loop)
+
+    @property
+    def pending(self) -> int:
+        return sum(len(bucket) for bucket in self._buckets.values())
+
+
 class Notifier:
     def __init__(self) -> None:
-        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+        self._waiters: dict[str, Waiters] = {}
+        self.alarms = Alarms()
         self.wakeups = 0
         # Set by a cross-process channel (Redis pub/sub): called with the streams of every
         # message stored by this process, so other processes can wake their waiters.
         self.broadcast: Callable[[list[str]], None] | None = None
 
-    async def wait(self, streams: Iterable[str], timeout: float) -> bool:
-        """Wait until one of ``streams`` is notified (True) or ``timeout`` passes (False)."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    async def wait(
+        self, streams: Iterable[str], timeout: float, watch: Watch | None = None
+    ) -> bool:
+        """Wait until one of ``streams`` is notified (True) or ``timeout`` passes (False).
+        With ``watch``, its ``stop()`` also ends the wait (False)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+        if watch is not None:
+            if watch.gone:
+                return False
+            watch.future = future
         keys = list(streams)
         for key in keys:
-            self._waiters.setdefault(key, set()).add(future)
+            self._add(key, future)
+        self.alarms.wake_at(loop.time() + timeout, future)
         try:
-            async with asyncio.timeout(timeout):
-                await future
-            return True
-        except TimeoutError:
-            return False
+            return await future
         finally:
             for key in keys:
-                waiters = self._waiters.get(key)
-                if waiters is not None:
-                    waiters.discard(future)
-                    if not waiters:
-                        del self._waiters[key]
+                self._remove(key, future)
+            if watch is not None:
+                watch.future = None
+
+    def _add(self, key: str, future: asyncio.Future[bool]) -> None:
+        present = self._waiters.get(key)
+        if present is None:
+            self._waiters[key] = future
+        elif isinstance(present, set):
+            present.add(future)
+        else:
+            self._waiters[key] = {present, future}
+
+    def _remove(self, key: str, future: asyncio.Future[bool]) -> None:
+        present = self._waiters.get(key)
+        if present is future:
+            del self._waiters[key]
+        elif isinstance(present, set):
+            present.discard(future)
+            if len(present) == 1:
+                self._waiters[key] = next(iter(present))
+            elif not present:
+                del self._waiters[key]
 
     def notify_all(self, streams: Iterable[str]) -> None:
         """Wake the waiters of these streams here and, through ``broadcast``, elsewhere."""
@@ -279,14 +364,14 @@ class Notifier:
             self.broadcast(list(streams))
 
     def notify(self, stream: str) -> None:
-        waiters = self._waiters.get(stream)
-        if not waiters:
+        present = self._waiters.get(stream)
+        if present is None:
             return
-        for future in list(waiters):
+        for future in list(present) if isinstance(present, set) else (present,):
             if not future.done():
-                future.set_result(None)
+                future.set_result(True)
                 self.wakeups += 1
 
     @property
     def waiting(self) -> int:
-        return sum(len(w) for w in self._waiters.values())
+        return sum(len(w) if isinstance(w, set) else 1 for w in self._waiters.values())

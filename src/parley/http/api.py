@@ -19,6 +19,7 @@ import msgspec
 
 from parley import errors
 from parley.app import Parley
+from parley.cache.base import Watch
 from parley.domain.models import Page
 from parley.domain.validation import check_send_key
 from parley.http import schemas as s
@@ -164,6 +165,60 @@ def _one_of(name: str, value: str | None, alias: str, alias_value: str | None) -
             errors.Code.CONFLICTING_FIELDS,
         )
     return value
+
+
+class _Events:
+    """A live stream's chunks, made one at a time when the stream asks: ``retry``, then one
+    ``messages`` event per page, its id the page's nextTimestamp (pages never split a
+    timestamp, so resuming from the last id neither skips nor repeats), and a keep-alive
+    comment at first and after ``HEARTBEAT_SECONDS`` without one. It waits in slices of
+    ``RECHECK_TOKEN_SECONDS``, re-checking the token in between, and ends within a second
+    of the token being revoked. Small, because a process holds one per open stream."""
+
+    __slots__ = ("actor", "api", "call", "cursor", "first", "include_sent", "quiet", "user_id")
+
+    def __init__(
+        self, api: Api, call: Call, actor: Actor, user_id: str, first: Page, include: bool
+    ) -> None:
+        self.api = api
+        self.call = call
+        self.actor = actor
+        self.user_id = user_id
+        self.first: Page | None = first
+        self.cursor = first.next_ts
+        self.include_sent = include
+        self.quiet = -1.0  # seconds since the last chunk; -1: ``retry`` not sent yet
+
+    async def next_chunk(self, watch: Watch) -> bytes | None:
+        if self.quiet < 0:
+            self.quiet = 0.0
+            return b"retry: 2000\n\n"
+        page = self.first
+        self.first = None
+        while True:
+            if page is not None:
+                self.cursor = page.next_ts
+                if page.messages:
+                    self.quiet = 0.0
+                    data = encode(s.MessagesOut.of(page))
+                    return b"id: %d\nevent: messages\ndata: %s\n\n" % (page.next_ts, data)
+                if self.quiet >= HEARTBEAT_SECONDS or self.quiet == 0.0:
+                    self.quiet = 0.0
+                    return b": keep-alive\n\n"
+            page = await self.api.messages.check(
+                self.actor,
+                self.user_id,
+                self.cursor,
+                None,
+                self.include_sent,
+                RECHECK_TOKEN_SECONDS,
+                watch,
+            )
+            if watch.gone:
+                return None
+            self.quiet += RECHECK_TOKEN_SECONDS
+            if not await self.api._signed_in(self.call, self.actor):
+                return None
 
 
 class Api:
@@ -426,31 +481,8 @@ class Api:
         self._wait_slot(call, actor, user_id)
         # The first page is read now, so authorization and lookups fail before streaming.
         first = await self.messages.check(actor, user_id, after, None, include == "sent")
-        events = self._events(call, actor, user_id, first, include == "sent")
-        return EventStream(events, call.receive)
-
-    async def _events(
-        self, call: Call, actor: Actor, user_id: str, page: Page, include_sent: bool
-    ) -> AsyncIterator[bytes]:
-        """One ``messages`` event per page, its id the page's nextTimestamp (pages never
-        split a timestamp, so resuming from the last id neither skips nor repeats). The
-        stream ends within a second of its token being revoked."""
-        yield b"retry: 2000\n\n"
-        quiet = 0.0
-        while True:
-            if page.messages:
-                data = encode(s.MessagesOut.of(page))
-                yield b"id: %d\nevent: messages\ndata: %s\n\n" % (page.next_ts, data)
-                quiet = 0.0
-            elif quiet >= HEARTBEAT_SECONDS or quiet == 0.0:
-                yield b": keep-alive\n\n"
-                quiet = 0.0
-            page = await self.messages.check(
-                actor, user_id, page.next_ts, None, include_sent, RECHECK_TOKEN_SECONDS
-            )
-            quiet += RECHECK_TOKEN_SECONDS
-            if not await self._signed_in(call, actor):
-                return
+        events = _Events(self, call, actor, user_id, first, include == "sent")
+        return EventStream(events.next_chunk, call.receive)
 
     # operations ------------------------------------------------------------------------
     async def healthz(self, call: Call, actor: Actor) -> Reply:

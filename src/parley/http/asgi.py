@@ -10,11 +10,12 @@ goes on to the Starlette application behind it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote
 
 from parley import errors
+from parley.cache.base import Watch
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -59,13 +60,21 @@ class Reply:
 
 
 class EventStream(Reply):
-    """A Server-Sent Events answer: chunks from ``events`` until it ends or the client
-    goes away. Chunks are produced on demand (pull), so a slow client holds at most one
-    chunk here and never slows anything else down."""
+    """A Server-Sent Events answer: chunks from ``next_chunk`` until it gives None or the
+    client goes away. Chunks are produced on demand (pull), one after the previous one was
+    written, so a slow client holds at most one chunk here and never slows anything else
+    down.
 
-    def __init__(self, events: AsyncIterator[bytes], receive: Receive) -> None:
+    An open stream is mostly idle, and a process holds tens of thousands of them, so it
+    holds little: its own coroutine and the one future it waits on. The client leaving is
+    noticed by a callback on the server's ``receive`` (:class:`_Departure`), not by a task
+    of its own, and it ends the wait through the stream's :class:`Watch`."""
+
+    def __init__(
+        self, next_chunk: Callable[[Watch], Awaitable[bytes | None]], receive: Receive
+    ) -> None:
         super().__init__(b"", 200, content_type=b"text/event-stream")
-        self.events = events
+        self.next_chunk = next_chunk
         self.receive = receive
 
     async def send(self, send: Send) -> None:
@@ -76,40 +85,54 @@ class EventStream(Reply):
             *self.headers,
         ]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
-        gone = asyncio.ensure_future(self._disconnected())
-        events = self.events.__aiter__()
-        following: asyncio.Future[bytes] | None = None
+        del headers
+        watch = Watch()
+        departure = _Departure(self.receive, watch)
         try:
-            while True:
-                following = asyncio.ensure_future(events.__anext__())
-                await asyncio.wait({following, gone}, return_when=asyncio.FIRST_COMPLETED)
-                if gone.done():
-                    following.cancel()
-                    break
-                try:
-                    chunk = following.result()
-                except StopAsyncIteration:
+            while not watch.gone:
+                chunk = await self.next_chunk(watch)
+                if chunk is None or watch.gone:
                     break
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            if not gone.done():
+            if not watch.gone:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
-            gone.cancel()
-            if following is not None and not following.done():
-                # The generator must have stopped running before it can be closed.
-                following.cancel()
-                await asyncio.wait({following})
-            await _close(events)
-
-    async def _disconnected(self) -> None:
-        while (await self.receive())["type"] != "http.disconnect":
-            pass
+            departure.close()
 
 
-async def _close(events: AsyncIterator[bytes]) -> None:
-    aclose = getattr(events, "aclose", None)
-    if aclose is not None:
-        await aclose()
+class _Departure:
+    """Listens on ``receive`` for the client going away and then stops ``watch``. One
+    receive is pending at a time, with a callback instead of a task waiting on it."""
+
+    __slots__ = ("pending", "receive", "watch")
+
+    def __init__(self, receive: Receive, watch: Watch) -> None:
+        self.receive = receive
+        self.watch = watch
+        self.pending: asyncio.Future[dict[str, Any]] | None = None
+        self._listen()
+
+    def _listen(self) -> None:
+        pending = asyncio.ensure_future(self.receive())
+        self.pending = pending
+        pending.add_done_callback(self._heard)
+
+    def _heard(self, done: asyncio.Future[dict[str, Any]]) -> None:
+        self.pending = None
+        if self.watch.gone:
+            return
+        failed = done.cancelled() or done.exception() is not None
+        if failed or done.result()["type"] == "http.disconnect":
+            self.watch.stop()
+        else:
+            self._listen()
+
+    def close(self) -> None:
+        self.watch.gone = True
+        if self.pending is not None:
+            self.pending.remove_done_callback(self._heard)
+            self.pending.cancel()
+            self.pending = None
 
 
 class Call:

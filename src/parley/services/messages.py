@@ -11,7 +11,15 @@ from __future__ import annotations
 
 import asyncio
 
-from parley.cache.base import Changes, Directory, Look, Wakeups, sent_stream, streams_of
+from parley.cache.base import (
+    Changes,
+    Directory,
+    Look,
+    Wakeups,
+    Watch,
+    sent_stream,
+    streams_of,
+)
 from parley.domain.models import Message, MessageType, Page, new_id
 from parley.domain.rules import Limits, check_id, check_message_text
 from parley.domain.validation import check_send_key, check_text, well_formed_id
@@ -97,9 +105,11 @@ class MessageService:
         limit: int | None = None,
         include_sent: bool = False,
         wait: float = 0.0,
+        watch: Watch | None = None,
     ) -> Page:
         """Messages newer than ``after``; with ``wait``, hold the answer up to that many
-        seconds until there is one (long-poll)."""
+        seconds until there is one (long-poll). ``watch`` (a live stream's) ends the wait
+        early, with an empty page, once its client has gone."""
         require_self(actor, user_id)
         page_size = self._page_size(limit)
         await self.users.require(user_id)
@@ -110,12 +120,14 @@ class MessageService:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         pause = 0.002
-        while (left := deadline - loop.time()) > 0:
+        while (left := deadline - loop.time()) > 0 and not (watch and watch.gone):
             if not look.changed:
                 # Wake-ups are hints (one from another process can be lost): re-check now
                 # and then even without one.
                 streams = streams_of(user_id, look.groups, include_sent)
-                await self.notifier.wait(streams, min(left, RECHECK_SECONDS))
+                await self.notifier.wait(streams, min(left, RECHECK_SECONDS), watch)
+                if watch is not None and watch.gone:
+                    break
             else:
                 # Stored but not yet below the frontier (it trails the clock by 1 ms), or
                 # the change cache cannot tell (shared cache down): back off, read again.
