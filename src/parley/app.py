@@ -10,10 +10,13 @@ from typing import TYPE_CHECKING
 
 from parley.cache.changes import Changes, LocalChanges, NoChanges
 from parley.http.metrics import Metrics
+from parley.services.accounts import AccountService
 from parley.services.directory import Directory, UncachedDirectory
 from parley.services.groups import GroupService
 from parley.services.messages import MessageService
 from parley.services.notifier import Notifier
+from parley.services.passwords import Passwords
+from parley.services.signins import SignInLimits, SignInThrottle
 from parley.services.users import UserService
 from parley.settings import Settings, SettingsError
 from parley.startup import check_auth_mode
@@ -62,6 +65,7 @@ class Parley:
     groups: GroupService
     messages: MessageService
     notifier: Notifier
+    accounts: AccountService
     metrics: Metrics = field(default_factory=Metrics)
     redis: RedisLink | None = None  # scale-out: the shared cache, when PARLEY_REDIS_URL is set
     wakeups: RedisWakeups | None = None
@@ -125,8 +129,14 @@ def build(
     users = UserService(storage, directory, settings.limits, settings.token_mode, secret_key)
     groups = GroupService(storage, directory, users, settings.limits)
     messages = MessageService(storage, directory, users, groups, changes, settings.limits, notifier)
+    limits = SignInLimits(
+        settings.signin_per_user, settings.signin_per_address, settings.signin_window
+    )
+    accounts = AccountService(
+        storage, directory, Passwords(), SignInThrottle(limits, redis), settings.token_mode
+    )
     parley = Parley(
-        settings, storage, directory, changes, users, groups, messages, notifier,
+        settings, storage, directory, changes, users, groups, messages, notifier, accounts,
         redis=redis, wakeups=wakeups,
     )  # fmt: skip
     parley.metrics.add_source(

@@ -17,13 +17,83 @@ Services raise these; the HTTP layer turns each kind into one status code in one
 
 from __future__ import annotations
 
+from enum import StrEnum
+
+
+class Code(StrEnum):
+    """Every error code a client can see, by the status it comes with. Stable: clients
+    branch on these, and the OpenAPI document lists them (``ErrorDetail.code``)."""
+
+    # 400: the request itself is wrong
+    INVALID_INPUT = "invalid_input"  # (generic)
+    BAD_REQUEST = "bad_request"  # malformed HTTP (Content-Length, a body cut short)
+    INVALID_JSON = "invalid_json"  # the body is not a JSON object
+    INVALID_TEXT = "invalid_text"  # not UTF-8, a lone surrogate, a NUL character
+    TOO_DEEP = "too_deep"  # JSON nested deeper than the limit
+    MISSING_FIELD = "missing_field"
+    INVALID_FIELD = "invalid_field"  # a field of the wrong JSON type
+    CONFLICTING_FIELDS = "conflicting_fields"  # a field and its alias with different values
+    EMPTY_FIELD = "empty_field"
+    TOO_LONG = "too_long"
+    BAD_OP = "bad_op"
+    BAD_TYPE = "bad_type"
+    BAD_INCLUDE = "bad_include"
+    BAD_TIMESTAMP = "bad_timestamp"
+    BAD_LIMIT = "bad_limit"
+    BAD_WAIT = "bad_wait"
+    NO_TOKENS = "no_tokens"  # a ticket, a device or a sign-in asked for in open mode
+    BAD_PASSWORD = "bad_password"  # a new password shorter or longer than allowed
+    # 401: who is calling is unknown
+    UNAUTHENTICATED = "unauthenticated"
+    MISSING_TOKEN = "missing_token"
+    BAD_TOKEN = "bad_token"
+    BAD_TICKET = "bad_ticket"
+    BAD_CREDENTIALS = "bad_credentials"  # a wrong user id or password
+    # 403: known, but not allowed
+    FORBIDDEN = "forbidden"
+    NOT_YOURSELF = "not_yourself"
+    BLOCKED = "blocked"
+    NOT_A_MEMBER = "not_a_member"
+    NOT_ALLOWED = "not_allowed"  # a group role does not allow it (owner, admin, member)
+    # 404
+    NOT_FOUND = "not_found"  # no such route
+    USER_NOT_FOUND = "user_not_found"
+    SENDER_NOT_FOUND = "sender_not_found"
+    RECEIVER_NOT_FOUND = "receiver_not_found"
+    BLOCKED_USER_NOT_FOUND = "blocked_user_not_found"
+    GROUP_NOT_FOUND = "group_not_found"
+    TOKEN_NOT_FOUND = "token_not_found"  # revoking a device that is not (or no longer) there
+    # 405, 408
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    BODY_TIMEOUT = "body_timeout"
+    # 409: the state says no
+    CONFLICT = "conflict"
+    ALREADY_BLOCKED = "already_blocked"
+    NOT_BLOCKED = "not_blocked"
+    ALREADY_MEMBER = "already_member"
+    NOT_IN_GROUP = "not_in_group"
+    ALREADY_ADMIN = "already_admin"
+    IS_OWNER = "is_owner"  # the owner's role cannot be changed
+    GROUP_FULL = "group_full"  # PARLEY_MAX_GROUP_MEMBERS reached
+    # 413, 414, 431
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    URI_TOO_LONG = "uri_too_long"
+    HEADERS_TOO_LARGE = "headers_too_large"
+    # 429: slow down (with Retry-After)
+    RATE_LIMITED = "rate_limited"
+    TOO_MANY_WAITING = "too_many_waiting"
+    # 500, 503
+    INTERNAL_ERROR = "internal_error"
+    UNAVAILABLE = "unavailable"
+    OVERLOADED = "overloaded"
+
 
 class ParleyError(Exception):
-    """Base of every error a client may see. ``code`` is stable snake_case."""
+    """Base of every error a client may see. ``code`` is one of :class:`Code`."""
 
-    code = "error"
+    code: Code = Code.INVALID_INPUT
 
-    def __init__(self, message: str, code: str | None = None) -> None:
+    def __init__(self, message: str, code: Code | None = None) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
@@ -31,31 +101,31 @@ class ParleyError(Exception):
 
 
 class InvalidInput(ParleyError):
-    code = "invalid_input"
+    code = Code.INVALID_INPUT
 
 
 class Unauthenticated(ParleyError):
-    code = "unauthenticated"
+    code = Code.UNAUTHENTICATED
 
 
 class Forbidden(ParleyError):
-    code = "forbidden"
+    code = Code.FORBIDDEN
 
 
 class NotFound(ParleyError):
-    code = "not_found"
+    code = Code.NOT_FOUND
 
 
 class Conflict(ParleyError):
-    code = "conflict"
+    code = Code.CONFLICT
 
 
 class PayloadTooLarge(ParleyError):
-    code = "payload_too_large"
+    code = Code.PAYLOAD_TOO_LARGE
 
 
 class RateLimited(ParleyError):
-    code = "rate_limited"
+    code = Code.RATE_LIMITED
 
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
@@ -65,11 +135,11 @@ class RateLimited(ParleyError):
 class TooManyWaiting(RateLimited):
     """Too many long-polls and live streams are open at once for one user or address."""
 
-    code = "too_many_waiting"
+    code = Code.TOO_MANY_WAITING
 
 
 class Unavailable(ParleyError):
-    code = "unavailable"
+    code = Code.UNAVAILABLE
 
     def __init__(self, message: str, retry_after: int = 1) -> None:
         super().__init__(message)

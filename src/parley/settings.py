@@ -73,6 +73,10 @@ class Settings:
     max_connections: int = 20_000
     limits: Limits = field(default_factory=Limits)
     rate_limits: RateLimits = field(default_factory=RateLimits)
+    # password attempts (sign-in throttle, on whatever PARLEY_RATE_LIMITS says)
+    signin_per_user: int = 10
+    signin_per_address: int = 100
+    signin_window: int = 900  # seconds
 
     @property
     def token_mode(self) -> bool:
@@ -133,6 +137,9 @@ class Settings:
                 waiting_per_user=read.integer("PARLEY_MAX_WAITING_PER_USER", 20, 0, 10**6),
                 waiting_per_address=read.integer("PARLEY_MAX_WAITING_PER_ADDRESS", 200, 0, 10**6),
             ),
+            signin_per_user=read.integer("PARLEY_SIGNIN_PER_USER", 10, 1, 10**6),
+            signin_per_address=read.integer("PARLEY_SIGNIN_PER_ADDRESS", 100, 1, 10**6),
+            signin_window=read.integer("PARLEY_SIGNIN_WINDOW", 900, 1, 86400),
         )
         settings = _with_connections(settings)
         if settings.storage == "postgres" and not settings.database_url:

@@ -364,10 +364,11 @@ async def test_token_checks(api: Harness) -> None:
 async def test_tokens_are_stored_only_as_hashes(api: Harness) -> None:
     alice, ha = await api.user("alice")
     token = ha["Authorization"].split(" ", 1)[1]
-    stored = await api.parley.storage.get_user(alice)
-    assert stored is not None and stored.token_hash is not None
+    (stored,) = await api.parley.storage.user_tokens(alice)
     secret = token.rsplit(".", 1)[1]
-    assert secret.encode() not in stored.token_hash and len(stored.token_hash) == 32
+    assert secret.encode() not in stored.hash and len(stored.hash) == 32
+    user = await api.parley.storage.get_user(alice)
+    assert user is not None and user.token_hash is None
 
 
 # idempotency -----------------------------------------------------------------------------

@@ -121,6 +121,7 @@ class World:
     other: str = ""
     group: str = ""
     tokens: dict[str, str] = field(default_factory=dict)
+    my_token_id: str = "t_none"
     addresses: Iterator[int] = field(default_factory=lambda: iter(range(1, 1_000_000)))
 
     @property
@@ -164,6 +165,9 @@ class World:
         self.me, self.other = me.user.id, other.user.id
         if me.token and other.token:
             self.tokens = {"me": me.token, "other": other.token}
+            (mine,) = await self.parley.storage.user_tokens(self.me)
+            self.my_token_id = mine.id
+            await self.parley.accounts.set_password(self.me, self.me, PASSWORD, None, "-")
         actor = self.me if self.token_mode else None
         group = await self.parley.groups.create(actor, "mine")
         self.group = group.id
@@ -217,6 +221,17 @@ GOOD: dict[str, Callable[[World], Request]] = {
     "get_messages": lambda w: ("GET", f"/v1/messages/{w.me}?include=sent", None),
     "stream_ticket": lambda w: ("POST", f"/v1/messages/{w.me}/ticket", None),
     "stream_messages": lambda w: ("GET", f"/v1/messages/{w.me}/stream?timestamp=0", None),
+    "delete_user": lambda w: ("DELETE", f"/v1/users/{w.me}", {"password": PASSWORD}),
+    "create_token": lambda w: ("POST", f"/v1/users/{w.me}/tokens", {"deviceName": "phone"}),
+    "list_tokens": lambda w: ("GET", f"/v1/users/{w.me}/tokens", None),
+    "revoke_token": lambda w: ("DELETE", f"/v1/users/{w.me}/tokens/{w.my_token_id}", None),
+    "set_password": lambda w: (
+        "POST",
+        f"/v1/users/{w.me}/password",
+        {"password": PASSWORD, "currentPassword": PASSWORD},
+    ),
+    "sign_in": lambda w: ("POST", "/v1/sessions", {"userId": w.me, "password": PASSWORD}),
+    "export_user": lambda w: ("GET", f"/v1/users/{w.me}/export", None),
     "healthz": lambda w: ("GET", "/healthz", None),
     "readyz": lambda w: ("GET", "/readyz", None),
     "metrics": lambda w: ("GET", "/metrics", None),
@@ -231,7 +246,10 @@ EXPECTED: dict[str, dict[str, int]] = {
     "sender": {"none": 401, "malformed": 401, "forged": 401, "other": 403, "me": 200},
 }
 IDENTITIES = ("none", "malformed", "forged", "other", "me")
-OPEN_MODE_STATUS = {"stream_ticket": 400}  # tickets are made from tokens: none in open mode
+# Tickets and devices are made from tokens: none in open mode.
+OPEN_MODE_STATUS = {name: 400 for name in ("stream_ticket", "create_token", "list_tokens",
+                                           "revoke_token", "sign_in")}  # fmt: skip
+PASSWORD = "correct horse battery"
 
 
 def good_request(spec: RouteSpec, w: World) -> Request:

@@ -459,3 +459,87 @@ def test_sign_in_again_unblock_members_and_leave(server_url: str, browser: Brows
     finally:
         alice_ctx.close()
         bob_ctx.close()
+
+
+def test_link_a_device_sign_it_out_password_and_delete(server_url: str, browser: Browser) -> None:
+    """Link a second browser context with the one-time link (drawn as a QR code too), see both
+    devices, sign the second one out from the first (its page is signed out by the server),
+    set a password and sign in with it, then delete the account behind its confirmation."""
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
+    errors: list[str] = []
+    phone_ctx = browser.new_context(viewport=DESKTOP)
+    laptop_ctx = browser.new_context(viewport=DESKTOP)
+    try:
+        phone = phone_ctx.new_page()
+        laptop = laptop_ctx.new_page()
+        for who, page in (("phone", phone), ("laptop", laptop)):
+            page.set_default_timeout(EXPECT_TIMEOUT_MS)
+            page.on("pageerror", lambda exc, who=who: errors.append(f"{who}: {exc}"))
+        alice_id = _sign_up(phone, server_url, "Alice")
+
+        phone.get_by_text("Account and blocked users").click()
+        expect(phone.locator("#device-list li")).to_have_count(1)
+        phone.locator("#link-name").fill("laptop")
+        phone.get_by_role("button", name="Link a device").click()
+        link = phone.locator("#link-url")
+        expect(link).to_have_value(re.compile(r"/#link=u_"))
+        url = link.input_value()
+        dark = phone.evaluate(
+            """() => { const c = document.getElementById('link-qr');
+                       const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                       let n = 0; for (let i = 0; i < d.length; i += 4) if (d[i] < 128) n++;
+                       return [c.width, n]; }"""
+        )
+        assert dark[0] >= 100 and dark[1] > 500, f"no QR code drawn: {dark}"
+        _shot(phone, "devices-link")
+
+        laptop.goto(url)  # what scanning the code opens
+        expect(laptop.locator("#me-name")).to_have_text("Alice")
+        assert "#link=" not in laptop.url
+        assert laptop.get_by_role("textbox", name="Your user id").input_value() == alice_id
+
+        phone.get_by_text("Account and blocked users").click()  # close and reopen: refresh
+        phone.get_by_text("Account and blocked users").click()
+        devices = phone.locator("#device-list li")
+        expect(devices).to_have_count(2)
+        expect(devices.filter(has_text="(this browser)")).to_have_count(1)
+        devices.filter(has_text="laptop").get_by_role(
+            "button", name=re.compile(r"^Sign .* out$")
+        ).click()
+        expect(devices).to_have_count(1)
+        # The laptop's open long-poll is refused at once: its page says so.
+        expect(laptop.locator("#connection")).to_have_text("Signed out by the server")
+        _shot(laptop, "devices-signed-out")
+
+        # A password, then signing in with it on the laptop.
+        phone.get_by_label("New password (at least 8 characters)").fill("correct horse battery")
+        phone.get_by_role("button", name="Set password").click()
+        expect(phone.locator("#password-status")).to_contain_text("Password set")
+        laptop.evaluate("() => localStorage.clear()")
+        laptop.goto(f"{server_url}/")
+        laptop.locator("#password-signin-userid").fill(alice_id)
+        laptop.locator("#password-signin-password").fill("wrong password!")
+        laptop.get_by_role("button", name="Use password").click()
+        expect(laptop.locator("#password-signin-error")).to_contain_text(
+            "Wrong user id or password"
+        )
+        laptop.locator("#password-signin-password").fill("correct horse battery")
+        laptop.get_by_role("button", name="Use password").click()
+        expect(laptop.locator("#me-name")).to_have_text("Alice")
+
+        # Deleting the account asks first; cancelling changes nothing.
+        phone.get_by_role("button", name="Delete account…").click()
+        expect(phone.locator("#delete-dialog")).to_be_visible()
+        phone.locator("#delete-cancel").click()
+        expect(phone.locator("#delete-dialog")).to_be_hidden()
+        phone.get_by_role("button", name="Delete account…").click()
+        phone.locator("#delete-password").fill("correct horse battery")
+        phone.locator("#delete-confirm").click()
+        expect(phone.get_by_role("heading", name="Welcome to Parley")).to_be_visible()
+        expect(laptop.locator("#connection")).to_have_text("Signed out by the server")
+    finally:
+        phone_ctx.close()
+        laptop_ctx.close()
+    assert not errors, errors

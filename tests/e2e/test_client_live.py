@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import httpx
 import pytest
 
 from parley.client.api import ParleyApi
-from parley.client.cli import Exit, main
+from parley.client.cli import Exit, Runtime, main, run
 from parley.client.config import load
 
 pytestmark = pytest.mark.slow
@@ -183,3 +184,59 @@ def test_unreachable_server_is_reported(tmp_path: Path, capsys: pytest.CaptureFi
     code = main(["--server", url, "--config", str(tmp_path / "c.json"), "register", "x"])
     assert code == Exit.UNREACHABLE
     assert capsys.readouterr().err == f"error: cannot reach server at {url} (connection refused)\n"
+
+
+def test_devices_link_logout_and_password_sign_in(
+    server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    phone = Account(server, tmp_path / "phone.json", capsys)
+    alice_id = phone.ok("register", "alice").strip()
+    secret = "correct horse battery"
+    asked: list[str] = []
+
+    def typed(prompt: str) -> str:
+        asked.append(prompt)
+        return secret
+
+    def run_as(config: Path, *argv: str) -> tuple[int, str, str]:
+        code = run(
+            ["--server", server, "--config", str(config), *argv], Runtime(read_password=typed)
+        )
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    assert run_as(phone.config, "password")[0] == Exit.OK
+
+    # link a laptop with a one-time token
+    token = phone.ok("link", "--name", "laptop").strip()
+    laptop = Account(server, tmp_path / "laptop.json", capsys)
+    laptop.ok("login", "--user-id", alice_id, "--token", token)
+    devices = laptop.ok("devices")
+    assert "laptop" in devices and "unnamed device" in devices
+    assert "laptop" in next(line for line in devices.splitlines() if line.startswith("*"))
+
+    # sign in on a tablet with the password
+    tablet = tmp_path / "tablet.json"
+    code, _, err = run_as(
+        tablet, "login", "--user-id", alice_id, "--password", "--device", "tablet"
+    )
+    assert code == Exit.OK, err
+    assert asked[-1] == f"password for {alice_id}: "
+    assert load(tablet).token and "tablet" in phone.ok("devices")
+
+    # the phone signs the laptop out; the laptop signs itself out
+    line = next(line for line in phone.ok("devices").splitlines() if "laptop" in line)
+    laptop_id = re.findall(r"\bt_[\w-]+", line)[0]
+    phone.ok("logout", laptop_id)
+    code, _, err = laptop("devices")
+    assert code == Exit.UNAUTHORIZED, err
+    code, _, _ = run_as(tablet, "logout")
+    assert code == Exit.OK and load(tablet).token is None
+    remaining = phone.ok("devices")
+    assert "tablet" not in remaining and "laptop" not in remaining
+
+    # a wrong password signs nobody in
+    asked.clear()
+    secret = "not the password"
+    code, _, err = run_as(tmp_path / "thief.json", "login", "--user-id", alice_id, "--password")
+    assert code == Exit.UNAUTHORIZED and "wrong user id or password" in err

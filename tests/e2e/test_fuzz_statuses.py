@@ -81,11 +81,11 @@ def _raw(method: str, url: str, body: bytes, identity: str = "me") -> Producer:
     return run
 
 
-def _stalled(url: str, identity: str = "me") -> Producer:
+def _stalled(url: str, identity: str = "me", method: str = "POST") -> Producer:
     """Head and the first bytes of a body, then nothing more (a slow or stuck client)."""
 
     async def run(w: World) -> Result:
-        return await w.call("POST", url.format(w=w), identity, body=b'{"user', stall=True)
+        return await w.call(method, url.format(w=w), identity, body=b'{"user', stall=True)
 
     return run
 
@@ -169,6 +169,44 @@ PRODUCERS: dict[tuple[str, str, int], Producer] = {
     ("stream_messages", "T", 401): _get("/v1/messages/{w.me}/stream", "none"),
     ("stream_messages", "T", 403): _get("/v1/messages/{w.me}/stream", "other"),
     ("stream_messages", "O", 404): _get("/v1/messages/u_nobody/stream"),
+    # devices, passwords, deletion, export
+    ("delete_user", ANY, 400): _raw("DELETE", "/v1/users/{w.me}", b"{"),
+    ("delete_user", "T", 401): _raw("DELETE", "/v1/users/{w.me}", b"", "none"),
+    ("delete_user", "T", 403): _raw("DELETE", "/v1/users/{w.me}", b"", "other"),
+    ("delete_user", "O", 404): _raw("DELETE", "/v1/users/u_nobody", b""),
+    ("delete_user", ANY, 408): _stalled("/v1/users/{w.me}", method="DELETE"),
+    ("delete_user", ANY, 413): _raw("DELETE", "/v1/users/{w.me}", BIG),
+    ("create_token", ANY, 400): _post("/v1/users/{w.me}/tokens", {"deviceName": " "}),
+    ("create_token", "T", 401): _post("/v1/users/{w.me}/tokens", {}, "none"),
+    ("create_token", "T", 403): _post("/v1/users/{w.me}/tokens", {}, "other"),
+    ("create_token", ANY, 408): _stalled("/v1/users/{w.me}/tokens"),
+    ("create_token", ANY, 413): _raw("POST", "/v1/users/{w.me}/tokens", BIG),
+    ("list_tokens", "O", 400): _get("/v1/users/{w.me}/tokens"),
+    ("create_token", "O", 404): _post("/v1/users/u_nobody/tokens", {}),
+    ("list_tokens", "O", 404): _get("/v1/users/u_nobody/tokens"),
+    ("list_tokens", "T", 401): _get("/v1/users/{w.me}/tokens", "none"),
+    ("list_tokens", "T", 403): _get("/v1/users/{w.me}/tokens", "other"),
+    ("revoke_token", "O", 400): _raw("DELETE", "/v1/users/{w.me}/tokens/t_x", b""),
+    ("revoke_token", "T", 401): _raw("DELETE", "/v1/users/{w.me}/tokens/t_x", b"", "none"),
+    ("revoke_token", "T", 403): _raw("DELETE", "/v1/users/{w.me}/tokens/t_x", b"", "other"),
+    ("revoke_token", "O", 404): _raw("DELETE", "/v1/users/u_nobody/tokens/t_x", b""),
+    ("revoke_token", "T", 404): _raw("DELETE", "/v1/users/{w.me}/tokens/t_x", b""),
+    ("set_password", ANY, 400): _post("/v1/users/{w.me}/password", {"password": "short"}),
+    ("set_password", "T", 401): _post(
+        "/v1/users/{w.me}/password", {"password": "long enough", "currentPassword": "wrong!!!"}
+    ),
+    ("set_password", "T", 403): _post("/v1/users/{w.me}/password", {"password": "x"}, "other"),
+    ("set_password", "O", 404): _post("/v1/users/u_nobody/password", {"password": "long enough"}),
+    ("set_password", ANY, 408): _stalled("/v1/users/{w.me}/password"),
+    ("set_password", ANY, 413): _raw("POST", "/v1/users/{w.me}/password", BIG),
+    ("sign_in", ANY, 400): _post("/v1/sessions", {"userId": "{w.me}", "password": ""}),
+    ("sign_in", "T", 401): _post("/v1/sessions", {"userId": "{w.me}", "password": "wrong!!!"}),
+    ("sign_in", "O", 404): _post("/v1/sessions", {"userId": "u_nobody", "password": "long enough"}),
+    ("sign_in", ANY, 408): _stalled("/v1/sessions"),
+    ("sign_in", ANY, 413): _raw("POST", "/v1/sessions", BIG),
+    ("export_user", "T", 401): _get("/v1/users/{w.me}/export", "none"),
+    ("export_user", "T", 403): _get("/v1/users/{w.me}/export", "other"),
+    ("export_user", "O", 404): _get("/v1/users/u_nobody/export"),
 }
 GENERIC = (429, 503)  # produced for every /v1 route, below; 503 also for readyz
 

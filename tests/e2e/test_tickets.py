@@ -68,20 +68,30 @@ async def test_a_ticket_minted_from_the_token_hash_alone_is_refused(app: App) ->
     alice, headers = await app.user("alice")
     issued = (await app.client.post(f"/v1/messages/{alice}/ticket", headers=headers)).json()
     assert await app.stream_status(alice, issued["ticket"]) == 200
-    stored = await app.parley.storage.get_user(alice)
-    assert stored is not None and stored.token_hash is not None
-    forged = hash_only_ticket(alice, stored.token_hash, int(time.time()) + 60)
+    (stored,) = await app.parley.storage.user_tokens(alice)
+    forged = hash_only_ticket(alice, stored.hash, int(time.time()) + 60)
     assert await app.stream_status(alice, forged) == 401
 
 
 async def test_a_ticket_of_another_server_secret_is_refused(app: App) -> None:
     alice, _ = await app.user("alice")
-    stored = await app.parley.storage.get_user(alice)
-    assert stored is not None and stored.token_hash is not None
-    other = new_ticket(alice, stored.token_hash, b"o" * 48, 60)
+    (stored,) = await app.parley.storage.user_tokens(alice)
+    other = new_ticket(alice, stored.hash, b"o" * 48, 60)
     assert await app.stream_status(alice, other) == 401
-    same = new_ticket(alice, stored.token_hash, KEY, 60)
+    same = new_ticket(alice, stored.hash, KEY, 60)
     assert await app.stream_status(alice, same) == 200
+
+
+async def test_a_ticket_ends_with_the_token_it_was_issued_for(app: App) -> None:
+    alice, headers = await app.user("alice")
+    r = await app.client.post(f"/v1/users/{alice}/tokens", json={}, headers=headers)
+    laptop = {"Authorization": f"Bearer {r.json()['token']}"}
+    mine = (await app.client.post(f"/v1/messages/{alice}/ticket", headers=headers)).json()
+    theirs = (await app.client.post(f"/v1/messages/{alice}/ticket", headers=laptop)).json()
+    r = await app.client.delete(f"/v1/users/{alice}/tokens/{r.json()['tokenId']}", headers=headers)
+    assert r.status_code == 200
+    assert await app.stream_status(alice, theirs["ticket"]) == 401
+    assert await app.stream_status(alice, mine["ticket"]) == 200
 
 
 # superscript two, Arabic-Indic and fullwidth digits: str.isdigit() says yes to all of them

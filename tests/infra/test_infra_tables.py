@@ -18,6 +18,7 @@ from parley.storage.dynamodb_tables import (
 # suffix -> (hash key, range key, {index: (hash, range, projection)})
 EXPECTED: dict[str, tuple[str, str | None, dict[str, tuple[str, str | None, str]]]] = {
     "users": ("user_id", None, {}),
+    "tokens": ("user_id", "token_id", {}),
     "groups": ("group_id", None, {}),
     "members": ("user_id", "group_id", {"by_group": ("group_id", "user_id", "KEYS_ONLY")}),
     "blocks": ("blocker_id", "blocked_id", {}),

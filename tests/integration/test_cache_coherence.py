@@ -430,7 +430,7 @@ async def test_users_are_found_everywhere_and_no_token_hash_is_in_redis(fleet: F
         headers=bob_auth,
     )
     assert r.status_code == 200, r.text
-    hashes = [bytes(row[0]) for row in await rows(fleet.schema, "SELECT token_hash FROM users")]
+    hashes = [bytes(row[0]) for row in await rows(fleet.schema, "SELECT hash FROM tokens")]
     assert len(hashes) == 2
     client: aioredis.Redis = aioredis.Redis.from_url(services.REDIS_URL)
     try:

@@ -198,9 +198,9 @@ async def stores() -> AsyncIterator[Stores]:
 EXPECTED_CALLS: dict[str, tuple[int, int]] = {
     "create user": (1, 1),
     "create group": (1, 1),
-    "block": (4, 1),
+    "block": (3, 1),
     "unblock": (3, 1),
-    "add member": (4, 1),
+    "add member": (3, 1),
     "remove member": (3, 1),
     "send private": (6, 3),
     "send private with Idempotency-Key": (8, 5),

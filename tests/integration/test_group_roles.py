@@ -19,6 +19,7 @@ from parley.storage.base import Storage
 from parley.storage.postgres import PostgresStorage
 from tests.conftest import unavailable
 from tests.integration import moto_server, services
+from tests.integration.test_accounts_contract import new_user
 
 CAP = 1024
 ADDS = 2000
@@ -189,3 +190,18 @@ async def one_owner_after_races(first: Storage, second: Storage, groups: int) ->
             await asyncio.gather(*ops)
             after = [m.role for m in await first.group_roster(g)]
             assert after.count("owner") == 1, after
+
+
+async def test_a_deleted_owner_hands_the_group_over(storage: Storage) -> None:
+    user, _ = await new_user(storage, "olga")
+    g = await new_group(storage, user.id)
+    assert await storage.join_group(g, "u_m", by=user.id, cap=None) == "done"
+    assert await storage.join_group(g, "u_a", by=user.id, cap=None) == "done"
+    assert await storage.set_role(g, "u_a", "admin", by=user.id) == "done"
+    assert await storage.begin_deletion(user.id)
+    await storage.erase_account(user.id)
+    assert await roles(storage, g) == [("u_m", "member"), ("u_a", "owner")]
+    # the count went down with it: two more fit under a cap of four
+    assert await storage.join_group(g, "u_x", by="u_a", cap=4) == "done"
+    assert await storage.join_group(g, "u_y", by="u_a", cap=4) == "done"
+    assert await storage.join_group(g, "u_z", by="u_a", cap=4) == "full"

@@ -27,6 +27,7 @@ When Redis cannot be trusted (see ``parley.cache.redis``) every read goes to Pos
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -36,7 +37,7 @@ import msgspec
 from parley.cache.changes import sent_stream
 from parley.cache.redis import RedisLink
 from parley.cache.watermarks import RedisChanges
-from parley.domain.models import GroupRecord, UserRecord
+from parley.domain.models import GroupRecord, TokenRecord, UserRecord
 from parley.services.directory import Directory
 from parley.storage.base import Storage
 
@@ -143,6 +144,7 @@ class RedisDirectory(Directory):
         self._fill = link.client.register_script(FILL_SET)
         self._forget = link.client.register_script(FORGET_SETS)
         self._new = link.client.register_script(NEW_SETS)
+        self._local_epoch = 0
 
     # immutable records: memory, then Redis, then PostgreSQL ----------------------------
     @staticmethod
@@ -151,18 +153,69 @@ class RedisDirectory(Directory):
             for old in list(cache)[: LOCAL_MAX // 10]:
                 del cache[old]
 
+    def _local(self) -> bool:
+        """May users and tokens be answered from this process's memory right now?
+
+        Only while the process holds its trust lease, and only for entries loaded under
+        the epoch it follows: a revocation or an account deletion bumps the epoch and
+        waits out every lease before it answers (``token_removed``), so by then every
+        process has either dropped what it loaded before, or stopped trusting it.
+        """
+        link = self.link
+        if not link.usable:
+            return False
+        if link.epoch != self._local_epoch:
+            self._users.clear()
+            self._tokens.clear()
+            self._local_epoch = link.epoch
+        return True
+
     async def user(self, user_id: str) -> UserRecord | None:
+        if not self._local():
+            return await self.storage.get_user(user_id)
         user = self._users.get(user_id)
         if user is not None:
             return user
-        # Not through Redis: a user record carries the token hash, which stays in
-        # PostgreSQL and in the memory of the processes that need it.
+        epoch = self.link.epoch
         user = await self.storage.get_user(user_id)
-        if user is None:
-            return None  # unknown ids are not remembered: another process may create it
-        self._bound(self._users)
-        self._users[user_id] = user
-        return user
+        if user is not None and self.link.epoch == epoch == self._local_epoch:
+            self._bound(self._users)
+            self._users[user_id] = user
+        return user  # unknown ids are not remembered: another process may create them
+
+    async def tokens(self, user_id: str, fresh: bool = False) -> dict[bytes, TokenRecord]:
+        if not self._local():
+            return {t.hash: t for t in await self.storage.user_tokens(user_id)}
+        tokens = None if fresh else self._tokens.get(user_id)
+        if tokens is not None:
+            return tokens
+        epoch = self.link.epoch
+        tokens = {t.hash: t for t in await self.storage.user_tokens(user_id)}
+        if self.link.epoch == epoch == self._local_epoch:
+            self._bound(self._tokens)
+            self._tokens[user_id] = tokens
+        return tokens
+
+    async def token_removed(self, user_id: str, token_id: str) -> None:
+        await super().token_removed(user_id, token_id)
+        await self._retire()
+
+    async def user_deleted(self, user_id: str) -> None:
+        await super().user_deleted(user_id)
+        await self._retire()
+
+    async def _retire(self) -> None:
+        """Retire the namespace, and with it every process's users and tokens loaded under
+        it; return only once no process can still trust them (``parley.cache.redis``).
+
+        PostgreSQL retired it already, in the transaction of the revocation or deletion
+        mark (``retires_cache_epoch``): then this only waits out the leases."""
+        link = self.link
+        if getattr(self.storage, "retires_cache_epoch", False):
+            link.resync()
+            await asyncio.sleep(link.lease + 2 * link.timeout + 0.05)
+        else:
+            await link.write_failed(wait=True)
 
     async def group(self, group_id: str) -> GroupRecord | None:
         group = self._groups.get(group_id)

@@ -180,6 +180,28 @@ def _unreachable_reason(exc: httpx.TransportError) -> str:
     return str(exc) or type(exc).__name__
 
 
+class NewToken(msgspec.Struct, frozen=True, rename="camel"):
+    """A token for a device (from linking one or signing in with a password)."""
+
+    token_id: str
+    token: str
+    device_name: str
+    created_at: str
+    user_id: str
+
+
+class Device(msgspec.Struct, frozen=True, rename="camel"):
+    token_id: str
+    device_name: str
+    created_at: str
+    last_used_at: str
+    current: bool
+
+
+class _Devices(msgspec.Struct, frozen=True):
+    tokens: list[Device]
+
+
 class ParleyApi:
     """Synchronous client for one Parley server.
 
@@ -318,6 +340,32 @@ class ParleyApi:
         )
 
     # -- messages ---------------------------------------------------------------------------
+
+    # -- devices and passwords --------------------------------------------------------------
+
+    def link_device(self, user_id: str, device_name: str | None = None) -> NewToken:
+        body: Json = {} if device_name is None else {"deviceName": device_name}
+        data = self._request("POST", f"/v1/users/{_seg(user_id)}/tokens", body=body)
+        return self._decode(data, NewToken, "new token")
+
+    def devices(self, user_id: str) -> list[Device]:
+        data = self._request("GET", f"/v1/users/{_seg(user_id)}/tokens")
+        return self._decode(data, _Devices, "device list").tokens
+
+    def revoke(self, user_id: str, token_id: str) -> None:
+        self._request("DELETE", f"/v1/users/{_seg(user_id)}/tokens/{_seg(token_id)}")
+
+    def sign_in(self, user_id: str, password: str, device_name: str | None = None) -> NewToken:
+        body: Json = {"userId": user_id, "password": password}
+        if device_name is not None:
+            body["deviceName"] = device_name
+        return self._decode(self._request("POST", "/v1/sessions", body=body), NewToken, "sign-in")
+
+    def set_password(self, user_id: str, password: str, current: str | None = None) -> None:
+        body: Json = {"password": password}
+        if current is not None:
+            body["currentPassword"] = current
+        self._request("POST", f"/v1/users/{_seg(user_id)}/password", body=body)
 
     def send_private(
         self, sender_id: str, receiver_id: str, text: str, idempotency_key: str | None = None

@@ -9,8 +9,10 @@ error's kind (see ``Exit``). Results go to stdout; notes and progress go to stde
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import math
+import socket
 import sys
 import time
 import uuid
@@ -106,6 +108,7 @@ class Runtime:
     monotonic: Callable[[], float] = time.monotonic
     now_ms: Callable[[], int] = _now_ms
     environ: Mapping[str, str] | None = None
+    read_password: Callable[[str], str] = getpass.getpass
 
 
 @dataclass
@@ -261,13 +264,80 @@ def cmd_register(session: Session, args: argparse.Namespace) -> int:
 
 def cmd_login(session: Session, args: argparse.Namespace) -> int:
     _guard_identity(session, args.user_id, args.force)
-    with session.make_api(args.token) as api:
+    token = args.token
+    if args.password:
+        if token is not None:
+            raise CommandError("give --token or --password, not both", Exit.USAGE)
+        password = session.runtime.read_password(f"password for {args.user_id}: ")
+        with session.make_api(None) as api:
+            try:
+                token = api.sign_in(args.user_id, password, args.device or _device_name()).token
+            except ApiError as exc:
+                if exc.status != 401:
+                    raise
+                raise CommandError("wrong user id or password", Exit.UNAUTHORIZED) from None
+    with session.make_api(token) as api:
         user = api.get_user(args.user_id)
     session.config = Config(
-        server=session.server, user_id=user.user_id, username=user.username, token=args.token
+        server=session.server, user_id=user.user_id, username=user.username, token=token
     )
     config_file.save(session.config_path, session.config)
     _out(f"signed in as {user.username} ({user.user_id})")
+    return Exit.OK
+
+
+def _device_name() -> str:
+    return f"parley client on {socket.gethostname()}"[:64]
+
+
+def cmd_devices(session: Session, args: argparse.Namespace) -> int:
+    rows = [["", "device", "id", "signed in", "last used"]]
+    for device in session.api.devices(session.me()):
+        rows.append(
+            [
+                "*" if device.current else "",
+                device.device_name,
+                device.token_id,
+                _local_time(int(device.created_at)),
+                _local_time(int(device.last_used_at)),
+            ]
+        )
+    _table(rows)
+    return Exit.OK
+
+
+def cmd_link(session: Session, args: argparse.Namespace) -> int:
+    me = session.me()
+    new = session.api.link_device(me, args.name)
+    _out(new.token)
+    _note(
+        f"a token for {new.device_name} ({new.token_id}), shown once; on that device run:\n"
+        f"  parley client --server {session.server} login --user-id {me} --token <the token>"
+    )
+    return Exit.OK
+
+
+def cmd_logout(session: Session, args: argparse.Namespace) -> int:
+    me = session.me()
+    if args.token_id is not None:  # sign another device out
+        session.api.revoke(me, args.token_id)
+        _out(f"signed out {args.token_id}")
+        return Exit.OK
+    current = [d for d in session.api.devices(me) if d.current]
+    if current:
+        session.api.revoke(me, current[0].token_id)
+    session.config = replace(session.config, token=None)
+    config_file.save(session.config_path, session.config)
+    _out("signed out; the saved token was revoked and forgotten")
+    return Exit.OK
+
+
+def cmd_password(session: Session, args: argparse.Namespace) -> int:
+    me = session.me()
+    current = session.runtime.read_password("current password: ") if args.change else None
+    password = session.runtime.read_password("new password: ")
+    session.api.set_password(me, password, current)
+    _out("password set")
     return Exit.OK
 
 
@@ -515,10 +585,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("username", metavar="USERNAME")
     sub.add_argument("--force", action="store_true", help="replace a saved identity")
 
-    sub = command("login", cmd_login, "save an existing account's id and token")
+    sub = command("login", cmd_login, "sign in: save an existing account's id and token")
     sub.add_argument("--user-id", required=True, metavar="ID")
     sub.add_argument("--token", metavar="TOKEN", help="bearer token (omit in open mode)")
+    sub.add_argument(
+        "--password", action="store_true", help="sign in with the account's password (prompted)"
+    )
+    sub.add_argument("--device", metavar="NAME", help="this device's name (with --password)")
     sub.add_argument("--force", action="store_true", help="replace a saved identity")
+
+    command("devices", cmd_devices, "list the devices signed in to your account")
+    sub = command("link", cmd_link, "make a token for another device (shown once)")
+    sub.add_argument("--name", metavar="NAME", help="the other device's name")
+    sub = command("logout", cmd_logout, "sign this device out (or another one, by its id)")
+    sub.add_argument("token_id", nargs="?", metavar="TOKEN_ID", help="another device's id")
+    sub = command("password", cmd_password, "set your password (prompted), for signing in")
+    sub.add_argument("--change", action="store_true", help="a password is set: ask for it")
 
     command("whoami", cmd_whoami, "show the saved identity and check it with the server")
 

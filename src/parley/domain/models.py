@@ -25,6 +25,17 @@ class UserRecord(msgspec.Struct, frozen=True, gc=False):
     token_hash: bytes | None = None
 
 
+class TokenRecord(msgspec.Struct, frozen=True, gc=False):
+    """One signed-in device: a bearer token, stored as the hash of its secret."""
+
+    id: str
+    user_id: str
+    hash: bytes
+    device_name: str
+    created_at: int  # unix ms
+    last_used_at: int  # unix ms; updated lazily (see services.accounts)
+
+
 class GroupRecord(msgspec.Struct, frozen=True, gc=False):
     id: str
     name: str

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from parley.errors import InvalidInput
+from parley.errors import Code, InvalidInput
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,21 +25,21 @@ def clean_name(value: str, field: str, maximum: int) -> str:
     """Trim a name and check it is 1..maximum characters."""
     name = value.strip()
     if not name:
-        raise InvalidInput(f"{field} must not be empty", "empty_field")
+        raise InvalidInput(f"{field} must not be empty", Code.EMPTY_FIELD)
     if len(name) > maximum:
-        raise InvalidInput(f"{field} is longer than {maximum} characters", "too_long")
+        raise InvalidInput(f"{field} is longer than {maximum} characters", Code.TOO_LONG)
     return name
 
 
 def check_message_text(text: str, maximum: int) -> str:
     if not text or not text.strip():
-        raise InvalidInput("message must not be empty", "empty_field")
+        raise InvalidInput("message must not be empty", Code.EMPTY_FIELD)
     if len(text) > maximum:
-        raise InvalidInput(f"message is longer than {maximum} characters", "too_long")
+        raise InvalidInput(f"message is longer than {maximum} characters", Code.TOO_LONG)
     return text
 
 
 def check_id(value: str, field: str) -> str:
     if not value:
-        raise InvalidInput(f"{field} must not be empty", "empty_field")
+        raise InvalidInput(f"{field} must not be empty", Code.EMPTY_FIELD)
     return value

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 
-from parley.errors import InvalidInput
+from parley.errors import Code, InvalidInput
 
 ID_MAX = 128
 SEND_KEY_MAX = 255
@@ -60,7 +60,7 @@ def check_text(value: str, field: str) -> str:
     if not valid_text(value):
         raise InvalidInput(
             f"{field} must be Unicode text without NUL characters or lone surrogates",
-            "invalid_text",
+            Code.INVALID_TEXT,
         )
     return value
 
@@ -70,9 +70,11 @@ def check_send_key(key: str | None) -> str | None:
     if key is None:
         return None
     if not key:
-        raise InvalidInput("idempotency key must not be empty", "empty_field")
+        raise InvalidInput("idempotency key must not be empty", Code.EMPTY_FIELD)
     if _SEND_KEY.fullmatch(key) is None:
-        raise InvalidInput("idempotency key must be printable ASCII characters", "invalid_text")
+        raise InvalidInput("idempotency key must be printable ASCII characters", Code.INVALID_TEXT)
     if len(key) > SEND_KEY_MAX:
-        raise InvalidInput(f"idempotency key is longer than {SEND_KEY_MAX} characters", "too_long")
+        raise InvalidInput(
+            f"idempotency key is longer than {SEND_KEY_MAX} characters", Code.TOO_LONG
+        )
     return key

@@ -1,11 +1,12 @@
 """Route handlers. Each one parses, calls one service method and returns a schema.
 
-``ROUTES`` is the single table of the API: the router, the OpenAPI document and the
-authorization tests are all generated from it.
+``ROUTES`` (at the end, after the handlers it names) is the single table of the API: the
+router, the OpenAPI document and the authorization tests are all generated from it.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import os
@@ -24,7 +25,10 @@ from parley.http import schemas as s
 from parley.http.asgi import Call, EventStream, Reply
 from parley.http.errors import error_body, retry_after, status_of
 from parley.http.ratelimit import RateLimiter, SharedRateLimiter, Waiting
+from parley.http.streaming import JsonStream
 from parley.services.access import Actor
+from parley.services.accounts import Caller, Export
+from parley.services.passwords import PARAMETERS
 
 log = logging.getLogger("parley.http")
 
@@ -46,11 +50,20 @@ class Param:
     required: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RouteSpec:
+    """One route: where it is, who may call it, what it takes and answers, and its handler.
+
+    ``auth`` says who may call it in token mode (open mode lets anyone act as anyone):
+    ``public`` needs no token; ``token`` any signed-in user; ``self`` only the user named in
+    the path; ``member`` only a member of the group named in the path or body; ``sender``
+    only the user named as ``senderId``. The token is checked here; the rest by the service
+    the handler calls (tests/e2e/test_authz_matrix.py checks every route against this).
+    """
+
+    handler: Callable[[Api, Call, Actor], Awaitable[Reply]]
     method: str
     path: str
-    name: str
     summary: str
     auth: Auth
     request: type[msgspec.Struct] | None = None
@@ -64,6 +77,11 @@ class RouteSpec:
     # open mode nobody is refused for acting as someone else (403).
     token_only: tuple[int, ...] = ()
     open_only: tuple[int, ...] = ()
+
+    @property
+    def name(self) -> str:
+        """The operation's name (its handler's): the OpenAPI operationId and metrics label."""
+        return self.handler.__name__
 
     def statuses(self, token_mode: bool) -> tuple[int, ...]:
         """The error statuses this route can answer in one auth mode."""
@@ -108,186 +126,33 @@ SEND_TYPE = Param(
     "type", "private or group", {"type": "string", "enum": ["private", "group"]}, True
 )
 
-ROUTES: tuple[RouteSpec, ...] = (
-    RouteSpec(
-        "POST",
-        "/v1/users/create",
-        "create_user",
-        "Create a user",
-        "public",
-        s.CreateUserIn,
-        s.UserOut,
-        errors=(400, 408, 413, 429, 503),
-    ),
-    RouteSpec(
-        "POST",
-        "/v1/users/{userId}",
-        "user_op",
-        "Block or unblock a user",
-        "self",
-        s.BlockIn,
-        s.BlockOut,
-        (USER_OP,),
-        (400, 401, 403, 404, 408, 409, 413, 429, 503),
-        token_only=(403,),
-    ),
-    RouteSpec(
-        "GET",
-        "/v1/users/{userId}",
-        "get_user",
-        "A user's id and name",
-        "token",
-        None,
-        s.UserOut,
-        errors=(401, 404, 429, 503),
-    ),
-    RouteSpec(
-        "GET",
-        "/v1/users/{userId}/groups",
-        "user_groups",
-        "Groups a user belongs to",
-        "self",
-        None,
-        s.UserGroupsOut,
-        errors=(401, 403, 404, 429, 503),
-        token_only=(403,),
-        open_only=(404,),
-    ),
-    RouteSpec(
-        "GET",
-        "/v1/users/{userId}/blocked",
-        "user_blocked",
-        "Users a user blocks",
-        "self",
-        None,
-        s.BlockedOut,
-        errors=(401, 403, 404, 429, 503),
-        token_only=(403,),
-        open_only=(404,),
-    ),
-    RouteSpec(
-        "POST",
-        "/v1/groups/create",
-        "create_group",
-        "Create a group",
-        "token",
-        s.CreateGroupIn,
-        s.GroupOut,
-        errors=(400, 401, 408, 413, 429, 503),
-    ),
-    RouteSpec(
-        "POST",
-        "/v1/groups/{groupId}",
-        "group_op",
-        "Add, remove, promote or demote a member, or rename the group",
-        "member",
-        s.MemberIn,
-        s.MembershipOut,
-        (GROUP_OP,),
-        (400, 401, 403, 404, 408, 409, 413, 429, 503),
-        token_only=(403,),
-    ),
-    RouteSpec(
-        "GET",
-        "/v1/groups/{groupId}",
-        "get_group",
-        "A group's name, members and their roles",
-        "member",
-        None,
-        s.GroupDetailsOut,
-        errors=(401, 403, 404, 429, 503),
-        token_only=(403,),
-    ),
-    RouteSpec(
-        "POST",
-        "/v1/messages/send",
-        "send_message",
-        "Send a private or group message",
-        "sender",
-        s.SendIn,
-        s.MessageOut,
-        (SEND_TYPE,),
-        (400, 401, 403, 404, 408, 413, 429, 503),
-    ),
-    RouteSpec(
-        "GET",
-        "/v1/messages/{userId}",
-        "get_messages",
-        "Check a user's messages",
-        "self",
-        None,
-        s.MessagesOut,
-        (TIMESTAMP, LIMIT, INCLUDE, WAIT),
-        (400, 401, 403, 404, 429, 503),
-        token_only=(403,),
-        open_only=(404,),
-    ),
-    RouteSpec(
-        "POST",
-        "/v1/messages/{userId}/ticket",
-        "stream_ticket",
-        "A 60-second ticket for the live stream",
-        "self",
-        None,
-        s.TicketOut,
-        errors=(400, 401, 403, 404, 429, 503),
-        token_only=(403,),
-        open_only=(400, 404),  # tickets are made from tokens: open mode has none
-    ),
-    RouteSpec(
-        "GET",
-        "/v1/messages/{userId}/stream",
-        "stream_messages",
-        "Live stream of a user's messages (Server-Sent Events)",
-        "self",
-        None,
-        None,
-        (TIMESTAMP, INCLUDE, TICKET),
-        (400, 401, 403, 404, 429, 503),
-        content_type="text/event-stream",
-        tickets=True,
-        token_only=(403,),
-        open_only=(404,),
-    ),
-    RouteSpec("GET", "/healthz", "healthz", "The process is alive", "public", None, s.HealthOut),
-    RouteSpec(
-        "GET",
-        "/readyz",
-        "readyz",
-        "Storage is reachable",
-        "public",
-        None,
-        s.HealthOut,
-        errors=(503,),
-    ),
-    RouteSpec(
-        "GET", "/metrics", "metrics", "Prometheus metrics", "public", content_type="text/plain"
-    ),
-)
 
 MAX_TIMESTAMP = 10**18 - 1  # cursors are unix milliseconds: at most 18 digits
 HEARTBEAT_SECONDS = 15.0  # a live stream sends a comment at least this often
+RECHECK_TOKEN_SECONDS = 1.0  # open long-polls and streams re-check their token this often
+TOKEN_ID = "parley.token_id"  # where the calling token's id is kept in the request scope
+PASSWORD_NOTE = ", ".join(f"{k} {v}" for k, v in PARAMETERS.items())
 _request_ids = itertools.count(1)
 _process_tag = os.urandom(3).hex()
 
 
-def _query(call: Call, name: str, options: tuple[str, ...]) -> str:
+def _query(call: Call, name: str, options: tuple[str, ...], code: errors.Code) -> str:
     value = call.query(name)
     if value not in options:
         raise errors.InvalidInput(
-            f"query parameter {name} must be one of: {', '.join(options)}", f"bad_{name}"
+            f"query parameter {name} must be one of: {', '.join(options)}", code
         )
     return value
 
 
-def _number(call: Call, name: str, low: int, high: int) -> int | None:
+def _number(call: Call, name: str, low: int, high: int, code: errors.Code) -> int | None:
     raw = call.query(name)
     if raw is None or raw == "":
         return None
-    return _digits(raw, name, low, high, f"bad_{name}")
+    return _digits(raw, name, low, high, code)
 
 
-def _digits(raw: str, name: str, low: int, high: int, code: str) -> int:
+def _digits(raw: str, name: str, low: int, high: int, code: errors.Code) -> int:
     """A whole number written in ASCII digits only (``int()`` also takes ``²`` and other
     scripts' digits, and ``str.isdigit()`` even more), between ``low`` and ``high``."""
     if not raw.isascii() or not raw.isdigit():
@@ -304,7 +169,7 @@ def _one_of(name: str, value: str | None, alias: str, alias_value: str | None) -
     if alias_value is not None and alias_value != value:
         raise errors.InvalidInput(
             f"{name} and {alias} name the same thing but differ: send only one",
-            "conflicting_fields",
+            errors.Code.CONFLICTING_FIELDS,
         )
     return value
 
@@ -317,6 +182,7 @@ class Api:
         self.users = parley.users
         self.groups = parley.groups
         self.messages = parley.messages
+        self.accounts = parley.accounts
         self.stats = parley.metrics
         self.token_mode = parley.settings.token_mode
         self.body_max = parley.settings.limits.body_max_bytes
@@ -343,7 +209,7 @@ class Api:
             try:
                 if limiter is not None:
                     await limiter.before_auth(call.client, name)
-                actor = await self._actor(call, spec.tickets) if needs_token else None
+                actor = await self._actor(call, spec.tickets, name) if needs_token else None
                 if limiter is not None and actor is not None:
                     await limiter.after_auth(actor, name)
                 reply = await handler(call, actor)
@@ -353,7 +219,7 @@ class Api:
                 log.exception(
                     "unhandled error in %s", name, extra={"request_id": request_id, "route": name}
                 )
-                reply = Reply(error_body("internal_error", "internal error"), 500)
+                reply = Reply(error_body(errors.Code.INTERNAL_ERROR, "internal error"), 500)
             reply.headers.append((b"x-request-id", request_id.encode()))
             observe(name, reply.status, time.perf_counter() - started)
             return reply
@@ -368,16 +234,37 @@ class Api:
             extra.append((b"retry-after", str(after).encode()))
         return Reply(error_body(exc.code, exc.message), status_of(exc), extra)
 
-    async def _actor(self, call: Call, tickets: bool = False) -> str:
+    async def _actor(self, call: Call, tickets: bool = False, route: str = "") -> str:
+        """The calling user; its token's id goes into the scope (``TOKEN_ID``)."""
         header = call.header(b"authorization")
         if not header and tickets and call.query("ticket"):
-            return await self.users.authenticate_ticket(call.query("ticket") or "")
+            user_id, token_id = await self.users.authenticate_ticket(call.query("ticket") or "")
+            call.scope[TOKEN_ID] = token_id
+            return user_id
         if not header:
-            raise errors.Unauthenticated("missing bearer token", "missing_token")
+            raise errors.Unauthenticated("missing bearer token", errors.Code.MISSING_TOKEN)
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise errors.Unauthenticated("malformed authorization header", "bad_token")
-        return await self.users.authenticate(token.strip())
+            raise errors.Unauthenticated("malformed authorization header", errors.Code.BAD_TOKEN)
+        caller: Caller
+        if route == "delete_user":  # may finish a deletion a crash interrupted
+            caller = await self.accounts.authenticate_for_deletion(token.strip())
+        else:
+            caller = await self.accounts.authenticate(token.strip())
+        call.scope[TOKEN_ID] = caller.token_id
+        return caller.user_id
+
+    async def _signed_in(self, call: Call, actor: Actor) -> bool:
+        """Is the token of an open long-poll or stream still live? (Open mode: always.)"""
+        token_id = call.scope.get(TOKEN_ID)
+        if actor is None or token_id is None:
+            return True
+        return await self.accounts.still_signed_in(actor, token_id)
+
+    async def _optional_body(self, call: Call, kind: type[B]) -> B:
+        """A body whose fields are all optional: an empty one means ``{}``."""
+        raw = await call.body(self.body_max, self.body_timeout)
+        return s.decode(raw if raw.strip() else b"{}", kind)
 
     async def _body(self, call: Call, kind: type[B]) -> B:
         return s.decode(await call.body(self.body_max, self.body_timeout), kind)
@@ -393,12 +280,12 @@ class Api:
         body = await self._body(call, s.CreateUserIn)
         name = _one_of("username", body.username, "userName", body.userName)
         if name is None:
-            raise errors.InvalidInput("username is required", "missing_field")
+            raise errors.InvalidInput("username is required", errors.Code.MISSING_FIELD)
         created = await self.users.create(name)
         return ok(s.UserOut.of(created.user, created.token))
 
     async def user_op(self, call: Call, actor: Actor) -> Reply:
-        op = _query(call, "op", ("block", "unblock"))
+        op = _query(call, "op", ("block", "unblock"), errors.Code.BAD_OP)
         body = await self._body(call, s.BlockIn)
         user_id = call.params["userId"]
         if op == "block":
@@ -427,7 +314,7 @@ class Api:
         return ok(s.GroupOut.of(group))
 
     async def group_op(self, call: Call, actor: Actor) -> Reply:
-        op = _query(call, "op", GROUP_OPS)
+        op = _query(call, "op", GROUP_OPS, errors.Code.BAD_OP)
         group_id = call.params["groupId"]
         if op == "rename":
             renamed = await self.groups.rename(
@@ -451,7 +338,7 @@ class Api:
 
     # messages --------------------------------------------------------------------------
     async def send_message(self, call: Call, actor: Actor) -> Reply:
-        kind = _query(call, "type", ("private", "group"))
+        kind = _query(call, "type", ("private", "group"), errors.Code.BAD_TYPE)
         body = await self._body(call, s.SendIn)
         if kind == "private":
             recipient = _one_of("receiverId", body.receiverId, "recipientId", body.recipientId)
@@ -460,7 +347,7 @@ class Api:
             recipient = _one_of("groupId", body.groupId, "recipientId", body.recipientId)
             field_name = "groupId"
         if recipient is None:
-            raise errors.InvalidInput(f"{field_name} is required", "missing_field")
+            raise errors.InvalidInput(f"{field_name} is required", errors.Code.MISSING_FIELD)
         check_send_key(body.clientMessageId)  # checked even when the header wins
         key = call.header(b"idempotency-key") or body.clientMessageId
         message = await self.messages.send(
@@ -475,52 +362,112 @@ class Api:
 
     async def get_messages(self, call: Call, actor: Actor) -> Reply:
         user_id = call.params["userId"]
-        after = _number(call, "timestamp", 0, MAX_TIMESTAMP)
-        limit = _number(call, "limit", 1, self.page_max)
-        wait = _number(call, "wait", 0, 60)
+        after = _number(call, "timestamp", 0, MAX_TIMESTAMP, errors.Code.BAD_TIMESTAMP)
+        limit = _number(call, "limit", 1, self.page_max, errors.Code.BAD_LIMIT)
+        wait = _number(call, "wait", 0, 60, errors.Code.BAD_WAIT)
         include = call.query("include")
         if include not in (None, "", "sent"):
-            raise errors.InvalidInput("include must be sent", "bad_include")
+            raise errors.InvalidInput("include must be sent", errors.Code.BAD_INCLUDE)
         if wait:
             self._wait_slot(call, actor, user_id)
-        page = await self.messages.check(
-            actor, user_id, after, limit, include == "sent", float(wait or 0)
-        )
+        page = await self.messages.check(actor, user_id, after, limit, include == "sent")
+        left = float(wait or 0)
+        # A long-poll waits in slices, re-checking its token in between: a revoked token's
+        # poll ends (401) within a second.
+        while not page.messages and left > 0 and after is not None:
+            step = min(left, RECHECK_TOKEN_SECONDS)
+            page = await self.messages.check(
+                actor, user_id, page.next_ts, limit, include == "sent", step
+            )
+            left -= step
+            if not await self._signed_in(call, actor):
+                raise errors.Unauthenticated("the token was revoked", errors.Code.BAD_TOKEN)
         return ok(s.MessagesOut.of(page))
 
     async def stream_ticket(self, call: Call, actor: Actor) -> Reply:
-        ticket, seconds = await self.users.issue_ticket(actor, call.params["userId"])
+        user_id = call.params["userId"]
+        ticket, seconds = await self.users.issue_ticket(actor, user_id, call.scope.get(TOKEN_ID))
         return ok(s.TicketOut(ticket, seconds))
+
+    # devices, passwords, deletion, export ----------------------------------------------
+    async def delete_user(self, call: Call, actor: Actor) -> Reply:
+        body = await self._optional_body(call, s.DeleteUserIn)
+        user_id = call.params["userId"]
+        await self.accounts.delete(actor, user_id, body.password, call.client)
+        return ok(s.DeletedOut(user_id, True))
+
+    async def create_token(self, call: Call, actor: Actor) -> Reply:
+        body = await self._optional_body(call, s.TokenIn)
+        new = await self.accounts.create_token(actor, call.params["userId"], body.deviceName)
+        return ok(s.NewTokenOut.of(new.record, new.token))
+
+    async def list_tokens(self, call: Call, actor: Actor) -> Reply:
+        user_id = call.params["userId"]
+        tokens = await self.accounts.list_tokens(actor, user_id)
+        current = call.scope.get(TOKEN_ID)
+        return ok(s.TokensOut(user_id, [s.TokenOut.of(t, current) for t in tokens]))
+
+    async def revoke_token(self, call: Call, actor: Actor) -> Reply:
+        user_id, token_id = call.params["userId"], call.params["tokenId"]
+        await self.accounts.revoke(actor, user_id, token_id)
+        return ok(s.RevokedOut(user_id, token_id, True))
+
+    async def set_password(self, call: Call, actor: Actor) -> Reply:
+        body = await self._body(call, s.PasswordIn)
+        user_id = call.params["userId"]
+        await self.accounts.set_password(
+            actor, user_id, body.password, body.currentPassword, call.client
+        )
+        return ok(s.PasswordOut(user_id, True))
+
+    async def sign_in(self, call: Call, actor: Actor) -> Reply:
+        body = await self._body(call, s.SignInIn)
+        new = await self.accounts.sign_in(body.userId, body.password, body.deviceName, call.client)
+        return ok(s.NewTokenOut.of(new.record, new.token))
+
+    async def export_user(self, call: Call, actor: Actor) -> Reply:
+        export = await self.accounts.export(actor, call.params["userId"])
+        return JsonStream(_export_chunks(export), [(b"content-disposition", b"attachment")])
 
     async def stream_messages(self, call: Call, actor: Actor) -> Reply:
         user_id = call.params["userId"]
-        after = _number(call, "timestamp", 0, MAX_TIMESTAMP)
+        after = _number(call, "timestamp", 0, MAX_TIMESTAMP, errors.Code.BAD_TIMESTAMP)
         last_event = call.header(b"last-event-id")
         if last_event:  # a reconnecting EventSource resumes from its last event id
-            after = _digits(last_event, "Last-Event-ID", 0, MAX_TIMESTAMP, "bad_timestamp")
+            after = _digits(
+                last_event, "Last-Event-ID", 0, MAX_TIMESTAMP, errors.Code.BAD_TIMESTAMP
+            )
         include = call.query("include")
         if include not in (None, "", "sent"):
-            raise errors.InvalidInput("include must be sent", "bad_include")
+            raise errors.InvalidInput("include must be sent", errors.Code.BAD_INCLUDE)
         self._wait_slot(call, actor, user_id)
         # The first page is read now, so authorization and lookups fail before streaming.
         first = await self.messages.check(actor, user_id, after, None, include == "sent")
-        return EventStream(self._events(actor, user_id, first, include == "sent"), call.receive)
+        events = self._events(call, actor, user_id, first, include == "sent")
+        return EventStream(events, call.receive)
 
     async def _events(
-        self, actor: Actor, user_id: str, page: Page, include_sent: bool
+        self, call: Call, actor: Actor, user_id: str, page: Page, include_sent: bool
     ) -> AsyncIterator[bytes]:
         """One ``messages`` event per page, its id the page's nextTimestamp (pages never
-        split a timestamp, so resuming from the last id neither skips nor repeats)."""
+        split a timestamp, so resuming from the last id neither skips nor repeats). The
+        stream ends within a second of its token being revoked."""
         yield b"retry: 2000\n\n"
+        quiet = 0.0
         while True:
             if page.messages:
                 data = encode(s.MessagesOut.of(page))
                 yield b"id: %d\nevent: messages\ndata: %s\n\n" % (page.next_ts, data)
-            else:
+                quiet = 0.0
+            elif quiet >= HEARTBEAT_SECONDS or quiet == 0.0:
                 yield b": keep-alive\n\n"
+                quiet = 0.0
             page = await self.messages.check(
-                actor, user_id, page.next_ts, None, include_sent, HEARTBEAT_SECONDS
+                actor, user_id, page.next_ts, None, include_sent, RECHECK_TOKEN_SECONDS
             )
+            quiet += RECHECK_TOKEN_SECONDS
+            if not await self._signed_in(call, actor):
+                return
 
     # operations ------------------------------------------------------------------------
     async def healthz(self, call: Call, actor: Actor) -> Reply:
@@ -540,5 +487,276 @@ class Api:
         return Reply(text, content_type=b"text/plain; version=0.0.4")
 
     def handler(self, spec: RouteSpec) -> Handler:
-        method: Handler = getattr(self, spec.name)
-        return method
+        """The route's handler, bound to this instance."""
+        return functools.partial(spec.handler, self)
+
+
+ROUTES: tuple[RouteSpec, ...] = (
+    RouteSpec(
+        handler=Api.create_user,
+        method="POST",
+        path="/v1/users/create",
+        summary="Create a user",
+        auth="public",
+        request=s.CreateUserIn,
+        response=s.UserOut,
+        errors=(400, 408, 413, 429, 503),
+    ),
+    RouteSpec(
+        handler=Api.user_op,
+        method="POST",
+        path="/v1/users/{userId}",
+        summary="Block or unblock a user",
+        auth="self",
+        request=s.BlockIn,
+        response=s.BlockOut,
+        query=(USER_OP,),
+        errors=(400, 401, 403, 404, 408, 409, 413, 429, 503),
+        token_only=(403,),
+    ),
+    RouteSpec(
+        handler=Api.get_user,
+        method="GET",
+        path="/v1/users/{userId}",
+        summary="A user's id and name",
+        auth="token",
+        response=s.UserOut,
+        errors=(401, 404, 429, 503),
+    ),
+    RouteSpec(
+        handler=Api.user_groups,
+        method="GET",
+        path="/v1/users/{userId}/groups",
+        summary="Groups a user belongs to",
+        auth="self",
+        response=s.UserGroupsOut,
+        errors=(401, 403, 404, 429, 503),
+        token_only=(403,),
+        open_only=(404,),
+    ),
+    RouteSpec(
+        handler=Api.user_blocked,
+        method="GET",
+        path="/v1/users/{userId}/blocked",
+        summary="Users a user blocks",
+        auth="self",
+        response=s.BlockedOut,
+        errors=(401, 403, 404, 429, 503),
+        token_only=(403,),
+        open_only=(404,),
+    ),
+    RouteSpec(
+        handler=Api.create_group,
+        method="POST",
+        path="/v1/groups/create",
+        summary="Create a group",
+        auth="token",
+        request=s.CreateGroupIn,
+        response=s.GroupOut,
+        errors=(400, 401, 408, 413, 429, 503),
+    ),
+    RouteSpec(
+        handler=Api.group_op,
+        method="POST",
+        path="/v1/groups/{groupId}",
+        summary="Add, remove, promote or demote a member, or rename the group",
+        auth="member",
+        request=s.MemberIn,
+        response=s.MembershipOut,
+        query=(GROUP_OP,),
+        errors=(400, 401, 403, 404, 408, 409, 413, 429, 503),
+        token_only=(403,),
+    ),
+    RouteSpec(
+        handler=Api.get_group,
+        method="GET",
+        path="/v1/groups/{groupId}",
+        summary="A group's name, members and their roles",
+        auth="member",
+        response=s.GroupDetailsOut,
+        errors=(401, 403, 404, 429, 503),
+        token_only=(403,),
+    ),
+    RouteSpec(
+        handler=Api.send_message,
+        method="POST",
+        path="/v1/messages/send",
+        summary="Send a private or group message",
+        auth="sender",
+        request=s.SendIn,
+        response=s.MessageOut,
+        query=(SEND_TYPE,),
+        errors=(400, 401, 403, 404, 408, 413, 429, 503),
+    ),
+    RouteSpec(
+        handler=Api.get_messages,
+        method="GET",
+        path="/v1/messages/{userId}",
+        summary="Check a user's messages",
+        auth="self",
+        response=s.MessagesOut,
+        query=(TIMESTAMP, LIMIT, INCLUDE, WAIT),
+        errors=(400, 401, 403, 404, 429, 503),
+        token_only=(403,),
+        open_only=(404,),
+    ),
+    RouteSpec(
+        handler=Api.stream_ticket,
+        method="POST",
+        path="/v1/messages/{userId}/ticket",
+        summary="A 60-second ticket for the live stream",
+        auth="self",
+        response=s.TicketOut,
+        errors=(400, 401, 403, 404, 429, 503),
+        token_only=(403,),
+        open_only=(400, 404),
+    ),
+    RouteSpec(
+        handler=Api.stream_messages,
+        method="GET",
+        path="/v1/messages/{userId}/stream",
+        summary="Live stream of a user's messages (Server-Sent Events)",
+        auth="self",
+        query=(TIMESTAMP, INCLUDE, TICKET),
+        errors=(400, 401, 403, 404, 429, 503),
+        content_type="text/event-stream",
+        tickets=True,
+        token_only=(403,),
+        open_only=(404,),
+    ),
+    RouteSpec(
+        handler=Api.delete_user,
+        method="DELETE",
+        path="/v1/users/{userId}",
+        summary="Delete the account: tokens revoked, memberships and blocks removed, "
+        'messages erased (tombstones). Needs {"password"} when one is set. Repeating it '
+        "finishes an interrupted deletion.",
+        auth="self",
+        request=s.DeleteUserIn,
+        response=s.DeletedOut,
+        errors=(400, 401, 403, 404, 408, 413, 429, 503),
+        token_only=(403,),
+        open_only=(404,),
+    ),
+    RouteSpec(
+        handler=Api.create_token,
+        method="POST",
+        path="/v1/users/{userId}/tokens",
+        summary="Link a device: a new token for this account (the secret is shown once)",
+        auth="self",
+        request=s.TokenIn,
+        response=s.NewTokenOut,
+        errors=(400, 401, 403, 404, 408, 413, 429, 503),
+        token_only=(403,),
+        open_only=(404,),
+    ),
+    RouteSpec(
+        handler=Api.list_tokens,
+        method="GET",
+        path="/v1/users/{userId}/tokens",
+        summary="Signed-in devices (never their secrets); `current` marks the calling token",
+        auth="self",
+        response=s.TokensOut,
+        errors=(400, 401, 403, 404, 429, 503),
+        token_only=(403,),
+        open_only=(400, 404),
+    ),
+    RouteSpec(
+        handler=Api.revoke_token,
+        method="DELETE",
+        path="/v1/users/{userId}/tokens/{tokenId}",
+        summary="Sign a device out: its token gets 401 at once on every process, and its "
+        "open long-polls and live streams end within a second",
+        auth="self",
+        response=s.RevokedOut,
+        errors=(400, 401, 403, 404, 429, 503),
+        token_only=(403,),
+        open_only=(400,),
+    ),
+    RouteSpec(
+        handler=Api.set_password,
+        method="POST",
+        path="/v1/users/{userId}/password",
+        summary="Set or change the account's password (8-1024 characters; changing it needs "
+        "currentPassword). Stored as argon2id: " + PASSWORD_NOTE,
+        auth="self",
+        request=s.PasswordIn,
+        response=s.PasswordOut,
+        errors=(400, 401, 403, 404, 408, 413, 429, 503),
+        token_only=(403,),
+        open_only=(404,),
+    ),
+    RouteSpec(
+        handler=Api.sign_in,
+        method="POST",
+        path="/v1/sessions",
+        summary="Sign in with a password: a new token for this device. Wrong credentials: "
+        "401 bad_credentials, after the same work as right ones; attempts are limited per "
+        "user and per address (429 with Retry-After), whatever PARLEY_RATE_LIMITS says.",
+        auth="public",
+        request=s.SignInIn,
+        response=s.NewTokenOut,
+        errors=(400, 401, 404, 408, 413, 429, 503),
+        open_only=(404,),
+    ),
+    RouteSpec(
+        handler=Api.export_user,
+        method="GET",
+        path="/v1/users/{userId}/export",
+        summary="Everything stored about the account and every message it can see or sent, "
+        "as one JSON document (streamed)",
+        auth="self",
+        response=s.ExportOut,
+        errors=(401, 403, 404, 429, 503),
+        token_only=(403,),
+        open_only=(404,),
+    ),
+    RouteSpec(
+        handler=Api.healthz,
+        method="GET",
+        path="/healthz",
+        summary="The process is alive",
+        auth="public",
+        response=s.HealthOut,
+    ),
+    RouteSpec(
+        handler=Api.readyz,
+        method="GET",
+        path="/readyz",
+        summary="Storage is reachable",
+        auth="public",
+        response=s.HealthOut,
+        errors=(503,),
+    ),
+    RouteSpec(
+        handler=Api.metrics,
+        method="GET",
+        path="/metrics",
+        summary="Prometheus metrics",
+        auth="public",
+        content_type="text/plain",
+    ),
+)
+
+
+async def _export_chunks(export: Export) -> AsyncIterator[bytes]:
+    """The export document, written piece by piece: the head, then each page of messages."""
+    user = export.user
+    head = {
+        "userId": user.id,
+        "username": user.username,
+        "exportedAt": str(int(time.time() * 1000)),
+        "devices": [
+            s.ExportDeviceOut(t.id, t.device_name, str(t.created_at), str(t.last_used_at))
+            for t in export.tokens
+        ],
+        "groups": [s.GroupOut.of(g) for g in export.groups],
+        "blockedUserIds": export.blocked,
+    }
+    yield encode(head)[:-1] + b',"messages":['
+    first = True
+    async for page in export.messages():
+        parts = [encode(s.MessageOut.of(m)) for m in page]
+        yield (b"" if first else b",") + b",".join(parts)
+        first = False
+    yield b"]}"

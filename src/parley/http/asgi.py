@@ -148,7 +148,7 @@ class Call:
         length = self.header(b"content-length")
         if length is not None:
             if not length.isascii() or not length.isdigit():
-                raise errors.InvalidInput("bad content-length", "bad_request")
+                raise errors.InvalidInput("bad content-length", errors.Code.BAD_REQUEST)
             if len(length) > 18 or int(length) > limit:
                 raise errors.PayloadTooLarge(f"body is larger than {limit} bytes")
         try:
@@ -163,7 +163,7 @@ class Call:
         while True:
             message = await self.receive()
             if message["type"] == "http.disconnect":
-                raise errors.InvalidInput("client disconnected", "bad_request")
+                raise errors.InvalidInput("client disconnected", errors.Code.BAD_REQUEST)
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
@@ -176,7 +176,7 @@ class Call:
 class BodyTimeout(errors.InvalidInput):
     """The client sent its request head but not its body in time (HTTP 408)."""
 
-    code = "body_timeout"
+    code = errors.Code.BODY_TIMEOUT
 
 
 def parse_query(raw: bytes) -> dict[str, str]:
@@ -243,5 +243,7 @@ class Router:
                     endpoint = methods.get("GET")
                 if endpoint is not None:
                     return endpoint, params, True
+                if not params:  # a literal path (``/v1/users/create``) is not an id: 405
+                    return None, {}, True
                 found_path = True
         return None, {}, found_path

@@ -31,7 +31,7 @@ def status_of(error: errors.ParleyError) -> int:
     return 500
 
 
-def error_body(code: str, message: str) -> bytes:
+def error_body(code: errors.Code, message: str) -> bytes:
     return _encode(ErrorOut(ErrorDetail(code, message)))
 
 

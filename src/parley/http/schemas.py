@@ -19,8 +19,8 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import msgspec
 
-from parley.domain.models import GroupRecord, Message, Page, UserRecord
-from parley.errors import InvalidInput
+from parley.domain.models import GroupRecord, Message, Page, TokenRecord, UserRecord
+from parley.errors import Code, InvalidInput
 
 MAX_DEPTH = 32  # nesting levels of arrays and objects a request body may have
 
@@ -118,16 +118,22 @@ class MembershipOut(Body):
 
 
 class MessageOut(Body):
+    """A message; one whose sender deleted their account keeps its id and timestamp, has
+    ``deleted: true`` and no ``message``."""
+
     messageId: str
     type: Literal["private", "group"]
     senderId: str
     recipientId: str
-    message: str
     timestamp: str
+    message: str | None = None
+    deleted: bool = False
 
     @classmethod
     def of(cls, m: Message) -> MessageOut:
-        return cls(m.id, m.type, m.sender_id, m.recipient_id, m.body, str(m.ts))
+        if not m.body:  # erased (an empty message cannot be sent)
+            return cls(m.id, m.type, m.sender_id, m.recipient_id, str(m.ts), None, True)
+        return cls(m.id, m.type, m.sender_id, m.recipient_id, str(m.ts), m.body)
 
 
 class MessagesOut(Body):
@@ -151,7 +157,7 @@ class HealthOut(Body):
 
 
 class ErrorDetail(Body):
-    code: str
+    code: Code  # stable: every value is listed in the document (parley.errors.Code)
     message: str
 
 
@@ -176,7 +182,7 @@ _JSON_TYPES: tuple[tuple[type, str], ...] = (
 def decode(raw: bytes, kind: type[B]) -> B:
     """The body as ``kind``, or :class:`InvalidInput` saying what is wrong with it."""
     if too_deep(raw):
-        raise InvalidInput(f"body is nested more than {MAX_DEPTH} levels deep", "too_deep")
+        raise InvalidInput(f"body is nested more than {MAX_DEPTH} levels deep", Code.TOO_DEEP)
     try:
         return msgspec.json.decode(raw, type=kind)
     except msgspec.ValidationError:
@@ -223,19 +229,19 @@ def _mismatch(raw: bytes, kind: type[msgspec.Struct]) -> InvalidInput:
     except msgspec.DecodeError:
         return _malformed(raw)
     if not isinstance(value, dict):
-        return InvalidInput("body must be a JSON object", "invalid_json")
+        return InvalidInput("body must be a JSON object", Code.INVALID_JSON)
     for field in msgspec.structs.fields(kind):
         name = field.encode_name
         given = value.get(name)
         if given is None:  # absent or null
             if field.required:
-                return InvalidInput(f"{name} is required", "missing_field")
+                return InvalidInput(f"{name} is required", Code.MISSING_FIELD)
             continue
         wanted = _wanted(field.type)
         if not _fits(given, wanted):
             words = " or ".join(_words(t) for t in wanted)
-            return InvalidInput(f"{name} must be {words}", "invalid_field")
-    return InvalidInput("body does not have the expected fields", "invalid_field")
+            return InvalidInput(f"{name} must be {words}", Code.INVALID_FIELD)
+    return InvalidInput("body does not have the expected fields", Code.INVALID_FIELD)
 
 
 def _wanted(annotation: Any) -> tuple[type, ...]:
@@ -265,20 +271,20 @@ def _words(kind: type) -> str:
 def _malformed(raw: bytes) -> InvalidInput:
     """Not JSON msgspec accepts: empty, not UTF-8, lone surrogates, or just not JSON."""
     if not raw.strip():
-        return InvalidInput("body is empty: expected a JSON object", "invalid_json")
+        return InvalidInput("body is empty: expected a JSON object", Code.INVALID_JSON)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        return InvalidInput("body is not valid UTF-8", "invalid_text")
+        return InvalidInput("body is not valid UTF-8", Code.INVALID_TEXT)
     try:
         value = json.loads(text)  # lenient: it keeps lone surrogates (nesting is bounded)
     except ValueError:
-        return InvalidInput("body is not valid JSON", "invalid_json")
+        return InvalidInput("body is not valid JSON", Code.INVALID_JSON)
     if _has_lone_surrogate(value):
         return InvalidInput(
-            "text must not contain a lone UTF-16 surrogate (such as \\ud800)", "invalid_text"
+            "text must not contain a lone UTF-16 surrogate (such as \\ud800)", Code.INVALID_TEXT
         )
-    return InvalidInput("body is not valid JSON", "invalid_json")
+    return InvalidInput("body is not valid JSON", Code.INVALID_JSON)
 
 
 def _has_lone_surrogate(value: Any) -> bool:
@@ -293,3 +299,95 @@ def _has_lone_surrogate(value: Any) -> bool:
     if isinstance(value, list):
         return any(_has_lone_surrogate(v) for v in value)
     return False
+
+
+# devices, passwords, deletion (SPEC §7) --------------------------------------------------
+class TokenIn(Body):
+    deviceName: str | None = None
+
+
+class PasswordIn(Body):
+    password: str
+    currentPassword: str | None = None
+
+
+class SignInIn(Body):
+    userId: str
+    password: str
+    deviceName: str | None = None
+
+
+class DeleteUserIn(Body):
+    password: str | None = None
+
+
+class NewTokenOut(Body):
+    """A token for a device; ``token`` is the secret, shown this once."""
+
+    tokenId: str
+    token: str
+    deviceName: str
+    createdAt: str
+    userId: str
+
+    @classmethod
+    def of(cls, token: TokenRecord, secret: str) -> NewTokenOut:
+        return cls(token.id, secret, token.device_name, str(token.created_at), token.user_id)
+
+
+class TokenOut(msgspec.Struct):
+    tokenId: str
+    deviceName: str
+    createdAt: str
+    lastUsedAt: str
+    current: bool
+
+    @classmethod
+    def of(cls, token: TokenRecord, current: str | None) -> TokenOut:
+        return cls(
+            token.id,
+            token.device_name,
+            str(token.created_at),
+            str(token.last_used_at),
+            token.id == current,
+        )
+
+
+class TokensOut(Body):
+    userId: str
+    tokens: list[TokenOut]
+
+
+class RevokedOut(Body):
+    userId: str
+    tokenId: str
+    revoked: bool
+
+
+class PasswordOut(Body):
+    userId: str
+    passwordSet: bool
+
+
+class DeletedOut(Body):
+    userId: str
+    deleted: bool
+
+
+class ExportDeviceOut(msgspec.Struct):
+    tokenId: str
+    deviceName: str
+    createdAt: str
+    lastUsedAt: str
+
+
+class ExportOut(Body):
+    """The shape of ``GET /v1/users/{userId}/export`` (sent as a stream, page by page)."""
+
+    userId: str
+    username: str
+    exportedAt: str
+    devices: list[ExportDeviceOut]
+    groups: list[GroupOut]
+    blockedUserIds: list[str]
+    messages: list[MessageOut]

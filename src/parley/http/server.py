@@ -19,6 +19,7 @@ from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from parley.app import Parley, build
+from parley.errors import Code
 from parley.http.api import ROUTES, Api, encode
 from parley.http.asgi import (
     SECURITY_HEADERS,
@@ -91,7 +92,7 @@ def _json(body: bytes, status: int = 200) -> Response:
 
 
 def _not_found() -> Response:
-    return _json(error_body("not_found", "no such route"), 404)
+    return _json(error_body(Code.NOT_FOUND, "no such route"), 404)
 
 
 class ParleyApp:
@@ -131,16 +132,16 @@ class ParleyApp:
             return
         path = scope["path"]
         if len(path) + len(scope["query_string"]) > MAX_TARGET_BYTES:
-            await _refuse(send, 414, "uri_too_long", URI_TOO_LONG)
+            await _refuse(send, 414, Code.URI_TOO_LONG, URI_TOO_LONG)
             return
         if len(scope["headers"]) > MAX_HEADERS:
-            await _refuse(send, 431, "headers_too_large", HEADERS_TOO_LARGE)
+            await _refuse(send, 431, Code.HEADERS_TOO_LARGE, HEADERS_TOO_LARGE)
             return
         endpoint, params, exists = self.router.match(scope["method"], path)
         if self.active >= self.max_active and endpoint not in self.exempt:
             self.overloaded += 1
             retry = [(b"retry-after", b"1")]
-            await _refuse(send, 503, "overloaded", OVERLOADED, retry)
+            await _refuse(send, 503, Code.OVERLOADED, OVERLOADED, retry)
             return
         self.active += 1
         try:
@@ -153,7 +154,7 @@ class ParleyApp:
                     if call.release is not None:
                         call.release()
             elif exists:
-                body = error_body("method_not_allowed", "method not allowed")
+                body = error_body(Code.METHOD_NOT_ALLOWED, "method not allowed")
                 allow = ", ".join(self.router.allowed(path)).encode()
                 await Reply(body, 405, [(b"allow", allow)]).send(send)
             else:
@@ -196,7 +197,7 @@ async def _logged(
 async def _refuse(
     send: Send,
     status: int,
-    code: str,
+    code: Code,
     message: str,
     headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
@@ -255,8 +256,8 @@ def create_app(parley: Parley) -> ParleyApp:
         if status == 404:
             return _not_found()
         if status == 405:
-            return _json(error_body("method_not_allowed", "method not allowed"), 405)
-        return _json(error_body("bad_request", "bad request"), status)
+            return _json(error_body(Code.METHOD_NOT_ALLOWED, "method not allowed"), 405)
+        return _json(error_body(Code.BAD_REQUEST, "bad request"), status)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -12,7 +12,7 @@ import hmac
 import secrets
 import time
 
-from parley.errors import Forbidden, Unauthenticated
+from parley.errors import Code, Forbidden, Unauthenticated
 
 Actor = str | None
 
@@ -20,7 +20,7 @@ Actor = str | None
 def require_self(actor: Actor, user_id: str) -> None:
     """In token mode the caller may act only as itself."""
     if actor is not None and actor != user_id:
-        raise Forbidden("you may only act as yourself", "not_yourself")
+        raise Forbidden("you may only act as yourself", Code.NOT_YOURSELF)
 
 
 def new_token(user_id: str) -> tuple[str, bytes]:
@@ -37,7 +37,7 @@ def hash_secret(secret: str) -> bytes:
 def split_token(token: str) -> tuple[str, str]:
     user_id, dot, secret = token.rpartition(".")
     if not dot or not user_id or not secret or len(token) > 256:
-        raise Unauthenticated("malformed token", "bad_token")
+        raise Unauthenticated("malformed token", Code.BAD_TOKEN)
     return user_id, secret
 
 
@@ -72,7 +72,7 @@ def ticket_user(ticket: str) -> tuple[str, int, str]:
     ``²`` that ``int`` cannot read."""
     parts = ticket.split(".")
     if len(parts) != 3 or len(ticket) > 256 or not _ascii_digits(parts[1]):
-        raise Unauthenticated("malformed ticket", "bad_ticket")
+        raise Unauthenticated("malformed ticket", Code.BAD_TICKET)
     return parts[0], int(parts[1]), parts[2]
 
 

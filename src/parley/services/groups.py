@@ -22,7 +22,7 @@ from parley.domain.models import GroupRecord, new_id
 from parley.domain.roles import Member, Outcome, Role
 from parley.domain.rules import Limits, check_id, clean_name
 from parley.domain.validation import check_text, well_formed_id
-from parley.errors import Conflict, Forbidden, NotFound
+from parley.errors import Code, Conflict, Forbidden, NotFound
 from parley.services.access import Actor, require_self
 from parley.services.directory import Directory
 from parley.services.users import UserService
@@ -83,7 +83,7 @@ class GroupService:
         # A malformed id names nothing stored: answered as an unknown one, without storage.
         group = await self.directory.group(group_id) if well_formed_id(group_id) else None
         if group is None:
-            raise NotFound("group not found", "group_not_found")
+            raise NotFound("group not found", Code.GROUP_NOT_FOUND)
         return group
 
     async def create(self, actor: Actor, name: str) -> GroupRecord:
@@ -96,21 +96,21 @@ class GroupService:
 
     async def _require_member(self, actor: Actor, group_id: str) -> None:
         if actor is not None and not await self.directory.is_member(group_id, actor):
-            raise Forbidden("you are not a member of this group", "not_a_member")
+            raise Forbidden("you are not a member of this group", Code.NOT_A_MEMBER)
 
     @staticmethod
     def _refuse(outcome: Outcome, action: str) -> None:
         """Turn a storage outcome other than ``done`` into the matching error."""
         if outcome == "denied":
-            raise Forbidden(DENIED[action], "not_allowed")
+            raise Forbidden(DENIED[action], Code.NOT_ALLOWED)
         if outcome == "no_group":
-            raise NotFound("group not found", "group_not_found")
+            raise NotFound("group not found", Code.GROUP_NOT_FOUND)
         if outcome == "full":
-            raise Conflict("the group is full", "group_full")
+            raise Conflict("the group is full", Code.GROUP_FULL)
         if outcome == "missing":
-            raise Conflict("user is not a member", "not_in_group")
+            raise Conflict("user is not a member", Code.NOT_IN_GROUP)
         if outcome == "owner":
-            raise Conflict("the owner's role cannot be changed", "is_owner")
+            raise Conflict("the owner's role cannot be changed", Code.IS_OWNER)
 
     async def add(self, actor: Actor, group_id: str, user_id: str) -> None:
         check_id(user_id, "userId")
@@ -118,7 +118,7 @@ class GroupService:
         await self._require_member(actor, group_id)
         await self.users.require(user_id)
         if actor is not None and actor in await self.directory.blocked_by(user_id):
-            raise Forbidden("this user has blocked you", "blocked")
+            raise Forbidden("this user has blocked you", Code.BLOCKED)
         # The conditional write decides, not the cache; and a 409 forgets the cached
         # memberships too, since it may be the answer to a cache that was wrong.
         outcome = await self.storage.join_group(
@@ -126,7 +126,7 @@ class GroupService:
         )
         await self.directory.memberships_changed(group_id, user_id)
         if outcome == "unchanged":
-            raise Conflict("user is already a member", "already_member")
+            raise Conflict("user is already a member", Code.ALREADY_MEMBER)
         self._refuse(outcome, "add")
         self._membership_changed(user_id)
         await self._changed(GroupChange("member_added", group_id, actor, user_id, "member"))
@@ -141,7 +141,7 @@ class GroupService:
         # A 409 too: the cache may still hold the membership the database no longer has.
         await self.directory.memberships_changed(group_id, user_id)
         if write.outcome == "unchanged":
-            raise Conflict("user is not a member", "not_in_group")
+            raise Conflict("user is not a member", Code.NOT_IN_GROUP)
         self._refuse(write.outcome, "remove")
         self._membership_changed(user_id)
         await self._changed(GroupChange("member_removed", group_id, actor, user_id))
@@ -158,7 +158,10 @@ class GroupService:
         await self.users.require(user_id)
         outcome = await self.storage.set_role(group_id, user_id, role, by=actor)
         if outcome == "unchanged":
-            raise Conflict(f"user already has the role {role}", f"already_{role}")
+            raise Conflict(
+                f"user already has the role {role}",
+                Code.ALREADY_ADMIN if role == "admin" else Code.ALREADY_MEMBER,
+            )
         self._refuse(outcome, "role")
         await self._changed(GroupChange("role_changed", group_id, actor, user_id, role))
 
@@ -186,7 +189,7 @@ class GroupService:
         # that knows the group exists.
         group = await self.storage.get_group(group_id)
         if group is None:
-            raise NotFound("group not found", "group_not_found")
+            raise NotFound("group not found", Code.GROUP_NOT_FOUND)
         return group
 
     async def view(self, actor: Actor, group_id: str) -> GroupView:

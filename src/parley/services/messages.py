@@ -15,7 +15,7 @@ from parley.cache.changes import Changes, sent_stream
 from parley.domain.models import Message, MessageType, Page, new_id
 from parley.domain.rules import Limits, check_id, check_message_text
 from parley.domain.validation import check_send_key, check_text, well_formed_id
-from parley.errors import Forbidden, InvalidInput
+from parley.errors import Code, Forbidden, InvalidInput
 from parley.services.access import Actor, require_self
 from parley.services.directory import Directory
 from parley.services.groups import GroupService
@@ -73,11 +73,11 @@ class MessageService:
         if kind == "private":
             await self.users.require(recipient_id, "receiver")
             if sender_id in await self.directory.blocked_by(recipient_id):
-                raise Forbidden("the receiver has blocked you", "blocked")
+                raise Forbidden("the receiver has blocked you", Code.BLOCKED)
         else:
             await self.groups.require(recipient_id)
             if not await self.directory.is_member(recipient_id, sender_id):
-                raise Forbidden("you are not a member of this group", "not_a_member")
+                raise Forbidden("you are not a member of this group", Code.NOT_A_MEMBER)
         draft = MessageDraft(new_id("m_"), kind, sender_id, recipient_id, text, send_key)
         message, _ = await self.storage.append_message(draft)
         await self._stored(message)  # a replayed key too (see above)
@@ -152,5 +152,7 @@ class MessageService:
         if limit is None:
             return self.limits.page_default
         if not 1 <= limit <= self.limits.page_max:
-            raise InvalidInput(f"limit must be between 1 and {self.limits.page_max}", "bad_limit")
+            raise InvalidInput(
+                f"limit must be between 1 and {self.limits.page_max}", Code.BAD_LIMIT
+            )
         return limit

@@ -4,25 +4,26 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from typing import Literal
 
 from parley.domain.models import UserRecord, new_id
 from parley.domain.rules import Limits, check_id, clean_name
 from parley.domain.validation import check_text, well_formed_id
-from parley.errors import Conflict, InvalidInput, NotFound, Unauthenticated
-from parley.services.access import (
-    Actor,
-    new_ticket,
-    new_token,
-    require_self,
-    split_token,
-    ticket_user,
-    ticket_valid,
-    token_matches,
-)
+from parley.errors import Code, Conflict, InvalidInput, NotFound, Unauthenticated
+from parley.services.access import Actor, new_ticket, require_self, ticket_user, ticket_valid
+from parley.services.accounts import DEFAULT_DEVICE, mint
 from parley.services.directory import Directory
 from parley.storage.base import Storage
 
 TICKET_SECONDS = 60
+LookedUpAs = Literal["user", "sender", "receiver", "blocked user"]
+# The code of a missing user, by the role it was looked up in.
+NOT_FOUND: dict[LookedUpAs, Code] = {
+    "user": Code.USER_NOT_FOUND,
+    "sender": Code.SENDER_NOT_FOUND,
+    "receiver": Code.RECEIVER_NOT_FOUND,
+    "blocked user": Code.BLOCKED_USER_NOT_FOUND,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,44 +52,46 @@ class UserService:
     async def create(self, username: str) -> NewUser:
         name = clean_name(check_text(username, "username"), "username", self.limits.username_max)
         user_id = new_id("u_")
-        token, token_hash = new_token(user_id) if self.token_mode else (None, None)
-        user = UserRecord(user_id, name, token_hash)
-        await self.storage.create_user(user)
+        user = UserRecord(user_id, name)
+        first = mint(user_id, DEFAULT_DEVICE) if self.token_mode else None
+        await self.storage.create_user(user, first.record if first else None)
         await self.directory.user_created(user)
-        return NewUser(user, token)
+        if first is not None:
+            await self.directory.token_added(first.record)
+        return NewUser(user, first.token if first else None)
 
-    async def authenticate(self, token: str) -> str:
-        """The id of the user a bearer token belongs to."""
-        user_id, secret = split_token(token)
-        user = await self.directory.user(user_id) if well_formed_id(user_id) else None
-        if user is None or not token_matches(secret, user.token_hash):
-            raise Unauthenticated("unknown token", "bad_token")
-        return user_id
-
-    async def issue_ticket(self, actor: Actor, user_id: str) -> tuple[str, int]:
-        """A ticket for the live stream (see ``access.new_ticket``) and its lifetime."""
+    async def issue_ticket(
+        self, actor: Actor, user_id: str, token_id: str | None
+    ) -> tuple[str, int]:
+        """A ticket for the live stream (see ``access.new_ticket``) and its lifetime,
+        signed with the calling token's hash: revoking that token revokes the ticket."""
         require_self(actor, user_id)
-        user = await self.require(user_id)
-        if user.token_hash is None:
-            raise InvalidInput("tickets exist only in token mode", "no_tokens")
-        ticket = new_ticket(user_id, user.token_hash, self.secret_key, TICKET_SECONDS)
+        await self.require(user_id)
+        tokens = await self.directory.tokens(user_id)
+        token = next((t for t in tokens.values() if t.id == token_id), None)
+        if token is None:
+            raise InvalidInput("tickets exist only in token mode", Code.NO_TOKENS)
+        ticket = new_ticket(user_id, token.hash, self.secret_key, TICKET_SECONDS)
         return ticket, TICKET_SECONDS
 
-    async def authenticate_ticket(self, ticket: str) -> str:
+    async def authenticate_ticket(self, ticket: str) -> tuple[str, str]:
+        """The user and the token a ticket was issued for."""
         user_id, expiry, mac = ticket_user(ticket)
         user = await self.directory.user(user_id) if well_formed_id(user_id) else None
-        if user is None or not ticket_valid(self.secret_key, user_id, expiry, mac, user.token_hash):
-            raise Unauthenticated("unknown or expired ticket", "bad_ticket")
-        return user_id
+        if user is not None:
+            for token in (await self.directory.tokens(user_id)).values():
+                if ticket_valid(self.secret_key, user_id, expiry, mac, token.hash):
+                    return user_id, token.id
+        raise Unauthenticated("unknown or expired ticket", Code.BAD_TICKET)
 
     async def get(self, actor: Actor, user_id: str) -> UserRecord:
         return await self.require(user_id)
 
-    async def require(self, user_id: str, what: str = "user") -> UserRecord:
+    async def require(self, user_id: str, what: LookedUpAs = "user") -> UserRecord:
         # A malformed id names nothing stored: answered as an unknown one, without storage.
         user = await self.directory.user(user_id) if well_formed_id(user_id) else None
         if user is None:
-            raise NotFound(f"{what} not found", f"{what.replace(' ', '_')}_not_found")
+            raise NotFound(f"{what} not found", NOT_FOUND[what])
         return user
 
     async def block(self, actor: Actor, user_id: str, blocked_id: str) -> None:
@@ -101,7 +104,7 @@ class UserService:
         changed = await self.storage.add_block(user_id, blocked_id)
         await self.directory.blocks_changed(user_id)
         if not changed:
-            raise Conflict("user is already blocked", "already_blocked")
+            raise Conflict("user is already blocked", Code.ALREADY_BLOCKED)
 
     async def unblock(self, actor: Actor, user_id: str, blocked_id: str) -> None:
         require_self(actor, user_id)
@@ -112,7 +115,7 @@ class UserService:
         # A 409 too: the cache may still hold the block the database no longer has.
         await self.directory.blocks_changed(user_id)
         if not changed:
-            raise Conflict("user is not blocked", "not_blocked")
+            raise Conflict("user is not blocked", Code.NOT_BLOCKED)
 
     async def blocked(self, actor: Actor, user_id: str) -> list[str]:
         require_self(actor, user_id)

@@ -15,14 +15,22 @@ import functools
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Literal, ParamSpec, TypeVar
 
 import msgspec
 
-from parley.domain.models import GroupRecord, Message, MessageType, Page, UserRecord
+from parley.domain.models import (
+    GroupRecord,
+    Message,
+    MessageType,
+    Page,
+    TokenRecord,
+    UserRecord,
+)
 from parley.domain.roles import GroupWrite, Member, Outcome, Role
 
 P = ParamSpec("P")
+AccountState = Literal["active", "deleting", "deleted"]
 R = TypeVar("R")
 
 
@@ -97,10 +105,57 @@ class Storage(ABC):
 
     # users -----------------------------------------------------------------------------
     @abstractmethod
-    async def create_user(self, user: UserRecord) -> None: ...
+    async def create_user(self, user: UserRecord, token: TokenRecord | None = None) -> None:
+        """Store a new user and, in the same write, its first token (the sign-up one)."""
 
     @abstractmethod
-    async def get_user(self, user_id: str) -> UserRecord | None: ...
+    async def get_user(self, user_id: str) -> UserRecord | None:
+        """An active user; None for unknown, ``deleting`` and ``deleted`` ones."""
+
+    # devices, passwords and account deletion (see services.accounts) -----------------
+    @abstractmethod
+    async def add_token(self, token: TokenRecord) -> None:
+        """Store a signed-in device's token (its secret's hash, never the secret)."""
+
+    @abstractmethod
+    async def user_tokens(self, user_id: str) -> list[TokenRecord]:
+        """Every live token of a user, oldest first."""
+
+    @abstractmethod
+    async def delete_token(self, user_id: str, token_id: str) -> bool:
+        """Revoke one token; False if the user had no such token."""
+
+    @abstractmethod
+    async def touch_token(self, user_id: str, token_id: str, at: int) -> None:
+        """Record that the token was used at ``at`` (unix ms); nothing if it is gone."""
+
+    @abstractmethod
+    async def get_password(self, user_id: str) -> str | None:
+        """The stored password hash of an active user, if one was set."""
+
+    @abstractmethod
+    async def set_password(self, user_id: str, password_hash: str) -> bool:
+        """Store a password hash; False if the user is unknown or being deleted."""
+
+    @abstractmethod
+    async def account_state(self, user_id: str) -> AccountState | None:
+        """``active``, ``deleting`` (deletion started, not finished), ``deleted``, or None."""
+
+    @abstractmethod
+    async def begin_deletion(self, user_id: str) -> bool:
+        """Mark an active or half-deleted user ``deleting`` (lookups treat it as gone from
+        then on); False if the user is unknown or already deleted."""
+
+    @abstractmethod
+    async def erase_account(self, user_id: str) -> None:
+        """For a ``deleting`` user, erase its username and password, remove its memberships
+        and blocks (by it and of it), erase the text of every message it sent (the
+        messages stay, with an empty body: tombstones) and, last, its tokens. Idempotent;
+        nothing for a user in another state."""
+
+    @abstractmethod
+    async def finish_deletion(self, user_id: str) -> None:
+        """``deleting`` -> ``deleted`` (after ``erase_account``)."""
 
     # groups ----------------------------------------------------------------------------
     @abstractmethod

@@ -28,10 +28,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from parley.domain.models import GroupRecord, Message, UserRecord
+from parley.domain.models import GroupRecord, Message, TokenRecord, UserRecord
 from parley.domain.roles import GroupWrite, Member, Outcome, Role
 from parley.errors import ParleyError, Unavailable
 from parley.storage.base import BulkData, MessageDraft, Storage, counted
+from parley.storage.dynamodb_accounts import DynamoAccounts, token_item, user_status
 from parley.storage.dynamodb_client import ConditionFailed, DynamoClient, DynamoUnavailable
 from parley.storage.dynamodb_clock import Clock, ClockState, Reservation
 from parley.storage.dynamodb_groups import Rosters, roster_group_item
@@ -72,7 +73,7 @@ class _Append:
 
 
 @counted
-class DynamoStorage(Storage):
+class DynamoStorage(DynamoAccounts, Storage):
     name = "dynamodb"
 
     def __init__(
@@ -258,12 +259,17 @@ class DynamoStorage(Storage):
         return kept["value"]["S"] if kept else None
 
     # users and groups ------------------------------------------------------------------
-    async def create_user(self, user: UserRecord) -> None:
-        await self._write_items([("users", user_item(user))])
+    async def create_user(self, user: UserRecord, token: TokenRecord | None = None) -> None:
+        # One BatchWriteItem (no transactions, see docs/dynamodb.md): were it cut short, a
+        # user without its first token is an account nobody holds, harmless.
+        writes = [("users", user_item(user))]
+        if token is not None:
+            writes.append(("tokens", token_item(token)))
+        await self._write_items(writes)
 
     async def get_user(self, user_id: str) -> UserRecord | None:
         item = await self._get("users", {"user_id": s(user_id)})
-        return parse_user(item) if item else None
+        return parse_user(item) if item and user_status(item) == "active" else None
 
     async def create_group(self, group: GroupRecord, first_member: str | None) -> None:
         first: list[tuple[str, Role]] = [] if first_member is None else [(first_member, "owner")]

@@ -146,6 +146,16 @@ TABLES: Final[tuple[TableSpec, ...]] = (
         description="One item per user: username, token hash, creation time.",
     ),
     TableSpec(
+        suffix="tokens",
+        hash_key="user_id",
+        range_key="token_id",
+        attributes=(("user_id", "S"), ("token_id", "S")),
+        description=(
+            "One item per signed-in device: the SHA-256 of its token's secret, device name, "
+            "creation and last-use times. A user's devices are one Query."
+        ),
+    ),
+    TableSpec(
         suffix="groups",
         hash_key="group_id",
         attributes=(("group_id", "S"),),

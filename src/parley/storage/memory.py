@@ -11,7 +11,9 @@ import itertools
 from bisect import bisect_right
 from collections.abc import Iterator, Sequence
 
-from parley.domain.models import GroupRecord, Message, UserRecord
+import msgspec
+
+from parley.domain.models import GroupRecord, Message, TokenRecord, UserRecord
 from parley.domain.positions import PositionTracker
 from parley.domain.roles import (
     GroupWrite,
@@ -24,7 +26,7 @@ from parley.domain.roles import (
     in_order,
     may_rename,
 )
-from parley.storage.base import MessageDraft, Storage, counted
+from parley.storage.base import AccountState, MessageDraft, Storage, counted
 
 
 @counted
@@ -45,6 +47,9 @@ class MemoryStorage(Storage):
         self._sends: dict[tuple[str, str], Message] = {}
         self._seq = itertools.count(1)
         self._last_ts = 0
+        self._tokens: dict[str, dict[str, TokenRecord]] = {}  # user id -> token id -> token
+        self._passwords: dict[str, str] = {}
+        self._states: dict[str, AccountState] = {}
 
     async def ping(self) -> None:
         return None
@@ -52,11 +57,77 @@ class MemoryStorage(Storage):
     async def last_position(self) -> int:
         return self._last_ts
 
-    async def create_user(self, user: UserRecord) -> None:
+    async def create_user(self, user: UserRecord, token: TokenRecord | None = None) -> None:
         self._users[user.id] = user
+        self._states[user.id] = "active"
+        if token is not None:
+            await self.add_token(token)
 
     async def get_user(self, user_id: str) -> UserRecord | None:
+        if self._states.get(user_id) != "active":
+            return None
         return self._users.get(user_id)
+
+    # devices, passwords and account deletion -------------------------------------------
+    async def add_token(self, token: TokenRecord) -> None:
+        self._tokens.setdefault(token.user_id, {})[token.id] = token
+
+    async def user_tokens(self, user_id: str) -> list[TokenRecord]:
+        tokens = self._tokens.get(user_id, {}).values()
+        return sorted(tokens, key=lambda t: (t.created_at, t.id))
+
+    async def delete_token(self, user_id: str, token_id: str) -> bool:
+        return self._tokens.get(user_id, {}).pop(token_id, None) is not None
+
+    async def touch_token(self, user_id: str, token_id: str, at: int) -> None:
+        tokens = self._tokens.get(user_id, {})
+        token = tokens.get(token_id)
+        if token is not None and at > token.last_used_at:
+            tokens[token_id] = msgspec.structs.replace(token, last_used_at=at)
+
+    async def get_password(self, user_id: str) -> str | None:
+        if self._states.get(user_id) != "active":
+            return None
+        return self._passwords.get(user_id)
+
+    async def set_password(self, user_id: str, password_hash: str) -> bool:
+        if self._states.get(user_id) != "active":
+            return False
+        self._passwords[user_id] = password_hash
+        return True
+
+    async def account_state(self, user_id: str) -> AccountState | None:
+        return self._states.get(user_id)
+
+    async def begin_deletion(self, user_id: str) -> bool:
+        if self._states.get(user_id) not in ("active", "deleting"):
+            return False
+        self._states[user_id] = "deleting"
+        return True
+
+    async def erase_account(self, user_id: str) -> None:
+        if self._states.get(user_id) != "deleting":
+            return
+        self._users[user_id] = UserRecord(user_id, "")
+        self._passwords.pop(user_id, None)
+        for group_id in sorted(self._memberships.get(user_id, set())):
+            await self.leave_group(group_id, user_id, by=None)  # an owner hands over
+        self._memberships.pop(user_id, None)
+        self._blocks.pop(user_id, None)
+        for blocked in self._blocks.values():
+            blocked.discard(user_id)
+        for stream in (*self._inbox.values(), *self._sent.values()):
+            for i, message in enumerate(stream):
+                if message.sender_id == user_id and message.body:
+                    stream[i] = msgspec.structs.replace(message, body="")
+        for key, message in list(self._sends.items()):
+            if message.sender_id == user_id:
+                self._sends[key] = msgspec.structs.replace(message, body="")
+        self._tokens.pop(user_id, None)
+
+    async def finish_deletion(self, user_id: str) -> None:
+        if self._states.get(user_id) == "deleting":
+            self._states[user_id] = "deleted"
 
     async def create_group(self, group: GroupRecord, first_member: str | None) -> None:
         self._groups[group.id] = group

@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from parley.domain.models import GroupRecord, Message, Page, UserRecord
+from parley.domain.models import GroupRecord, Message, Page, TokenRecord, UserRecord
 from parley.domain.roles import (
     GroupWrite,
     Member,
@@ -50,6 +50,8 @@ from parley.domain.roles import (
 )
 from parley.errors import Unavailable
 from parley.storage.base import BulkData, MessageDraft, Storage, counted
+from parley.storage.postgres_accounts import INSERT_TOKEN, PostgresAccounts, token_args
+from parley.storage.postgres_accounts import MIGRATION as ACCOUNTS_MIGRATION
 
 log = logging.getLogger("parley.storage.postgres")
 
@@ -136,6 +138,7 @@ MIGRATIONS: tuple[str, ...] = (
         value text NOT NULL
     );
     """,
+    ACCOUNTS_MIGRATION,
     # roles (owner, admin, member) and the order members joined in; in a group stored
     # before roles, the member with the smallest id becomes its owner
     """
@@ -248,7 +251,7 @@ class _Append:
 
 
 @counted
-class PostgresStorage(Storage):
+class PostgresStorage(PostgresAccounts, Storage):
     name = "postgres"
 
     def __init__(
@@ -600,9 +603,19 @@ class PostgresStorage(Storage):
         kept = await self._fetch("SELECT value FROM meta WHERE key = $1", key)
         return str(kept[0][0]) if kept else None
 
-    async def create_user(self, user: UserRecord) -> None:
+    async def create_user(self, user: UserRecord, token: TokenRecord | None = None) -> None:
+        if token is None:
+            await self._execute(
+                "INSERT INTO users (id, username, token_hash) VALUES ($1, $2, $3)",
+                user.id,
+                user.username,
+                user.token_hash,
+            )
+            return
         await self._execute(
-            "INSERT INTO users (id, username, token_hash) VALUES ($1, $2, $3)",
+            "WITH u AS (INSERT INTO users (id, username, token_hash) VALUES ($7, $8, $9)) "
+            + INSERT_TOKEN,
+            *token_args(token),
             user.id,
             user.username,
             user.token_hash,
@@ -610,7 +623,8 @@ class PostgresStorage(Storage):
 
     async def get_user(self, user_id: str) -> UserRecord | None:
         rows = await self._fetch(
-            "SELECT id, username, token_hash FROM users WHERE id = $1", user_id
+            "SELECT id, username, token_hash FROM users WHERE id = $1 AND status = 'active'",
+            user_id,
         )
         return UserRecord(rows[0][0], rows[0][1], rows[0][2]) if rows else None
 

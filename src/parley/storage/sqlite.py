@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from parley.domain.models import GroupRecord, Message, UserRecord
+from parley.domain.models import GroupRecord, Message, TokenRecord, UserRecord
 from parley.domain.positions import PositionTracker
 from parley.domain.roles import (
     GroupWrite,
@@ -45,6 +45,8 @@ from parley.domain.roles import (
 )
 from parley.errors import Unavailable
 from parley.storage.base import BulkData, MessageDraft, Storage, counted
+from parley.storage.sqlite_accounts import INSERT_TOKEN, SqliteAccounts, token_row
+from parley.storage.sqlite_accounts import MIGRATION as ACCOUNTS_MIGRATION
 
 log = logging.getLogger("parley.storage.sqlite")
 
@@ -103,6 +105,7 @@ MIGRATIONS: tuple[str, ...] = (
         value TEXT NOT NULL
     ) WITHOUT ROWID;
     """,
+    ACCOUNTS_MIGRATION,
     # roles (owner, admin, member) and the order members joined in; in a group stored
     # before roles, the member with the smallest id becomes its owner
     """
@@ -323,7 +326,7 @@ def _message(row: tuple[Any, ...]) -> Message:
 
 
 @counted
-class SqliteStorage(Storage):
+class SqliteStorage(SqliteAccounts, Storage):
     name = "sqlite"
 
     def __init__(
@@ -511,6 +514,11 @@ class SqliteStorage(Storage):
             self.positions.advance(top + 1)
 
     async def record_meta(self, key: str, value: str, *, replace: bool = False) -> str | None:
+        if not replace:  # already recorded: a read (a read-only file still starts)
+            rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
+            if rows:
+                return str(rows[0][0])
+
         def op(c: sqlite3.Connection) -> str | None:
             row = c.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
             if row is None or replace:
@@ -525,16 +533,22 @@ class SqliteStorage(Storage):
         return result
 
     # users -----------------------------------------------------------------------------
-    async def create_user(self, user: UserRecord) -> None:
-        await self._write(
-            lambda c: c.execute(
+    async def create_user(self, user: UserRecord, token: TokenRecord | None = None) -> None:
+        def op(c: sqlite3.Connection) -> None:
+            c.execute(
                 "INSERT INTO users (id, username, token_hash) VALUES (?, ?, ?)",
                 (user.id, user.username, user.token_hash),
             )
-        )
+            if token is not None:
+                c.execute(INSERT_TOKEN, token_row(token))
+
+        await self._write(op)
 
     async def get_user(self, user_id: str) -> UserRecord | None:
-        rows = self._query("SELECT id, username, token_hash FROM users WHERE id = ?", (user_id,))
+        rows = self._query(
+            "SELECT id, username, token_hash FROM users WHERE id = ? AND status = 'active'",
+            (user_id,),
+        )
         return UserRecord(*rows[0]) if rows else None
 
     # groups ----------------------------------------------------------------------------

@@ -122,3 +122,18 @@ export const getGroup = (groupId, signal) => api("GET", `/v1/groups/${enc(groupI
 // op: "add" | "remove"
 export const changeMember = (groupId, userId, op) =>
   api("POST", `/v1/groups/${enc(groupId)}?op=${op}`, { body: { userId } });
+
+// Devices, passwords, deletion (SPEC §7).
+export const linkDevice = (userId, deviceName) =>
+  api("POST", `/v1/users/${enc(userId)}/tokens`, { body: { deviceName } });
+export const getDevices = (userId) => api("GET", `/v1/users/${enc(userId)}/tokens`);
+export const revokeDevice = (userId, tokenId) =>
+  api("DELETE", `/v1/users/${enc(userId)}/tokens/${enc(tokenId)}`);
+export const setPassword = (userId, password, currentPassword) =>
+  api("POST", `/v1/users/${enc(userId)}/password`, {
+    body: currentPassword ? { password, currentPassword } : { password },
+  });
+export const signInWithPassword = (userId, password, deviceName) =>
+  api("POST", "/v1/sessions", { body: { userId, password, deviceName }, token: "" });
+export const deleteAccount = (userId, password) =>
+  api("DELETE", `/v1/users/${enc(userId)}`, { body: password ? { password } : {} });

@@ -21,7 +21,8 @@ function preview(conv, last) {
   if (last.pending) return `Sending: ${last.message}`;
   const mine = last.senderId === store.session.userId;
   const who = mine ? "You" : displayName(last.senderId);
-  return conv.kind === "group" || mine ? `${who}: ${last.message}` : last.message;
+  const text = last.deleted ? "(deleted)" : last.message;
+  return conv.kind === "group" || mine ? `${who}: ${text}` : text;
 }
 
 function rowChildren(conv, title, text, blocked, time) {

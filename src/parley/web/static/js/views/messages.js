@@ -29,7 +29,9 @@ function messageElement(conv, m) {
     mine ? el("span", { className: "msg-sender" }, "You") : nameNode(m.senderId, "span", "msg-sender"),
     m.pending || m.failed ? null : el("time", { datetime: new Date(tsNumber(m.timestamp)).toISOString() }, formatTime(m.timestamp)));
   const node = el("article", { className: classes.join(" "), dataset: { key: m.key, messageId: m.messageId } },
-    meta, el("p", { className: "msg-text" }, m.message));
+    meta, m.deleted
+      ? el("p", { className: "msg-text msg-deleted" }, "This message was deleted.")
+      : el("p", { className: "msg-text" }, m.message));
   if (m.pending) node.append(el("div", { className: "msg-status" }, "Sending…"));
   if (m.failed) {
     node.append(el("div", { className: "msg-status" },
