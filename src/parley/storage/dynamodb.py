@@ -15,7 +15,8 @@ deploys). Every write that can conflict is one conditional single-item write:
 
 Appends are group-committed: while ``max_inflight`` batches are being written, new appends
 queue and the next batch carries them all under one reservation (one clock update to take
-it and one to release it, however many messages). No operation uses a transaction.
+it and one to release it, however many messages). Only group membership changes use a
+transaction (``dynamodb_groups``: the roster, its counter and the membership item).
 ``docs/dynamodb.md`` has the table design, every access path and its measured cost.
 """
 
