@@ -8,13 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from parley.cache.changes import Changes, LocalChanges, NoChanges
-from parley.http.metrics import Metrics
+from parley.cache.base import Changes, Directory
+from parley.cache.memory import LocalChanges, MemoryDirectory, Notifier
+from parley.cache.uncached import NoChanges, UncachedDirectory
+from parley.metrics import Metrics
 from parley.services.accounts import AccountService
-from parley.services.directory import Directory, UncachedDirectory
 from parley.services.groups import GroupService
 from parley.services.messages import MessageService
-from parley.services.notifier import Notifier
 from parley.services.passwords import Passwords
 from parley.services.signins import SignInLimits, SignInThrottle
 from parley.services.users import UserService
@@ -23,8 +23,8 @@ from parley.startup import check_auth_mode
 from parley.storage.base import Storage
 
 if TYPE_CHECKING:
-    from parley.cache.redis import RedisLink
-    from parley.cache.wakeups import RedisWakeups
+    from parley.cache.redis_link import RedisLink
+    from parley.cache.redis_wakeups import RedisWakeups
 
 
 def make_storage(settings: Settings) -> Storage:
@@ -122,10 +122,10 @@ def build(
         redis, directory, changes, wakeups = _shared_cache(settings, storage, notifier)
     elif settings.cache == "none":  # several processes on one database, without Redis
         directory = UncachedDirectory(storage)
-        changes = NoChanges()
+        changes = NoChanges(directory)
     else:
-        directory = Directory(storage)
-        changes = LocalChanges()
+        directory = MemoryDirectory(storage)
+        changes = LocalChanges(directory)
     users = UserService(storage, directory, settings.limits, settings.token_mode, secret_key)
     groups = GroupService(storage, directory, users, settings.limits)
     messages = MessageService(storage, directory, users, groups, changes, settings.limits, notifier)
@@ -172,10 +172,10 @@ def _shared_cache(
     settings: Settings, storage: Storage, notifier: Notifier
 ) -> tuple[RedisLink, Directory, Changes, RedisWakeups]:
     """Redis-backed directory, watermarks and wake-ups, anchored in the storage's epoch."""
-    from parley.cache.directory import RedisDirectory
-    from parley.cache.redis import EpochSource, RedisLink
-    from parley.cache.wakeups import RedisWakeups
-    from parley.cache.watermarks import RedisChanges
+    from parley.cache.redis_changes import RedisChanges
+    from parley.cache.redis_directory import RedisDirectory
+    from parley.cache.redis_link import EpochSource, RedisLink
+    from parley.cache.redis_wakeups import RedisWakeups
 
     if not isinstance(storage, EpochSource):
         raise SettingsError(f"PARLEY_REDIS_URL needs PostgreSQL storage, not {storage.name}")
@@ -185,7 +185,8 @@ def _shared_cache(
         storage,
         timeout=settings.redis_timeout_ms / 1000,
     )
-    changes = RedisChanges(link)
+    directory = RedisDirectory(storage, link)
+    changes = RedisChanges(link, directory)
     wakeups = RedisWakeups(link, notifier, changes)
 
     def raised(streams: list[str]) -> None:
@@ -194,4 +195,4 @@ def _shared_cache(
         notifier.notify_all(streams)
 
     link.on_raised = raised
-    return link, RedisDirectory(storage, link, changes), changes, wakeups
+    return link, directory, changes, wakeups

@@ -22,7 +22,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from parley.app import build
-from parley.cache.redis import RedisLink
+from parley.cache.redis_link import RedisLink
 from parley.domain.roles import Outcome
 from parley.http.server import create_app
 from parley.settings import Settings

@@ -14,9 +14,9 @@ import httpx
 import pytest
 
 from parley.app import build
+from parley.cache.uncached import UncachedDirectory
 from parley.domain.models import GroupRecord, new_id
 from parley.http.server import create_app
-from parley.services.directory import UncachedDirectory
 from parley.settings import Settings, SettingsError
 from parley.storage.base import MessageDraft
 from parley.storage.postgres import PostgresStorage

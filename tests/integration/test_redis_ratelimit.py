@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from parley.cache.redis import RedisLink
+from parley.cache.redis_link import RedisLink
 from parley.errors import RateLimited
 from parley.http.ratelimit import SharedRateLimiter
 from parley.settings import RateLimits

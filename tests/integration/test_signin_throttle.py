@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from parley.cache.redis import RedisLink
+from parley.cache.redis_link import RedisLink
 from parley.errors import RateLimited
 from parley.services.signins import SignInLimits, SignInThrottle
 from tests.conftest import unavailable

@@ -12,20 +12,22 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from parley.cache.base import Directory, Look, streams_of
+from parley.cache.memory import MemoryDirectory, Notifier
 from parley.domain.positions import PositionTracker
 from parley.domain.rules import Limits
-from parley.services.directory import Directory
 from parley.services.groups import GroupService
 from parley.services.messages import MessageService
-from parley.services.notifier import Notifier
 from parley.services.users import UserService
 from parley.storage.memory import MemoryStorage
 
 
 class RecordingChanges:
-    """A change cache that records every mark and answers from what was marked."""
+    """A change cache that records every mark and answers from what was marked, with
+    the groups of a real directory."""
 
-    def __init__(self) -> None:
+    def __init__(self, directory: Directory) -> None:
+        self.directory = directory
         self.earliest = 0
         self.marks: list[tuple[str, int]] = []
         self.asked: list[tuple[tuple[str, ...], int]] = []
@@ -36,12 +38,16 @@ class RecordingChanges:
     async def marked(self, marks: Sequence[tuple[str, int]]) -> None:
         self.marks.extend(marks)
 
-    async def changed(self, streams: Sequence[str], after: int) -> bool:
+    async def look(self, user_id: str, after: int | None, include_sent: bool) -> Look:
+        groups = await self.directory.groups_of(user_id)
+        if after is None:
+            return Look(groups, True)
+        streams = streams_of(user_id, groups, include_sent)
         self.asked.append((tuple(streams), after))
         if after < self.earliest:
-            return True
+            return Look(groups, True)
         wanted = set(streams)
-        return any(stream in wanted and ts > after for stream, ts in self.marks)
+        return Look(groups, any(s in wanted and ts > after for s, ts in self.marks))
 
     def streams_marked(self) -> set[str]:
         return {stream for stream, _ in self.marks}
@@ -101,10 +107,10 @@ def make_services(token_mode: bool = True) -> Services:
     """The services wired as ``parley.app.build`` wires them, on recording fakes."""
     clock = Clock()
     storage = MemoryStorage(positions=PositionTracker(clock))
-    changes = RecordingChanges()
     notifier = RecordingNotifier()
     limits = Limits()
-    directory = Directory(storage)
+    directory = MemoryDirectory(storage)
+    changes = RecordingChanges(directory)
     users = UserService(storage, directory, limits, token_mode)
     groups = GroupService(storage, directory, users, limits)
     messages = MessageService(storage, directory, users, groups, changes, limits, notifier)

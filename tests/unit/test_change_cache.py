@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from parley.cache.changes import ChangeCache
+from parley.cache.base import sent_stream, streams_of
+from parley.cache.memory import ChangeCache
 
 
 def test_unknown_stream_unchanged_after_earliest() -> None:
@@ -32,3 +33,17 @@ def test_eviction_never_hides_a_change() -> None:
     for stream_no in range(1, 30):
         for after in range(0, stream_no):
             assert cache.changed_since([f"s{stream_no}"], after), (stream_no, after)
+
+
+def test_changed_for_a_user_asks_every_stream_it_reads() -> None:
+    cache = ChangeCache(earliest=100)
+    cache.mark("g1", 150)
+    cache.mark("u1", 120)
+    cache.mark(sent_stream("u1"), 170)
+    for after in (90, 100, 119, 120, 149, 150, 169, 170, 200):
+        for groups in ((), ("g1",), ("g2",), ("g1", "g2")):
+            for include_sent in (False, True):
+                streams = streams_of("u1", groups, include_sent)
+                expected = cache.changed_since(streams, after)
+                assert cache.changed_for("u1", groups, include_sent, after) == expected
+    assert cache.changed_for("u1", (), True, 169) and not cache.changed_for("u1", (), False, 169)

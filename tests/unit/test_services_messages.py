@@ -119,6 +119,34 @@ async def test_a_send_wakes_a_waiting_long_poll(svc: Services) -> None:
     assert svc.notifier.wakeups == 1
 
 
+async def test_a_long_poll_asks_the_change_cache_once_per_wake_up(svc: Services) -> None:
+    bob = await user(svc, "bob")
+    group = await svc.groups.create(bob, "club")
+    cursor = (await svc.messages.check(bob, bob, None)).next_ts
+    svc.clock.tick()
+    svc.forget()
+    before = dict(svc.storage.calls)
+    poll = asyncio.create_task(svc.messages.check(bob, bob, cursor, wait=30))
+
+    async def waiting_after(asks: int) -> None:
+        for _ in range(200):  # until the poll asked again and waits for a wake-up
+            if len(svc.changes.asked) >= asks and svc.notifier.waiting == 1:
+                return
+            await asyncio.sleep(0.001)
+
+    await waiting_after(1)
+    assert len(svc.changes.asked) == 1  # the first check
+    for woken in range(1, 4):
+        svc.notifier.notify(group.id)  # a hint with nothing behind it
+        await waiting_after(1 + woken)
+        assert len(svc.changes.asked) == 1 + woken  # one question per wake-up
+    assert dict(svc.storage.calls) == before  # and every answer came from the cache
+    assert svc.messages.idle_checks == 4
+    poll.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await poll
+
+
 async def test_acting_for_another_user_is_refused_in_token_mode(svc: Services) -> None:
     alice, bob = await user(svc, "alice"), await user(svc, "bob")
     with pytest.raises(Forbidden) as caught:

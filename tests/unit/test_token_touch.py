@@ -7,10 +7,10 @@ import asyncio
 
 import pytest
 
+from parley.cache.memory import MemoryDirectory
 from parley.domain.rules import Limits
 from parley.services import accounts
 from parley.services.accounts import AccountService
-from parley.services.directory import Directory
 from parley.services.passwords import Passwords
 from parley.services.signins import SignInLimits, SignInThrottle
 from parley.services.users import UserService
@@ -21,7 +21,7 @@ async def test_last_used_is_written_at_most_once_per_interval(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     storage = MemoryStorage()
-    directory = Directory(storage)
+    directory = MemoryDirectory(storage)
     users = UserService(storage, directory, Limits(), True)
     service = AccountService(storage, directory, Passwords(), SignInThrottle(SignInLimits()), True)
     created = await users.create("alice")

@@ -32,7 +32,7 @@ from parley.errors import RateLimited, TooManyWaiting
 from parley.settings import RateLimits
 
 if TYPE_CHECKING:
-    from parley.cache.redis import RedisLink
+    from parley.cache.redis_link import RedisLink
 
 WAITING_RETRY_SECONDS = 5  # Retry-After of a refused long-poll or stream
 

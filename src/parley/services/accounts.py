@@ -11,7 +11,7 @@ Tokens
 Revocation
     ``revoke`` deletes the row, then ``Directory.token_removed``, which returns only when
     no process can accept the token any more (with Redis: the cache epoch is bumped and
-    every trust lease on the old one has run out; see ``parley.cache.directory``). Long
+    every trust lease on the old one has run out; see ``parley.cache.redis_directory``). Long
     polls and live streams re-check their token at least once a second
     (``still_signed_in``) and end when it is gone.
 
@@ -41,12 +41,12 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from parley.cache.base import Directory
 from parley.domain.models import GroupRecord, Message, TokenRecord, UserRecord, new_id
 from parley.domain.rules import clean_name
 from parley.domain.validation import check_text, well_formed_id
 from parley.errors import Code, InvalidInput, NotFound, Unauthenticated
 from parley.services.access import Actor, hash_secret, require_self, split_token
-from parley.services.directory import Directory
 from parley.services.passwords import PASSWORD_MAX, PASSWORD_MIN, Passwords
 from parley.services.signins import SignInThrottle
 from parley.storage.base import Storage

@@ -18,13 +18,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from parley.cache.base import Directory
 from parley.domain.models import GroupRecord, new_id
 from parley.domain.roles import Member, Outcome, Role
 from parley.domain.rules import Limits, check_id, clean_name
 from parley.domain.validation import check_text, well_formed_id
 from parley.errors import Code, Conflict, Forbidden, NotFound
 from parley.services.access import Actor, require_self
-from parley.services.directory import Directory
 from parley.services.users import UserService
 from parley.storage.base import Storage
 

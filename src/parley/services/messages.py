@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import asyncio
 
-from parley.cache.changes import Changes, sent_stream
+from parley.cache.base import Changes, Directory, Look, Wakeups, sent_stream, streams_of
 from parley.domain.models import Message, MessageType, Page, new_id
 from parley.domain.rules import Limits, check_id, check_message_text
 from parley.domain.validation import check_send_key, check_text, well_formed_id
 from parley.errors import Code, Forbidden, InvalidInput
 from parley.services.access import Actor, require_self
-from parley.services.directory import Directory
 from parley.services.groups import GroupService
-from parley.services.notifier import Notifier
 from parley.services.users import UserService
 from parley.storage.base import MessageDraft, Storage
 
@@ -35,7 +33,7 @@ class MessageService:
         groups: GroupService,
         changes: Changes,
         limits: Limits,
-        notifier: Notifier,
+        notifier: Wakeups,
     ) -> None:
         self.storage = storage
         self.directory = directory
@@ -91,12 +89,6 @@ class MessageService:
         self.notifier.notify_all(streams)
 
     # check -----------------------------------------------------------------------------
-    def streams(self, user_id: str, groups: set[str], include_sent: bool) -> list[str]:
-        streams = [user_id, *groups]
-        if include_sent:
-            streams.append(sent_stream(user_id))
-        return streams
-
     async def check(
         self,
         actor: Actor,
@@ -111,40 +103,41 @@ class MessageService:
         require_self(actor, user_id)
         page_size = self._page_size(limit)
         await self.users.require(user_id)
-        page = await self._check_once(user_id, after, page_size, include_sent)
+        look = await self.changes.look(user_id, after, include_sent)
+        page = await self._check_once(user_id, after, page_size, include_sent, look)
         if page.messages or wait <= 0 or after is None:
             return page
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         pause = 0.002
         while (left := deadline - loop.time()) > 0:
-            groups = await self.directory.groups_of(user_id)
-            streams = self.streams(user_id, groups, include_sent)
-            if not await self.changes.changed(streams, after):
+            if not look.changed:
                 # Wake-ups are hints (one from another process can be lost): re-check now
                 # and then even without one.
+                streams = streams_of(user_id, look.groups, include_sent)
                 await self.notifier.wait(streams, min(left, RECHECK_SECONDS))
             else:
                 # Stored but not yet below the frontier (it trails the clock by 1 ms), or
                 # the change cache cannot tell (shared cache down): back off, read again.
                 await asyncio.sleep(min(pause, left))
                 pause = min(pause * 2, 0.25)
-            page = await self._check_once(user_id, after, page_size, include_sent)
+            look = await self.changes.look(user_id, after, include_sent)
+            page = await self._check_once(user_id, after, page_size, include_sent, look)
             if page.messages:
                 return page
-            after = max(after, page.next_ts)  # nothing up to next_ts: wait for newer only
+            if page.next_ts > after:  # nothing up to next_ts: wait for newer only
+                after = page.next_ts
+                look = await self.changes.look(user_id, after, include_sent)
         return page
 
     async def _check_once(
-        self, user_id: str, after: int | None, page_size: int, include_sent: bool
+        self, user_id: str, after: int | None, page_size: int, include_sent: bool, look: Look
     ) -> Page:
-        groups = await self.directory.groups_of(user_id)
-        if after is not None and not await self.changes.changed(
-            self.streams(user_id, groups, include_sent), after
-        ):
+        """One check, given the change cache's answer for ``after``."""
+        if after is not None and not look.changed:
             self.idle_checks += 1
             return Page([], after, False)
-        recipients = [user_id, *groups]
+        recipients = [user_id, *look.groups]
         sent_by = user_id if include_sent else None
         return await self.storage.read_messages(recipients, sent_by, after, page_size)
 

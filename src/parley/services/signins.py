@@ -19,22 +19,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from parley.cache.base import Counters
 from parley.errors import RateLimited
-
-if TYPE_CHECKING:
-    from parley.cache.redis import RedisLink
-
-COUNT = """
-local counts = {}
-for i, key in ipairs(KEYS) do
-  local n = redis.call('INCR', key)
-  if n == 1 then redis.call('EXPIRE', key, ARGV[1]) end
-  counts[i] = n
-end
-return counts
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,15 +35,14 @@ class SignInThrottle:
     def __init__(
         self,
         limits: SignInLimits,
-        link: RedisLink | None = None,
+        shared: Counters | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.limits = limits
-        self.link = link
+        self.shared = shared
         self.clock = clock
         self._window = -1
         self._counts: dict[str, int] = {}
-        self._count = link.client.register_script(COUNT) if link is not None else None
         self.refused = 0
 
     async def attempt(self, user_id: str, address: str) -> None:
@@ -65,10 +51,8 @@ class SignInThrottle:
         window = int(now // self.limits.window)
         keys = [f"signin:{window}:u:{user_id}", f"signin:{window}:a:{address}"]
         counts = None
-        if self.link is not None and self._count is not None:
-            counts = await self.link.run(
-                self._count, [self.link.key(k) for k in keys], [self.limits.window + 1]
-            )
+        if self.shared is not None:
+            counts = await self.shared.count(keys, self.limits.window + 1)
         if counts is None:
             if window != self._window:
                 self._window, self._counts = window, {}

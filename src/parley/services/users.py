@@ -6,13 +6,13 @@ import secrets
 from dataclasses import dataclass
 from typing import Literal
 
+from parley.cache.base import Directory
 from parley.domain.models import UserRecord, new_id
 from parley.domain.rules import Limits, check_id, clean_name
 from parley.domain.validation import check_text, well_formed_id
 from parley.errors import Code, Conflict, InvalidInput, NotFound, Unauthenticated
 from parley.services.access import Actor, new_ticket, require_self, ticket_user, ticket_valid
 from parley.services.accounts import DEFAULT_DEVICE, mint
-from parley.services.directory import Directory
 from parley.storage.base import Storage
 
 TICKET_SECONDS = 60

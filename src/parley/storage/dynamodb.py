@@ -232,7 +232,7 @@ class DynamoStorage(DynamoAccounts, Storage):
         self._ready()
         return (await self.clock.read()).frontier
 
-    # the shared cache's anchor (parley.cache.redis.EpochSource) -----------------------
+    # the shared cache's anchor (parley.cache.redis_link.EpochSource) ------------------
     async def cache_state(self) -> tuple[int, int]:
         """The cache epoch and the commit frontier, from one reading of the clock item."""
         self._ready()

@@ -8,7 +8,7 @@ writes kept in the same item::
      "ts":      1764412345678,                 the largest timestamp handed out
      "pending": {"9f3ac1.17": 1764412345677},  unfinished reservations: key -> timestamp - 1
      "aborted": {1764412301000},               reservations given up (their writes hidden)
-     "epoch":   3}                             the shared cache's epoch (parley.cache.redis)
+     "epoch":   3}                             the shared cache's epoch (parley.cache.redis_link)
 
 A writer **reserves** a timestamp ``t`` with one conditional update that raises ``ts`` to
 ``max(ts + 1, now)`` and records ``t - 1`` under a key of its own in ``pending``; writes its

@@ -509,7 +509,7 @@ class PostgresStorage(PostgresAccounts, Storage):
         rows = await self._fetch("SELECT ts FROM clock WHERE id")
         return int(rows[0]["ts"])
 
-    # the shared cache's anchor (see parley.cache.redis) ------------------------------
+    # the shared cache's anchor (see parley.cache.redis_link) -------------------------
     async def cache_state(self) -> tuple[int, int]:
         """The cache epoch and the commit frontier, read in one snapshot."""
         rows = await self._fetch("SELECT e.epoch, c.ts FROM cache_epoch e, clock c")

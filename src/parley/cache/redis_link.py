@@ -53,7 +53,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
-from parley.cache.changes import sent_stream
+from parley.cache.base import sent_stream
 from parley.errors import ParleyError, Unavailable
 
 log = logging.getLogger("parley.cache.redis")
@@ -138,6 +138,18 @@ MAX_LOG_ROWS = 10_000  # log positions one poll applies; more: a new namespace
 MAX_MESSAGES = 100_000  # messages one poll catches up; more: a new namespace
 
 
+# Shared counters (``count``): add one to each key, set its lifetime when it is new.
+COUNT = """
+local counts = {}
+for i, key in ipairs(KEYS) do
+  local n = redis.call('INCR', key)
+  if n == 1 then redis.call('EXPIRE', key, ARGV[1]) end
+  counts[i] = n
+end
+return counts
+"""
+
+
 @runtime_checkable
 class EpochSource(Protocol):
     """Where the cache epoch lives (PostgreSQL: ``PostgresStorage``)."""
@@ -207,6 +219,7 @@ class RedisLink:
         self._next_bump: asyncio.Future[None] | None = None
         self._poll_now = asyncio.Event()
         self._stopping = False
+        self._counter: Any = None
 
     def connect(self, timeout: float | None) -> aioredis.Redis:
         """A client with no retries: a failed call fails fast and opens the circuit."""
@@ -280,6 +293,13 @@ class RedisLink:
         except FAILURES as exc:
             self.failed(exc)
             return None
+
+    async def count(self, keys: Sequence[str], ttl: int) -> list[int] | None:
+        """:class:`parley.cache.base.Counters` in Redis: one script, atomic per key."""
+        if self._counter is None:
+            self._counter = self.client.register_script(COUNT)
+        counts = await self.run(self._counter, [self.key(k) for k in keys], [ttl])
+        return None if counts is None else [int(c) for c in counts]
 
     def failed(self, exc: BaseException) -> None:
         self.failures += 1

@@ -22,7 +22,7 @@ Users and groups never change once created, so each process keeps them in memory
 are read from PostgreSQL (once per process), never through Redis: Redis holds no token
 hashes. Groups are shared through Redis.
 
-When Redis cannot be trusted (see ``parley.cache.redis``) every read goes to PostgreSQL.
+When Redis cannot be trusted (see ``parley.cache.redis_link``) every read goes to PostgreSQL.
 """
 
 from __future__ import annotations
@@ -30,15 +30,14 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
-from parley.cache.changes import sent_stream
-from parley.cache.redis import RedisLink
-from parley.cache.watermarks import RedisChanges
+from parley.cache.base import sent_stream
+from parley.cache.memory import MemoryDirectory
+from parley.cache.redis_link import RedisLink
 from parley.domain.models import GroupRecord, TokenRecord, UserRecord
-from parley.services.directory import Directory
 from parley.storage.base import Storage
 
 # Sets are stored with a "" member so that an empty set still exists.
@@ -53,7 +52,8 @@ return {2}
 """
 
 # A user's groups, and with them the watermarks of every stream the user reads (its inbox,
-# its sent messages, each group): an idle check then costs one round trip.
+# its sent messages, each group): an idle check then costs one round trip
+# (``RedisChanges.look``).
 READ_GROUPS = """
 if redis.call('GET', KEYS[1]) ~= ARGV[2] then return {-1} end
 local ns = ARGV[1] .. ARGV[2] .. ':'
@@ -132,13 +132,20 @@ LEASE_MS = 5000
 LOCAL_MAX = 200_000
 
 
-class RedisDirectory(Directory):
-    def __init__(
-        self, storage: Storage, link: RedisLink, changes: RedisChanges | None = None
-    ) -> None:
+class Watermarks(NamedTuple):
+    """The watermarks READ_GROUPS read with a user's groups, for ``RedisChanges.look``."""
+
+    earliest: int  # the namespace's ``earliest``
+    last: int | None  # the largest watermark of all (None: no message since ``earliest``)
+    marks: dict[str, int]  # per stream the user reads (0: none)
+
+
+class RedisDirectory(MemoryDirectory):
+    """:class:`~parley.cache.base.Directory` shared by every process through Redis."""
+
+    def __init__(self, storage: Storage, link: RedisLink) -> None:
         super().__init__(storage)
         self.link = link
-        self.changes = changes
         self._read = link.client.register_script(READ_SET)
         self._read_groups = link.client.register_script(READ_GROUPS)
         self._fill = link.client.register_script(FILL_SET)
@@ -237,27 +244,24 @@ class RedisDirectory(Directory):
     # sets: Redis (per request), or PostgreSQL ------------------------------------------
     async def _set(
         self, name: str, load: Callable[[], Awaitable[list[str]]], script: Any = None
-    ) -> set[str]:
+    ) -> tuple[set[str], list[Any] | None]:
+        """The set, and the script's whole answer when Redis had it (else None)."""
         link = self.link
         if not link.usable:
-            return set(await load())
+            return set(await load()), None
         epoch = link.epoch
         token = secrets.token_hex(8)
-        serial = self.changes.serial() if self.changes is not None else 0
         answer = await link.run(
             script or self._read,
             [link.epoch_key],
             [link.prefix, epoch, name[2:] if script else name, token, LEASE_MS],
         )
         if answer is not None and answer[0] == 1:
-            members = {m.decode() for m in answer[1] if m}
-            if len(answer) > 2 and self.changes is not None:
-                self._peeked(name[2:], serial, answer)
-            return members
+            return {m.decode() for m in answer[1] if m}, answer
         if answer is not None and answer[0] == -1:
             link.resync()
         if answer is None or answer[0] != 0:
-            return set(await load())  # no lease: read, do not fill
+            return set(await load()), None  # no lease: read, do not fill
         version, ttl = 0, UNLOGGED_SET_TTL
         if link.log is not None:
             (values, version), ttl = await link.log.read_cached(name), SET_TTL
@@ -268,29 +272,32 @@ class RedisDirectory(Directory):
             [link.epoch_key],
             [link.prefix, epoch, name, token, ttl, version, *values],
         )
-        return set(values)
+        return set(values), None
 
-    def _peeked(self, user_id: str, serial: int, answer: list[Any]) -> None:
-        assert self.changes is not None
+    async def groups_with_watermarks(self, user_id: str) -> tuple[set[str], Watermarks | None]:
+        """The user's groups and, when Redis had them, the watermarks of every stream the
+        user reads, in one round trip (``None``: ask the watermarks separately)."""
+        groups, answer = await self._set(
+            "g:" + user_id, lambda: self.storage.user_groups(user_id), self._read_groups
+        )
+        if answer is None:
+            return groups, None
         _, members, earliest, last, marks = answer
         streams = [user_id, sent_stream(user_id), *(m.decode() for m in members)]
-        self.changes.peeked(
-            serial,
+        return groups, Watermarks(
             int(earliest),
             int(last) if last else None,
             {s: int(m) for s, m in zip(streams, marks, strict=True) if s},
         )
 
     async def groups_of(self, user_id: str) -> set[str]:
-        return await self._set(
-            "g:" + user_id, lambda: self.storage.user_groups(user_id), self._read_groups
-        )
+        return (await self.groups_with_watermarks(user_id))[0]
 
     async def members_of(self, group_id: str) -> set[str]:
-        return await self._set("m:" + group_id, lambda: self.storage.group_members(group_id))
+        return (await self._set("m:" + group_id, lambda: self.storage.group_members(group_id)))[0]
 
     async def blocked_by(self, user_id: str) -> set[str]:
-        return await self._set("b:" + user_id, lambda: self.storage.blocked_by(user_id))
+        return (await self._set("b:" + user_id, lambda: self.storage.blocked_by(user_id)))[0]
 
     # after a committed write (or a conflict that showed the cache was wrong) ------------
     async def _forget_sets(self, *names: str) -> None:

@@ -1,6 +1,6 @@
 """Cross-process "maybe changed": per-stream watermarks in Redis.
 
-The shared form of :class:`parley.cache.changes.ChangeCache`. After a message commits,
+The shared form of :class:`parley.cache.memory.ChangeCache`. After a message commits,
 its writer raises ``{prefix}E:w:<stream>`` to the message's timestamp (never lowers it),
 and ``{prefix}E:last`` to the largest timestamp of all. An idle check asks one script, in
 one round trip, whether any of the caller's streams has a watermark above its cursor:
@@ -16,8 +16,10 @@ So
 
     changed(streams, T) is False   =>   no message newer than T exists in those streams
 
-and an idle check touches no database. Whenever Redis cannot be trusted the answer is
-"maybe changed" and the check reads PostgreSQL.
+and an idle check touches no database. ``look`` reads the user's groups and the
+watermarks of all its streams together (``RedisDirectory.groups_with_watermarks``, one
+script): an idle check is one Redis round trip. Whenever Redis cannot be trusted the
+answer is "maybe changed" and the check reads PostgreSQL.
 
 A wake-up that arrives while a check is waiting for Redis would otherwise be lost (the
 waiter registers only after the answer); ``heard`` records the streams notified during
@@ -29,9 +31,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from typing import NamedTuple
 
-from parley.cache.redis import WATERMARK_TTL, RedisLink
+from parley.cache.base import Look, streams_of
+from parley.cache.redis_directory import RedisDirectory
+from parley.cache.redis_link import WATERMARK_TTL, RedisLink
 
 MARK = """
 local e = redis.call('GET', KEYS[1])
@@ -73,42 +76,22 @@ return 0
 
 TRUST_SPAN_MS = 6 * 86400 * 1000  # a cursor older than this gets "maybe" (TTL, less a day)
 HEARD_MAX = 100_000
-PEEK_SECONDS = 0.05  # a peek serves only the check that immediately follows it
-
-
-class Peek(NamedTuple):
-    """Watermarks read together with a user's groups (one round trip for an idle check)."""
-
-    task: asyncio.Task[object] | None
-    at: float  # monotonic time it was read
-    serial: int
-    earliest: int
-    last: int | None
-    marks: dict[str, int]
 
 
 class RedisChanges:
-    """:class:`parley.cache.changes.Changes` shared by every process through Redis."""
+    """:class:`~parley.cache.base.Changes` shared by every process through Redis."""
 
-    def __init__(self, link: RedisLink) -> None:
+    def __init__(self, link: RedisLink, directory: RedisDirectory) -> None:
         self.link = link
+        self.directory = directory
         self._mark = link.client.register_script(MARK)
         self._changed = link.client.register_script(CHANGED)
         self._heard: dict[str, int] = {}
         self._serial = 0
         self._floor = 0  # serials below this were forgotten
-        self._peek: Peek | None = None
         self._queued: list[tuple[str, int]] = []
         self._next: asyncio.Future[None] | None = None
         self._flushing: asyncio.Task[None] | None = None
-
-    def serial(self) -> int:
-        return self._serial
-
-    def peeked(self, serial: int, earliest: int, last: int | None, marks: dict[str, int]) -> None:
-        """``RedisDirectory.groups_of`` read these with the groups; the same request's
-        ``changed`` (which follows without a pause) answers from them."""
-        self._peek = Peek(asyncio.current_task(), time.monotonic(), serial, earliest, last, marks)
 
     async def start(self, earliest: int) -> None:
         """Nothing to do: each namespace records its own ``earliest`` when it opens."""
@@ -151,36 +134,40 @@ class RedisChanges:
             else:
                 future.set_result(None)
 
+    async def look(self, user_id: str, after: int | None, include_sent: bool) -> Look:
+        serial = self._serial  # wake-ups heard from here on turn a "no" into a "maybe"
+        groups, seen = await self.directory.groups_with_watermarks(user_id)
+        if after is None:
+            return Look(groups, True)
+        streams = streams_of(user_id, groups, include_sent)
+        if seen is None:  # the groups came from PostgreSQL: ask the watermarks alone
+            return Look(groups, await self.changed(streams, after))
+        if after < seen.earliest or not self.link.usable:
+            return Look(groups, True)
+        if seen.last is not None and after < seen.last:  # some stream moved
+            floor = time.time_ns() // 1_000_000 - TRUST_SPAN_MS
+            marks = seen.marks
+            if after < floor or any(marks.get(s, after + 1) > after for s in streams):
+                return Look(groups, True)
+        return Look(groups, self._heard_since(serial, streams))
+
     async def changed(self, streams: Sequence[str], after: int) -> bool:
+        """Whether any of ``streams`` may have changed after ``after`` (one script)."""
         link = self.link
         if not link.usable:
             return True
         floor = time.time_ns() // 1_000_000 - TRUST_SPAN_MS
-        peek, self._peek = self._peek, None
-        if (
-            peek is not None
-            and peek.task is asyncio.current_task()
-            and time.monotonic() - peek.at < PEEK_SECONDS
-            and all(s in peek.marks for s in streams)
-        ):
-            serial = peek.serial
-            if after < peek.earliest:
-                return True
-            moved = peek.last is not None and after < peek.last  # some stream moved
-            if moved and (after < floor or any(peek.marks[s] > after for s in streams)):
-                return True
-        else:
-            serial = self._serial
-            answer = await link.run(
-                self._changed, [link.epoch_key], [link.prefix, link.epoch, after, floor, *streams]
-            )
-            if answer is None:
-                return True
-            if answer == -1:
-                link.resync()
-                return True
-            if answer == 1:
-                return True
+        serial = self._serial
+        answer = await link.run(
+            self._changed, [link.epoch_key], [link.prefix, link.epoch, after, floor, *streams]
+        )
+        if answer is None:
+            return True
+        if answer == -1:
+            link.resync()
+            return True
+        if answer == 1:
+            return True
         return self._heard_since(serial, streams)
 
     def _heard_since(self, serial: int, streams: Sequence[str]) -> bool:

@@ -21,9 +21,9 @@ import os
 import msgspec
 from redis.asyncio.client import PubSub
 
-from parley.cache.redis import FAILURES, RedisLink
-from parley.cache.watermarks import RedisChanges
-from parley.services.notifier import Notifier
+from parley.cache.memory import Notifier
+from parley.cache.redis_changes import RedisChanges
+from parley.cache.redis_link import FAILURES, RedisLink
 
 log = logging.getLogger("parley.cache.wakeups")
 

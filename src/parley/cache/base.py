@@ -1,0 +1,133 @@
+"""The cache ports: what the services ask of the directory, the change cache and wake-ups.
+
+The services import only these protocols; ``parley.app`` picks the implementations::
+
+    port        one process (memory.py)   PARLEY_CACHE=none (uncached.py)   Redis (redis_*.py)
+    Directory   MemoryDirectory           UncachedDirectory                 RedisDirectory
+    Changes     LocalChanges              NoChanges                         RedisChanges
+    Wakeups     Notifier                  Notifier                          Notifier, RedisWakeups
+
+Every implementation may answer "maybe changed" when it cannot know, never "not changed"
+when something did change: an idle check that skips storage must be right.
+
+Streams are named by what they carry: a user's private inbox is the user's id, a group's
+messages the group's id, and the private messages a user sent :func:`sent_stream`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
+from typing import Protocol
+
+import msgspec
+
+from parley.domain.models import GroupRecord, TokenRecord, UserRecord
+
+
+def sent_stream(user_id: str) -> str:
+    """The stream of private messages a user sent (read with ``include=sent``)."""
+    return "sent:" + user_id
+
+
+def streams_of(user_id: str, groups: Iterable[str], include_sent: bool) -> list[str]:
+    """Every stream a check by ``user_id`` reads: its inbox, its groups, maybe its sent."""
+    streams = [user_id, *groups]
+    if include_sent:
+        streams.append(sent_stream(user_id))
+    return streams
+
+
+class Look(msgspec.Struct, frozen=True):
+    """One idle check's answer: the user's groups, and whether any of its streams may
+    have changed after the cursor (``False`` only when none did)."""
+
+    groups: AbstractSet[str]  # read-only: it may be the cache's own copy
+    changed: bool
+
+
+class Directory(Protocol):
+    """Users, groups, memberships and blocks as the rules read them.
+
+    Reads may come from a cache; writers call the ``*_created`` / ``*_changed`` methods
+    after storage committed (or after a conflict showed the cache was wrong), and from then
+    on every read, in every process, sees the change.
+    """
+
+    async def user(self, user_id: str) -> UserRecord | None: ...
+
+    async def group(self, group_id: str) -> GroupRecord | None: ...
+
+    async def groups_of(self, user_id: str) -> AbstractSet[str]: ...
+
+    async def members_of(self, group_id: str) -> AbstractSet[str]: ...
+
+    async def blocked_by(self, user_id: str) -> AbstractSet[str]: ...
+
+    async def is_member(self, group_id: str, user_id: str) -> bool: ...
+
+    async def tokens(self, user_id: str, fresh: bool = False) -> dict[bytes, TokenRecord]:
+        """A user's live tokens by hash (``fresh``: read storage even if cached)."""
+        ...
+
+    async def token_added(self, token: TokenRecord) -> None: ...
+
+    async def token_removed(self, user_id: str, token_id: str) -> None:
+        """A token was revoked: once this returns, no process accepts it."""
+        ...
+
+    async def user_deleted(self, user_id: str) -> None:
+        """An account is being deleted: once this returns, no process serves it."""
+        ...
+
+    async def user_created(self, user: UserRecord) -> None: ...
+
+    async def group_created(self, group: GroupRecord, first_member: str | None) -> None: ...
+
+    async def memberships_changed(self, group_id: str, user_id: str) -> None: ...
+
+    async def blocks_changed(self, blocker_id: str) -> None: ...
+
+
+class Changes(Protocol):
+    """A "maybe changed" cache of message streams.
+
+    ``look(user, T, include_sent).changed is False`` promises that no message newer than
+    ``T`` exists in any stream the user reads; with it come the user's groups, read in the
+    same step (an idle check costs one call: no storage, at most one Redis round trip).
+    """
+
+    async def start(self, earliest: int) -> None:
+        """Storage holds nothing newer than ``earliest`` that was not ``marked``."""
+        ...
+
+    async def marked(self, marks: Sequence[tuple[str, int]]) -> None:
+        """These (stream, timestamp) messages were committed."""
+        ...
+
+    async def look(self, user_id: str, after: int | None, include_sent: bool) -> Look:
+        """The user's groups, and whether its streams may have changed after ``after``
+        (``None``: no cursor, always "changed")."""
+        ...
+
+
+class Wakeups(Protocol):
+    """Wakes long-polls when their streams may have changed. A wake-up is only a hint to
+    read again: a waiter that wakes early or twice reads nothing new and waits again."""
+
+    async def wait(self, streams: Iterable[str], timeout: float) -> bool:
+        """Wait until one of ``streams`` is notified (True) or ``timeout`` passes (False)."""
+        ...
+
+    def notify_all(self, streams: Iterable[str]) -> None:
+        """Wake the waiters of these streams, in this process and in the others."""
+        ...
+
+
+class Counters(Protocol):
+    """Counters shared by every process (sign-in throttles)."""
+
+    async def count(self, keys: Sequence[str], ttl: int) -> list[int] | None:
+        """Add one to each key (created with ``ttl`` seconds to live) and return the new
+        values; None when the shared store cannot answer (count locally instead)."""
+        ...

@@ -1,0 +1,292 @@
+"""The cache ports for one process: everything in memory.
+
+**Directory.** :class:`MemoryDirectory` serves users, groups, memberships and blocks from
+memory. It loads an entry from storage the first time it is asked for and keeps it; every
+write made through this process *forgets* the entries it touched after storage has
+committed (they are loaded again on use), so the order in which writes finish never
+matters. A conflict (409) forgets them too: the cache was wrong, the next read is right.
+Unknown ids are not remembered (they are looked up again), so a user created by another
+process is found. A load that raced with a write is not kept: every write bumps
+``_epoch``, and a loaded value is cached only if the epoch did not move while it was read.
+
+**Changes.** :class:`ChangeCache` is a "maybe changed" cache: it remembers, for each
+stream, the timestamp of its last message, for every message stored after ``earliest``.
+A stream it has no entry for has not changed since ``earliest``. So
+
+    changed_since(streams, T) is False   =>   no message newer than T exists in them
+
+and an idle poll is answered without touching the database. When the cache is full it
+forgets its oldest entries and raises ``earliest`` to the newest position forgotten, so an
+eviction can make it say "maybe" more often but can never hide a change.
+:class:`LocalChanges` pairs it with the directory for the one-call idle check.
+
+**Wake-ups.** :class:`Notifier`: waiters register on the streams they read;
+``notify(stream)`` wakes every waiter of that stream. Every stored message goes through it:
+in-process for the embedded default, and fed from Redis pub/sub
+(``parley.cache.redis_wakeups``) when several processes share a database.
+
+This keeps one process right. Several processes on one database need Redis
+(``parley.cache.redis_directory``) or ``parley.cache.uncached`` (``PARLEY_CACHE=none``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Sequence
+
+from parley.cache.base import Directory, Look, sent_stream
+from parley.domain.models import GroupRecord, TokenRecord, UserRecord
+from parley.storage.base import Storage
+
+TOKENS_MAX = 200_000  # users whose tokens are kept; the whole map is dropped beyond
+
+
+# directory ---------------------------------------------------------------------------
+class MemoryDirectory:
+    """:class:`~parley.cache.base.Directory` kept in this process's memory."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self._users: dict[str, UserRecord] = {}
+        self._groups: dict[str, GroupRecord] = {}
+        self._members: dict[str, set[str]] = {}
+        self._memberships: dict[str, set[str]] = {}
+        self._blocks: dict[str, set[str]] = {}
+        self._tokens: dict[str, dict[bytes, TokenRecord]] = {}
+        self._epoch = 0
+
+    # reads -----------------------------------------------------------------------------
+    async def user(self, user_id: str) -> UserRecord | None:
+        user = self._users.get(user_id)
+        if user is None:
+            user = await self.storage.get_user(user_id)
+            if user is not None:
+                self._users[user_id] = user
+        return user
+
+    async def group(self, group_id: str) -> GroupRecord | None:
+        group = self._groups.get(group_id)
+        if group is None:
+            group = await self.storage.get_group(group_id)
+            if group is not None:
+                self._groups[group_id] = group
+        return group
+
+    async def groups_of(self, user_id: str) -> set[str]:
+        groups = self._memberships.get(user_id)
+        if groups is None:
+            epoch = self._epoch
+            groups = set(await self.storage.user_groups(user_id))
+            if epoch == self._epoch:
+                self._memberships[user_id] = groups
+        return groups
+
+    async def tokens(self, user_id: str, fresh: bool = False) -> dict[bytes, TokenRecord]:
+        """A user's live tokens by hash; ``fresh`` reads storage even if cached. A token
+        not in the map is looked up again by the caller (another process may have minted
+        it); a revocation or an account deletion drops the entries before it answers."""
+        tokens = None if fresh else self._tokens.get(user_id)
+        if tokens is None:
+            epoch = self._epoch
+            tokens = {t.hash: t for t in await self.storage.user_tokens(user_id)}
+            if epoch == self._epoch:
+                if len(self._tokens) > TOKENS_MAX:
+                    self._tokens.clear()
+                self._tokens[user_id] = tokens
+        return tokens
+
+    async def token_added(self, token: TokenRecord) -> None:
+        tokens = self._tokens.get(token.user_id)
+        if tokens is not None:
+            tokens[token.hash] = token
+
+    async def token_removed(self, user_id: str, token_id: str) -> None:
+        """A token was revoked: once this returns, no request is accepted with it here."""
+        self._epoch += 1
+        tokens = self._tokens.get(user_id)
+        if tokens is not None:
+            for key, token in list(tokens.items()):
+                if token.id == token_id:
+                    del tokens[key]
+
+    async def user_deleted(self, user_id: str) -> None:
+        """An account was deleted (or is being deleted): forget everything cached, since
+        its memberships and blocks, and other users' blocks of it, are gone too."""
+        self._epoch += 1
+        self._users.pop(user_id, None)
+        self._tokens.pop(user_id, None)
+        self._members.clear()
+        self._memberships.clear()
+        self._blocks.clear()
+
+    async def members_of(self, group_id: str) -> set[str]:
+        members = self._members.get(group_id)
+        if members is None:
+            epoch = self._epoch
+            members = set(await self.storage.group_members(group_id))
+            if epoch == self._epoch:
+                self._members[group_id] = members
+        return members
+
+    async def blocked_by(self, user_id: str) -> set[str]:
+        blocked = self._blocks.get(user_id)
+        if blocked is None:
+            epoch = self._epoch
+            blocked = set(await self.storage.blocked_by(user_id))
+            if epoch == self._epoch:
+                self._blocks[user_id] = blocked
+        return blocked
+
+    async def is_member(self, group_id: str, user_id: str) -> bool:
+        return group_id in await self.groups_of(user_id)
+
+    # after a committed write (or a conflict that showed the cache was wrong) ------------
+    async def user_created(self, user: UserRecord) -> None:
+        self._users[user.id] = user
+        self._memberships[user.id] = set()
+        self._blocks[user.id] = set()
+
+    async def group_created(self, group: GroupRecord, first_member: str | None) -> None:
+        self._groups[group.id] = group
+        self._members[group.id] = set()
+        if first_member is not None:
+            await self.memberships_changed(group.id, first_member)
+
+    async def memberships_changed(self, group_id: str, user_id: str) -> None:
+        """``user_id`` joined or left ``group_id``: forget both sides (reloaded on use)."""
+        self._epoch += 1
+        self._members.pop(group_id, None)
+        self._memberships.pop(user_id, None)
+
+    async def blocks_changed(self, blocker_id: str) -> None:
+        """Whom ``blocker_id`` blocks changed: forget it (reloaded on use)."""
+        self._epoch += 1
+        self._blocks.pop(blocker_id, None)
+
+
+# change cache ------------------------------------------------------------------------
+class ChangeCache:
+    def __init__(self, earliest: int, max_entries: int = 1_000_000) -> None:
+        self.earliest = earliest
+        self.max_entries = max_entries
+        self._last: dict[str, int] = {}
+
+    def mark(self, stream: str, ts: int) -> None:
+        last = self._last.pop(stream, None)
+        if last is not None and last > ts:
+            ts = last
+        self._last[stream] = ts  # re-inserted: the dict stays in (roughly) position order
+        if len(self._last) > self.max_entries:
+            self._evict()
+
+    def _evict(self) -> None:
+        drop = max(1, self.max_entries // 10)
+        for stream in list(self._last)[:drop]:
+            ts = self._last.pop(stream)
+            if ts > self.earliest:
+                self.earliest = ts
+
+    def changed_since(self, streams: Iterable[str], after: int) -> bool:
+        if after < self.earliest:
+            return True
+        last = self._last
+        for stream in streams:
+            ts = last.get(stream)
+            if ts is not None and ts > after:
+                return True
+        return False
+
+    def changed_for(
+        self, user_id: str, groups: Iterable[str], include_sent: bool, after: int
+    ) -> bool:
+        """``changed_since`` over every stream ``user_id`` reads (``streams_of``), without
+        building the list: this runs on every idle check."""
+        if after < self.earliest:
+            return True
+        get = self._last.get
+        ts = get(user_id)
+        if ts is not None and ts > after:
+            return True
+        for group in groups:
+            ts = get(group)
+            if ts is not None and ts > after:
+                return True
+        if include_sent:
+            ts = get(sent_stream(user_id))
+            return ts is not None and ts > after
+        return False
+
+    def __len__(self) -> int:
+        return len(self._last)
+
+
+class LocalChanges:
+    """:class:`~parley.cache.base.Changes` for one process: a :class:`ChangeCache` in
+    memory, asked together with the directory's groups."""
+
+    def __init__(self, directory: Directory, max_entries: int = 1_000_000) -> None:
+        self.directory = directory
+        self.cache = ChangeCache(earliest=0, max_entries=max_entries)
+
+    async def start(self, earliest: int) -> None:
+        self.cache.earliest = earliest
+
+    async def marked(self, marks: Sequence[tuple[str, int]]) -> None:
+        for stream, ts in marks:
+            self.cache.mark(stream, ts)
+
+    async def look(self, user_id: str, after: int | None, include_sent: bool) -> Look:
+        groups = await self.directory.groups_of(user_id)
+        if after is None:
+            return Look(groups, True)
+        return Look(groups, self.cache.changed_for(user_id, groups, include_sent, after))
+
+
+# wake-ups ----------------------------------------------------------------------------
+class Notifier:
+    def __init__(self) -> None:
+        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+        self.wakeups = 0
+        # Set by a cross-process channel (Redis pub/sub): called with the streams of every
+        # message stored by this process, so other processes can wake their waiters.
+        self.broadcast: Callable[[list[str]], None] | None = None
+
+    async def wait(self, streams: Iterable[str], timeout: float) -> bool:
+        """Wait until one of ``streams`` is notified (True) or ``timeout`` passes (False)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        keys = list(streams)
+        for key in keys:
+            self._waiters.setdefault(key, set()).add(future)
+        try:
+            async with asyncio.timeout(timeout):
+                await future
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            for key in keys:
+                waiters = self._waiters.get(key)
+                if waiters is not None:
+                    waiters.discard(future)
+                    if not waiters:
+                        del self._waiters[key]
+
+    def notify_all(self, streams: Iterable[str]) -> None:
+        """Wake the waiters of these streams here and, through ``broadcast``, elsewhere."""
+        for stream in streams:
+            self.notify(stream)
+        if self.broadcast is not None:
+            self.broadcast(list(streams))
+
+    def notify(self, stream: str) -> None:
+        waiters = self._waiters.get(stream)
+        if not waiters:
+            return
+        for future in list(waiters):
+            if not future.done():
+                future.set_result(None)
+                self.wakeups += 1
+
+    @property
+    def waiting(self) -> int:
+        return sum(len(w) for w in self._waiters.values())
