@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import math
+import time
+
 from tests.backends import Harness
 
 
@@ -27,12 +31,29 @@ async def test_idle_checks_make_no_storage_calls(api: Harness) -> None:
     calls = api.parley.storage.calls
     before = sum(calls.values())
     idle_before = api.parley.messages.idle_checks
+    link = api.parley.redis
+    covered = 0  # checks that ran wholly inside one trust lease of the shared cache
     for _ in range(200):
+        if link is not None:  # Redis is trusted only under a lease (docs/scale-out.md)
+            for _ in range(200):
+                if link.usable:
+                    break
+                await asyncio.sleep(0.01)
+        lease_end = link.trusted_until if link is not None else math.inf
+        ahead = sum(calls.values())
         r = await api.client.get(f"/v1/messages/{bob}?timestamp={cursor}", headers=hb)
         assert r.status_code == 200
         assert r.json() == {"messages": [], "nextTimestamp": cursor, "hasMore": False}
-    assert sum(calls.values()) == before, dict(calls)
-    assert api.parley.messages.idle_checks == idle_before + 200
+        if time.monotonic() < lease_end:
+            covered += 1
+            assert sum(calls.values()) == ahead, dict(calls)
+    if link is None:
+        assert sum(calls.values()) == before, dict(calls)
+        assert api.parley.messages.idle_checks == idle_before + 200
+    # On a loaded machine a lease can lapse (the process then reads PostgreSQL, which is
+    # right, only slower); most checks still run under one.
+    assert covered >= 100
+    assert api.parley.messages.idle_checks >= idle_before + covered
 
     # ...and a new message is not hidden by the cache: the next check delivers it.
     await api.client.post(
