@@ -54,6 +54,7 @@ class Code(StrEnum):
     NOT_YOURSELF = "not_yourself"
     BLOCKED = "blocked"
     NOT_A_MEMBER = "not_a_member"
+    NOT_ALLOWED = "not_allowed"  # a group role does not allow it (owner, admin, member)
     # 404
     NOT_FOUND = "not_found"  # no such route
     USER_NOT_FOUND = "user_not_found"
@@ -71,6 +72,9 @@ class Code(StrEnum):
     NOT_BLOCKED = "not_blocked"
     ALREADY_MEMBER = "already_member"
     NOT_IN_GROUP = "not_in_group"
+    ALREADY_ADMIN = "already_admin"
+    IS_OWNER = "is_owner"  # the owner's role cannot be changed
+    GROUP_FULL = "group_full"  # PARLEY_MAX_GROUP_MEMBERS reached
     # 413, 414, 431
     PAYLOAD_TOO_LARGE = "payload_too_large"
     URI_TOO_LONG = "uri_too_long"

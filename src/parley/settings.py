@@ -122,6 +122,7 @@ class Settings:
             limits=Limits(
                 username_max=read.integer("PARLEY_MAX_USERNAME", 64, 1, 10_000),
                 group_name_max=read.integer("PARLEY_MAX_GROUP_NAME", 128, 1, 10_000),
+                group_members_max=read.integer("PARLEY_MAX_GROUP_MEMBERS", 1024, 1, 100_000),
                 message_max=read.integer("PARLEY_MAX_MESSAGE", 4096, 1, 1_000_000),
                 body_max_bytes=read.integer("PARLEY_MAX_BODY", 64 * 1024, 256, 16 * 1024 * 1024),
                 page_default=read.integer("PARLEY_PAGE_DEFAULT", 500, 1, 1000),

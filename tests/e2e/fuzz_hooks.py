@@ -14,6 +14,8 @@ id for an id, one enum value for another), so a positive case stays positive:
   the other user; ``groupId`` the group; ``recipientId`` whichever ``type`` needs;
 * a send's ``type`` follows the recipient field it carries (JSON Schema cannot tie a query
   value to body fields; the document says it in words);
+* a group op follows the body it carries: ``rename`` for a ``groupName`` alone, a member
+  op (``add`` if it was ``rename``) for a ``userId`` (the document says it in words, too);
 * a long-poll's ``wait`` is 0 (long-polls are tested elsewhere; here they would only wait).
 """
 
@@ -57,6 +59,12 @@ def steer(case: Any) -> None:
     ):
         if isinstance(body.get(name), str):
             body[name] = real
+    if case.operation.path == "/v1/groups/{groupId}" and "op" in query:
+        named, renamed = isinstance(body.get("userId"), str), isinstance(body.get("groupName"), str)
+        if renamed and not named:
+            query["op"] = "rename"
+        elif named and query["op"] == "rename":
+            query["op"] = "add"
     if case.operation.path == "/v1/messages/send":
         private, group = (
             isinstance(body.get("receiverId"), str),

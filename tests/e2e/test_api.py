@@ -152,7 +152,12 @@ async def test_group_lifecycle_token_mode(api: Harness) -> None:
     gid = r.json()["groupId"]
     assert r.json()["groupName"] == "team" and gid.startswith("g_")
     r = await api.client.get(f"/v1/groups/{gid}", headers=ha)
-    assert r.json() == {"groupId": gid, "groupName": "team", "members": [alice]}
+    assert r.json() == {
+        "groupId": gid,
+        "groupName": "team",
+        "members": [alice],
+        "roles": {alice: "owner"},
+    }
     # non-members may not add, nor see the group
     r = await api.client.post(f"/v1/groups/{gid}?op=add", json={"userId": carol}, headers=hb)
     assert r.status_code == 403 and error_code(r) == "not_a_member"

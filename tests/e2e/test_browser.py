@@ -429,6 +429,12 @@ def test_sign_in_again_unblock_members_and_leave(server_url: str, browser: Brows
         alice.get_by_label("Add a member — paste their user id").fill(bob_id)
         alice.get_by_role("button", name="Add", exact=True).click()
         expect(alice.locator("#chat-subtitle")).to_have_text("Group · 2 members")
+        # the owner's panel shows roles and promotes and demotes
+        expect(alice.locator("#member-list")).to_contain_text("owner")
+        alice.get_by_role("button", name="Make Bob an admin").click()
+        expect(alice.locator("#member-list")).to_contain_text("admin")
+        alice.get_by_role("button", name="Make Bob a member").click()
+        expect(alice.get_by_role("button", name="Make Bob an admin")).to_be_visible()
         alice.get_by_role("button", name="Remove Bob from the group").click()
         expect(alice.locator("#chat-subtitle")).to_have_text("Group · 1 member")
         alice.get_by_role("button", name="Leave group").click()

@@ -16,10 +16,12 @@ lock (connections are still accepted and read concurrently, so clients keep thei
 keep-alive pools), which makes every single-item write atomic, as in DynamoDB;
 ``test_dynamodb.py`` hammers the clock to keep it so.
 
-What the endpoint does not model (moto 5): concurrent TransactWriteItems often fail with
-HTTP 500 and a cancelled transaction can restore a stale copy of the table, so nothing here
-(or in the adapter) uses transactions. Capacity units moto reports are fixed per call, not
-computed from item sizes (``docs/dynamodb.md``).
+What the endpoint does not model (moto 5): run concurrently (moto's own threaded server),
+TransactWriteItems often fail with HTTP 500 and a cancelled transaction can restore a stale
+copy of the table; one request at a time, as here, each transaction is applied or cancelled
+whole, which is what the group roster writes (``dynamodb_groups``) rely on. A transaction
+deep-copies the tables it touches first, so it is slow (tens of ms). Capacity units moto
+reports are fixed per call, not computed from item sizes (``docs/dynamodb.md``).
 """
 
 from __future__ import annotations

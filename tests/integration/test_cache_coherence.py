@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 
 from parley.app import build
 from parley.cache.redis_link import RedisLink
+from parley.domain.roles import Outcome
 from parley.http.server import create_app
 from parley.settings import Settings
 from parley.storage.postgres import PostgresStorage
@@ -195,14 +196,14 @@ async def test_a_delayed_add_cannot_undo_a_later_remove(fleet: Fleet) -> None:
     committed, overtaken = asyncio.Event(), asyncio.Event()
     hold_redis(a, committed, overtaken)
     storage = a.parley.storage
-    original = storage.add_member
+    original = storage.join_group
 
-    async def add_member(group_id: str, user_id: str) -> bool:
-        changed = await original(group_id, user_id)
+    async def join_group(group_id: str, user_id: str, **rules: Any) -> Outcome:
+        outcome = await original(group_id, user_id, **rules)
         committed.set()  # committed; a's cache update is now on its (slow) way
-        return changed
+        return outcome
 
-    storage.add_member = add_member  # type: ignore[method-assign]
+    storage.join_group = join_group  # type: ignore[method-assign]
     adding = asyncio.ensure_future(op(a, f"/v1/groups/{group}?op=add", {"userId": bob}))
     await asyncio.wait_for(committed.wait(), 10)
     assert await op(b, f"/v1/groups/{group}?op=remove", {"userId": bob}) == 200

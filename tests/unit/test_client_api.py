@@ -99,6 +99,24 @@ def test_ids_are_escaped_into_one_path_segment() -> None:
             "remove",
             {"userId": "u_b"},
         ),
+        (
+            lambda api: api.set_role("g_1", "u_b", "admin"),
+            "/v1/groups/g_1",
+            "promote",
+            {"userId": "u_b"},
+        ),
+        (
+            lambda api: api.set_role("g_1", "u_b", "member"),
+            "/v1/groups/g_1",
+            "demote",
+            {"userId": "u_b"},
+        ),
+        (
+            lambda api: api.rename_group("g_1", "crew"),
+            "/v1/groups/g_1",
+            "rename",
+            {"groupName": "crew"},
+        ),
     ],
 )
 def test_operations_post_op_and_body(

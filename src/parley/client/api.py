@@ -91,11 +91,12 @@ class Registered(msgspec.Struct, frozen=True, rename="camel"):
 
 
 class Group(msgspec.Struct, frozen=True, rename="camel"):
-    """A group; ``members`` is ``None`` where the endpoint does not list them."""
+    """A group; ``members`` and ``roles`` are ``None`` where the endpoint does not list them."""
 
     group_id: str
     group_name: str
     members: list[str] | None = None
+    roles: dict[str, str] | None = None
 
 
 class Message(msgspec.Struct, frozen=True, rename="camel"):
@@ -337,6 +338,21 @@ class ParleyApi:
             f"/v1/groups/{_seg(group_id)}",
             params={"op": "remove"},
             body={"userId": user_id},
+        )
+
+    def set_role(self, group_id: str, user_id: str, role: str) -> None:
+        """``admin`` (promote) or ``member`` (demote): the group's owner only."""
+        op = "promote" if role == "admin" else "demote"
+        self._request(
+            "POST", f"/v1/groups/{_seg(group_id)}", params={"op": op}, body={"userId": user_id}
+        )
+
+    def rename_group(self, group_id: str, name: str) -> None:
+        self._request(
+            "POST",
+            f"/v1/groups/{_seg(group_id)}",
+            params={"op": "rename"},
+            body={"groupName": name},
         )
 
     # -- messages ---------------------------------------------------------------------------

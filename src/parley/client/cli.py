@@ -388,6 +388,24 @@ def cmd_group_remove(session: Session, args: argparse.Namespace) -> int:
     return Exit.OK
 
 
+def cmd_group_promote(session: Session, args: argparse.Namespace) -> int:
+    session.api.set_role(args.group_id, args.user_id, "admin")
+    _out(f"{args.user_id} is an admin of {args.group_id}")
+    return Exit.OK
+
+
+def cmd_group_demote(session: Session, args: argparse.Namespace) -> int:
+    session.api.set_role(args.group_id, args.user_id, "member")
+    _out(f"{args.user_id} is a member of {args.group_id}")
+    return Exit.OK
+
+
+def cmd_group_rename(session: Session, args: argparse.Namespace) -> int:
+    session.api.rename_group(args.group_id, args.name)
+    _out(f"renamed {args.group_id}")
+    return Exit.OK
+
+
 def _user_rows(session: Session, user_ids: list[str]) -> list[list[str]]:
     return [[user_id, session.user_name(user_id)] for user_id in user_ids]
 
@@ -397,7 +415,13 @@ def cmd_group_show(session: Session, args: argparse.Namespace) -> int:
     members = group.members or []
     _table([["id", group.group_id], ["name", group.group_name], ["members", str(len(members))]])
     if members:
-        _table([["  " + user_id, name] for user_id, name in _user_rows(session, members)])
+        roles = group.roles or {}
+        _table(
+            [
+                ["  " + user_id, name, roles.get(user_id, "")]
+                for user_id, name in _user_rows(session, members)
+            ]
+        )
     return Exit.OK
 
 
@@ -615,10 +639,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     group_commands = group.add_subparsers(dest="group_command", required=True, metavar="ACTION")
     for name, handler, help_text, arguments in (
-        ("create", cmd_group_create, "create a group (you become its first member)", ["name"]),
+        ("create", cmd_group_create, "create a group (you become its owner)", ["name"]),
         ("add", cmd_group_add, "add a user to a group", ["group_id", "user_id"]),
         ("remove", cmd_group_remove, "remove a user from a group", ["group_id", "user_id"]),
-        ("show", cmd_group_show, "show a group and its members", ["group_id"]),
+        ("promote", cmd_group_promote, "make a member an admin (owner)", ["group_id", "user_id"]),
+        ("demote", cmd_group_demote, "make an admin a member (owner)", ["group_id", "user_id"]),
+        ("rename", cmd_group_rename, "rename a group (owner, admins)", ["group_id", "name"]),
+        ("show", cmd_group_show, "show a group, its members and their roles", ["group_id"]),
     ):
         sub = group_commands.add_parser(name, parents=[common], help=help_text)
         sub.set_defaults(handler=handler)

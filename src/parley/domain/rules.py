@@ -14,6 +14,7 @@ from parley.errors import Code, InvalidInput
 class Limits:
     username_max: int = 64
     group_name_max: int = 128
+    group_members_max: int = 1024  # the owner included
     message_max: int = 4096
     body_max_bytes: int = 64 * 1024
     page_default: int = 500

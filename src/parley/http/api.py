@@ -114,7 +114,15 @@ TICKET = Param(
     "Authorization header (a browser's EventSource).",
 )
 USER_OP = Param("op", "block or unblock", {"type": "string", "enum": ["block", "unblock"]}, True)
-GROUP_OP = Param("op", "add or remove", {"type": "string", "enum": ["add", "remove"]}, True)
+GROUP_OPS = ("add", "remove", "promote", "demote", "rename")
+GROUP_OP = Param(
+    "op",
+    "add or remove a member (`userId`; anyone may remove themselves, in token mode only the "
+    "owner and admins others); promote a member to admin or demote an admin (`userId`, the "
+    "owner only); rename the group (`groupName`, the owner and admins)",
+    {"type": "string", "enum": list(GROUP_OPS)},
+    True,
+)
 SEND_TYPE = Param(
     "type", "private or group", {"type": "string", "enum": ["private", "group"]}, True
 )
@@ -361,18 +369,27 @@ class Api:
         return ok(s.GroupOut.of(group))
 
     async def group_op(self, call: Call, actor: Actor) -> Reply:
-        op = _query(call, "op", ("add", "remove"), errors.Code.BAD_OP)
-        body = await self._body(call, s.MemberIn)
+        op = _query(call, "op", GROUP_OPS, errors.Code.BAD_OP)
         group_id = call.params["groupId"]
+        if op == "rename":
+            renamed = await self.groups.rename(
+                actor, group_id, (await self._body(call, s.RenameIn)).groupName
+            )
+            return ok(s.MembershipOut(group_id, groupName=renamed.name))
+        body = await self._body(call, s.MemberIn)
         if op == "add":
             await self.groups.add(actor, group_id, body.userId)
-        else:
+        elif op == "remove":
             await self.groups.remove(actor, group_id, body.userId)
+        else:
+            role: Literal["admin", "member"] = "admin" if op == "promote" else "member"
+            await self.groups.set_role(actor, group_id, body.userId, role)
+            return ok(s.MembershipOut(group_id, body.userId, True, role))
         return ok(s.MembershipOut(group_id, body.userId, op == "add"))
 
     async def get_group(self, call: Call, actor: Actor) -> Reply:
         view = await self.groups.view(actor, call.params["groupId"])
-        return ok(s.GroupDetailsOut(view.group.id, view.group.name, view.members))
+        return ok(s.GroupDetailsOut(view.group.id, view.group.name, view.members, view.roles))
 
     # messages --------------------------------------------------------------------------
     async def send_message(self, call: Call, actor: Actor) -> Reply:
@@ -574,7 +591,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         handler=Api.group_op,
         method="POST",
         path="/v1/groups/{groupId}",
-        summary="Add or remove a group member",
+        summary="Add, remove, promote or demote a member, or rename the group",
         auth="member",
         request=s.MemberIn,
         response=s.MembershipOut,
@@ -586,7 +603,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         handler=Api.get_group,
         method="GET",
         path="/v1/groups/{groupId}",
-        summary="A group's name and members",
+        summary="A group's name, members and their roles",
         auth="member",
         response=s.GroupDetailsOut,
         errors=(401, 403, 404, 429, 503),

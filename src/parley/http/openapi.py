@@ -17,7 +17,7 @@ import msgspec
 
 from parley.domain.rules import Limits
 from parley.http.api import ROUTES, RouteSpec
-from parley.http.schemas import ErrorOut, HealthOut, MessagesOut
+from parley.http.schemas import ErrorOut, HealthOut, MessagesOut, RenameIn
 
 REASONS = {
     400: "Bad input (see the error code)",
@@ -161,6 +161,7 @@ def _constrain(components: dict[str, Any], limits: Limits) -> None:
     props("BlockIn")["blockedUserId"] = ID
     props("MemberIn")["userId"] = ID
     props("CreateGroupIn")["groupName"] = name_schema(limits.group_name_max, "group name")
+    props("RenameIn")["groupName"] = name_schema(limits.group_name_max, "group name")
 
     send = components["SendIn"]
     props("SendIn").update(
@@ -230,6 +231,22 @@ RETRY_AFTER = {
 
 def _ref(kind: type[msgspec.Struct]) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{kind.__name__}"}
+
+
+def _request_schema(spec: RouteSpec, limits: Limits) -> dict[str, Any]:
+    assert spec.request is not None
+    if spec.name == "group_op":
+        return {
+            "description": '`op=add`, `remove`, `promote`, `demote`: `{"userId"}`; '
+            '`op=rename`: `{"groupName"}`. In token mode the owner and admins add and '
+            "remove others (admins: members only), anyone may remove themselves, the owner "
+            "promotes and demotes, the owner and admins rename (else 403 `not_allowed`); "
+            "nobody adds a user who has blocked them (403 `blocked`); a group holds at most "
+            f"{limits.group_members_max} members, its owner included (409 `group_full`). "
+            "When the owner leaves, the longest-standing admin, else member, owns the group.",
+            "anyOf": [_ref(spec.request), _ref(RenameIn)],
+        }
+    return _ref(spec.request)
 
 
 def _query_schema(name: str, schema: dict[str, Any], limits: Limits) -> dict[str, Any]:
@@ -352,7 +369,7 @@ def _operation(spec: RouteSpec, token_mode: bool, limits: Limits) -> dict[str, A
             "required": True,
             "description": f"JSON, at most {limits.body_max_bytes} bytes (413 above). "
             "Unknown fields are ignored.",
-            "content": {"application/json": {"schema": _ref(spec.request)}},
+            "content": {"application/json": {"schema": _request_schema(spec, limits)}},
         }
     op["responses"] = _responses(spec, token_mode)
     links = _links(spec)
@@ -379,7 +396,7 @@ def document(
 ) -> dict[str, Any]:
     limits = limits or Limits()
     kinds = {k for spec in ROUTES for k in (spec.request, spec.response) if k is not None}
-    kinds |= {ErrorOut, MessagesOut, HealthOut}
+    kinds |= {ErrorOut, MessagesOut, HealthOut, RenameIn}
     _, components = msgspec.json.schema_components(
         sorted(kinds, key=lambda k: k.__name__), ref_template="#/components/schemas/{name}"
     )

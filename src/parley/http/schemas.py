@@ -50,6 +50,10 @@ class MemberIn(Body):
     userId: str
 
 
+class RenameIn(Body):
+    groupName: str
+
+
 class SendIn(Body):
     senderId: str
     message: str
@@ -83,6 +87,7 @@ class GroupDetailsOut(Body):
     groupId: str
     groupName: str
     members: list[str]
+    roles: dict[str, Literal["owner", "admin", "member"]]
 
 
 class UserGroupsOut(Body):
@@ -102,9 +107,14 @@ class BlockOut(Body):
 
 
 class MembershipOut(Body):
+    """The answer to a group op: ``member`` for add/remove, ``role`` for promote/demote,
+    ``groupName`` (and no ``userId``) for rename."""
+
     groupId: str
-    userId: str
-    member: bool
+    userId: str | None = None
+    member: bool | None = None
+    role: Literal["admin", "member"] | None = None
+    groupName: str | None = None
 
 
 class MessageOut(Body):

@@ -27,6 +27,7 @@ from parley.domain.models import (
     TokenRecord,
     UserRecord,
 )
+from parley.domain.roles import GroupWrite, Member, Outcome, Role
 
 P = ParamSpec("P")
 AccountState = Literal["active", "deleting", "deleted"]
@@ -163,13 +164,40 @@ class Storage(ABC):
     @abstractmethod
     async def get_group(self, group_id: str) -> GroupRecord | None: ...
 
-    @abstractmethod
     async def add_member(self, group_id: str, user_id: str) -> bool:
-        """Add a membership; False if it already existed."""
+        """Add a membership with no role check nor cap; False if it already existed."""
+        return await self.join_group(group_id, user_id, by=None, cap=None) == "done"
+
+    async def remove_member(self, group_id: str, user_id: str) -> bool:
+        """Remove a membership with no role check; False if there was none."""
+        return (await self.leave_group(group_id, user_id, by=None)).outcome == "done"
+
+    # Roles (``parley.domain.roles``): each of these reads the group's roster and writes
+    # in one transaction, so the rules hold whatever else runs at the same time. The
+    # creator (``create_group``'s first member) is the owner; later members join as
+    # members, in order.
+    @abstractmethod
+    async def join_group(
+        self, group_id: str, user_id: str, *, by: str | None, cap: int | None
+    ) -> Outcome:
+        """Add ``user_id`` if ``by`` may add members and the group has fewer than ``cap``."""
 
     @abstractmethod
-    async def remove_member(self, group_id: str, user_id: str) -> bool:
-        """Remove a membership; False if there was none."""
+    async def leave_group(self, group_id: str, user_id: str, *, by: str | None) -> GroupWrite:
+        """Remove ``user_id`` (by itself, or by someone who may); an owner who leaves hands
+        the group over to its successor in the same transaction."""
+
+    @abstractmethod
+    async def set_role(self, group_id: str, user_id: str, role: Role, *, by: str | None) -> Outcome:
+        """Make a member an admin or an admin a member (the owner only)."""
+
+    @abstractmethod
+    async def rename_group(self, group_id: str, name: str, *, by: str | None) -> Outcome:
+        """Rename the group (the owner and admins)."""
+
+    @abstractmethod
+    async def group_roster(self, group_id: str) -> list[Member]:
+        """The group's members with their roles, in the order they joined."""
 
     @abstractmethod
     async def group_members(self, group_id: str) -> list[str]: ...

@@ -15,7 +15,8 @@ deploys). Every write that can conflict is one conditional single-item write:
 
 Appends are group-committed: while ``max_inflight`` batches are being written, new appends
 queue and the next batch carries them all under one reservation (one clock update to take
-it and one to release it, however many messages). No operation uses a transaction.
+it and one to release it, however many messages). Only group membership changes use a
+transaction (``dynamodb_groups``: the roster, its counter and the membership item).
 ``docs/dynamodb.md`` has the table design, every access path and its measured cost.
 """
 
@@ -29,15 +30,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from parley.domain.models import GroupRecord, Message, TokenRecord, UserRecord
+from parley.domain.roles import GroupWrite, Member, Outcome, Role
 from parley.errors import ParleyError, Unavailable
 from parley.storage.base import BulkData, MessageDraft, Storage, counted
 from parley.storage.dynamodb_accounts import DynamoAccounts, token_item, user_status
 from parley.storage.dynamodb_client import ConditionFailed, DynamoClient, DynamoUnavailable
 from parley.storage.dynamodb_clock import Clock, ClockState, Reservation
+from parley.storage.dynamodb_groups import Rosters, roster_group_item
 from parley.storage.dynamodb_items import (
     Item,
     claim_item,
-    group_item,
     message_items,
     n,
     parse_group,
@@ -96,6 +98,7 @@ class DynamoStorage(DynamoAccounts, Storage):
         self.create_missing = endpoint is not None if create_tables is None else create_tables
         self.client = DynamoClient(endpoint=endpoint, region=region, timeout=timeout)
         self.clock = Clock(self.client, self.tables["streams"], lease_ms=lease_ms)
+        self.rosters = Rosters(self.client, self.tables["groups"], self.tables["members"])
         self.max_batch = max_batch
         self.max_inflight = max_inflight
         self.batches = 0
@@ -270,7 +273,8 @@ class DynamoStorage(DynamoAccounts, Storage):
         return parse_user(item) if item and user_status(item) == "active" else None
 
     async def create_group(self, group: GroupRecord, first_member: str | None) -> None:
-        writes: list[tuple[str, Item]] = [("groups", group_item(group))]
+        first: list[tuple[str, Role]] = [] if first_member is None else [(first_member, "owner")]
+        writes: list[tuple[str, Item]] = [("groups", roster_group_item(group, first))]
         if first_member is not None:
             writes.append(("members", {"user_id": s(first_member), "group_id": s(group.id)}))
         await self._write_items(writes)  # one call; a membership is harmless without its group
@@ -297,13 +301,28 @@ class DynamoStorage(DynamoAccounts, Storage):
             return False
         return True
 
-    async def add_member(self, group_id: str, user_id: str) -> bool:
-        key = {"user_id": s(user_id), "group_id": s(group_id)}
-        return await self._conditional("put_item", "members", key, "attribute_not_exists(user_id)")
+    # roles: parley.storage.dynamodb_groups
+    async def join_group(
+        self, group_id: str, user_id: str, *, by: str | None, cap: int | None
+    ) -> Outcome:
+        self._ready()
+        return await self.rosters.join(group_id, user_id, by, cap)
 
-    async def remove_member(self, group_id: str, user_id: str) -> bool:
-        key = {"user_id": s(user_id), "group_id": s(group_id)}
-        return await self._conditional("delete_item", "members", key, "attribute_exists(user_id)")
+    async def leave_group(self, group_id: str, user_id: str, *, by: str | None) -> GroupWrite:
+        self._ready()
+        return await self.rosters.leave(group_id, user_id, by)
+
+    async def set_role(self, group_id: str, user_id: str, role: Role, *, by: str | None) -> Outcome:
+        self._ready()
+        return await self.rosters.set_role(group_id, user_id, role, by)
+
+    async def rename_group(self, group_id: str, name: str, *, by: str | None) -> Outcome:
+        self._ready()
+        return await self.rosters.rename(group_id, name, by)
+
+    async def group_roster(self, group_id: str) -> list[Member]:
+        self._ready()
+        return await self.rosters.roster(group_id)
 
     async def group_members(self, group_id: str) -> list[str]:
         """From the by_group index: eventually consistent (listings only, never a rule)."""
@@ -588,10 +607,12 @@ class DynamoStorage(DynamoAccounts, Storage):
     async def bulk_load(self, data: BulkData) -> None:
         """Load an idle store: BatchWriteItem throughout, then move the clock past it."""
         writes: list[tuple[str, Item]] = [("users", user_item(u)) for u in data.users]
-        writes += [("groups", group_item(g)) for g in data.groups]
-        writes += [
-            ("members", {"user_id": s(u), "group_id": s(g)}) for g, u in dict.fromkeys(data.members)
-        ]
+        members = list(dict.fromkeys(data.members))
+        rosters: dict[str, list[tuple[str, Role]]] = {g.id: [] for g in data.groups}
+        for g, u in members:
+            rosters.setdefault(g, []).append((u, "member"))
+        writes += [("groups", roster_group_item(g, rosters[g.id])) for g in data.groups]
+        writes += [("members", {"user_id": s(u), "group_id": s(g)}) for g, u in members]
         for seq, m in enumerate(data.messages):
             message = Message(m.id, m.type, m.sender_id, m.recipient_id, m.body, m.ts, seq)
             writes += [("messages", item) for item in message_items(message)]

@@ -18,6 +18,7 @@ from typing import Any, cast
 from parley.domain.models import TokenRecord
 from parley.storage.base import AccountState
 from parley.storage.dynamodb_client import ConditionFailed, DynamoClient
+from parley.storage.dynamodb_groups import Rosters
 from parley.storage.dynamodb_items import Item, n, s
 
 SCAN_PAGES_MAX = 100_000
@@ -52,10 +53,11 @@ def user_status(item: Item | None) -> AccountState | None:
 
 
 class DynamoAccounts:
-    """Needs the adapter's ``client``, ``tables``, ``_get``, ``_query`` and ``_ready``."""
+    """Needs the adapter's ``client``, ``tables``, ``rosters``, ``_get``, ``_query``, ``_ready``."""
 
     client: DynamoClient
     tables: dict[str, str]
+    rosters: Rosters
     _get: Callable[[str, Item], Awaitable[Item | None]]
     _query: Callable[..., Awaitable[list[Item]]]
     _ready: Callable[[], None]
@@ -163,6 +165,8 @@ class DynamoAccounts:
             "members", KeyConditionExpression="user_id = :u", ExpressionAttributeValues=uid,
             ConsistentRead=True,
         ):  # fmt: skip
+            # through the roster: an owner hands the group over, the count goes down
+            await self.rosters.leave(item["group_id"]["S"], user_id, None)
             await self._delete("members", {"user_id": s(user_id), "group_id": item["group_id"]})
         for item in await self._query(
             "blocks", KeyConditionExpression="blocker_id = :u", ExpressionAttributeValues=uid,

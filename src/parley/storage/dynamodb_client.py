@@ -27,7 +27,9 @@ from parley.errors import Unavailable
 log = logging.getLogger("parley.storage.dynamodb")
 
 READS = frozenset({"get_item", "query", "batch_get_item"})
-WRITES = frozenset({"put_item", "update_item", "delete_item", "batch_write_item"})
+WRITES = frozenset(
+    {"put_item", "update_item", "delete_item", "batch_write_item", "transact_write_items"}
+)
 THROTTLED = frozenset(
     {
         "ProvisionedThroughputExceededException",
@@ -40,7 +42,9 @@ THROTTLED = frozenset(
 )
 
 # Codes the adapter expects and handles itself (not worth an error log).
-EXPECTED = frozenset({"ResourceInUseException", "ResourceNotFoundException"})
+EXPECTED = frozenset(
+    {"ResourceInUseException", "ResourceNotFoundException", "TransactionCanceledException"}
+)
 
 
 class DynamoUnavailable(Unavailable):

@@ -15,6 +15,17 @@ import msgspec
 
 from parley.domain.models import GroupRecord, Message, TokenRecord, UserRecord
 from parley.domain.positions import PositionTracker
+from parley.domain.roles import (
+    GroupWrite,
+    Member,
+    Outcome,
+    Role,
+    decide_add,
+    decide_remove,
+    decide_role,
+    in_order,
+    may_rename,
+)
 from parley.storage.base import AccountState, MessageDraft, Storage, counted
 
 
@@ -27,7 +38,8 @@ class MemoryStorage(Storage):
         self.positions = positions or PositionTracker()
         self._users: dict[str, UserRecord] = {}
         self._groups: dict[str, GroupRecord] = {}
-        self._members: dict[str, set[str]] = {}
+        self._members: dict[str, dict[str, Member]] = {}
+        self._joins = itertools.count(1)
         self._memberships: dict[str, set[str]] = {}
         self._blocks: dict[str, set[str]] = {}
         self._inbox: dict[str, list[Message]] = {}  # recipient id -> messages by (ts, seq)
@@ -98,8 +110,9 @@ class MemoryStorage(Storage):
             return
         self._users[user_id] = UserRecord(user_id, "")
         self._passwords.pop(user_id, None)
-        for group_id in self._memberships.pop(user_id, set()):
-            self._members.get(group_id, set()).discard(user_id)
+        for group_id in sorted(self._memberships.get(user_id, set())):
+            await self.leave_group(group_id, user_id, by=None)  # an owner hands over
+        self._memberships.pop(user_id, None)
         self._blocks.pop(user_id, None)
         for blocked in self._blocks.values():
             blocked.discard(user_id)
@@ -118,31 +131,61 @@ class MemoryStorage(Storage):
 
     async def create_group(self, group: GroupRecord, first_member: str | None) -> None:
         self._groups[group.id] = group
-        self._members[group.id] = set()
+        self._members[group.id] = {}
         if first_member is not None:
-            self._add(group.id, first_member)
+            self._add(group.id, first_member, "owner")
 
     async def get_group(self, group_id: str) -> GroupRecord | None:
         return self._groups.get(group_id)
 
-    def _add(self, group_id: str, user_id: str) -> bool:
-        members = self._members.setdefault(group_id, set())
-        if user_id in members:
-            return False
-        members.add(user_id)
+    def _add(self, group_id: str, user_id: str, role: Role) -> None:
+        self._members[group_id][user_id] = Member(user_id, role, next(self._joins))
         self._memberships.setdefault(user_id, set()).add(group_id)
-        return True
 
-    async def add_member(self, group_id: str, user_id: str) -> bool:
-        return self._add(group_id, user_id)
+    async def join_group(
+        self, group_id: str, user_id: str, *, by: str | None, cap: int | None
+    ) -> Outcome:
+        roster = self._members.get(group_id)
+        if roster is None:
+            return "no_group"
+        outcome = decide_add(roster, user_id, by, cap)
+        if outcome == "done":
+            self._add(group_id, user_id, "member")
+        return outcome
 
-    async def remove_member(self, group_id: str, user_id: str) -> bool:
-        members = self._members.get(group_id, set())
-        if user_id not in members:
-            return False
-        members.discard(user_id)
-        self._memberships.get(user_id, set()).discard(group_id)
-        return True
+    async def leave_group(self, group_id: str, user_id: str, *, by: str | None) -> GroupWrite:
+        roster = self._members.get(group_id)
+        if roster is None:
+            return GroupWrite("no_group")
+        write = decide_remove(roster, user_id, by)
+        if write.outcome == "done":
+            del roster[user_id]
+            self._memberships.get(user_id, set()).discard(group_id)
+            if write.new_owner is not None:
+                heir = roster[write.new_owner]
+                roster[heir.user_id] = Member(heir.user_id, "owner", heir.joined)
+        return write
+
+    async def set_role(self, group_id: str, user_id: str, role: Role, *, by: str | None) -> Outcome:
+        roster = self._members.get(group_id)
+        if roster is None:
+            return "no_group"
+        outcome = decide_role(roster, user_id, role, by)
+        if outcome == "done":
+            roster[user_id] = Member(user_id, role, roster[user_id].joined)
+        return outcome
+
+    async def rename_group(self, group_id: str, name: str, *, by: str | None) -> Outcome:
+        roster = self._members.get(group_id)
+        if roster is None:
+            return "no_group"
+        if not may_rename(roster, by):
+            return "denied"
+        self._groups[group_id] = GroupRecord(group_id, name)
+        return "done"
+
+    async def group_roster(self, group_id: str) -> list[Member]:
+        return in_order(self._members.get(group_id, {}))
 
     async def group_members(self, group_id: str) -> list[str]:
         return sorted(self._members.get(group_id, ()))

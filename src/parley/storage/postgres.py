@@ -31,18 +31,32 @@ import contextvars
 import logging
 import os
 import zlib
-from collections.abc import Awaitable, Iterator, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import asyncpg
 
 from parley.domain.models import GroupRecord, Message, Page, TokenRecord, UserRecord
+from parley.domain.roles import (
+    GroupWrite,
+    Member,
+    Outcome,
+    Role,
+    decide_join,
+    decide_remove,
+    decide_role,
+    in_order,
+    may_rename,
+)
 from parley.errors import Unavailable
 from parley.storage.base import BulkData, MessageDraft, Storage, counted
 from parley.storage.postgres_accounts import INSERT_TOKEN, PostgresAccounts, token_args
 from parley.storage.postgres_accounts import MIGRATION as ACCOUNTS_MIGRATION
 
 log = logging.getLogger("parley.storage.postgres")
+
+T = TypeVar("T")
+Roster = dict[str, Member]
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -125,6 +139,15 @@ MIGRATIONS: tuple[str, ...] = (
     );
     """,
     ACCOUNTS_MIGRATION,
+    # roles (owner, admin, member) and the order members joined in; in a group stored
+    # before roles, the member with the smallest id becomes its owner
+    """
+    ALTER TABLE members ADD COLUMN role text NOT NULL DEFAULT 'member'
+        CHECK (role IN ('owner', 'admin', 'member'));
+    ALTER TABLE members ADD COLUMN joined bigint NOT NULL DEFAULT 0;
+    UPDATE members SET role = 'owner' WHERE (group_id, user_id) IN
+        (SELECT group_id, min(user_id) FROM members GROUP BY group_id);
+    """,
 )
 
 MESSAGE_COLUMNS = "id, type, sender_id, recipient_id, body, ts, seq"
@@ -435,6 +458,48 @@ class PostgresStorage(PostgresAccounts, Storage):
             os._exit(EXIT_AFTER_COMMIT)  # a fault test: the process dies right after commit
         return bool(rows[0]["changed"])
 
+    async def _locked_group(
+        self,
+        operation: str,
+        group_id: str,
+        work: Callable[[asyncpg.Connection, Roster], Awaitable[T]],
+    ) -> T | None:
+        """Run ``work`` with the group's roster in one transaction that holds the group
+        row's lock (``FOR UPDATE``): every role and membership write of one group, from
+        any process, runs one after the other. None if there is no such group."""
+
+        async def run() -> T | None:
+            async with self._ready().acquire() as conn, conn.transaction():
+                found = await conn.fetchval(
+                    "SELECT 1 FROM groups WHERE id = $1 FOR UPDATE", group_id
+                )
+                if found is None:
+                    return None
+                rows = await conn.fetch(
+                    "SELECT user_id, role, joined FROM members WHERE group_id = $1", group_id
+                )
+                roster = {r[0]: Member(r[0], r[1], int(r[2])) for r in rows}
+                return await work(conn, roster)
+
+        try:
+            result: T | None = await self._bounded(run())
+        except FAILURES as exc:
+            log.error("postgres write failed: %s", exc)
+            raise Unavailable("storage unavailable") from exc
+        if operation in self.exit_after_commit:
+            os._exit(EXIT_AFTER_COMMIT)  # a fault test: the process dies right after commit
+        return result
+
+    @staticmethod
+    async def _log_keys(conn: asyncpg.Connection, keys: list[str]) -> None:
+        """Log cached keys a change makes stale, in the change's transaction (see _logged)."""
+        await conn.execute(
+            "WITH c AS (UPDATE cache_clock SET pos = pos + 1 WHERE id RETURNING pos)"
+            " INSERT INTO cache_log (pos, key)"
+            " SELECT c.pos, k FROM c CROSS JOIN unnest($1::text[]) AS k",
+            keys,
+        )
+
     async def ping(self) -> None:
         await self._fetch("SELECT 1")
         if self._writer is None or self._writer.done():
@@ -569,8 +634,8 @@ class PostgresStorage(PostgresAccounts, Storage):
         await self._logged(
             "create_group",
             "WITH g AS (INSERT INTO groups (id, name) VALUES ($2, $3)),"
-            " ch AS (INSERT INTO members (group_id, user_id)"
-            "  SELECT $2, $4 WHERE $4::text IS NOT NULL RETURNING 1)",
+            " ch AS (INSERT INTO members (group_id, user_id, role, joined)"
+            "  SELECT $2, $4, 'owner', 1 WHERE $4::text IS NOT NULL RETURNING 1)",
             keys,
             group.id,
             group.name,
@@ -581,24 +646,96 @@ class PostgresStorage(PostgresAccounts, Storage):
         rows = await self._fetch("SELECT id, name FROM groups WHERE id = $1", group_id)
         return GroupRecord(rows[0][0], rows[0][1]) if rows else None
 
-    async def add_member(self, group_id: str, user_id: str) -> bool:
-        return await self._logged(
-            "add_member",
-            "WITH ch AS (INSERT INTO members (group_id, user_id) VALUES ($2, $3)"
-            " ON CONFLICT DO NOTHING RETURNING 1)",
-            ["m:" + group_id, "g:" + user_id],
-            group_id,
-            user_id,
-        )
+    async def join_group(
+        self, group_id: str, user_id: str, *, by: str | None, cap: int | None
+    ) -> Outcome:
+        async def run() -> Outcome:
+            # Under the group row's lock, a summary of the roster (not the roster: an add
+            # to a large group reads one row), then the insert and its cache log.
+            async with self._ready().acquire() as conn, conn.transaction():
+                found = await conn.fetchval(
+                    "SELECT 1 FROM groups WHERE id = $1 FOR UPDATE", group_id
+                )
+                if found is None:
+                    return "no_group"
+                row = await conn.fetchrow(
+                    "SELECT count(*) AS n, coalesce(max(joined), 0) AS top,"
+                    " coalesce(bool_or(user_id = $2), false) AS present,"
+                    " (SELECT role FROM members WHERE group_id = $1 AND user_id = $3) AS adder"
+                    " FROM members WHERE group_id = $1",
+                    group_id,
+                    user_id,
+                    by,
+                )
+                outcome = decide_join(
+                    by is None, row["adder"], bool(row["present"]), int(row["n"]), cap
+                )
+                if outcome == "done":
+                    await conn.execute(
+                        "INSERT INTO members (group_id, user_id, role, joined)"
+                        " VALUES ($1, $2, 'member', $3)",
+                        group_id,
+                        user_id,
+                        int(row["top"]) + 1,
+                    )
+                    await self._log_keys(conn, ["m:" + group_id, "g:" + user_id])
+                return outcome
 
-    async def remove_member(self, group_id: str, user_id: str) -> bool:
-        return await self._logged(
-            "remove_member",
-            "WITH ch AS (DELETE FROM members WHERE group_id = $2 AND user_id = $3 RETURNING 1)",
-            ["m:" + group_id, "g:" + user_id],
-            group_id,
-            user_id,
+        try:
+            result: Outcome = await self._bounded(run())
+        except FAILURES as exc:
+            log.error("postgres write failed: %s", exc)
+            raise Unavailable("storage unavailable") from exc
+        if "add_member" in self.exit_after_commit:
+            os._exit(EXIT_AFTER_COMMIT)  # a fault test: the process dies right after commit
+        return result
+
+    async def leave_group(self, group_id: str, user_id: str, *, by: str | None) -> GroupWrite:
+        async def work(conn: asyncpg.Connection, roster: Roster) -> GroupWrite:
+            write = decide_remove(roster, user_id, by)
+            if write.outcome == "done":
+                await conn.execute(
+                    "DELETE FROM members WHERE group_id = $1 AND user_id = $2", group_id, user_id
+                )
+                if write.new_owner is not None:
+                    await conn.execute(
+                        "UPDATE members SET role = 'owner' WHERE group_id = $1 AND user_id = $2",
+                        group_id,
+                        write.new_owner,
+                    )
+                await self._log_keys(conn, ["m:" + group_id, "g:" + user_id])
+            return write
+
+        return await self._locked_group("remove_member", group_id, work) or GroupWrite("no_group")
+
+    async def set_role(self, group_id: str, user_id: str, role: Role, *, by: str | None) -> Outcome:
+        async def work(conn: asyncpg.Connection, roster: Roster) -> Outcome:
+            outcome = decide_role(roster, user_id, role, by)
+            if outcome == "done":
+                await conn.execute(
+                    "UPDATE members SET role = $3 WHERE group_id = $1 AND user_id = $2",
+                    group_id,
+                    user_id,
+                    role,
+                )
+            return outcome
+
+        return await self._locked_group("set_role", group_id, work) or "no_group"
+
+    async def rename_group(self, group_id: str, name: str, *, by: str | None) -> Outcome:
+        async def work(conn: asyncpg.Connection, roster: Roster) -> Outcome:
+            if not may_rename(roster, by):
+                return "denied"
+            await conn.execute("UPDATE groups SET name = $2 WHERE id = $1", group_id, name)
+            return "done"
+
+        return await self._locked_group("rename_group", group_id, work) or "no_group"
+
+    async def group_roster(self, group_id: str) -> list[Member]:
+        rows = await self._fetch(
+            "SELECT user_id, role, joined FROM members WHERE group_id = $1", group_id
         )
+        return in_order({r[0]: Member(r[0], r[1], int(r[2])) for r in rows})
 
     async def group_members(self, group_id: str) -> list[str]:
         rows = await self._fetch(

@@ -15,6 +15,7 @@ from typing import Any, cast
 import asyncpg
 
 from parley.domain.models import TokenRecord
+from parley.domain.roles import Member, decide_remove
 from parley.errors import Unavailable
 from parley.storage.base import AccountState
 
@@ -63,6 +64,27 @@ def token_args(token: TokenRecord) -> tuple[Any, ...]:
         token.created_at,
         token.last_used_at,
     )
+
+
+async def _hand_over(conn: asyncpg.Connection, user_id: str) -> None:
+    """Before a deleted user's memberships go: each group it owns passes to its successor
+    (``parley.domain.roles``), under the group row's lock as every role change is."""
+    groups = await conn.fetch(
+        "SELECT group_id FROM members WHERE user_id = $1 ORDER BY group_id", user_id
+    )
+    for (group_id,) in groups:
+        await conn.execute("SELECT 1 FROM groups WHERE id = $1 FOR UPDATE", group_id)
+        rows = await conn.fetch(
+            "SELECT user_id, role, joined FROM members WHERE group_id = $1", group_id
+        )
+        roster = {r[0]: Member(r[0], r[1], int(r[2])) for r in rows}
+        heir = decide_remove(roster, user_id, None).new_owner
+        if heir is not None:
+            await conn.execute(
+                "UPDATE members SET role = 'owner' WHERE group_id = $1 AND user_id = $2",
+                group_id,
+                heir,
+            )
 
 
 class PostgresAccounts:
@@ -158,6 +180,7 @@ class PostgresAccounts:
             )
             if state != "deleting":
                 return
+            await _hand_over(conn, user_id)
             groups = await conn.fetch(
                 "DELETE FROM members WHERE user_id = $1 RETURNING group_id", user_id
             )

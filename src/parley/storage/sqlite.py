@@ -32,6 +32,17 @@ from typing import Any, TypeVar
 
 from parley.domain.models import GroupRecord, Message, TokenRecord, UserRecord
 from parley.domain.positions import PositionTracker
+from parley.domain.roles import (
+    GroupWrite,
+    Member,
+    Outcome,
+    Role,
+    decide_add,
+    decide_remove,
+    decide_role,
+    in_order,
+    may_rename,
+)
 from parley.errors import Unavailable
 from parley.storage.base import BulkData, MessageDraft, Storage, counted
 from parley.storage.sqlite_accounts import INSERT_TOKEN, SqliteAccounts, token_row
@@ -95,6 +106,14 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     """,
     ACCOUNTS_MIGRATION,
+    # roles (owner, admin, member) and the order members joined in; in a group stored
+    # before roles, the member with the smallest id becomes its owner
+    """
+    ALTER TABLE members ADD COLUMN role TEXT NOT NULL DEFAULT 'member';
+    ALTER TABLE members ADD COLUMN joined INTEGER NOT NULL DEFAULT 0;
+    UPDATE members SET role = 'owner' WHERE (group_id, user_id) IN
+        (SELECT group_id, MIN(user_id) FROM members GROUP BY group_id);
+    """,
 )
 
 # How far beyond the frontier the persisted high-water mark is written; it is renewed
@@ -538,7 +557,8 @@ class SqliteStorage(SqliteAccounts, Storage):
             c.execute("INSERT INTO groups (id, name) VALUES (?, ?)", (group.id, group.name))
             if first_member is not None:
                 c.execute(
-                    "INSERT INTO members (group_id, user_id) VALUES (?, ?)",
+                    "INSERT INTO members (group_id, user_id, role, joined)"
+                    " VALUES (?, ?, 'owner', 1)",
                     (group.id, first_member),
                 )
 
@@ -546,21 +566,97 @@ class SqliteStorage(SqliteAccounts, Storage):
 
     async def get_group(self, group_id: str) -> GroupRecord | None:
         rows = self._query("SELECT id, name FROM groups WHERE id = ?", (group_id,))
-        return GroupRecord(*rows[0]) if rows else None
+        return GroupRecord(rows[0][0], rows[0][1]) if rows else None
+
+    @staticmethod
+    def _roster(c: sqlite3.Connection, group_id: str) -> dict[str, Member] | None:
+        """The group's roster as the writer sees it (None: no such group). Only the writer
+        writes, so nothing changes it between this read and the op's write."""
+        if c.execute("SELECT 1 FROM groups WHERE id = ?", (group_id,)).fetchone() is None:
+            return None
+        rows = c.execute(
+            "SELECT user_id, role, joined FROM members WHERE group_id = ?", (group_id,)
+        ).fetchall()
+        return {u: Member(u, r, j) for u, r, j in rows}
+
+    async def join_group(
+        self, group_id: str, user_id: str, *, by: str | None, cap: int | None
+    ) -> Outcome:
+        def op(c: sqlite3.Connection) -> Outcome:
+            roster = self._roster(c, group_id)
+            if roster is None:
+                return "no_group"
+            outcome = decide_add(roster, user_id, by, cap)
+            if outcome == "done":
+                joined = max((m.joined for m in roster.values()), default=0) + 1
+                c.execute(
+                    "INSERT INTO members (group_id, user_id, role, joined)"
+                    " VALUES (?, ?, 'member', ?)",
+                    (group_id, user_id, joined),
+                )
+            return outcome
+
+        result: Outcome = await self._write(op)
+        return result
+
+    async def leave_group(self, group_id: str, user_id: str, *, by: str | None) -> GroupWrite:
+        def op(c: sqlite3.Connection) -> GroupWrite:
+            roster = self._roster(c, group_id)
+            if roster is None:
+                return GroupWrite("no_group")
+            write = decide_remove(roster, user_id, by)
+            if write.outcome == "done":
+                c.execute(
+                    "DELETE FROM members WHERE group_id = ? AND user_id = ?", (group_id, user_id)
+                )
+                if write.new_owner is not None:
+                    c.execute(
+                        "UPDATE members SET role = 'owner' WHERE group_id = ? AND user_id = ?",
+                        (group_id, write.new_owner),
+                    )
+            return write
+
+        result: GroupWrite = await self._write(op)
+        return result
+
+    async def set_role(self, group_id: str, user_id: str, role: Role, *, by: str | None) -> Outcome:
+        def op(c: sqlite3.Connection) -> Outcome:
+            roster = self._roster(c, group_id)
+            if roster is None:
+                return "no_group"
+            outcome = decide_role(roster, user_id, role, by)
+            if outcome == "done":
+                c.execute(
+                    "UPDATE members SET role = ? WHERE group_id = ? AND user_id = ?",
+                    (role, group_id, user_id),
+                )
+            return outcome
+
+        result: Outcome = await self._write(op)
+        return result
+
+    async def rename_group(self, group_id: str, name: str, *, by: str | None) -> Outcome:
+        def op(c: sqlite3.Connection) -> Outcome:
+            roster = self._roster(c, group_id)
+            if roster is None:
+                return "no_group"
+            if not may_rename(roster, by):
+                return "denied"
+            c.execute("UPDATE groups SET name = ? WHERE id = ?", (name, group_id))
+            return "done"
+
+        result: Outcome = await self._write(op)
+        return result
 
     async def _changes(self, sql: str, args: tuple[str, str]) -> bool:
         changed: int = await self._write(lambda c: c.execute(sql, args).rowcount)
         return changed > 0
 
-    async def add_member(self, group_id: str, user_id: str) -> bool:
-        return await self._changes(
-            "INSERT OR IGNORE INTO members (group_id, user_id) VALUES (?, ?)", (group_id, user_id)
+    async def group_roster(self, group_id: str) -> list[Member]:
+        rows = self._query(
+            "SELECT user_id, role, joined FROM members WHERE group_id = ?", (group_id,)
         )
-
-    async def remove_member(self, group_id: str, user_id: str) -> bool:
-        return await self._changes(
-            "DELETE FROM members WHERE group_id = ? AND user_id = ?", (group_id, user_id)
-        )
+        return in_order({u: Member(u, r, j) for u, r, j in rows})
 
     async def group_members(self, group_id: str) -> list[str]:
         rows = self._query(

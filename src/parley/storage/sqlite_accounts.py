@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from parley.domain.models import TokenRecord
+from parley.domain.roles import Member, decide_remove
 from parley.storage.base import AccountState
 
 MIGRATION = """
@@ -46,6 +47,22 @@ def token_row(token: TokenRecord) -> tuple[Any, ...]:
     )
 
 
+def _hand_over(c: sqlite3.Connection, user_id: str) -> None:
+    """Before a deleted user's memberships go: each group it owns passes to its successor
+    (``parley.domain.roles``), in the same write."""
+    groups = c.execute("SELECT group_id FROM members WHERE user_id = ?", (user_id,)).fetchall()
+    for (group_id,) in groups:
+        rows = c.execute(
+            "SELECT user_id, role, joined FROM members WHERE group_id = ?", (group_id,)
+        ).fetchall()
+        heir = decide_remove({u: Member(u, r, j) for u, r, j in rows}, user_id, None).new_owner
+        if heir is not None:
+            c.execute(
+                "UPDATE members SET role = 'owner' WHERE group_id = ? AND user_id = ?",
+                (group_id, heir),
+            )
+
+
 def _erase(c: sqlite3.Connection, user_id: str) -> None:
     if c.execute("SELECT 1 FROM users WHERE id = ? AND status = 'deleting'", (user_id,)).fetchone():
         c.execute("DELETE FROM tokens WHERE user_id = ?", (user_id,))
@@ -53,6 +70,7 @@ def _erase(c: sqlite3.Connection, user_id: str) -> None:
             "UPDATE users SET password_hash = NULL, token_hash = NULL, username = '' WHERE id = ?",
             (user_id,),
         )
+        _hand_over(c, user_id)
         c.execute("DELETE FROM members WHERE user_id = ?", (user_id,))
         c.execute("DELETE FROM blocks WHERE blocker_id = ?", (user_id,))
         c.execute("DELETE FROM blocks WHERE blocked_id = ?", (user_id,))

@@ -116,10 +116,10 @@ export const setBlock = (userId, otherId, block) =>
 // -> {groupId, groupName}
 export const createGroup = (groupName) => api("POST", "/v1/groups/create", { body: { groupName } });
 
-// -> {groupId, groupName, members: [userId]}
+// -> {groupId, groupName, members: [userId], roles: {userId: "owner"|"admin"|"member"}}
 export const getGroup = (groupId, signal) => api("GET", `/v1/groups/${enc(groupId)}`, { signal });
 
-// op: "add" | "remove"
+// op: "add" | "remove" | "promote" | "demote"
 export const changeMember = (groupId, userId, op) =>
   api("POST", `/v1/groups/${enc(groupId)}?op=${op}`, { body: { userId } });
 

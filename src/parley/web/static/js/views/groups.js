@@ -1,4 +1,5 @@
-// Groups: creating one, the members panel of the open group (add, remove), leaving.
+// Groups: creating one, the members panel of the open group (add, remove, promote, demote,
+// with each member's role), leaving.
 
 import { ApiError, changeMember, createGroup, errorText } from "../api.js";
 import { $, announce, busy, el, shortId } from "../dom.js";
@@ -9,24 +10,47 @@ import { dropGroup, loadGroup, restartPoll } from "../sync.js";
 import { selectConversation } from "./conversations.js";
 
 function renderMembers(conv) {
-  const members = store.chat.groups.get(conv.id)?.members ?? [];
+  const group = store.chat.groups.get(conv.id);
+  const members = group?.members ?? [];
+  const roles = group?.roles ?? {};
   const session = store.session;
+  const mine = roles[session.userId];
   const rows = members.map((id) => {
     const self = id === session.userId;
+    const role = roles[id];
+    // What the server allows (it decides; these only hide buttons that would be refused):
+    // the owner removes anyone and promotes or demotes; an admin removes members.
+    const mayRemove = !roles[session.userId] || mine === "owner" || (mine === "admin" && role === "member");
+    const button = (label, text, onclick) =>
+      el("button", { type: "button", className: "btn btn-small", "aria-label": label, onclick }, text);
     return el("li", { className: "person-row" },
       el("span", { className: "who" },
         self ? el("span", {}, `${session.username || "You"} (you)`) : nameNode(id),
-        " ", el("small", {}, shortId(id))),
-      self
+        " ", el("small", {}, shortId(id)),
+        role && role !== "member" ? el("small", { className: "role" }, ` ${role}`) : null),
+      self || mine !== "owner" || role === "owner"
         ? null
-        : el("button", {
-          type: "button",
-          className: "btn btn-small",
-          "aria-label": `Remove ${displayName(id)} from the group`,
-          onclick: () => removeMember(conv.id, id),
-        }, "Remove"));
+        : role === "admin"
+          ? button(`Make ${displayName(id)} a member`, "Demote", () => changeRole(conv.id, id, "demote"))
+          : button(`Make ${displayName(id)} an admin`, "Promote", () => changeRole(conv.id, id, "promote")),
+      self || !mayRemove
+        ? null
+        : button(`Remove ${displayName(id)} from the group`, "Remove", () => removeMember(conv.id, id)));
   });
   $("member-list").replaceChildren(...rows);
+}
+
+async function changeRole(groupId, userId, op) {
+  const errorNode = $("members-error");
+  errorNode.textContent = "";
+  try {
+    await changeMember(groupId, userId, op);
+  } catch (err) {
+    errorNode.textContent = `Could not change the role: ${errorText(err)}`;
+    return;
+  }
+  announce(`${displayName(userId)} is now ${op === "promote" ? "an admin" : "a member"}.`);
+  await loadGroup(groupId);
 }
 
 export function renderGroupPanel() {
