@@ -12,6 +12,7 @@ Retry-After (never 500), and reads go on.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -77,6 +78,18 @@ def _get(url: str, identity: str = "me") -> Producer:
 def _raw(method: str, url: str, body: bytes, identity: str = "me") -> Producer:
     async def run(w: World) -> Result:
         return await w.call(method, url.format(w=w), identity, body=body)
+
+    return run
+
+
+def _wrong_password(method: str, url: str, body: dict[str, str]) -> Producer:
+    """A password is set, then a call gives a wrong one (401 bad_credentials, any mode)."""
+
+    async def run(w: World) -> Result:
+        me = url.format(w=w)
+        await w.call("POST", f"/v1/users/{w.me}/password", "me", {"password": "the right one"})
+        raw = json.dumps(body).encode()
+        return await w.call(method, me, "me", body=raw)
 
     return run
 
@@ -172,6 +185,9 @@ PRODUCERS: dict[tuple[str, str, int], Producer] = {
     # devices, passwords, deletion, export
     ("delete_user", ANY, 400): _raw("DELETE", "/v1/users/{w.me}", b"{"),
     ("delete_user", "T", 401): _raw("DELETE", "/v1/users/{w.me}", b"", "none"),
+    ("delete_user", "O", 401): _wrong_password(
+        "DELETE", "/v1/users/{w.me}", {"password": "wrong!!!"}
+    ),
     ("delete_user", "T", 403): _raw("DELETE", "/v1/users/{w.me}", b"", "other"),
     ("delete_user", "O", 404): _raw("DELETE", "/v1/users/u_nobody", b""),
     ("delete_user", ANY, 408): _stalled("/v1/users/{w.me}", method="DELETE"),
@@ -192,6 +208,11 @@ PRODUCERS: dict[tuple[str, str, int], Producer] = {
     ("revoke_token", "O", 404): _raw("DELETE", "/v1/users/u_nobody/tokens/t_x", b""),
     ("revoke_token", "T", 404): _raw("DELETE", "/v1/users/{w.me}/tokens/t_x", b""),
     ("set_password", ANY, 400): _post("/v1/users/{w.me}/password", {"password": "short"}),
+    ("set_password", "O", 401): _wrong_password(
+        "POST",
+        "/v1/users/{w.me}/password",
+        {"password": "long enough", "currentPassword": "x!!!!!!!"},
+    ),
     ("set_password", "T", 401): _post(
         "/v1/users/{w.me}/password", {"password": "long enough", "currentPassword": "wrong!!!"}
     ),

@@ -406,7 +406,15 @@ def test_every_operation_lists_its_answers() -> None:
                 if token_mode or op["operationId"] not in TOKEN_MODE_ONLY:
                     assert "200" in responses, (method, path)
                 else:
-                    assert set(responses) == {"400", "404", "414", "429", "431", "503"}
+                    # (408 and 413 too where a body is read)
+                    assert set(responses) - {"408", "413"} == {
+                        "400",
+                        "404",
+                        "414",
+                        "429",
+                        "431",
+                        "503",
+                    }
                 for status in ("429", "503"):
                     if status in responses:
                         assert "Retry-After" in responses[status]["headers"], (path, status)

@@ -78,6 +78,8 @@ class RouteSpec:
     # open mode nobody is refused for acting as someone else (403).
     token_only: tuple[int, ...] = ()
     open_only: tuple[int, ...] = ()
+    # Checks a password: 401 ``bad_credentials`` can happen in open mode too.
+    checks_password: bool = False
 
     @property
     def name(self) -> str:
@@ -86,7 +88,8 @@ class RouteSpec:
 
     def statuses(self, token_mode: bool) -> tuple[int, ...]:
         """The error statuses this route can answer in one auth mode."""
-        skip = self.open_only if token_mode else (401, *self.token_only)
+        no_401 = () if self.checks_password else (401,)
+        skip = self.open_only if token_mode else (*no_401, *self.token_only)
         return tuple(status for status in self.errors if status not in skip)
 
 
@@ -658,6 +661,7 @@ ROUTES: tuple[RouteSpec, ...] = (
     ),
     RouteSpec(
         handler=Api.delete_user,
+        checks_password=True,
         method="DELETE",
         path="/v1/users/{userId}",
         summary="Delete the account: tokens revoked, memberships and blocks removed, "
@@ -707,6 +711,7 @@ ROUTES: tuple[RouteSpec, ...] = (
     ),
     RouteSpec(
         handler=Api.set_password,
+        checks_password=True,
         method="POST",
         path="/v1/users/{userId}/password",
         summary="Set or change the account's password (8-1024 characters; changing it needs "

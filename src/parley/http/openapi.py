@@ -18,6 +18,8 @@ import msgspec
 from parley.domain.rules import Limits
 from parley.http.api import ROUTES, RouteSpec
 from parley.http.schemas import ErrorOut, HealthOut, MessagesOut, RenameIn
+from parley.services.accounts import DEVICE_NAME_MAX
+from parley.services.passwords import PASSWORD_MAX, PASSWORD_MIN
 
 REASONS = {
     400: "Bad input (see the error code)",
@@ -38,7 +40,15 @@ REASONS = {
 # every operation can answer them.
 TRANSPORT_STATUSES = (414, 431)
 # Operations that need tokens: in open mode they always answer 400 (or 404 for an unknown user).
-TOKEN_MODE_ONLY = {"stream_ticket": "Open mode has no tokens, so no tickets: `no_tokens`"}
+TOKEN_MODE_ONLY = {
+    "stream_ticket": "Open mode has no tokens, so no tickets: `no_tokens`",
+    "create_token": "Open mode has no tokens: `no_tokens`",
+    "list_tokens": "Open mode has no tokens: `no_tokens`",
+    "revoke_token": "Open mode has no tokens: `no_tokens`",
+    "sign_in": "Open mode has no sign-in: `no_tokens`",
+}
+# Bodies that may be left out altogether (every field optional, none needed together).
+OPTIONAL_BODY = {"create_token", "delete_user"}
 IDEMPOTENCY_KEY_MAX = 255  # a send's key, header or clientMessageId (domain/validation.py)
 SEND_KEY_PATTERN = "^[ -~]*$"  # printable ASCII, as an HTTP header can carry it
 
@@ -156,6 +166,27 @@ def _constrain(components: dict[str, Any], limits: Limits) -> None:
     user["description"] = (
         "Give `username` or its alias `userName` (from the original API), not both: two "
         "different values are refused with 400 `conflicting_fields`."
+    )
+
+    # devices and passwords (SPEC §7)
+    device = _optional(name_schema(DEVICE_NAME_MAX, "device name"))
+    password = {
+        "type": "string",
+        "minLength": PASSWORD_MIN,
+        "maxLength": PASSWORD_MAX,
+        "description": f"{PASSWORD_MIN}-{PASSWORD_MAX} characters; stored only as an "
+        "argon2id hash, never logged or returned.",
+    }
+    props("TokenIn")["deviceName"] = device
+    props("SignInIn").update(userId=ID, password=password, deviceName=device)
+    props("PasswordIn").update(
+        password=password,
+        currentPassword=_optional(
+            {**password, "description": "Needed to change a password that is set."}
+        ),
+    )
+    props("DeleteUserIn")["password"] = _optional(
+        {"type": "string", "description": "Needed when the account has a password."}
     )
 
     props("BlockIn")["blockedUserId"] = ID
@@ -366,7 +397,7 @@ def _operation(spec: RouteSpec, token_mode: bool, limits: Limits) -> dict[str, A
         op["parameters"] = params
     if spec.request is not None:
         op["requestBody"] = {
-            "required": True,
+            "required": spec.name not in OPTIONAL_BODY,
             "description": f"JSON, at most {limits.body_max_bytes} bytes (413 above). "
             "Unknown fields are ignored.",
             "content": {"application/json": {"schema": _request_schema(spec, limits)}},
