@@ -393,7 +393,7 @@ async def test_services_refuse_what_storage_must_not_see(make_harness: Any) -> N
         with pytest.raises(NotFound):
             await parley.groups.view(None, "g_" + bad)
         with pytest.raises(Unauthenticated):
-            await parley.users.authenticate(f"u_{bad}.secret")
+            await parley.accounts.authenticate(f"u_{bad}.secret")
 
 
 IDS = ("id", "recipients", "sent_by", "first_member")
