@@ -201,7 +201,7 @@ EXPECTED_CALLS: dict[str, tuple[int, int]] = {
     "block": (3, 1),
     "unblock": (3, 1),
     "add member": (3, 1),
-    "remove member": (3, 1),
+    "remove member": (4, 2),  # reads the group (roles, owner hand-over) before the write
     "send private": (6, 3),
     "send private with Idempotency-Key": (8, 5),
     "retry of a keyed send (replayed)": (2, 2),
