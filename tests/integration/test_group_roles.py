@@ -9,6 +9,7 @@ owner or two.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 
 import pytest
@@ -122,6 +123,10 @@ async def test_postgres_2000_adds_stop_at_1024_across_two_processes() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(
+    os.environ.get("PARLEY_LONG_TESTS") != "1",
+    reason="about 20 minutes on the test endpoint; PARLEY_LONG_TESTS=1 runs it",
+)
 async def test_dynamodb_2000_adds_stop_at_1024_across_two_processes() -> None:
     """Two stores on one set of tables ("processes"): only the conditions keep the cap."""
     reason = moto_server.moto_missing()
