@@ -230,20 +230,10 @@ class Rosters:
                 names["#b"] = by
                 values[":owner"] = s("owner")
                 condition += " AND #r.#b.#role = :owner"
-            try:
-                await self.client.call(
-                    "update_item",
-                    TableName=self.groups,
-                    Key={"group_id": s(group_id)},
-                    UpdateExpression="SET #r.#u.#role = :role, #v = #v + :one",
-                    ConditionExpression=condition,
-                    ExpressionAttributeNames=names,
-                    ExpressionAttributeValues=values,
-                )
-            except ConditionFailed:
-                await self._pause(attempt)
-                continue
-            return "done"
+            update = "SET #r.#u.#role = :role, #v = #v + :one"
+            if await self._update_group(group_id, update, condition, names, values):
+                return "done"
+            await self._pause(attempt)
         raise Unavailable("too many concurrent changes to this group")
 
     async def _rename(self, group_id: str, name: str, by: str | None) -> Outcome:
@@ -260,21 +250,33 @@ class Rosters:
                 names |= {"#r": "roster", "#b": by, "#role": "r"}
                 values |= {":owner": s("owner"), ":admin": s("admin")}
                 condition += " AND #r.#b.#role IN (:owner, :admin)"
-            try:
-                await self.client.call(
-                    "update_item",
-                    TableName=self.groups,
-                    Key={"group_id": s(group_id)},
-                    UpdateExpression="SET #name = :name",
-                    ConditionExpression=condition,
-                    ExpressionAttributeNames=names,
-                    ExpressionAttributeValues=values,
-                )
-            except ConditionFailed:
-                await self._pause(attempt)
-                continue
-            return "done"
+            if await self._update_group(group_id, "SET #name = :name", condition, names, values):
+                return "done"
+            await self._pause(attempt)
         raise Unavailable("too many concurrent changes to this group")
+
+    async def _update_group(
+        self,
+        group_id: str,
+        update: str,
+        condition: str,
+        names: dict[str, str],
+        values: dict[str, Any],
+    ) -> bool:
+        """One conditional write of the group item; False when the condition failed."""
+        try:
+            await self.client.call(
+                "update_item",
+                TableName=self.groups,
+                Key={"group_id": s(group_id)},
+                UpdateExpression=update,
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        except ConditionFailed:
+            return False
+        return True
 
     async def join(self, group_id: str, user_id: str, by: str | None, cap: int | None) -> Outcome:
         async with self._turn(group_id):
