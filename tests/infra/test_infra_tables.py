@@ -22,7 +22,8 @@ EXPECTED: dict[str, tuple[str, str | None, dict[str, tuple[str, str | None, str]
     "groups": ("group_id", None, {}),
     "members": ("user_id", "group_id", {"by_group": ("group_id", "user_id", "KEYS_ONLY")}),
     "blocks": ("blocker_id", "blocked_id", {}),
-    "messages": ("recipient_id", "sk", {}),
+    "messages": ("recipient_id", "sk", {"by_pair": ("pair", "sk", "ALL")}),
+    "conversations": ("user_id", "conversation", {}),
     "sends": ("send_key", None, {}),
     "streams": ("stream_id", None, {}),
 }

@@ -45,6 +45,26 @@ class MessageDraft(msgspec.Struct, frozen=True):
     send_key: str | None = None  # the sender's idempotency key, if any
 
 
+class Conversation(msgspec.Struct, frozen=True):
+    """One conversation as seen by ``user_id``: with a peer (private) or a group.
+
+    A private conversation holds the messages between the two users in both directions
+    (a user's conversation with itself: the messages it sent itself).
+    """
+
+    type: MessageType
+    user_id: str
+    other: str  # the peer's user id, or the group id
+
+
+class HistoryPage(msgspec.Struct, frozen=True):
+    """One page of a conversation's history: ascending, the newest page first."""
+
+    messages: list[Message]
+    has_more: bool
+    next_before: int | None  # the page's oldest timestamp (None for an empty page)
+
+
 class BulkData(msgspec.Struct):
     """Rows to load at once (benchmarks and imports), with messages' timestamps given."""
 
@@ -263,6 +283,69 @@ class Storage(ABC):
         # More than `limit` messages share one millisecond: return all of them at once.
         same = await self._rows_at(recipients, sent_by, boundary)
         return Page(same, boundary, True)
+
+    # conversations: history, unread counts, read markers ------------------------------
+    # Every adapter keeps an index per conversation (private: by recipient and sender;
+    # group: by group), so a page costs the same whatever else the user has stored.
+    @abstractmethod
+    async def _history_frontier(self) -> int:
+        """A position at or below which every message is committed and visible."""
+
+    @abstractmethod
+    async def _history_rows(self, conv: Conversation, below: int, limit: int) -> list[Message]:
+        """At most ``limit`` messages of the conversation with ``ts < below``, newest first
+        (descending ``(ts, seq)``)."""
+
+    @abstractmethod
+    async def _history_at(self, conv: Conversation, ts: int) -> list[Message]:
+        """Every message of the conversation with exactly this timestamp, in seq order."""
+
+    async def history(self, conv: Conversation, before: int | None, limit: int) -> HistoryPage:
+        """The newest ``limit`` messages older than ``before``; pages never split one
+        timestamp (a longer run of one millisecond comes whole)."""
+        below = await self._history_frontier() + 1
+        if before is not None:
+            below = min(below, before)
+        rows = await self._history_rows(conv, below, limit + 1)
+        if len(rows) <= limit:
+            kept, more = rows, False
+        else:
+            boundary = rows[limit].ts
+            kept = [m for m in rows[:limit] if m.ts > boundary]
+            more = True
+            if not kept:  # more than `limit` messages share one millisecond
+                kept = list(reversed(await self._history_at(conv, boundary)))
+        kept.reverse()
+        return HistoryPage(kept, more, kept[0].ts if kept else None)
+
+    async def last_message(self, conv: Conversation) -> Message | None:
+        """The conversation's newest visible message."""
+        below = await self._history_frontier() + 1
+        rows = await self._history_rows(conv, below, 1)
+        return rows[0] if rows else None
+
+    @abstractmethod
+    async def unread_count(self, conv: Conversation, after: int, cap: int) -> int:
+        """How many messages of the conversation from others have ``ts > after``, counting
+        no further than ``cap`` (the answer is at most ``cap``)."""
+
+    @abstractmethod
+    async def private_peers(self, user_id: str) -> list[str]:
+        """Every user with whom ``user_id`` has exchanged a private message (itself too,
+        if it sent itself one)."""
+
+    @abstractmethod
+    async def mark_read(self, user_id: str, conversation_id: str, ts: int) -> tuple[bool, int]:
+        """Move the user's read marker of a conversation forward to ``ts`` (one conditional
+        write); never back. Returns whether it moved and the marker's value afterwards."""
+
+    @abstractmethod
+    async def read_markers(self, user_id: str, conversation_ids: Sequence[str]) -> dict[str, int]:
+        """The user's read markers of these conversations (absent: never marked)."""
+
+    @abstractmethod
+    async def peer_read_markers(self, user_id: str, peers: Sequence[str]) -> dict[str, int]:
+        """Each peer's read marker of its private conversation with ``user_id``."""
 
 
 def counted(cls: type[Storage]) -> type[Storage]:

@@ -36,6 +36,7 @@ from parley.storage.base import BulkData, MessageDraft, Storage, counted
 from parley.storage.dynamodb_accounts import DynamoAccounts, token_item, user_status
 from parley.storage.dynamodb_client import ConditionFailed, DynamoClient, DynamoUnavailable
 from parley.storage.dynamodb_clock import Clock, ClockState, Reservation
+from parley.storage.dynamodb_conversations import DynamoConversations, peer_items
 from parley.storage.dynamodb_groups import Rosters, roster_group_item
 from parley.storage.dynamodb_items import (
     Item,
@@ -61,6 +62,7 @@ log = logging.getLogger("parley.storage.dynamodb")
 
 BATCH_WRITE_MAX = 25  # items per BatchWriteItem call (DynamoDB's limit)
 SEND_KEY_TTL = 7 * 24 * 3600  # idempotency claims expire after a week (seconds)
+KNOWN_PEERS_MAX = 100_000  # pairs remembered per process as already recorded
 READ_YOUR_WRITES = 0.05  # a reader waits at most this long for this process's own writes
 
 
@@ -74,7 +76,7 @@ class _Append:
 
 
 @counted
-class DynamoStorage(DynamoAccounts, Storage):
+class DynamoStorage(DynamoConversations, DynamoAccounts, Storage):
     name = "dynamodb"
 
     def __init__(
@@ -109,6 +111,7 @@ class DynamoStorage(DynamoAccounts, Storage):
         self._keyed: dict[tuple[str, str], asyncio.Future[tuple[Message, bool]]] = {}
         self._released = 0  # the largest timestamp this process released
         self._aborted: set[int] = set()  # aborted timestamps seen (the set only grows)
+        self._known_peers: set[tuple[str, str]] = set()  # peer items this process wrote
 
     # lifecycle -------------------------------------------------------------------------
     async def open(self) -> None:
@@ -432,8 +435,17 @@ class DynamoStorage(DynamoAccounts, Storage):
                 if job in claimed
                 for item in message_items(message)
             ]
+            pairs = {
+                (m.sender_id, m.recipient_id)
+                for job, m in zip(batch, messages, strict=True)
+                if job in claimed and m.type == "private"
+            } - self._known_peers
+            writes += [("conversations", item) for item in peer_items(sorted(pairs))]
             if writes:
                 await self._write_items(writes)
+            if len(self._known_peers) > KNOWN_PEERS_MAX:
+                self._known_peers.clear()
+            self._known_peers |= pairs
         except BaseException:
             # Some items may have been written: hide them all for good, then report.
             await asyncio.shield(self._abort_quietly(reservation))
@@ -616,6 +628,8 @@ class DynamoStorage(DynamoAccounts, Storage):
         for seq, m in enumerate(data.messages):
             message = Message(m.id, m.type, m.sender_id, m.recipient_id, m.body, m.ts, seq)
             writes += [("messages", item) for item in message_items(message)]
+        pairs = {(m.sender_id, m.recipient_id) for m in data.messages if m.type == "private"}
+        writes += [("conversations", item) for item in peer_items(sorted(pairs))]
         for start in range(0, len(writes), 20 * BATCH_WRITE_MAX):
             await self._write_items(writes[start : start + 20 * BATCH_WRITE_MAX])
         if data.messages:

@@ -5,6 +5,7 @@ Message items, one per stream a message belongs to::
     recipient_id  "u_…" (a user's inbox), "g_…" (a group), "sent:u_…" (include=sent copy)
     sk            "0001764412345678.000000003#m_9f3a…"   timestamp . position # message id
     id, type, sender_id, body, ts (N), seq (N), and "to" (the real recipient) in sent: copies
+    pair          on the receiver's item of a private message: ``pair_key(receiver, sender)``
 
 Two messages never share a sort key, by construction: the key ends with the message's id,
 which is unique. (The commit clock also hands every timestamp out once and positions within
@@ -78,11 +79,18 @@ def _message_fields(message: Message) -> Item:
     }
 
 
+def pair_key(recipient_id: str, sender_id: str) -> str:
+    """One direction of a private conversation (the by_pair index's key), unambiguous
+    whatever either id contains."""
+    return f"{len(recipient_id)}:{recipient_id}{sender_id}"
+
+
 def message_items(message: Message) -> list[Item]:
     """The items of one message: its recipient's stream, and the sender's sent: stream."""
     key = sort_key(message.ts, message.seq, message.id)
     items = [{"recipient_id": s(message.recipient_id), "sk": s(key), **_message_fields(message)}]
     if message.type == "private":
+        items[0]["pair"] = s(pair_key(message.recipient_id, message.sender_id))
         items.append(
             {
                 "recipient_id": s(sent_stream(message.sender_id)),

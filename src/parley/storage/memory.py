@@ -26,7 +26,7 @@ from parley.domain.roles import (
     in_order,
     may_rename,
 )
-from parley.storage.base import AccountState, MessageDraft, Storage, counted
+from parley.storage.base import AccountState, Conversation, MessageDraft, Storage, counted
 
 
 @counted
@@ -45,6 +45,10 @@ class MemoryStorage(Storage):
         self._inbox: dict[str, list[Message]] = {}  # recipient id -> messages by (ts, seq)
         self._sent: dict[str, list[Message]] = {}  # sender id -> private messages sent
         self._sends: dict[tuple[str, str], Message] = {}
+        # private messages by (recipient, sender): one conversation's direction
+        self._pairs: dict[tuple[str, str], list[Message]] = {}
+        self._peers: dict[str, set[str]] = {}
+        self._read: dict[tuple[str, str], int] = {}  # (user, conversation) -> read up to
         self._seq = itertools.count(1)
         self._last_ts = 0
         self._tokens: dict[str, dict[str, TokenRecord]] = {}  # user id -> token id -> token
@@ -116,7 +120,7 @@ class MemoryStorage(Storage):
         self._blocks.pop(user_id, None)
         for blocked in self._blocks.values():
             blocked.discard(user_id)
-        for stream in (*self._inbox.values(), *self._sent.values()):
+        for stream in (*self._inbox.values(), *self._sent.values(), *self._pairs.values()):
             for i, message in enumerate(stream):
                 if message.sender_id == user_id and message.body:
                     stream[i] = msgspec.structs.replace(message, body="")
@@ -228,6 +232,10 @@ class MemoryStorage(Storage):
             self._inbox.setdefault(message.recipient_id, []).append(message)
             if message.type == "private":
                 self._sent.setdefault(message.sender_id, []).append(message)
+                pair = (message.recipient_id, message.sender_id)
+                self._pairs.setdefault(pair, []).append(message)
+                self._peers.setdefault(message.sender_id, set()).add(message.recipient_id)
+                self._peers.setdefault(message.recipient_id, set()).add(message.sender_id)
             if draft.send_key is not None:
                 self._sends[(draft.sender_id, draft.send_key)] = message
             self._last_ts = max(self._last_ts, ts)
@@ -271,3 +279,64 @@ class MemoryStorage(Storage):
     ) -> list[Message]:
         merged = self._merged(recipients, sent_by, ts - 1)
         return list(itertools.takewhile(lambda m: m.ts == ts, merged))
+
+    # conversations -----------------------------------------------------------------------
+    def _conversation_streams(self, conv: Conversation) -> list[list[Message]]:
+        if conv.type == "group":
+            return [self._inbox.get(conv.other, [])]
+        pairs = dict.fromkeys([(conv.user_id, conv.other), (conv.other, conv.user_id)])
+        return [self._pairs.get(pair, []) for pair in pairs]
+
+    async def _history_frontier(self) -> int:
+        return await self.positions.caught_up()
+
+    async def _history_rows(self, conv: Conversation, below: int, limit: int) -> list[Message]:
+        parts = []
+        for stream in self._conversation_streams(conv):
+            end = bisect_right(stream, below - 1, key=lambda m: m.ts)
+            parts.append(reversed(stream[max(end - limit, 0) : end]))
+        merged = heapq.merge(*parts, key=lambda m: (m.ts, m.seq), reverse=True)
+        return list(itertools.islice(merged, limit))
+
+    async def _history_at(self, conv: Conversation, ts: int) -> list[Message]:
+        rows = [
+            m
+            for stream in self._conversation_streams(conv)
+            for m in stream[bisect_right(stream, ts - 1, key=lambda m: m.ts) :]
+            if m.ts == ts
+        ]
+        return sorted(rows, key=lambda m: m.seq)
+
+    async def unread_count(self, conv: Conversation, after: int, cap: int) -> int:
+        if conv.type == "private":
+            if conv.other == conv.user_id:
+                return 0
+            stream = self._pairs.get((conv.user_id, conv.other), [])
+            return min(len(stream) - bisect_right(stream, after, key=lambda m: m.ts), cap)
+        stream = self._inbox.get(conv.other, [])
+        count = 0
+        for message in stream[bisect_right(stream, after, key=lambda m: m.ts) :]:
+            if message.sender_id != conv.user_id:
+                count += 1
+                if count >= cap:
+                    break
+        return count
+
+    async def private_peers(self, user_id: str) -> list[str]:
+        return sorted(self._peers.get(user_id, ()))
+
+    async def mark_read(self, user_id: str, conversation_id: str, ts: int) -> tuple[bool, int]:
+        key = (user_id, conversation_id)
+        stored = self._read.get(key)
+        if stored is not None and stored >= ts:
+            return False, stored
+        self._read[key] = ts
+        return True, ts
+
+    async def read_markers(self, user_id: str, conversation_ids: Sequence[str]) -> dict[str, int]:
+        found = ((c, self._read.get((user_id, c))) for c in conversation_ids)
+        return {c: ts for c, ts in found if ts is not None}
+
+    async def peer_read_markers(self, user_id: str, peers: Sequence[str]) -> dict[str, int]:
+        found = ((p, self._read.get((p, user_id))) for p in peers)
+        return {p: ts for p, ts in found if ts is not None}

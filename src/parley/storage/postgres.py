@@ -52,6 +52,8 @@ from parley.errors import Unavailable
 from parley.storage.base import BulkData, MessageDraft, Storage, counted
 from parley.storage.postgres_accounts import INSERT_TOKEN, PostgresAccounts, token_args
 from parley.storage.postgres_accounts import MIGRATION as ACCOUNTS_MIGRATION
+from parley.storage.postgres_conversations import KNOWN_PEERS_MAX, PostgresConversations
+from parley.storage.postgres_conversations import MIGRATION as CONVERSATIONS_MIGRATION
 
 log = logging.getLogger("parley.storage.postgres")
 
@@ -148,6 +150,8 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE members SET role = 'owner' WHERE (group_id, user_id) IN
         (SELECT group_id, min(user_id) FROM members GROUP BY group_id);
     """,
+    # conversations: an index per private conversation, peers, read markers
+    CONVERSATIONS_MIGRATION,
 )
 
 MESSAGE_COLUMNS = "id, type, sender_id, recipient_id, body, ts, seq"
@@ -169,6 +173,11 @@ WITH c AS (
     ORDER BY d.n
     ON CONFLICT (sender_id, send_key) WHERE send_key IS NOT NULL DO NOTHING
     RETURNING id, ts, seq
+), pe AS (
+    -- reads c, so it runs after the clock row is locked (no lock-order deadlock)
+    INSERT INTO peers (user_id, peer_id)
+    SELECT p.u, p.p FROM unnest($7::text[], $8::text[]) AS p(u, p) CROSS JOIN c
+    ON CONFLICT DO NOTHING
 )
 SELECT c.ts AS clock, c.now_ms, ins.id, ins.seq FROM c LEFT JOIN ins ON true
 """
@@ -251,7 +260,7 @@ class _Append:
 
 
 @counted
-class PostgresStorage(PostgresAccounts, Storage):
+class PostgresStorage(PostgresConversations, PostgresAccounts, Storage):
     name = "postgres"
 
     def __init__(
@@ -278,6 +287,8 @@ class PostgresStorage(PostgresAccounts, Storage):
         self._inflight: list[_Append] = []
         self._writer: asyncio.Task[None] | None = None
         self._abandoned: set[asyncio.Future[Any]] = set()
+        self._known_peers: set[tuple[str, str]] = set()
+        self._pending_peers: set[tuple[str, str]] = set()
         faults = os.environ.get("PARLEY_TEST_EXIT_AFTER_COMMIT", "")
         self.exit_after_commit = frozenset(filter(None, faults.split(",")))
 
@@ -826,7 +837,7 @@ class PostgresStorage(PostgresAccounts, Storage):
     async def _write_batch(self, batch: list[_Append]) -> int:
         """Write one batch; settle every future; return how far the clock leads (ms)."""
         try:
-            rows = await self._fetch(APPEND_SQL, *self._columns(batch))
+            rows = await self._fetch(APPEND_SQL, *self._columns(batch), *self._new_peers(batch))
         except Unavailable as exc:
             if len(batch) > 1 and isinstance(exc.__cause__, ROW_ERRORS):
                 # Possibly one bad row: write them one by one so it fails alone.
@@ -840,6 +851,9 @@ class PostgresStorage(PostgresAccounts, Storage):
                     job.future.set_exception(exc)
             return 0
         self.batches += 1
+        if len(self._known_peers) + len(self._pending_peers) > KNOWN_PEERS_MAX:
+            self._known_peers.clear()
+        self._known_peers |= self._pending_peers
         ts, now_ms = int(rows[0]["clock"]), int(rows[0]["now_ms"])
         stored = {row["id"]: int(row["seq"]) for row in rows if row["id"] is not None}
         for job in batch:
@@ -853,6 +867,22 @@ class PostgresStorage(PostgresAccounts, Storage):
             else:
                 await self._replay(job)
         return ts - now_ms
+
+    def _new_peers(self, batch: Sequence[_Append]) -> tuple[list[str], list[str]]:
+        """The ``peers`` rows of the batch's private messages this process has not
+        written before (remembered once the batch has committed)."""
+        pairs = {
+            pair
+            for job in batch
+            if job.draft.type == "private"
+            for pair in (
+                (job.draft.sender_id, job.draft.recipient_id),
+                (job.draft.recipient_id, job.draft.sender_id),
+            )
+            if pair not in self._known_peers
+        }
+        self._pending_peers = pairs
+        return [u for u, _ in pairs], [p for _, p in pairs]
 
     @staticmethod
     def _columns(batch: Sequence[_Append]) -> list[list[str | None]]:
@@ -939,6 +969,13 @@ class PostgresStorage(PostgresAccounts, Storage):
                         for m in data.messages
                     ],
                     columns=["id", "type", "sender_id", "recipient_id", "body", "ts"],
+                )
+                pairs = {
+                    (m.sender_id, m.recipient_id) for m in data.messages if m.type == "private"
+                }
+                await conn.executemany(
+                    "INSERT INTO peers (user_id, peer_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    sorted(pairs | {(b, a) for a, b in pairs}),
                 )
                 if data.messages:
                     # The clock never goes back: later writes land after the loaded rows.

@@ -47,6 +47,8 @@ from parley.errors import Unavailable
 from parley.storage.base import BulkData, MessageDraft, Storage, counted
 from parley.storage.sqlite_accounts import INSERT_TOKEN, SqliteAccounts, token_row
 from parley.storage.sqlite_accounts import MIGRATION as ACCOUNTS_MIGRATION
+from parley.storage.sqlite_conversations import MIGRATION as CONVERSATIONS_MIGRATION
+from parley.storage.sqlite_conversations import SqliteConversations, peer_rows, record_peers
 
 log = logging.getLogger("parley.storage.sqlite")
 
@@ -114,6 +116,8 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE members SET role = 'owner' WHERE (group_id, user_id) IN
         (SELECT group_id, MIN(user_id) FROM members GROUP BY group_id);
     """,
+    # conversations: an index per private conversation, peers, read markers
+    CONVERSATIONS_MIGRATION,
 )
 
 # How far beyond the frontier the persisted high-water mark is written; it is renewed
@@ -189,6 +193,12 @@ def _append_all(conn: sqlite3.Connection, appends: list[_Append]) -> list[tuple[
             d, ts = appends[i].draft, appends[i].ts
             message = Message(d.id, d.type, d.sender_id, d.recipient_id, d.body, ts, first + offset)
             results[i] = (message, True)
+    pairs = {
+        (appends[i].draft.sender_id, appends[i].draft.recipient_id)
+        for i in fresh
+        if appends[i].draft.type == "private"
+    }
+    record_peers(conn, sorted(pairs))
     for i, item in enumerate(appends):
         if results[i] is None:  # a key repeated within the batch
             d = item.draft
@@ -326,7 +336,7 @@ def _message(row: tuple[Any, ...]) -> Message:
 
 
 @counted
-class SqliteStorage(SqliteAccounts, Storage):
+class SqliteStorage(SqliteConversations, SqliteAccounts, Storage):
     name = "sqlite"
 
     def __init__(
@@ -505,6 +515,11 @@ class SqliteStorage(SqliteAccounts, Storage):
                 "INSERT INTO messages (id, type, sender_id, recipient_id, body, ts)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 [(m.id, m.type, m.sender_id, m.recipient_id, m.body, m.ts) for m in data.messages],
+            )
+            pairs = {(m.sender_id, m.recipient_id) for m in data.messages if m.type == "private"}
+            c.executemany(
+                "INSERT OR IGNORE INTO peers (user_id, peer_id) VALUES (?, ?)",
+                peer_rows(sorted(pairs)),
             )
 
         await self._write(op)
