@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 
 import msgspec
 
-from parley.domain.models import GroupRecord, Message, TokenRecord, UserRecord
+from parley.domain.models import Event, GroupRecord, Message, TokenRecord, UserRecord
 from parley.domain.positions import PositionTracker
 from parley.domain.roles import (
     GroupWrite,
@@ -26,7 +26,7 @@ from parley.domain.roles import (
     in_order,
     may_rename,
 )
-from parley.storage.base import AccountState, MessageDraft, Storage, counted
+from parley.storage.base import AccountState, EventDraft, MessageDraft, Storage, counted
 
 
 @counted
@@ -50,6 +50,7 @@ class MemoryStorage(Storage):
         self._tokens: dict[str, dict[str, TokenRecord]] = {}  # user id -> token id -> token
         self._passwords: dict[str, str] = {}
         self._states: dict[str, AccountState] = {}
+        self._events: dict[str, list[Event]] = {}  # stream -> events by (ts, seq)
 
     async def ping(self) -> None:
         return None
@@ -271,3 +272,38 @@ class MemoryStorage(Storage):
     ) -> list[Message]:
         merged = self._merged(recipients, sent_by, ts - 1)
         return list(itertools.takewhile(lambda m: m.ts == ts, merged))
+
+    # change events ---------------------------------------------------------------------
+    async def append_event(self, draft: EventDraft) -> Event:
+        async with self.positions.writing() as ts:
+            event = Event(draft.id, draft.type, dict(draft.fields), ts, next(self._seq))
+            for stream in dict.fromkeys(draft.streams):
+                self._events.setdefault(stream, []).append(event)
+            self._last_ts = max(self._last_ts, ts)
+        return event
+
+    def _merged_events(self, streams: Sequence[str], after: int) -> Iterator[Event]:
+        parts = []
+        for stream in dict.fromkeys(streams):
+            events = self._events.get(stream, [])
+            start = bisect_right(events, after, key=lambda e: e.ts)
+            parts.append(itertools.islice(events, start, None))
+        seen: set[int] = set()
+        for event in heapq.merge(*parts, key=lambda e: (e.ts, e.seq)):
+            if event.seq not in seen:  # one event addressed to several streams
+                seen.add(event.seq)
+                yield event
+
+    async def _event_rows(
+        self, streams: Sequence[str], after: int, upto: int, limit: int
+    ) -> list[Event]:
+        rows: list[Event] = []
+        for event in self._merged_events(streams, after):
+            if event.ts > upto or len(rows) >= limit:
+                break
+            rows.append(event)
+        return rows
+
+    async def _event_rows_at(self, streams: Sequence[str], ts: int) -> list[Event]:
+        merged = self._merged_events(streams, ts - 1)
+        return list(itertools.takewhile(lambda e: e.ts == ts, merged))
