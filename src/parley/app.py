@@ -13,6 +13,7 @@ from parley.cache.memory import LocalChanges, MemoryDirectory, Notifier
 from parley.cache.uncached import NoChanges, UncachedDirectory
 from parley.metrics import Metrics
 from parley.services.accounts import AccountService
+from parley.services.events import EventService
 from parley.services.groups import GroupService
 from parley.services.messages import MessageService
 from parley.services.passwords import Passwords
@@ -66,6 +67,7 @@ class Parley:
     messages: MessageService
     notifier: Notifier
     accounts: AccountService
+    events: EventService
     metrics: Metrics = field(default_factory=Metrics)
     redis: RedisLink | None = None  # scale-out: the shared cache, when PARLEY_REDIS_URL is set
     wakeups: RedisWakeups | None = None
@@ -129,6 +131,7 @@ def build(
     users = UserService(storage, directory, settings.limits, settings.token_mode, secret_key)
     groups = GroupService(storage, directory, users, settings.limits)
     messages = MessageService(storage, directory, users, groups, changes, settings.limits, notifier)
+    events = EventService(storage, changes, notifier)
     limits = SignInLimits(
         settings.signin_per_user, settings.signin_per_address, settings.signin_window
     )
@@ -137,7 +140,7 @@ def build(
     )
     parley = Parley(
         settings, storage, directory, changes, users, groups, messages, notifier, accounts,
-        redis=redis, wakeups=wakeups,
+        events, redis=redis, wakeups=wakeups,
     )  # fmt: skip
     parley.metrics.add_source(
         "parley_storage_calls_total",

@@ -31,11 +31,23 @@ def sent_stream(user_id: str) -> str:
     return "sent:" + user_id
 
 
-def streams_of(user_id: str, groups: Iterable[str], include_sent: bool) -> list[str]:
-    """Every stream a check by ``user_id`` reads: its inbox, its groups, maybe its sent."""
+def event_stream(stream_id: str) -> str:
+    """The change events addressed to a user or a group (read with ``include=events``);
+    marked apart from the messages, so checks without events stay idle when only events
+    arrive."""
+    return "ev:" + stream_id
+
+
+def streams_of(
+    user_id: str, groups: Iterable[str], include_sent: bool, include_events: bool = False
+) -> list[str]:
+    """Every stream a check by ``user_id`` reads: its inbox, its groups, maybe its sent,
+    maybe the events of its own id and of its groups."""
     streams = [user_id, *groups]
     if include_sent:
         streams.append(sent_stream(user_id))
+    if include_events:
+        streams += [event_stream(s) for s in (user_id, *groups)]
     return streams
 
 
@@ -106,9 +118,11 @@ class Changes(Protocol):
         """These (stream, timestamp) messages were committed."""
         ...
 
-    async def look(self, user_id: str, after: int | None, include_sent: bool) -> Look:
-        """The user's groups, and whether its streams may have changed after ``after``
-        (``None``: no cursor, always "changed")."""
+    async def look(
+        self, user_id: str, after: int | None, include_sent: bool, include_events: bool = False
+    ) -> Look:
+        """The user's groups, and whether its streams (``streams_of``) may have changed
+        after ``after`` (``None``: no cursor, always "changed")."""
         ...
 
 

@@ -41,7 +41,7 @@ import heapq
 import math
 from collections.abc import Callable, Iterable, Sequence
 
-from parley.cache.base import Directory, Look, Watch, sent_stream
+from parley.cache.base import Directory, Look, Watch, event_stream, sent_stream
 from parley.domain.models import GroupRecord, TokenRecord, UserRecord
 from parley.storage.base import Storage
 
@@ -204,7 +204,12 @@ class ChangeCache:
         return False
 
     def changed_for(
-        self, user_id: str, groups: Iterable[str], include_sent: bool, after: int
+        self,
+        user_id: str,
+        groups: Iterable[str],
+        include_sent: bool,
+        after: int,
+        include_events: bool = False,
     ) -> bool:
         """``changed_since`` over every stream ``user_id`` reads (``streams_of``), without
         building the list: this runs on every idle check."""
@@ -220,7 +225,13 @@ class ChangeCache:
                 return True
         if include_sent:
             ts = get(sent_stream(user_id))
-            return ts is not None and ts > after
+            if ts is not None and ts > after:
+                return True
+        if include_events:
+            for stream in (user_id, *groups):
+                ts = get(event_stream(stream))
+                if ts is not None and ts > after:
+                    return True
         return False
 
     def __len__(self) -> int:
@@ -242,11 +253,14 @@ class LocalChanges:
         for stream, ts in marks:
             self.cache.mark(stream, ts)
 
-    async def look(self, user_id: str, after: int | None, include_sent: bool) -> Look:
+    async def look(
+        self, user_id: str, after: int | None, include_sent: bool, include_events: bool = False
+    ) -> Look:
         groups = await self.directory.groups_of(user_id)
         if after is None:
             return Look(groups, True)
-        return Look(groups, self.cache.changed_for(user_id, groups, include_sent, after))
+        changed = self.cache.changed_for(user_id, groups, include_sent, after, include_events)
+        return Look(groups, changed)
 
 
 # wake-ups ----------------------------------------------------------------------------

@@ -106,16 +106,19 @@ class MessageService:
         include_sent: bool = False,
         wait: float = 0.0,
         watch: Watch | None = None,
+        include_events: bool = False,
     ) -> Page:
         """Messages newer than ``after``; with ``wait``, hold the answer up to that many
         seconds until there is one (long-poll). ``watch`` (a live stream's) ends the wait
-        early, with an empty page, once its client has gone."""
+        early, with an empty page, once its client has gone. ``include_events``: the
+        change events of the user and its groups too, through the same cursor."""
         require_self(actor, user_id)
         page_size = self._page_size(limit)
         await self.users.require(user_id)
-        look = await self.changes.look(user_id, after, include_sent)
-        page = await self._check_once(user_id, after, page_size, include_sent, look)
-        if page.messages or wait <= 0 or after is None:
+        ev = include_events
+        look = await self.changes.look(user_id, after, include_sent, ev)
+        page = await self._check_once(user_id, after, page_size, include_sent, look, ev)
+        if page.messages or page.events or wait <= 0 or after is None:
             return page
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
@@ -124,7 +127,7 @@ class MessageService:
             if not look.changed:
                 # Wake-ups are hints (one from another process can be lost): re-check now
                 # and then even without one.
-                streams = streams_of(user_id, look.groups, include_sent)
+                streams = streams_of(user_id, look.groups, include_sent, ev)
                 await self.notifier.wait(streams, min(left, RECHECK_SECONDS), watch)
                 if watch is not None and watch.gone:
                     break
@@ -133,17 +136,23 @@ class MessageService:
                 # the change cache cannot tell (shared cache down): back off, read again.
                 await asyncio.sleep(min(pause, left))
                 pause = min(pause * 2, 0.25)
-            look = await self.changes.look(user_id, after, include_sent)
-            page = await self._check_once(user_id, after, page_size, include_sent, look)
-            if page.messages:
+            look = await self.changes.look(user_id, after, include_sent, ev)
+            page = await self._check_once(user_id, after, page_size, include_sent, look, ev)
+            if page.messages or page.events:
                 return page
             if page.next_ts > after:  # nothing up to next_ts: wait for newer only
                 after = page.next_ts
-                look = await self.changes.look(user_id, after, include_sent)
+                look = await self.changes.look(user_id, after, include_sent, ev)
         return page
 
     async def _check_once(
-        self, user_id: str, after: int | None, page_size: int, include_sent: bool, look: Look
+        self,
+        user_id: str,
+        after: int | None,
+        page_size: int,
+        include_sent: bool,
+        look: Look,
+        include_events: bool = False,
     ) -> Page:
         """One check, given the change cache's answer for ``after``."""
         if after is not None and not look.changed:
@@ -151,6 +160,10 @@ class MessageService:
             return Page([], after, False)
         recipients = [user_id, *look.groups]
         sent_by = user_id if include_sent else None
+        if include_events:
+            return await self.storage.read_messages(
+                recipients, sent_by, after, page_size, recipients
+            )
         return await self.storage.read_messages(recipients, sent_by, after, page_size)
 
     def _page_size(self, limit: int | None) -> int:

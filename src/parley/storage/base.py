@@ -20,6 +20,7 @@ from typing import Any, Literal, ParamSpec, TypeVar
 import msgspec
 
 from parley.domain.models import (
+    Event,
     GroupRecord,
     Message,
     MessageType,
@@ -43,6 +44,40 @@ class MessageDraft(msgspec.Struct, frozen=True):
     recipient_id: str
     body: str
     send_key: str | None = None  # the sender's idempotency key, if any
+
+
+class EventDraft(msgspec.Struct, frozen=True):
+    """A change event before storage gives it a position (see ``Storage.append_event``).
+
+    ``streams`` are the user ids and group ids it is delivered to: a user reads its own
+    id's events and those of the groups it belongs to (``include=events``). One event
+    addressed to several streams is one write at one position; a reader that reads more
+    than one of its streams gets it once.
+    """
+
+    id: str
+    type: str
+    streams: tuple[str, ...]
+    fields: dict[str, str]
+
+
+_fields_encoder = msgspec.json.Encoder()
+_fields_decoder = msgspec.json.Decoder(dict[str, str])
+
+
+def encode_fields(fields: dict[str, str]) -> str:
+    """An event's fields as stored (a JSON object)."""
+    return _fields_encoder.encode(fields).decode()
+
+
+def decode_fields(text: str | bytes) -> dict[str, str]:
+    return _fields_decoder.decode(text)
+
+
+def event_subject(draft: EventDraft) -> str | None:
+    """The message an event is about (its ``messageId``), indexed so that deleting the
+    message can erase its text from the message's earlier edit events too."""
+    return draft.fields.get("messageId")
 
 
 class Conversation(msgspec.Struct, frozen=True):
@@ -268,12 +303,43 @@ class Storage(ABC):
     ) -> list[Message]:
         """Every message of the answer set with exactly this timestamp, in seq order."""
 
+    # change events (SPEC §7) ---------------------------------------------------------
+    @abstractmethod
+    async def append_event(self, draft: EventDraft) -> Event:
+        """Store a change event durably, once per stream of ``draft.streams``, at a
+        position taken from the same clock and under the same commit frontier as
+        messages; return it with its timestamp. The only write of an event."""
+
+    @abstractmethod
+    async def _event_rows(
+        self, streams: Sequence[str], after: int, upto: int, limit: int
+    ) -> list[Event]:
+        """Events of these streams with ``after < ts <= upto`` in (ts, seq) order, each
+        once, at most ``limit``. ``upto`` is a frontier a message read just returned."""
+
+    @abstractmethod
+    async def _event_rows_at(self, streams: Sequence[str], ts: int) -> list[Event]:
+        """Every event of these streams with exactly this timestamp, in seq order."""
+
     async def read_messages(
-        self, recipients: Sequence[str], sent_by: str | None, after: int | None, limit: int
+        self,
+        recipients: Sequence[str],
+        sent_by: str | None,
+        after: int | None,
+        limit: int,
+        event_streams: Sequence[str] | None = None,
     ) -> Page:
-        """A page of messages newer than ``after``. Pages never split one timestamp."""
+        """A page of messages newer than ``after``. Pages never split one timestamp.
+
+        With ``event_streams`` the page also holds the events of those streams, merged
+        with the messages under the same frontier; ``limit`` counts both.
+        """
         start = -1 if after is None else after
         rows, frontier = await self._page_rows(recipients, sent_by, start, limit + 1)
+        if event_streams is not None:
+            return await self._with_events(
+                recipients, sent_by, event_streams, start, limit, rows, frontier
+            )
         if len(rows) <= limit:
             return Page(rows, max(frontier, start, 0), False)
         boundary = rows[limit].ts
@@ -346,6 +412,51 @@ class Storage(ABC):
     @abstractmethod
     async def peer_read_markers(self, user_id: str, peers: Sequence[str]) -> dict[str, int]:
         """Each peer's read marker of its private conversation with ``user_id``."""
+
+    async def _with_events(
+        self,
+        recipients: Sequence[str],
+        sent_by: str | None,
+        streams: Sequence[str],
+        start: int,
+        limit: int,
+        rows: list[Message],
+        frontier: int,
+    ) -> Page:
+        """Merge the events up to ``frontier`` into a page of ``rows`` (``limit + 1`` at
+        most, read under ``frontier``): one order, (ts, messages first, seq)."""
+        events = await self._event_rows(streams, start, frontier, limit + 1) if streams else []
+        # Beyond a list that came back full, only timestamps below its last are complete.
+        bound: int | None = None
+        if len(rows) > limit:
+            bound = rows[limit].ts
+        if len(events) > limit:
+            bound = events[limit].ts if bound is None else min(bound, events[limit].ts)
+        items: list[tuple[int, int, int, Message | Event]] = [(m.ts, 0, m.seq, m) for m in rows]
+        items += [(e.ts, 1, e.seq, e) for e in events]
+        items.sort(key=lambda item: item[:3])
+        if bound is not None:
+            items = [item for item in items if item[0] < bound]
+        if bound is None and len(items) <= limit:
+            return _page(items, max(frontier, start, 0), False)
+        if len(items) > limit:
+            boundary = items[limit][0]
+            kept = [item for item in items[:limit] if item[0] < boundary]
+        else:
+            assert bound is not None
+            boundary, kept = bound, items
+        if kept:
+            return _page(kept, kept[-1][0], True)
+        # More than `limit` messages and events share one millisecond: all of them at once.
+        same_rows = await self._rows_at(recipients, sent_by, boundary)
+        same_events = await self._event_rows_at(streams, boundary)
+        return Page(same_rows, boundary, True, same_events)
+
+
+def _page(items: list[tuple[int, int, int, Message | Event]], next_ts: int, more: bool) -> Page:
+    messages = [item[3] for item in items if isinstance(item[3], Message)]
+    events = [item[3] for item in items if isinstance(item[3], Event)]
+    return Page(messages, next_ts, more, events)
 
 
 def counted(cls: type[Storage]) -> type[Storage]:

@@ -26,13 +26,21 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
-from parley.domain.models import GroupRecord, Message, TokenRecord, UserRecord
+from parley.domain.models import Event, GroupRecord, Message, TokenRecord, UserRecord
 from parley.domain.roles import GroupWrite, Member, Outcome, Role
 from parley.errors import ParleyError, Unavailable
-from parley.storage.base import BulkData, MessageDraft, Storage, counted
+from parley.storage.base import (
+    BulkData,
+    EventDraft,
+    MessageDraft,
+    Storage,
+    counted,
+    decode_fields,
+    encode_fields,
+)
 from parley.storage.dynamodb_accounts import DynamoAccounts, token_item, user_status
 from parley.storage.dynamodb_client import ConditionFailed, DynamoClient, DynamoUnavailable
 from parley.storage.dynamodb_clock import Clock, ClockState, Reservation
@@ -41,6 +49,8 @@ from parley.storage.dynamodb_groups import Rosters, roster_group_item
 from parley.storage.dynamodb_items import (
     Item,
     claim_item,
+    event_items,
+    event_stream,
     message_items,
     n,
     parse_group,
@@ -59,6 +69,7 @@ from parley.storage.dynamodb_items import (
 from parley.storage.dynamodb_tables import TABLES, TableSpec, create_table_kwargs, table_names
 
 log = logging.getLogger("parley.storage.dynamodb")
+R = TypeVar("R")
 
 BATCH_WRITE_MAX = 25  # items per BatchWriteItem call (DynamoDB's limit)
 SEND_KEY_TTL = 7 * 24 * 3600  # idempotency claims expire after a week (seconds)
@@ -553,7 +564,12 @@ class DynamoStorage(DynamoConversations, DynamoAccounts, Storage):
 
     async def _stream_rows(self, stream: str, low: str, high: str, limit: int) -> list[Message]:
         """Up to ``limit`` shown messages of one stream with low <= sk <= high, in order."""
-        rows: list[Message] = []
+        return await self._stream_items(stream, low, high, limit, parse_message)
+
+    async def _stream_items(
+        self, stream: str, low: str, high: str, limit: int, parse: Callable[[Item], R]
+    ) -> list[R]:
+        rows: list[R] = []
         start: Item | None = None
         for _ in range(10_000):
             kwargs: dict[str, Any] = {"ExclusiveStartKey": start} if start else {}
@@ -567,9 +583,9 @@ class DynamoStorage(DynamoConversations, DynamoAccounts, Storage):
                 **kwargs,
             )
             rows += [
-                m
-                for m in map(parse_message, response.get("Items", []))
-                if m.ts not in self._aborted
+                row
+                for row in map(parse, response.get("Items", []))
+                if getattr(row, "ts", 0) not in self._aborted
             ]
             start = response.get("LastEvaluatedKey")
             if start is None or len(rows) >= limit:
@@ -615,6 +631,56 @@ class DynamoStorage(DynamoConversations, DynamoAccounts, Storage):
         shown = [[parse_message(i) for i in items] for items in parts]
         return [m for m in self._merge(shown) if m.ts not in self._aborted]
 
+    # change events -----------------------------------------------------------------------
+    async def append_event(self, draft: EventDraft) -> Event:
+        """Reserve a position, write one item per stream (``ev:<stream>`` partitions of
+        the messages table), release: three requests, like a batch of messages."""
+        self._ready()
+        reservation = await self.clock.reserve()
+        event = Event(draft.id, draft.type, dict(draft.fields), reservation.ts, 0)
+        try:
+            items = event_items(event, draft.streams, encode_fields(draft.fields))
+            await self._write_items([("messages", item) for item in items])
+        except BaseException:
+            await asyncio.shield(self._abort_quietly(reservation))
+            raise
+        await self._release(reservation)
+        return event
+
+    async def _release(self, reservation: Reservation) -> None:
+        try:
+            released = await self.clock.release(reservation)
+        except BaseException:
+            await asyncio.shield(self._abort_quietly(reservation))
+            raise
+        if not released:  # it outlived its lease and a reader aborted it
+            raise Unavailable("storage write timed out")
+        self._released = max(self._released, reservation.ts)
+
+    async def _event_rows(
+        self, streams: Sequence[str], after: int, upto: int, limit: int
+    ) -> list[Event]:
+        if upto <= after or not streams:
+            return []
+        low, high = ts_floor(max(after + 1, 0)), ts_ceiling(upto)
+        parts = await asyncio.gather(
+            *(
+                self._stream_items(event_stream(st), low, high, limit, _parse_event)
+                for st in dict.fromkeys(streams)
+            )
+        )
+        return _merge_events(parts)[:limit]
+
+    async def _event_rows_at(self, streams: Sequence[str], ts: int) -> list[Event]:
+        low, high = ts_floor(ts), ts_ceiling(ts)
+        parts = await asyncio.gather(
+            *(
+                self._stream_items(event_stream(st), low, high, 10_000, _parse_event)
+                for st in dict.fromkeys(streams)
+            )
+        )
+        return _merge_events(parts)
+
     # bulk ------------------------------------------------------------------------------
     async def bulk_load(self, data: BulkData) -> None:
         """Load an idle store: BatchWriteItem throughout, then move the clock past it."""
@@ -634,3 +700,21 @@ class DynamoStorage(DynamoConversations, DynamoAccounts, Storage):
             await self._write_items(writes[start : start + 20 * BATCH_WRITE_MAX])
         if data.messages:
             await self.clock.advance_to(max(m.ts for m in data.messages))
+
+
+def _parse_event(item: Item) -> Event:
+    return Event(
+        item["id"]["S"],
+        item["etype"]["S"],
+        decode_fields(item["fields"]["S"]),
+        int(item["ts"]["N"]),
+        int(item["seq"]["N"]),
+    )
+
+
+def _merge_events(parts: Sequence[list[Event]]) -> list[Event]:
+    merged: dict[str, Event] = {}
+    for rows in parts:
+        for event in rows:
+            merged.setdefault(event.id, event)  # one event addressed to several streams
+    return sorted(merged.values(), key=lambda e: (e.ts, e.seq, e.id))

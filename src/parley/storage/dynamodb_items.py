@@ -25,9 +25,10 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from parley.domain.models import GroupRecord, Message, MessageType, UserRecord
+from parley.domain.models import Event, GroupRecord, Message, MessageType, UserRecord
 
 SENT_PREFIX = "sent:"
+EVENT_PREFIX = "ev:"
 
 Item = dict[str, Any]
 
@@ -102,6 +103,28 @@ def message_items(message: Message) -> list[Item]:
     return items
 
 
+def event_stream(stream: str) -> str:
+    """The partition of a stream's change events (beside its messages, never mixed)."""
+    return EVENT_PREFIX + stream
+
+
+def event_items(event: Event, streams: tuple[str, ...], fields_json: str) -> list[Item]:
+    """The items of one event: one per stream it is addressed to."""
+    key = sort_key(event.ts, event.seq, event.id)
+    return [
+        {
+            "recipient_id": s(event_stream(stream)),
+            "sk": s(key),
+            "id": s(event.id),
+            "etype": s(event.type),
+            "fields": s(fields_json),
+            "ts": n(event.ts),
+            "seq": n(event.seq),
+        }
+        for stream in dict.fromkeys(streams)
+    ]
+
+
 def parse_message(item: Item) -> Message:
     recipient = item["to"]["S"] if "to" in item else item["recipient_id"]["S"]
     return Message(
@@ -112,6 +135,8 @@ def parse_message(item: Item) -> Message:
         body=item["body"]["S"],
         ts=int(item["ts"]["N"]),
         seq=int(item["seq"]["N"]),
+        edited_at=int(item["edited_at"]["N"]) if "edited_at" in item else 0,
+        deleted="deleted" in item,
     )
 
 

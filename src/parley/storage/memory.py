@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 
 import msgspec
 
-from parley.domain.models import GroupRecord, Message, TokenRecord, UserRecord
+from parley.domain.models import Event, GroupRecord, Message, TokenRecord, UserRecord
 from parley.domain.positions import PositionTracker
 from parley.domain.roles import (
     GroupWrite,
@@ -26,7 +26,14 @@ from parley.domain.roles import (
     in_order,
     may_rename,
 )
-from parley.storage.base import AccountState, Conversation, MessageDraft, Storage, counted
+from parley.storage.base import (
+    AccountState,
+    Conversation,
+    EventDraft,
+    MessageDraft,
+    Storage,
+    counted,
+)
 
 
 @counted
@@ -45,8 +52,9 @@ class MemoryStorage(Storage):
         self._inbox: dict[str, list[Message]] = {}  # recipient id -> messages by (ts, seq)
         self._sent: dict[str, list[Message]] = {}  # sender id -> private messages sent
         self._sends: dict[tuple[str, str], Message] = {}
-        # private messages by (recipient, sender): one conversation's direction
-        self._pairs: dict[tuple[str, str], list[Message]] = {}
+        # private messages by (recipient, sender): one conversation's direction, as
+        # positions in the recipient's inbox (so edits there show here too)
+        self._pairs: dict[tuple[str, str], list[int]] = {}
         self._peers: dict[str, set[str]] = {}
         self._read: dict[tuple[str, str], int] = {}  # (user, conversation) -> read up to
         self._seq = itertools.count(1)
@@ -54,6 +62,7 @@ class MemoryStorage(Storage):
         self._tokens: dict[str, dict[str, TokenRecord]] = {}  # user id -> token id -> token
         self._passwords: dict[str, str] = {}
         self._states: dict[str, AccountState] = {}
+        self._events: dict[str, list[Event]] = {}  # stream -> events by (ts, seq)
 
     async def ping(self) -> None:
         return None
@@ -120,7 +129,7 @@ class MemoryStorage(Storage):
         self._blocks.pop(user_id, None)
         for blocked in self._blocks.values():
             blocked.discard(user_id)
-        for stream in (*self._inbox.values(), *self._sent.values(), *self._pairs.values()):
+        for stream in (*self._inbox.values(), *self._sent.values()):
             for i, message in enumerate(stream):
                 if message.sender_id == user_id and message.body:
                     stream[i] = msgspec.structs.replace(message, body="")
@@ -233,7 +242,8 @@ class MemoryStorage(Storage):
             if message.type == "private":
                 self._sent.setdefault(message.sender_id, []).append(message)
                 pair = (message.recipient_id, message.sender_id)
-                self._pairs.setdefault(pair, []).append(message)
+                inbox = self._inbox[message.recipient_id]
+                self._pairs.setdefault(pair, []).append(len(inbox) - 1)
                 self._peers.setdefault(message.sender_id, set()).add(message.recipient_id)
                 self._peers.setdefault(message.recipient_id, set()).add(message.sender_id)
             if draft.send_key is not None:
@@ -285,7 +295,11 @@ class MemoryStorage(Storage):
         if conv.type == "group":
             return [self._inbox.get(conv.other, [])]
         pairs = dict.fromkeys([(conv.user_id, conv.other), (conv.other, conv.user_id)])
-        return [self._pairs.get(pair, []) for pair in pairs]
+        streams = []
+        for recipient, sender in pairs:
+            inbox = self._inbox.get(recipient, [])
+            streams.append([inbox[i] for i in self._pairs.get((recipient, sender), [])])
+        return streams
 
     async def _history_frontier(self) -> int:
         return await self.positions.caught_up()
@@ -311,8 +325,10 @@ class MemoryStorage(Storage):
         if conv.type == "private":
             if conv.other == conv.user_id:
                 return 0
-            stream = self._pairs.get((conv.user_id, conv.other), [])
-            return min(len(stream) - bisect_right(stream, after, key=lambda m: m.ts), cap)
+            inbox = self._inbox.get(conv.user_id, [])
+            pair = self._pairs.get((conv.user_id, conv.other), [])
+            start = bisect_right(pair, after, key=lambda i: inbox[i].ts)
+            return min(len(pair) - start, cap)
         stream = self._inbox.get(conv.other, [])
         count = 0
         for message in stream[bisect_right(stream, after, key=lambda m: m.ts) :]:
@@ -340,3 +356,38 @@ class MemoryStorage(Storage):
     async def peer_read_markers(self, user_id: str, peers: Sequence[str]) -> dict[str, int]:
         found = ((p, self._read.get((p, user_id))) for p in peers)
         return {p: ts for p, ts in found if ts is not None}
+
+    # change events ---------------------------------------------------------------------
+    async def append_event(self, draft: EventDraft) -> Event:
+        async with self.positions.writing() as ts:
+            event = Event(draft.id, draft.type, dict(draft.fields), ts, next(self._seq))
+            for stream in dict.fromkeys(draft.streams):
+                self._events.setdefault(stream, []).append(event)
+            self._last_ts = max(self._last_ts, ts)
+        return event
+
+    def _merged_events(self, streams: Sequence[str], after: int) -> Iterator[Event]:
+        parts = []
+        for stream in dict.fromkeys(streams):
+            events = self._events.get(stream, [])
+            start = bisect_right(events, after, key=lambda e: e.ts)
+            parts.append(itertools.islice(events, start, None))
+        seen: set[int] = set()
+        for event in heapq.merge(*parts, key=lambda e: (e.ts, e.seq)):
+            if event.seq not in seen:  # one event addressed to several streams
+                seen.add(event.seq)
+                yield event
+
+    async def _event_rows(
+        self, streams: Sequence[str], after: int, upto: int, limit: int
+    ) -> list[Event]:
+        rows: list[Event] = []
+        for event in self._merged_events(streams, after):
+            if event.ts > upto or len(rows) >= limit:
+                break
+            rows.append(event)
+        return rows
+
+    async def _event_rows_at(self, streams: Sequence[str], ts: int) -> list[Event]:
+        merged = self._merged_events(streams, ts - 1)
+        return list(itertools.takewhile(lambda e: e.ts == ts, merged))

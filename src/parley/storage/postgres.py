@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from parley.domain.models import GroupRecord, Message, Page, TokenRecord, UserRecord
+from parley.domain.models import Event, GroupRecord, Message, Page, TokenRecord, UserRecord
 from parley.domain.roles import (
     GroupWrite,
     Member,
@@ -49,7 +49,16 @@ from parley.domain.roles import (
     may_rename,
 )
 from parley.errors import Unavailable
-from parley.storage.base import BulkData, MessageDraft, Storage, counted
+from parley.storage.base import (
+    BulkData,
+    EventDraft,
+    MessageDraft,
+    Storage,
+    counted,
+    decode_fields,
+    encode_fields,
+    event_subject,
+)
 from parley.storage.postgres_accounts import INSERT_TOKEN, PostgresAccounts, token_args
 from parley.storage.postgres_accounts import MIGRATION as ACCOUNTS_MIGRATION
 from parley.storage.postgres_conversations import KNOWN_PEERS_MAX, PostgresConversations
@@ -150,11 +159,33 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE members SET role = 'owner' WHERE (group_id, user_id) IN
         (SELECT group_id, min(user_id) FROM members GROUP BY group_id);
     """,
+    # change events: one row each, on the message clock, delivered to one or more streams
+    # (a user's id or a group's id); messages can be edited and deleted
+    """
+    CREATE TABLE events (
+        seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        id text NOT NULL UNIQUE,
+        type text NOT NULL,
+        fields text NOT NULL,
+        ts bigint NOT NULL,
+        subject text
+    );
+    CREATE INDEX events_by_subject ON events (subject) WHERE subject IS NOT NULL;
+    CREATE INDEX events_by_ts ON events (ts);
+    CREATE TABLE event_streams (
+        stream text NOT NULL,
+        ts bigint NOT NULL,
+        seq bigint NOT NULL,
+        PRIMARY KEY (stream, ts, seq)
+    );
+    ALTER TABLE messages ADD COLUMN edited_at bigint NOT NULL DEFAULT 0;
+    ALTER TABLE messages ADD COLUMN deleted boolean NOT NULL DEFAULT false;
+    """,
     # conversations: an index per private conversation, peers, read markers
     CONVERSATIONS_MIGRATION,
 )
 
-MESSAGE_COLUMNS = "id, type, sender_id, recipient_id, body, ts, seq"
+MESSAGE_COLUMNS = "id, type, sender_id, recipient_id, body, ts, seq, edited_at, deleted"
 NOW_MS = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
 
 # One statement, so one transaction and one round trip: move the clock (taking its row
@@ -240,8 +271,41 @@ _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 def _message(row: Any) -> Message:
     return Message(
         row["id"], row["type"], row["sender_id"], row["recipient_id"], row["body"],
-        row["ts"], row["seq"],
+        row["ts"], row["seq"], row["edited_at"], row["deleted"],
     )  # fmt: skip
+
+
+def _event(row: Any) -> Event:
+    return Event(row["id"], row["type"], decode_fields(row["fields"]), row["ts"], row["seq"])
+
+
+# One statement, one transaction: move the clock (taking its row lock) and insert the
+# event and its stream rows under the new timestamp.
+EVENT_SQL = f"""
+WITH c AS (
+    UPDATE clock SET ts = GREATEST(clock.ts + 1, {NOW_MS}) WHERE id RETURNING ts
+), e AS (
+    INSERT INTO events (id, type, fields, ts, subject)
+    SELECT $1, $2, $3, c.ts, $4 FROM c
+    RETURNING ts, seq
+), s AS (
+    INSERT INTO event_streams (stream, ts, seq)
+    SELECT u.stream, e.ts, e.seq FROM e CROSS JOIN unnest($5::text[]) AS u(stream)
+)
+SELECT ts, seq FROM e
+"""
+
+EVENT_ROWS_SQL = """
+SELECT id, type, fields, ts, seq FROM events WHERE seq IN (
+    SELECT seq FROM event_streams WHERE stream = ANY($1::text[]) AND ts > $2 AND ts <= $3
+) ORDER BY ts, seq LIMIT $4
+"""
+
+EVENT_ROWS_AT_SQL = """
+SELECT id, type, fields, ts, seq FROM events WHERE seq IN (
+    SELECT seq FROM event_streams WHERE stream = ANY($1::text[]) AND ts = $2
+) ORDER BY ts, seq
+"""
 
 
 async def _keep_session(connection: asyncpg.Connection) -> None:
@@ -579,7 +643,11 @@ class PostgresStorage(PostgresConversations, PostgresAccounts, Storage):
             " SELECT recipient_id AS id, max(ts) AS ts, false AS sent,"
             "  (SELECT count(*) FROM m) AS n FROM m GROUP BY recipient_id"
             " UNION ALL"
-            " SELECT sender_id, max(ts), true, 0 FROM m WHERE type = 'private' GROUP BY sender_id",
+            " SELECT sender_id, max(ts), true, 0 FROM m WHERE type = 'private' GROUP BY sender_id"
+            " UNION ALL"
+            " SELECT 'ev:' || s.stream, max(e.ts), false, 0 FROM events e"
+            "  JOIN event_streams s ON s.seq = e.seq AND s.ts = e.ts"
+            "  WHERE e.ts > $1 AND e.ts <= $2 GROUP BY s.stream",
             after,
             upto,
             limit,
@@ -922,10 +990,15 @@ class PostgresStorage(PostgresConversations, PostgresAccounts, Storage):
 
     # messages: reads -------------------------------------------------------------------
     async def read_messages(
-        self, recipients: Sequence[str], sent_by: str | None, after: int | None, limit: int
+        self,
+        recipients: Sequence[str],
+        sent_by: str | None,
+        after: int | None,
+        limit: int,
+        event_streams: Sequence[str] | None = None,
     ) -> Page:
         with self._deadline():  # a page and its timestamp's rest: one timeout for both
-            return await super().read_messages(recipients, sent_by, after, limit)
+            return await super().read_messages(recipients, sent_by, after, limit, event_streams)
 
     async def _page_rows(
         self, recipients: Sequence[str], sent_by: str | None, after: int, limit: int
@@ -943,6 +1016,26 @@ class PostgresStorage(PostgresConversations, PostgresAccounts, Storage):
     ) -> list[Message]:
         rows = await self._fetch(ROWS_AT_SQL, list(recipients), ts, sent_by)
         return [_message(r) for r in rows]
+
+    # change events -----------------------------------------------------------------------
+    async def append_event(self, draft: EventDraft) -> Event:
+        streams = list(dict.fromkeys(draft.streams))
+        fields = encode_fields(draft.fields)
+        with self._deadline():
+            rows = await self._fetch(
+                EVENT_SQL, draft.id, draft.type, fields, event_subject(draft), streams
+            )
+        return Event(draft.id, draft.type, dict(draft.fields), int(rows[0]["ts"]), rows[0]["seq"])
+
+    async def _event_rows(
+        self, streams: Sequence[str], after: int, upto: int, limit: int
+    ) -> list[Event]:
+        rows = await self._fetch(EVENT_ROWS_SQL, list(streams), after, upto, limit)
+        return [_event(r) for r in rows]
+
+    async def _event_rows_at(self, streams: Sequence[str], ts: int) -> list[Event]:
+        rows = await self._fetch(EVENT_ROWS_AT_SQL, list(streams), ts)
+        return [_event(r) for r in rows]
 
     # bulk ------------------------------------------------------------------------------
     async def bulk_load(self, data: BulkData) -> None:

@@ -41,7 +41,7 @@ CREATE TABLE read_markers (
 );
 """
 
-COLUMNS = "id, type, sender_id, recipient_id, body, ts, seq"
+COLUMNS = "id, type, sender_id, recipient_id, body, ts, seq, edited_at, deleted"
 KNOWN_PEERS_MAX = 100_000  # pairs remembered per process as already in ``peers``
 
 GROUP_HISTORY = f"""
@@ -85,7 +85,7 @@ RETURNING ts
 def _message(row: Any) -> Message:
     return Message(
         row["id"], row["type"], row["sender_id"], row["recipient_id"], row["body"],
-        row["ts"], row["seq"],
+        row["ts"], row["seq"], row["edited_at"], row["deleted"],
     )  # fmt: skip
 
 

@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from parley.domain.models import GroupRecord, Message, TokenRecord, UserRecord
+from parley.domain.models import Event, GroupRecord, Message, TokenRecord, UserRecord
 from parley.domain.positions import PositionTracker
 from parley.domain.roles import (
     GroupWrite,
@@ -44,7 +44,16 @@ from parley.domain.roles import (
     may_rename,
 )
 from parley.errors import Unavailable
-from parley.storage.base import BulkData, MessageDraft, Storage, counted
+from parley.storage.base import (
+    BulkData,
+    EventDraft,
+    MessageDraft,
+    Storage,
+    counted,
+    decode_fields,
+    encode_fields,
+    event_subject,
+)
 from parley.storage.sqlite_accounts import INSERT_TOKEN, SqliteAccounts, token_row
 from parley.storage.sqlite_accounts import MIGRATION as ACCOUNTS_MIGRATION
 from parley.storage.sqlite_conversations import MIGRATION as CONVERSATIONS_MIGRATION
@@ -116,6 +125,26 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE members SET role = 'owner' WHERE (group_id, user_id) IN
         (SELECT group_id, MIN(user_id) FROM members GROUP BY group_id);
     """,
+    # change events (one row each, delivered to one or more streams) and edits/deletes
+    """
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        type TEXT NOT NULL,
+        fields TEXT NOT NULL,
+        ts INTEGER NOT NULL,
+        subject TEXT
+    );
+    CREATE INDEX events_by_subject ON events (subject) WHERE subject IS NOT NULL;
+    CREATE TABLE event_streams (
+        stream TEXT NOT NULL,
+        ts INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (stream, ts, seq)
+    ) WITHOUT ROWID;
+    ALTER TABLE messages ADD COLUMN edited_at INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE messages ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
+    """,
     # conversations: an index per private conversation, peers, read markers
     CONVERSATIONS_MIGRATION,
 )
@@ -124,7 +153,8 @@ MIGRATIONS: tuple[str, ...] = (
 # when the frontier comes within half of it (at most one small write per half lease).
 MARK_LEASE_MS = 2_000
 
-MESSAGE_COLUMNS = "id, type, sender_id, recipient_id, body, ts, seq"
+MESSAGE_COLUMNS = "id, type, sender_id, recipient_id, body, ts, seq, edited_at, deleted"
+EVENT_COLUMNS = "e.id, e.type, e.fields, e.ts, e.seq"
 
 
 class _Job:
@@ -332,7 +362,25 @@ class _Checkpointer(threading.Thread):
 
 
 def _message(row: tuple[Any, ...]) -> Message:
-    return Message(*row)
+    return Message(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], bool(row[8]))
+
+
+def _event(row: tuple[Any, ...]) -> Event:
+    return Event(row[0], row[1], decode_fields(row[2]), row[3], row[4])
+
+
+def _insert_event(conn: sqlite3.Connection, draft: EventDraft, ts: int) -> Event:
+    """Insert one event and its stream rows (inside the caller's write)."""
+    cursor = conn.execute(
+        "INSERT INTO events (id, type, fields, ts, subject) VALUES (?, ?, ?, ?, ?)",
+        (draft.id, draft.type, encode_fields(draft.fields), ts, event_subject(draft)),
+    )
+    seq = cursor.lastrowid or 0
+    conn.executemany(
+        "INSERT INTO event_streams (stream, ts, seq) VALUES (?, ?, ?)",
+        [(stream, ts, seq) for stream in dict.fromkeys(draft.streams)],
+    )
+    return Event(draft.id, draft.type, dict(draft.fields), ts, seq)
 
 
 @counted
@@ -380,7 +428,10 @@ class SqliteStorage(SqliteConversations, SqliteAccounts, Storage):
         setup = self._connect()
         try:
             self._migrate(setup)
-            (last,) = setup.execute("SELECT COALESCE(MAX(ts), 0) FROM messages").fetchone()
+            (last,) = setup.execute(
+                "SELECT MAX((SELECT COALESCE(MAX(ts), 0) FROM messages),"
+                " (SELECT COALESCE(MAX(ts), 0) FROM events))"
+            ).fetchone()
             (mark,) = setup.execute("SELECT ts FROM high_water WHERE id = 1").fetchone()
         finally:
             setup.close()
@@ -764,3 +815,33 @@ class SqliteStorage(SqliteConversations, SqliteAccounts, Storage):
             args += [sent_by, ts]
         rows = self._query(sql + " ORDER BY ts, seq", args)
         return [_message(r) for r in rows]
+
+    # change events ---------------------------------------------------------------------
+    async def append_event(self, draft: EventDraft) -> Event:
+        async with self.positions.writing() as ts:
+            event: Event = await self._write(lambda c: _insert_event(c, draft, ts))
+        if ts > self._last_ts:
+            self._last_ts = ts
+        return event
+
+    async def _event_rows(
+        self, streams: Sequence[str], after: int, upto: int, limit: int
+    ) -> list[Event]:
+        marks = ",".join("?" * len(streams))
+        rows = self._query(
+            f"SELECT {EVENT_COLUMNS} FROM events e WHERE e.seq IN ("
+            f" SELECT seq FROM event_streams WHERE stream IN ({marks}) AND ts > ? AND ts <= ?)"
+            " ORDER BY e.ts, e.seq LIMIT ?",
+            [*streams, after, upto, limit],
+        )
+        return [_event(r) for r in rows]
+
+    async def _event_rows_at(self, streams: Sequence[str], ts: int) -> list[Event]:
+        marks = ",".join("?" * len(streams))
+        rows = self._query(
+            f"SELECT {EVENT_COLUMNS} FROM events e WHERE e.seq IN ("
+            f" SELECT seq FROM event_streams WHERE stream IN ({marks}) AND ts = ?)"
+            " ORDER BY e.ts, e.seq",
+            [*streams, ts],
+        )
+        return [_event(r) for r in rows]

@@ -41,7 +41,7 @@ CREATE TABLE read_markers (
 ) WITHOUT ROWID;
 """
 
-COLUMNS = "id, type, sender_id, recipient_id, body, ts, seq"
+COLUMNS = "id, type, sender_id, recipient_id, body, ts, seq, edited_at, deleted"
 INSERT_PEERS = "INSERT OR IGNORE INTO peers (user_id, peer_id) VALUES (?, ?)"
 MARK_READ = """
 INSERT INTO read_markers (user_id, conversation_id, ts) VALUES (?, ?, ?)
@@ -59,6 +59,10 @@ def peer_rows(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
 def record_peers(conn: sqlite3.Connection, pairs: Sequence[tuple[str, str]]) -> None:
     if pairs:
         conn.executemany(INSERT_PEERS, peer_rows(pairs))
+
+
+def _message(r: Sequence[Any]) -> Message:
+    return Message(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], bool(r[8]))
 
 
 def _directions(conv: Conversation) -> list[tuple[str, str]]:
@@ -92,7 +96,7 @@ class SqliteConversations:
                     (recipient, sender, below, limit),
                 )
             rows.sort(key=lambda r: (r[5], r[6]), reverse=True)
-        return [Message(*r) for r in rows[:limit]]
+        return [_message(r) for r in rows[:limit]]
 
     async def _history_at(self, conv: Conversation, ts: int) -> list[Message]:
         keys: list[tuple[str, ...]]
@@ -106,7 +110,7 @@ class SqliteConversations:
                 " AND sender_id = ? AND ts = ?"
             )
         rows = [r for key in keys for r in self._query(sql, (*key, ts))]
-        return sorted((Message(*r) for r in rows), key=lambda m: m.seq)
+        return sorted((_message(r) for r in rows), key=lambda m: m.seq)
 
     async def unread_count(self, conv: Conversation, after: int, cap: int) -> int:
         if conv.type == "private":
