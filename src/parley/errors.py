@@ -62,6 +62,7 @@ class Code(StrEnum):
     RECEIVER_NOT_FOUND = "receiver_not_found"
     BLOCKED_USER_NOT_FOUND = "blocked_user_not_found"
     GROUP_NOT_FOUND = "group_not_found"
+    CONVERSATION_NOT_FOUND = "conversation_not_found"  # no such user or group
     TOKEN_NOT_FOUND = "token_not_found"  # revoking a device that is not (or no longer) there
     # 405, 408
     METHOD_NOT_ALLOWED = "method_not_allowed"

@@ -232,6 +232,17 @@ GOOD: dict[str, Callable[[World], Request]] = {
     ),
     "sign_in": lambda w: ("POST", "/v1/sessions", {"userId": w.me, "password": PASSWORD}),
     "export_user": lambda w: ("GET", f"/v1/users/{w.me}/export", None),
+    "list_conversations": lambda w: ("GET", f"/v1/users/{w.me}/conversations", None),
+    "conversation_history": lambda w: (
+        "GET",
+        f"/v1/users/{w.me}/conversations/{w.other}/messages",
+        None,
+    ),
+    "mark_read": lambda w: (
+        "POST",
+        f"/v1/users/{w.me}/read",
+        {"conversationId": w.other, "timestamp": "1"},
+    ),
     "healthz": lambda w: ("GET", "/healthz", None),
     "readyz": lambda w: ("GET", "/readyz", None),
     "metrics": lambda w: ("GET", "/metrics", None),

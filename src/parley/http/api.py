@@ -116,6 +116,20 @@ TICKET = Param(
     "A ticket from POST /v1/messages/{userId}/ticket, for clients that cannot send an "
     "Authorization header (a browser's EventSource).",
 )
+BEFORE = Param(
+    "before",
+    "Only items older than this (unix ms): pass the previous page's nextBefore (history) "
+    "or the last conversation's activity timestamp (list).",
+    {"type": "string", "pattern": "^[0-9]{1,18}$"},
+)
+HISTORY_LIMIT = Param(
+    "limit", "Page size, 1-{page_max} (default 50).", {"type": "integer", "minimum": 1}
+)
+LIST_LIMIT = Param(
+    "limit",
+    "Conversations per page, 1-200 (default 50).",
+    {"type": "integer", "minimum": 1, "maximum": 200},
+)
 USER_OP = Param("op", "block or unblock", {"type": "string", "enum": ["block", "unblock"]}, True)
 GROUP_OPS = ("add", "remove", "promote", "demote", "rename")
 GROUP_OP = Param(
@@ -131,6 +145,7 @@ SEND_TYPE = Param(
 )
 
 
+CONVERSATIONS_MAX = 200  # conversations per page of the list
 MAX_TIMESTAMP = 10**18 - 1  # cursors are unix milliseconds: at most 18 digits
 HEARTBEAT_SECONDS = 15.0  # a live stream sends a comment at least this often
 RECHECK_TOKEN_SECONDS = 1.0  # open long-polls and streams re-check their token this often
@@ -241,6 +256,7 @@ class Api:
         self.groups = parley.groups
         self.messages = parley.messages
         self.accounts = parley.accounts
+        self.conversations = parley.conversations
         self.stats = parley.metrics
         self.token_mode = parley.settings.token_mode
         self.body_max = parley.settings.limits.body_max_bytes
@@ -441,6 +457,34 @@ class Api:
             if not await self._signed_in(call, actor):
                 raise errors.Unauthenticated("the token was revoked", errors.Code.BAD_TOKEN)
         return ok(s.MessagesOut.of(page))
+
+    # conversations ---------------------------------------------------------------------
+    async def list_conversations(self, call: Call, actor: Actor) -> Reply:
+        before = _number(call, "before", 0, MAX_TIMESTAMP, errors.Code.BAD_TIMESTAMP)
+        limit = _number(call, "limit", 1, CONVERSATIONS_MAX, errors.Code.BAD_LIMIT)
+        listing = await self.conversations.list(actor, call.params["userId"], before, limit)
+        items = [s.ConversationOut.of(c) for c in listing.conversations]
+        return ok(s.ConversationsOut(items, listing.has_more))
+
+    async def conversation_history(self, call: Call, actor: Actor) -> Reply:
+        before = _number(call, "before", 0, MAX_TIMESTAMP, errors.Code.BAD_TIMESTAMP)
+        limit = _number(call, "limit", 1, self.page_max, errors.Code.BAD_LIMIT)
+        page = await self.conversations.history(
+            actor, call.params["userId"], call.params["conversationId"], before, limit
+        )
+        return ok(s.HistoryOut.of(page))
+
+    async def mark_read(self, call: Call, actor: Actor) -> Reply:
+        body = await self._body(call, s.ReadIn)
+        raw = body.timestamp
+        if isinstance(raw, float):  # JSON has one number type: 213.0 is the integer 213
+            raw = int(raw) if raw.is_integer() and 0 <= raw <= MAX_TIMESTAMP else -1
+        raw = str(raw)
+        ts = _digits(raw, "timestamp", 0, MAX_TIMESTAMP, errors.Code.BAD_TIMESTAMP)
+        marked = await self.conversations.mark_read(
+            actor, call.params["userId"], body.conversationId, ts
+        )
+        return ok(s.ReadOut(marked.conversation_id, str(marked.read_up_to)))
 
     async def stream_ticket(self, call: Call, actor: Actor) -> Reply:
         user_id = call.params["userId"]
@@ -747,6 +791,45 @@ ROUTES: tuple[RouteSpec, ...] = (
         errors=(401, 403, 404, 429, 503),
         token_only=(403,),
         open_only=(404,),
+    ),
+    RouteSpec(
+        handler=Api.list_conversations,
+        method="GET",
+        path="/v1/users/{userId}/conversations",
+        summary="The user's conversations, most recent activity first: each with its newest "
+        "message, unread count (messages from others after readUpTo, counted up to 1000; "
+        "unreadCapped when there are more) and, for private ones, the peer's read marker",
+        auth="self",
+        response=s.ConversationsOut,
+        query=(BEFORE, LIST_LIMIT),
+        errors=(400, 401, 403, 404, 429, 503),
+        token_only=(403,),
+        open_only=(404,),
+    ),
+    RouteSpec(
+        handler=Api.conversation_history,
+        method="GET",
+        path="/v1/users/{userId}/conversations/{conversationId}/messages",
+        summary="A conversation's history (conversationId: the peer's user id or a group id), "
+        "newest page first, ascending within a page; pages never split one millisecond. "
+        "A group's history is for its current members only",
+        auth="self",
+        response=s.HistoryOut,
+        query=(BEFORE, HISTORY_LIMIT),
+        errors=(400, 401, 403, 404, 429, 503),
+    ),
+    RouteSpec(
+        handler=Api.mark_read,
+        method="POST",
+        path="/v1/users/{userId}/read",
+        summary="Move the read marker of a conversation forward (never back: an older "
+        "timestamp changes nothing; never past the conversation's newest message). Raises "
+        "a read event for the user's devices and, in a private conversation, a receipt "
+        "event for the peer (not when the reader blocks the peer)",
+        auth="self",
+        request=s.ReadIn,
+        response=s.ReadOut,
+        errors=(400, 401, 403, 404, 408, 413, 429, 503),
     ),
     RouteSpec(
         handler=Api.healthz,

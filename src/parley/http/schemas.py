@@ -21,6 +21,8 @@ import msgspec
 
 from parley.domain.models import GroupRecord, Message, Page, TokenRecord, UserRecord
 from parley.errors import Code, InvalidInput
+from parley.services.conversations import Summary
+from parley.storage.base import HistoryPage
 
 MAX_DEPTH = 32  # nesting levels of arrays and objects a request body may have
 
@@ -61,6 +63,11 @@ class SendIn(Body):
     groupId: str | None = None
     recipientId: str | None = None
     clientMessageId: str | None = None
+
+
+class ReadIn(Body):
+    conversationId: str
+    timestamp: str | int | float  # unix ms: a decimal string (as on the wire) or a number
 
 
 # responses -----------------------------------------------------------------------------
@@ -144,6 +151,52 @@ class MessagesOut(Body):
     @classmethod
     def of(cls, page: Page) -> MessagesOut:
         return cls([MessageOut.of(m) for m in page.messages], str(page.next_ts), page.has_more)
+
+
+class HistoryOut(Body):
+    """One page of a conversation, ascending; ``nextBefore`` (the page's oldest timestamp)
+    asks for the page before it."""
+
+    messages: list[MessageOut]
+    hasMore: bool
+    nextBefore: str | None
+
+    @classmethod
+    def of(cls, page: HistoryPage) -> HistoryOut:
+        before = None if page.next_before is None else str(page.next_before)
+        return cls([MessageOut.of(m) for m in page.messages], page.has_more, before)
+
+
+class ReadOut(Body):
+    conversationId: str
+    readUpTo: str
+
+
+class ConversationOut(Body):
+    """``unreadCount`` counts messages from others after ``readUpTo``, at most 1000;
+    ``unreadCapped`` says there are more. ``peerReadUpTo``: private conversations only."""
+
+    conversationId: str
+    type: Literal["private", "group"]
+    name: str
+    lastMessage: MessageOut | None
+    unreadCount: int
+    unreadCapped: bool
+    readUpTo: str
+    peerReadUpTo: str | None = None
+
+    @classmethod
+    def of(cls, c: Summary) -> ConversationOut:
+        last = MessageOut.of(c.last) if c.last is not None else None
+        peer = None if c.peer_read_up_to is None else str(c.peer_read_up_to)
+        return cls(
+            c.conv.other, c.conv.type, c.name, last, c.unread, c.capped, str(c.read_up_to), peer
+        )
+
+
+class ConversationsOut(Body):
+    conversations: list[ConversationOut]
+    hasMore: bool
 
 
 class TicketOut(Body):
