@@ -228,6 +228,35 @@ PRODUCERS: dict[tuple[str, str, int], Producer] = {
     ("export_user", "T", 401): _get("/v1/users/{w.me}/export", "none"),
     ("export_user", "T", 403): _get("/v1/users/{w.me}/export", "other"),
     ("export_user", "O", 404): _get("/v1/users/u_nobody/export"),
+    # conversations
+    ("list_conversations", ANY, 400): _get("/v1/users/{w.me}/conversations?limit=0"),
+    ("list_conversations", "T", 401): _get("/v1/users/{w.me}/conversations", "none"),
+    ("list_conversations", "T", 403): _get("/v1/users/{w.me}/conversations", "other"),
+    ("list_conversations", "O", 404): _get("/v1/users/u_nobody/conversations"),
+    ("conversation_history", ANY, 400): _get(
+        "/v1/users/{w.me}/conversations/{w.other}/messages?before=x"
+    ),
+    ("conversation_history", "T", 401): _get(
+        "/v1/users/{w.me}/conversations/{w.other}/messages", "none"
+    ),
+    ("conversation_history", ANY, 403): _get(
+        "/v1/users/{w.other}/conversations/{w.group}/messages", "other"
+    ),
+    ("conversation_history", ANY, 404): _get("/v1/users/{w.me}/conversations/u_nobody/messages"),
+    ("mark_read", ANY, 400): _post(
+        "/v1/users/{w.me}/read", {"conversationId": "{w.other}", "timestamp": "x"}
+    ),
+    ("mark_read", "T", 401): _post(
+        "/v1/users/{w.me}/read", {"conversationId": "{w.other}", "timestamp": "1"}, "none"
+    ),
+    ("mark_read", ANY, 403): _post(
+        "/v1/users/{w.other}/read", {"conversationId": "{w.group}", "timestamp": "1"}, "other"
+    ),
+    ("mark_read", ANY, 404): _post(
+        "/v1/users/{w.me}/read", {"conversationId": "u_nobody", "timestamp": "1"}
+    ),
+    ("mark_read", ANY, 408): _stalled("/v1/users/{w.me}/read"),
+    ("mark_read", ANY, 413): _raw("POST", "/v1/users/{w.me}/read", BIG),
 }
 GENERIC = (429, 503)  # produced for every /v1 route, below; 503 also for readyz
 
