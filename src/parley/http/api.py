@@ -101,10 +101,13 @@ TIMESTAMP = Param(
     {"type": "string", "pattern": "^[0-9]{1,18}$"},
 )
 LIMIT = Param("limit", "Page size, 1-1000 (default 500).", {"type": "integer", "minimum": 1})
+INCLUDES = ("sent", "events", "sent,events", "events,sent")
 INCLUDE = Param(
     "include",
-    "`sent` also returns private messages the user sent to others.",
-    {"type": "string", "enum": ["sent"]},
+    "`sent` also returns private messages the user sent to others; `events` adds the change "
+    "events (edits, deletes, read markers, group changes) through the same cursor; "
+    "`sent,events` both.",
+    {"type": "string", "enum": list(INCLUDES)},
 )
 WAIT = Param(
     "wait",
@@ -166,6 +169,18 @@ def _digits(raw: str, name: str, low: int, high: int, code: errors.Code) -> int:
     return int(raw)
 
 
+def _include(call: Call) -> tuple[bool, bool]:
+    """``include``: (sent, events)."""
+    include = call.query("include")
+    if include in (None, ""):
+        return False, False
+    if include not in INCLUDES:
+        raise errors.InvalidInput(
+            "include must be sent, events or sent,events", errors.Code.BAD_INCLUDE
+        )
+    return "sent" in include, "events" in include
+
+
 def _one_of(name: str, value: str | None, alias: str, alias_value: str | None) -> str | None:
     """A field that has an alias: either may be given, or both with the same value."""
     if value is None:
@@ -186,10 +201,28 @@ class _Events:
     ``RECHECK_TOKEN_SECONDS``, re-checking the token in between, and ends within a second
     of the token being revoked. Small, because a process holds one per open stream."""
 
-    __slots__ = ("actor", "api", "call", "cursor", "first", "include_sent", "quiet", "user_id")
+    __slots__ = (
+        "actor",
+        "api",
+        "call",
+        "cursor",
+        "first",
+        "include_events",
+        "include_sent",
+        "quiet",
+        "typing",
+        "user_id",
+    )
 
     def __init__(
-        self, api: Api, call: Call, actor: Actor, user_id: str, first: Page, include: bool
+        self,
+        api: Api,
+        call: Call,
+        actor: Actor,
+        user_id: str,
+        first: Page,
+        include: bool,
+        include_events: bool = False,
     ) -> None:
         self.api = api
         self.call = call
@@ -198,6 +231,8 @@ class _Events:
         self.first: Page | None = first
         self.cursor = first.next_ts
         self.include_sent = include
+        self.include_events = include_events
+        self.typing: list[bytes] = []  # typing notices waiting to be sent (events only)
         self.quiet = -1.0  # seconds since the last chunk; -1: ``retry`` not sent yet
 
     async def next_chunk(self, watch: Watch) -> bytes | None:
@@ -209,9 +244,9 @@ class _Events:
         while True:
             if page is not None:
                 self.cursor = page.next_ts
-                if page.messages:
+                if page.messages or page.events:
                     self.quiet = 0.0
-                    data = encode(s.MessagesOut.of(page))
+                    data = encode(s.MessagesOut.of(page, self.include_events))
                     return b"id: %d\nevent: messages\ndata: %s\n\n" % (page.next_ts, data)
                 if self.quiet >= HEARTBEAT_SECONDS or self.quiet == 0.0:
                     self.quiet = 0.0
@@ -224,6 +259,7 @@ class _Events:
                 self.include_sent,
                 RECHECK_TOKEN_SECONDS,
                 watch,
+                self.include_events,
             )
             if watch.gone:
                 return None
@@ -423,24 +459,22 @@ class Api:
         after = _number(call, "timestamp", 0, MAX_TIMESTAMP, errors.Code.BAD_TIMESTAMP)
         limit = _number(call, "limit", 1, self.page_max, errors.Code.BAD_LIMIT)
         wait = _number(call, "wait", 0, 60, errors.Code.BAD_WAIT)
-        include = call.query("include")
-        if include not in (None, "", "sent"):
-            raise errors.InvalidInput("include must be sent", errors.Code.BAD_INCLUDE)
+        sent, events = _include(call)
         if wait:
             self._wait_slot(call, actor, user_id)
-        page = await self.messages.check(actor, user_id, after, limit, include == "sent")
+        page = await self.messages.check(actor, user_id, after, limit, sent, include_events=events)
         left = float(wait or 0)
         # A long-poll waits in slices, re-checking its token in between: a revoked token's
         # poll ends (401) within a second.
-        while not page.messages and left > 0 and after is not None:
+        while not page.messages and not page.events and left > 0 and after is not None:
             step = min(left, RECHECK_TOKEN_SECONDS)
             page = await self.messages.check(
-                actor, user_id, page.next_ts, limit, include == "sent", step
+                actor, user_id, page.next_ts, limit, sent, step, include_events=events
             )
             left -= step
             if not await self._signed_in(call, actor):
                 raise errors.Unauthenticated("the token was revoked", errors.Code.BAD_TOKEN)
-        return ok(s.MessagesOut.of(page))
+        return ok(s.MessagesOut.of(page, events))
 
     async def stream_ticket(self, call: Call, actor: Actor) -> Reply:
         user_id = call.params["userId"]
@@ -495,13 +529,13 @@ class Api:
             after = _digits(
                 last_event, "Last-Event-ID", 0, MAX_TIMESTAMP, errors.Code.BAD_TIMESTAMP
             )
-        include = call.query("include")
-        if include not in (None, "", "sent"):
-            raise errors.InvalidInput("include must be sent", errors.Code.BAD_INCLUDE)
+        sent, with_events = _include(call)
         self._wait_slot(call, actor, user_id)
         # The first page is read now, so authorization and lookups fail before streaming.
-        first = await self.messages.check(actor, user_id, after, None, include == "sent")
-        events = _Events(self, call, actor, user_id, first, include == "sent")
+        first = await self.messages.check(
+            actor, user_id, after, None, sent, include_events=with_events
+        )
+        events = _Events(self, call, actor, user_id, first, sent, with_events)
         return EventStream(events.next_chunk, call.receive)
 
     # operations ------------------------------------------------------------------------
