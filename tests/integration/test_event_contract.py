@@ -161,12 +161,14 @@ async def test_edit_and_delete_keep_id_and_timestamp(storage: Storage) -> None:
     assert await storage.get_message("m_missing") is None
     # only the sender
     other = edit_event("message_edited", sent, "u_a", "u_b", text="x")
-    assert await storage.edit_message(sent.id, "u_b", "x", other) is None
-    assert await storage.edit_message("m_missing", "u_a", "x", other) is None
-    edit = edit_event("message_edited", sent, "u_a", "u_b", text="second words")
-    result = await storage.edit_message(sent.id, "u_a", "second words", edit)
+    assert await storage.edit_message(sent.id, "u_b", "x", [other]) is None
+    assert await storage.edit_message("m_missing", "u_a", "x", [other]) is None
+    edit = edit_event("message_edited", sent, "u_a", text="second words")
+    edit_b = edit_event("message_edited", sent, "u_b", text="second words")
+    result = await storage.edit_message(sent.id, "u_a", "second words", [edit, edit_b])
     assert result is not None
-    edited, stored = result
+    edited, (stored, stored_b) = result
+    assert stored_b.ts == stored.ts and stored_b.seq > stored.seq
     assert (edited.id, edited.ts, edited.body) == (sent.id, sent.ts, "second words")
     assert edited.edited_at == stored.ts > 0 and stored.ts >= sent.ts
     assert stored.fields["editedAt"] == str(stored.ts)
@@ -177,19 +179,19 @@ async def test_edit_and_delete_keep_id_and_timestamp(storage: Storage) -> None:
     assert [(m.id, m.body, m.edited_at) for m in inbox.messages] == [
         (sent.id, "second words", stored.ts)
     ]
-    assert [e.id for e in inbox.events] == [edit.id]
+    assert [e.id for e in inbox.events] == [edit_b.id]
     outbox = await storage.read_messages(["u_a"], "u_a", None, 500)
     assert [m.body for m in outbox.messages] == ["second words"]  # the sent copy too
 
     gone = edit_event("message_deleted", sent, "u_a", "u_b")
-    result = await storage.edit_message(sent.id, "u_a", None, gone)
+    result = await storage.edit_message(sent.id, "u_a", None, [gone])
     assert result is not None and result[0].deleted and result[0].body == ""
     assert (result[0].id, result[0].ts) == (sent.id, sent.ts)
     again = edit_event("message_deleted", sent, "u_a", "u_b")
-    assert await storage.edit_message(sent.id, "u_a", None, again) is None  # once
-    assert await storage.edit_message(sent.id, "u_a", "back", edit_event("x", sent)) is None
+    assert await storage.edit_message(sent.id, "u_a", None, [again]) is None  # once
+    assert await storage.edit_message(sent.id, "u_a", "back", [edit_event("x", sent)]) is None
     g_edit = edit_event("message_edited", group, "g_1", text="group words")
-    assert await storage.edit_message(group.id, "u_a", "group words", g_edit) is not None
+    assert await storage.edit_message(group.id, "u_a", "group words", [g_edit]) is not None
     await settle(storage)
     page = await storage.read_messages(["u_b", "g_1"], "u_b", None, 500, ["u_b", "g_1"])
     shown = {m.id: m for m in page.messages}

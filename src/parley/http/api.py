@@ -21,6 +21,7 @@ from parley import errors
 from parley.app import Parley
 from parley.cache.base import Watch
 from parley.domain.models import Page
+from parley.domain.positions import wall_clock_ms
 from parley.domain.validation import check_send_key
 from parley.http import schemas as s
 from parley.http.asgi import Call, EventStream, Reply
@@ -127,6 +128,12 @@ GROUP_OP = Param(
     "owner and admins others); promote a member to admin or demote an admin (`userId`, the "
     "owner only); rename the group (`groupName`, the owner and admins)",
     {"type": "string", "enum": list(GROUP_OPS)},
+    True,
+)
+MESSAGE_OP = Param(
+    "op",
+    "edit (the new text in `message`) or delete; only the message's sender",
+    {"type": "string", "enum": ["edit", "delete"]},
     True,
 )
 SEND_TYPE = Param(
@@ -238,6 +245,8 @@ class _Events:
     async def next_chunk(self, watch: Watch) -> bytes | None:
         if self.quiet < 0:
             self.quiet = 0.0
+            if self.include_events:
+                self.api.messages.listen(self.user_id, watch)
             return b"retry: 2000\n\n"
         page = self.first
         self.first = None
@@ -251,6 +260,16 @@ class _Events:
                 if self.quiet >= HEARTBEAT_SECONDS or self.quiet == 0.0:
                     self.quiet = 0.0
                     return b": keep-alive\n\n"
+            if watch.poked:
+                now = str(wall_clock_ms())
+                typing = [
+                    f for f in watch.take_signals() if len(f["expiresAt"]) > len(now)
+                    or f["expiresAt"] > now
+                ]  # fmt: skip
+                if typing:
+                    self.quiet = 0.0
+                    data = encode(s.MessagesOut([], str(self.cursor), False, typing))
+                    return b"id: %d\nevent: messages\ndata: %s\n\n" % (self.cursor, data)
             page = await self.api.messages.check(
                 self.actor,
                 self.user_id,
@@ -262,9 +281,12 @@ class _Events:
                 self.include_events,
             )
             if watch.gone:
+                self.api.messages.unlisten(self.user_id, watch)
                 return None
-            self.quiet += RECHECK_TOKEN_SECONDS
+            if not watch.poked:
+                self.quiet += RECHECK_TOKEN_SECONDS
             if not await self.api._signed_in(self.call, self.actor):
+                self.api.messages.unlisten(self.user_id, watch)
                 return None
 
 
@@ -453,6 +475,25 @@ class Api:
             key,
         )
         return ok(s.MessageOut.of(message))
+
+    async def message_op(self, call: Call, actor: Actor) -> Reply:
+        op = _query(call, "op", ("edit", "delete"), errors.Code.BAD_OP)
+        message_id = call.params["messageId"]
+        if op == "edit":
+            body = await self._body(call, s.EditIn)
+            if body.message is None:
+                raise errors.InvalidInput("message is required", errors.Code.MISSING_FIELD)
+            changed = await self.messages.change(actor, message_id, body.message, body.senderId)
+        else:
+            body = await self._optional_body(call, s.EditIn)
+            changed = await self.messages.change(actor, message_id, None, body.senderId)
+        return ok(s.MessageOut.of(changed))
+
+    async def typing(self, call: Call, actor: Actor) -> Reply:
+        body = await self._body(call, s.TypingIn)
+        user_id = call.params["userId"]
+        expires = await self.messages.typing(actor, user_id, body.conversationId)
+        return ok(s.TypingOut(body.conversationId, str(expires)))
 
     async def get_messages(self, call: Call, actor: Actor) -> Reply:
         user_id = call.params["userId"]
@@ -656,6 +697,31 @@ ROUTES: tuple[RouteSpec, ...] = (
         response=s.MessageOut,
         query=(SEND_TYPE,),
         errors=(400, 401, 403, 404, 408, 413, 429, 503),
+    ),
+    RouteSpec(
+        handler=Api.message_op,
+        method="POST",
+        path="/v1/messages/{messageId}",
+        summary="Edit or delete a message (its sender only); the change reaches every device "
+        "as a message_edited or message_deleted event (include=events)",
+        auth="sender",
+        request=s.EditIn,
+        response=s.MessageOut,
+        query=(MESSAGE_OP,),
+        errors=(400, 401, 403, 404, 408, 409, 413, 429, 503),
+    ),
+    RouteSpec(
+        handler=Api.typing,
+        method="POST",
+        path="/v1/users/{userId}/typing",
+        summary="Say the user is typing in a conversation (a user or group id): a typing "
+        "event on the live streams (include=events) of its other members, for 5 seconds; "
+        "never stored",
+        auth="self",
+        request=s.TypingIn,
+        response=s.TypingOut,
+        errors=(400, 401, 403, 404, 408, 413, 429, 503),
+        token_only=(403,),
     ),
     RouteSpec(
         handler=Api.get_messages,

@@ -117,6 +117,23 @@ class MembershipOut(Body):
     groupName: str | None = None
 
 
+class EditIn(Body):
+    """``op=edit``: the new text. ``senderId`` is optional (open mode: when given, it must
+    be the message's sender; token mode: it must be the caller)."""
+
+    message: str | None = None
+    senderId: str | None = None
+
+
+class TypingIn(Body):
+    conversationId: str
+
+
+class TypingOut(Body):
+    conversationId: str
+    expiresAt: str
+
+
 class MessageOut(Body):
     """A message; one whose sender deleted their account keeps its id and timestamp, has
     ``deleted: true`` and no ``message``."""

@@ -308,14 +308,15 @@ class Storage(ABC):
 
     @abstractmethod
     async def edit_message(
-        self, message_id: str, sender_id: str, body: str | None, event: EventDraft
-    ) -> tuple[Message, Event] | None:
+        self, message_id: str, sender_id: str, body: str | None, events: Sequence[EventDraft]
+    ) -> tuple[Message, list[Event]] | None:
         """Edit (``body``) or delete (``None``) a message that ``sender_id`` sent and has
-        not deleted, and store ``event`` at a new position, in one write where the backend
-        allows. An edit sets the message's ``edited_at`` and the event's ``editedAt`` to
-        the event's timestamp; a delete erases the text from the message and from its
-        earlier ``message_edited`` events. Id and timestamp are kept. None (and nothing
-        written) when the message is missing, deleted or someone else's."""
+        not deleted, and store ``events`` at one new position (one per reader's view of
+        the conversation), in one write where the backend allows. An edit sets the
+        message's ``edited_at`` and the events' ``editedAt`` to that position; a delete
+        erases the text from the message and from its earlier ``message_edited`` events.
+        Id and timestamp are kept. None (and nothing written) when the message is
+        missing, deleted or someone else's."""
 
     @abstractmethod
     async def _event_rows(

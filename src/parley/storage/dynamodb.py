@@ -41,6 +41,7 @@ from parley.storage.base import (
     decode_fields,
     edited_fields,
     encode_fields,
+    scrubbed,
 )
 from parley.storage.dynamodb_accounts import DynamoAccounts, token_item, user_status
 from parley.storage.dynamodb_client import ConditionFailed, DynamoClient, DynamoUnavailable
@@ -665,8 +666,8 @@ class DynamoStorage(DynamoAccounts, Storage):
         return message, locator
 
     async def edit_message(
-        self, message_id: str, sender_id: str, body: str | None, event: EventDraft
-    ) -> tuple[Message, Event] | None:
+        self, message_id: str, sender_id: str, body: str | None, events: Sequence[EventDraft]
+    ) -> tuple[Message, list[Event]] | None:
         """Under one clock reservation: a conditional update of the message's item (sender,
         not deleted), the same change to its sent: copy, the event's items, release.
 
@@ -682,13 +683,12 @@ class DynamoStorage(DynamoAccounts, Storage):
             return None
         reservation = await self.clock.reserve()
         ts = reservation.ts
-        fields = edited_fields(event, body, ts)
-        stored = Event(event.id, event.type, fields, ts, 0)
+        stored = [
+            Event(e.id, e.type, edited_fields(e, body, ts), ts, seq) for seq, e in enumerate(events)
+        ]
         keys = [{"recipient_id": locator["to"], "sk": locator["msk"]}]
         if current.type == "private":
             keys.append({"recipient_id": s(sent_stream(current.sender_id)), "sk": locator["msk"]})
-        event_key = sort_key(ts, 0, event.id)
-        streams = tuple(dict.fromkeys(event.streams))
         if body is None:
             update = "SET body = :b, deleted = :d"
             values: dict[str, Any] = {":b": s(""), ":d": {"BOOL": True}}
@@ -696,7 +696,11 @@ class DynamoStorage(DynamoAccounts, Storage):
             update = (
                 "SET body = :b, edited_at = :t, edits = list_append(if_not_exists(edits, :e), :k)"
             )
-            edit_keys = [{"L": [s(event_stream(st)), s(event_key)]} for st in streams]
+            edit_keys = [
+                {"L": [s(event_stream(st)), s(sort_key(ts, e.seq, e.id))]}
+                for e, draft in zip(stored, events, strict=True)
+                for st in dict.fromkeys(draft.streams)
+            ]
             values = {":b": s(body), ":t": n(ts), ":e": {"L": []}, ":k": {"L": edit_keys}}
         try:
             try:
@@ -723,11 +727,8 @@ class DynamoStorage(DynamoAccounts, Storage):
             await self._write_items(
                 [
                     ("messages", item)
-                    for item in event_items(
-                        stored,
-                        streams,
-                        encode_fields({k: v for k, v in fields.items() if k != "message"}),
-                    )
+                    for e, draft in zip(stored, events, strict=True)
+                    for item in event_items(e, draft.streams, encode_fields(scrubbed(e.fields)))
                 ]
             )
             if body is None:

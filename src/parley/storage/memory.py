@@ -312,8 +312,8 @@ class MemoryStorage(Storage):
         return None if i is None else stream[i]
 
     async def edit_message(
-        self, message_id: str, sender_id: str, body: str | None, event: EventDraft
-    ) -> tuple[Message, Event] | None:
+        self, message_id: str, sender_id: str, body: str | None, events: Sequence[EventDraft]
+    ) -> tuple[Message, list[Event]] | None:
         current = await self.get_message(message_id)
         if current is None or current.sender_id != sender_id or current.deleted:
             return None
@@ -336,13 +336,15 @@ class MemoryStorage(Storage):
             for key, sent in self._sends.items():
                 if sent.id == message_id:
                     self._sends[key] = changed
-            stored = Event(
-                event.id, event.type, edited_fields(event, body, ts), ts, next(self._seq)
-            )
-            for stream_id in dict.fromkeys(event.streams):
-                self._events.setdefault(stream_id, []).append(stored)
-            if body is not None:
-                self._edits.setdefault(message_id, []).append(stored)
+            stored = []
+            for event in events:
+                fields = edited_fields(event, body, ts)
+                one = Event(event.id, event.type, fields, ts, next(self._seq))
+                for stream_id in dict.fromkeys(event.streams):
+                    self._events.setdefault(stream_id, []).append(one)
+                if body is not None:
+                    self._edits.setdefault(message_id, []).append(one)
+                stored.append(one)
             self._last_ts = max(self._last_ts, ts)
         return changed, stored
 

@@ -1006,12 +1006,12 @@ class PostgresStorage(PostgresAccounts, Storage):
         return _message(rows[0]) if rows else None
 
     async def edit_message(
-        self, message_id: str, sender_id: str, body: str | None, event: EventDraft
-    ) -> tuple[Message, Event] | None:
+        self, message_id: str, sender_id: str, body: str | None, events: Sequence[EventDraft]
+    ) -> tuple[Message, list[Event]] | None:
         """One transaction: lock the message row, check it, take the next position from
         the clock row (its lock, as a send does), change the message, store the event."""
 
-        async def run() -> tuple[Message, Event] | None:
+        async def run() -> tuple[Message, list[Event]] | None:
             async with self._ready().acquire() as conn, conn.transaction():
                 row = await conn.fetchrow(
                     f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1 FOR UPDATE",
@@ -1057,24 +1057,27 @@ class PostgresStorage(PostgresAccounts, Storage):
                         current.id, current.type, current.sender_id, current.recipient_id,
                         body, current.ts, current.seq, ts, False,
                     )  # fmt: skip
-                fields = edited_fields(event, body, ts)
-                seq = await conn.fetchval(
-                    "WITH e AS (INSERT INTO events (id, type, fields, ts, subject)"
-                    "  VALUES ($1, $2, $3, $4, $5) RETURNING seq, ts),"
-                    " s AS (INSERT INTO event_streams (stream, ts, seq)"
-                    "  SELECT u, e.ts, e.seq FROM e CROSS JOIN unnest($6::text[]) AS u)"
-                    " SELECT seq FROM e",
-                    event.id,
-                    event.type,
-                    encode_fields(fields),
-                    ts,
-                    event_subject(event),
-                    list(dict.fromkeys(event.streams)),
-                )
-                return changed, Event(event.id, event.type, fields, ts, int(seq))
+                stored = []
+                for event in events:
+                    fields = edited_fields(event, body, ts)
+                    seq = await conn.fetchval(
+                        "WITH e AS (INSERT INTO events (id, type, fields, ts, subject)"
+                        "  VALUES ($1, $2, $3, $4, $5) RETURNING seq, ts),"
+                        " s AS (INSERT INTO event_streams (stream, ts, seq)"
+                        "  SELECT u, e.ts, e.seq FROM e CROSS JOIN unnest($6::text[]) AS u)"
+                        " SELECT seq FROM e",
+                        event.id,
+                        event.type,
+                        encode_fields(fields),
+                        ts,
+                        event_subject(event),
+                        list(dict.fromkeys(event.streams)),
+                    )
+                    stored.append(Event(event.id, event.type, fields, ts, int(seq)))
+                return changed, stored
 
         try:
-            result: tuple[Message, Event] | None = await self._bounded(run())
+            result: tuple[Message, list[Event]] | None = await self._bounded(run())
         except FAILURES as exc:
             log.error("postgres write failed: %s", exc)
             raise Unavailable("storage unavailable") from exc

@@ -385,9 +385,9 @@ def _edit(
     message_id: str,
     sender_id: str,
     body: str | None,
-    draft: EventDraft,
+    drafts: Sequence[EventDraft],
     ts: int,
-) -> tuple[Message, Event] | None:
+) -> tuple[Message, list[Event]] | None:
     """Change a message and store its event in one savepoint (see ``edit_message``)."""
     row = conn.execute(
         f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,)
@@ -412,7 +412,7 @@ def _edit(
             "UPDATE messages SET body = ?, edited_at = ? WHERE id = ?", (body, ts, message_id)
         )
         changed = msgspec.structs.replace(current, body=body, edited_at=ts)
-    return changed, _insert_event(conn, draft, ts, edited_fields(draft, body, ts))
+    return changed, [_insert_event(conn, d, ts, edited_fields(d, body, ts)) for d in drafts]
 
 
 @counted
@@ -857,11 +857,11 @@ class SqliteStorage(SqliteAccounts, Storage):
         return _message(rows[0]) if rows else None
 
     async def edit_message(
-        self, message_id: str, sender_id: str, body: str | None, event: EventDraft
-    ) -> tuple[Message, Event] | None:
+        self, message_id: str, sender_id: str, body: str | None, events: Sequence[EventDraft]
+    ) -> tuple[Message, list[Event]] | None:
         async with self.positions.writing() as ts:
-            result: tuple[Message, Event] | None = await self._write(
-                lambda c: _edit(c, message_id, sender_id, body, event, ts)
+            result: tuple[Message, list[Event]] | None = await self._write(
+                lambda c: _edit(c, message_id, sender_id, body, events, ts)
             )
         if result is not None and ts > self._last_ts:
             self._last_ts = ts
