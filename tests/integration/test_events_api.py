@@ -57,7 +57,7 @@ async def test_edit_and_delete_reach_both_users(api: Harness) -> None:
     sent = await send(api, ha, a, b, "helo")
     mid = sent["messageId"]
     # only the sender; someone who cannot see it gets 404
-    c, hc = await api.user("cy")
+    _, hc = await api.user("cy")
     r = await api.client.post(f"/v1/messages/{mid}?op=edit", json={"message": "x"}, headers=hb)
     assert r.status_code == 403 and r.json()["error"]["code"] == "not_sender"
     r = await api.client.post(f"/v1/messages/{mid}?op=edit", json={"message": "x"}, headers=hc)
