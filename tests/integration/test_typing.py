@@ -79,6 +79,28 @@ async def test_typing_reaches_the_others_but_not_who_blocked_the_typer(api: Harn
         assert "typing" not in repr(vars(api.parley.storage))
 
 
+async def test_a_long_poll_with_events_answers_early_with_typing(api: Harness) -> None:
+    alice, ha = await api.user("alice")
+    bob, hb = await api.user("bob")
+    r = await api.client.get(f"/v1/messages/{bob}", params={"include": "events"}, headers=hb)
+    cursor = r.json()["nextTimestamp"]
+    params = {"include": "sent,events", "timestamp": cursor, "wait": "20"}
+    poll = asyncio.create_task(api.client.get(f"/v1/messages/{bob}", params=params, headers=hb))
+    notifier = api.parley.notifier
+    for _ in range(500):  # until the long-poll listens (bounded; no timing assumed)
+        if notifier._listeners.get(bob):
+            break
+        await asyncio.sleep(0.01)
+    assert notifier._listeners.get(bob), "the long-poll never listened"
+    r = await api.client.post(f"/v1/users/{alice}/typing", json={"conversationId": bob},
+                              headers=ha)  # fmt: skip
+    assert r.status_code == 200
+    answer = (await asyncio.wait_for(poll, 15)).json()
+    assert answer["messages"] == [] and answer["nextTimestamp"] == cursor
+    assert [(e["type"], e["userId"]) for e in answer["events"]] == [("typing", alice)]
+    assert not notifier._listeners.get(bob)  # it stopped listening when it answered
+
+
 async def sse(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
     """The data of each Server-Sent Event."""
     data = ""

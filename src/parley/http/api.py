@@ -176,6 +176,12 @@ def _digits(raw: str, name: str, low: int, high: int, code: errors.Code) -> int:
     return int(raw)
 
 
+def _fresh(signals: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Typing notices that have not expired yet."""
+    now = wall_clock_ms()
+    return [f for f in signals if int(f.get("expiresAt", "0")) > now]
+
+
 def _include(call: Call) -> tuple[bool, bool]:
     """``include``: (sent, events)."""
     include = call.query("include")
@@ -261,11 +267,7 @@ class _Events:
                     self.quiet = 0.0
                     return b": keep-alive\n\n"
             if watch.poked:
-                now = str(wall_clock_ms())
-                typing = [
-                    f for f in watch.take_signals() if len(f["expiresAt"]) > len(now)
-                    or f["expiresAt"] > now
-                ]  # fmt: skip
+                typing = _fresh(watch.take_signals())
                 if typing:
                     self.quiet = 0.0
                     data = encode(s.MessagesOut([], str(self.cursor), False, typing))
@@ -505,17 +507,49 @@ class Api:
             self._wait_slot(call, actor, user_id)
         page = await self.messages.check(actor, user_id, after, limit, sent, include_events=events)
         left = float(wait or 0)
-        # A long-poll waits in slices, re-checking its token in between: a revoked token's
-        # poll ends (401) within a second.
-        while not page.messages and not page.events and left > 0 and after is not None:
+        if not (page.messages or page.events) and left > 0 and after is not None:
+            # A long-poll with events also answers early with typing notices.
+            watch = Watch() if events else None
+            if watch is not None:
+                self.messages.listen(user_id, watch)
+            try:
+                page = await self._long_poll(call, actor, user_id, page, limit, sent, left, watch)
+            finally:
+                if watch is not None:
+                    self.messages.unlisten(user_id, watch)
+            if watch is not None and watch.poked and not (page.messages or page.events):
+                typing = _fresh(watch.take_signals())
+                out = s.MessagesOut([], str(page.next_ts), page.has_more, typing)
+                return ok(out)
+        return ok(s.MessagesOut.of(page, events))
+
+    async def _long_poll(
+        self,
+        call: Call,
+        actor: Actor,
+        user_id: str,
+        page: Page,
+        limit: int | None,
+        sent: bool,
+        left: float,
+        watch: Watch | None,
+    ) -> Page:
+        """Wait in slices, re-checking the token in between: a revoked token's poll ends
+        (401) within a second."""
+        events = watch is not None
+        while not page.messages and not page.events and left > 0:
             step = min(left, RECHECK_TOKEN_SECONDS)
             page = await self.messages.check(
-                actor, user_id, page.next_ts, limit, sent, step, include_events=events
+                actor, user_id, page.next_ts, limit, sent, step, watch, include_events=events
             )
             left -= step
             if not await self._signed_in(call, actor):
                 raise errors.Unauthenticated("the token was revoked", errors.Code.BAD_TOKEN)
-        return ok(s.MessagesOut.of(page, events))
+            if watch is not None and watch.poked:
+                if _fresh(list(watch.signals)):
+                    break
+                watch.take_signals()  # only expired ones: wait on
+        return page
 
     async def stream_ticket(self, call: Call, actor: Actor) -> Reply:
         user_id = call.params["userId"]
