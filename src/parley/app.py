@@ -132,8 +132,11 @@ def build(
         changes = LocalChanges(directory)
     users = UserService(storage, directory, settings.limits, settings.token_mode, secret_key)
     groups = GroupService(storage, directory, users, settings.limits)
-    messages = MessageService(storage, directory, users, groups, changes, settings.limits, notifier)
     events = EventService(storage, changes, notifier)
+    groups.change_listeners.append(events.group_changed)
+    messages = MessageService(
+        storage, directory, users, groups, changes, settings.limits, notifier, events
+    )
     conversations = ConversationService(storage, directory, users, groups, events)
     limits = SignInLimits(
         settings.signin_per_user, settings.signin_per_address, settings.signin_window

@@ -121,6 +121,15 @@ def _blocked_send(w: World) -> Awaitable[Result]:
     return run()
 
 
+def _edit_deleted(w: World) -> Awaitable[Result]:
+    async def run() -> Result:
+        url = f"/v1/messages/{w.my_message}"
+        await w.call("POST", f"{url}?op=delete", "me")
+        return await w.call("POST", f"{url}?op=edit", "me", {"message": "back"})
+
+    return run()
+
+
 # (route, status) -> a request that gets it; "T:" / "O:" prefixes: in that mode only.
 ANY = ""
 PRODUCERS: dict[tuple[str, str, int], Producer] = {
@@ -170,6 +179,23 @@ PRODUCERS: dict[tuple[str, str, int], Producer] = {
         "private", {"senderId": "{w.me}", "receiverId": "u_nobody", "message": "x"}
     ),
     ("send_message", ANY, 413): _raw("POST", "/v1/messages/send?type=private", BIG),
+    ("message_op", ANY, 400): _post("/v1/messages/{w.my_message}?op=paint", {}),
+    ("message_op", "T", 401): _post("/v1/messages/{w.my_message}?op=delete", {}, "none"),
+    ("message_op", ANY, 403): _post(
+        "/v1/messages/{w.my_message}?op=edit", {"message": "x", "senderId": "{w.other}"}
+    ),
+    ("message_op", ANY, 404): _post("/v1/messages/m_nothing?op=delete", {}),
+    ("message_op", ANY, 408): _stalled("/v1/messages/{w.my_message}?op=edit"),
+    ("message_op", ANY, 409): _edit_deleted,
+    ("message_op", ANY, 413): _raw("POST", "/v1/messages/{w.my_message}?op=edit", BIG),
+    ("typing", ANY, 400): _post("/v1/users/{w.me}/typing", {}),
+    ("typing", "T", 401): _post("/v1/users/{w.me}/typing", {"conversationId": "{w.group}"}, "none"),
+    ("typing", "T", 403): _post(
+        "/v1/users/{w.me}/typing", {"conversationId": "{w.group}"}, "other"
+    ),
+    ("typing", ANY, 404): _post("/v1/users/{w.me}/typing", {"conversationId": "g_nothing"}),
+    ("typing", ANY, 408): _stalled("/v1/users/{w.me}/typing"),
+    ("typing", ANY, 413): _raw("POST", "/v1/users/{w.me}/typing", BIG),
     ("get_messages", ANY, 400): _get("/v1/messages/{w.me}?timestamp=yesterday"),
     ("get_messages", "T", 401): _get("/v1/messages/{w.me}", "none"),
     ("get_messages", "T", 403): _get("/v1/messages/{w.me}", "other"),

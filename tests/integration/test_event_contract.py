@@ -114,3 +114,91 @@ async def test_out_of_order_finish_hides_later_events(clocked_storage: MakeStora
     page = await storage.read_messages(["u_r"], None, base + 7, 500, ["u_r"])
     assert [e.id for e in page.events] == [done.id]
     assert page.next_ts == base + 19
+
+
+async def raw_store(storage: Storage) -> str:
+    """Everything the backend stores about messages and events, as text (to look for
+    erased words in)."""
+    if storage.name == "memory":
+        return repr(vars(storage))
+    if storage.name == "sqlite":
+        import sqlite3
+
+        conn = sqlite3.connect(storage.path)  # type: ignore[attr-defined]
+        try:
+            rows = conn.execute("SELECT * FROM messages").fetchall()
+            rows += conn.execute("SELECT * FROM events").fetchall()
+        finally:
+            conn.close()
+        return repr(rows)
+    if storage.name == "postgres":
+        rows = await storage._fetch(  # type: ignore[attr-defined]
+            "SELECT m::text AS t FROM messages m UNION ALL SELECT e::text FROM events e"
+        )
+        return repr([r["t"] for r in rows])
+    assert storage.name == "dynamodb"
+    items: list[object] = []
+    for table in ("messages", "sends"):
+        response = await storage.client.call(  # type: ignore[attr-defined]
+            "scan",
+            TableName=storage.tables[table],  # type: ignore[attr-defined]
+        )
+        items += response.get("Items", [])
+    return repr(items)
+
+
+def edit_event(kind: str, message: Message, *streams: str, text: str | None = None) -> EventDraft:
+    fields = {"messageId": message.id, "conversationId": message.recipient_id}
+    if text is not None:
+        fields["message"] = text
+    return EventDraft(new_id("e_"), kind, streams, fields)
+
+
+async def test_edit_and_delete_keep_id_and_timestamp(storage: Storage) -> None:
+    sent, _ = await storage.append_message(draft("u_a", "u_b", "first words", key="k-edit"))
+    group, _ = await storage.append_message(draft("u_a", "g_1", "to the group", "group"))
+    assert await storage.get_message(sent.id) == sent
+    assert await storage.get_message("m_missing") is None
+    # only the sender
+    other = edit_event("message_edited", sent, "u_a", "u_b", text="x")
+    assert await storage.edit_message(sent.id, "u_b", "x", [other]) is None
+    assert await storage.edit_message("m_missing", "u_a", "x", [other]) is None
+    edit = edit_event("message_edited", sent, "u_a", text="second words")
+    edit_b = edit_event("message_edited", sent, "u_b", text="second words")
+    result = await storage.edit_message(sent.id, "u_a", "second words", [edit, edit_b])
+    assert result is not None
+    edited, (stored, stored_b) = result
+    assert stored_b.ts == stored.ts and stored_b.seq > stored.seq
+    assert (edited.id, edited.ts, edited.body) == (sent.id, sent.ts, "second words")
+    assert edited.edited_at == stored.ts > 0 and stored.ts >= sent.ts
+    assert stored.fields["editedAt"] == str(stored.ts)
+    assert stored.fields["message"] == "second words"
+    assert await storage.get_message(sent.id) == edited
+    await settle(storage)
+    inbox = await storage.read_messages(["u_b"], None, None, 500, ["u_b"])
+    assert [(m.id, m.body, m.edited_at) for m in inbox.messages] == [
+        (sent.id, "second words", stored.ts)
+    ]
+    assert [e.id for e in inbox.events] == [edit_b.id]
+    outbox = await storage.read_messages(["u_a"], "u_a", None, 500)
+    assert [m.body for m in outbox.messages] == ["second words"]  # the sent copy too
+
+    gone = edit_event("message_deleted", sent, "u_a", "u_b")
+    result = await storage.edit_message(sent.id, "u_a", None, [gone])
+    assert result is not None and result[0].deleted and result[0].body == ""
+    assert (result[0].id, result[0].ts) == (sent.id, sent.ts)
+    again = edit_event("message_deleted", sent, "u_a", "u_b")
+    assert await storage.edit_message(sent.id, "u_a", None, [again]) is None  # once
+    assert await storage.edit_message(sent.id, "u_a", "back", [edit_event("x", sent)]) is None
+    g_edit = edit_event("message_edited", group, "g_1", text="group words")
+    assert await storage.edit_message(group.id, "u_a", "group words", [g_edit]) is not None
+    await settle(storage)
+    page = await storage.read_messages(["u_b", "g_1"], "u_b", None, 500, ["u_b", "g_1"])
+    shown = {m.id: m for m in page.messages}
+    assert shown[sent.id].deleted and shown[sent.id].body == ""
+    assert shown[group.id].body == "group words"
+    assert [e.type for e in page.events] == ["message_edited", "message_deleted", "message_edited"]
+    assert "message" not in page.events[0].fields  # the deleted message's edit lost its text
+    raw = await raw_store(storage)
+    assert "first words" not in raw and "second words" not in raw
+    assert "group words" in raw

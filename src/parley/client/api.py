@@ -106,8 +106,10 @@ class Message(msgspec.Struct, frozen=True, rename="camel"):
     type: Literal["private", "group"]
     sender_id: str
     recipient_id: str
-    message: str
     timestamp: str
+    message: str = ""  # none when deleted
+    deleted: bool = False
+    edited_at: str | None = None
 
     @property
     def timestamp_ms(self) -> int:
@@ -121,6 +123,7 @@ class MessagePage(msgspec.Struct, frozen=True):
     next_timestamp: str
     has_more: bool
     raw: list[Json]
+    events: list[dict[str, str]] = []  # change events (``include_events``), as received
 
 
 class _Groups(msgspec.Struct, frozen=True):
@@ -135,6 +138,7 @@ class _Page(msgspec.Struct, frozen=True, rename="camel"):
     messages: list[Json]
     next_timestamp: str
     has_more: bool = False
+    events: list[dict[str, str]] = []
 
 
 def _seg(value: str) -> str:
@@ -428,6 +432,7 @@ class ParleyApi:
         include_sent: bool = False,
         limit: int | None = None,
         wait: int | None = None,
+        include_events: bool = False,
     ) -> MessagePage:
         """One page of ``user_id``'s messages newer than ``since`` (all when ``None``).
 
@@ -436,8 +441,9 @@ class ParleyApi:
         params: dict[str, str] = {}
         if since is not None:
             params["timestamp"] = since
-        if include_sent:
-            params["include"] = "sent"
+        include = [name for name, on in (("sent", include_sent), ("events", include_events)) if on]
+        if include:
+            params["include"] = ",".join(include)
         if limit is not None:
             params["limit"] = str(limit)
         timeout = None
@@ -447,4 +453,19 @@ class ParleyApi:
         data = self._request("GET", f"/v1/messages/{_seg(user_id)}", params=params, timeout=timeout)
         page = self._decode(data, _Page, "get messages")
         messages = self._decode(page.messages, list[Message], "get messages")
-        return MessagePage(messages, page.next_timestamp, page.has_more, page.messages)
+        return MessagePage(messages, page.next_timestamp, page.has_more, page.messages, page.events)
+
+    def edit_message(self, message_id: str, text: str) -> Message:
+        """Replace the text of a message you sent."""
+        data = self._request(
+            "POST",
+            f"/v1/messages/{_seg(message_id)}",
+            params={"op": "edit"},
+            body={"message": text},
+        )
+        return self._decode(data, Message, "edit message")
+
+    def delete_message(self, message_id: str) -> Message:
+        """Delete a message you sent (its text is erased; id and timestamp stay)."""
+        data = self._request("POST", f"/v1/messages/{_seg(message_id)}", params={"op": "delete"})
+        return self._decode(data, Message, "delete message")

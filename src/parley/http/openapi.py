@@ -189,6 +189,18 @@ def _constrain(components: dict[str, Any], limits: Limits) -> None:
         {"type": "string", "description": "Needed when the account has a password."}
     )
 
+    props("EditIn").update(
+        message=_optional(
+            {**message_schema(limits.message_max), "description": "The new text (op=edit)."}
+        ),
+        senderId=_optional(
+            {**ID, "description": "Optional: when given, it must be the message's sender."}
+        ),
+    )
+    props("TypingIn")["conversationId"] = {
+        **ID,
+        "description": "The peer's user id (private) or the group's id.",
+    }
     props("BlockIn")["blockedUserId"] = ID
     props("ReadIn").update(
         conversationId={**ID, "description": "The peer's user id, or a group id."},

@@ -74,6 +74,18 @@ def decode_fields(text: str | bytes) -> dict[str, str]:
     return _fields_decoder.decode(text)
 
 
+def edited_fields(draft: EventDraft, body: str | None, ts: int) -> dict[str, str]:
+    """The fields an edit's event is stored with: ``editedAt`` is its own position."""
+    if body is None:
+        return dict(draft.fields)
+    return {**draft.fields, "editedAt": str(ts)}
+
+
+def scrubbed(fields: dict[str, str]) -> dict[str, str]:
+    """An edit event's fields once its message was deleted: the text is gone."""
+    return {k: v for k, v in fields.items() if k != "message"}
+
+
 def event_subject(draft: EventDraft) -> str | None:
     """The message an event is about (its ``messageId``), indexed so that deleting the
     message can erase its text from the message's earlier edit events too."""
@@ -309,6 +321,22 @@ class Storage(ABC):
         """Store a change event durably, once per stream of ``draft.streams``, at a
         position taken from the same clock and under the same commit frontier as
         messages; return it with its timestamp. The only write of an event."""
+
+    @abstractmethod
+    async def get_message(self, message_id: str) -> Message | None:
+        """A stored message by id, in its current state (edited, deleted)."""
+
+    @abstractmethod
+    async def edit_message(
+        self, message_id: str, sender_id: str, body: str | None, events: Sequence[EventDraft]
+    ) -> tuple[Message, list[Event]] | None:
+        """Edit (``body``) or delete (``None``) a message that ``sender_id`` sent and has
+        not deleted, and store ``events`` at one new position (one per reader's view of
+        the conversation), in one write where the backend allows. An edit sets the
+        message's ``edited_at`` and the events' ``editedAt`` to that position; a delete
+        erases the text from the message and from its earlier ``message_edited`` events.
+        Id and timestamp are kept. None (and nothing written) when the message is
+        missing, deleted or someone else's."""
 
     @abstractmethod
     async def _event_rows(

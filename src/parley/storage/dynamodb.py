@@ -39,7 +39,9 @@ from parley.storage.base import (
     Storage,
     counted,
     decode_fields,
+    edited_fields,
     encode_fields,
+    scrubbed,
 )
 from parley.storage.dynamodb_accounts import DynamoAccounts, token_item, user_status
 from parley.storage.dynamodb_client import ConditionFailed, DynamoClient, DynamoUnavailable
@@ -47,10 +49,12 @@ from parley.storage.dynamodb_clock import Clock, ClockState, Reservation
 from parley.storage.dynamodb_conversations import DynamoConversations, peer_items
 from parley.storage.dynamodb_groups import Rosters, roster_group_item
 from parley.storage.dynamodb_items import (
+    LOCATOR_PREFIX,
     Item,
     claim_item,
     event_items,
     event_stream,
+    locator_item,
     message_items,
     n,
     parse_group,
@@ -58,6 +62,7 @@ from parley.storage.dynamodb_items import (
     parse_user,
     s,
     sent_stream,
+    sort_key,
     ts_ceiling,
     ts_floor,
     ts_prefix,
@@ -394,6 +399,11 @@ class DynamoStorage(DynamoConversations, DynamoAccounts, Storage):
         self._enqueue(_Append(draft, future))
         return await future
 
+    @staticmethod
+    def _locator(job: _Append, message: Message) -> Item:
+        key = job.draft.send_key
+        return locator_item(message, None if key is None else claim_key(message.sender_id, key))
+
     def _forget_key(self, key: tuple[str, str], done: asyncio.Future[Any]) -> None:
         if self._keyed.get(key) is done:
             del self._keyed[key]
@@ -444,7 +454,7 @@ class DynamoStorage(DynamoConversations, DynamoAccounts, Storage):
                 ("messages", item)
                 for job, message in zip(batch, messages, strict=True)
                 if job in claimed
-                for item in message_items(message)
+                for item in [*message_items(message), self._locator(job, message)]
             ]
             pairs = {
                 (m.sender_id, m.recipient_id)
@@ -647,6 +657,134 @@ class DynamoStorage(DynamoConversations, DynamoAccounts, Storage):
         await self._release(reservation)
         return event
 
+    async def get_message(self, message_id: str) -> Message | None:
+        found = await self._located(message_id)
+        return None if found is None else found[0]
+
+    async def _located(self, message_id: str) -> tuple[Message, Item] | None:
+        """The message (its recipient stream's item) and its locator."""
+        self._ready()
+        locator = await self._get(
+            "messages", {"recipient_id": s(LOCATOR_PREFIX + message_id), "sk": s("id")}
+        )
+        if locator is None:
+            return None
+        item = await self._get("messages", {"recipient_id": locator["to"], "sk": locator["msk"]})
+        if item is None:
+            return None
+        message = parse_message(item)
+        if message.ts in self._aborted:
+            return None
+        return message, locator
+
+    async def edit_message(
+        self, message_id: str, sender_id: str, body: str | None, events: Sequence[EventDraft]
+    ) -> tuple[Message, list[Event]] | None:
+        """Under one clock reservation: a conditional update of the message's item (sender,
+        not deleted), the same change to its sent: copy, the event's items, release.
+
+        A crash after the message changed but before the release leaves the reservation
+        to expire: readers abort it, the event items (if any) stay hidden, the message
+        shows its new state; retrying the edit or delete converges (a second delete finds
+        it deleted and changes nothing)."""
+        found = await self._located(message_id)
+        if found is None:
+            return None
+        current, locator = found
+        if current.sender_id != sender_id or current.deleted:
+            return None
+        reservation = await self.clock.reserve()
+        ts = reservation.ts
+        stored = [
+            Event(e.id, e.type, edited_fields(e, body, ts), ts, seq) for seq, e in enumerate(events)
+        ]
+        keys = [{"recipient_id": locator["to"], "sk": locator["msk"]}]
+        if current.type == "private":
+            keys.append({"recipient_id": s(sent_stream(current.sender_id)), "sk": locator["msk"]})
+        if body is None:
+            update = "SET body = :b, deleted = :d"
+            values: dict[str, Any] = {":b": s(""), ":d": {"BOOL": True}}
+        else:
+            update = (
+                "SET body = :b, edited_at = :t, edits = list_append(if_not_exists(edits, :e), :k)"
+            )
+            edit_keys = [
+                {"L": [s(event_stream(st)), s(sort_key(ts, e.seq, e.id))]}
+                for e, draft in zip(stored, events, strict=True)
+                for st in dict.fromkeys(draft.streams)
+            ]
+            values = {":b": s(body), ":t": n(ts), ":e": {"L": []}, ":k": {"L": edit_keys}}
+        try:
+            try:
+                response = await self.client.call(
+                    "update_item",
+                    TableName=self.tables["messages"],
+                    Key=keys[0],
+                    UpdateExpression=update,
+                    ConditionExpression="sender_id = :s AND attribute_not_exists(deleted)",
+                    ExpressionAttributeValues={**values, ":s": s(sender_id)},
+                    ReturnValues="ALL_OLD",
+                )
+            except ConditionFailed:
+                await self._abort_quietly(reservation)
+                return None
+            for key in keys[1:]:
+                await self.client.call(
+                    "update_item",
+                    TableName=self.tables["messages"],
+                    Key=key,
+                    UpdateExpression=update,
+                    ExpressionAttributeValues=values,
+                )
+            await self._write_items(
+                [
+                    ("messages", item)
+                    for e, draft in zip(stored, events, strict=True)
+                    for item in event_items(e, draft.streams, encode_fields(scrubbed(e.fields)))
+                ]
+            )
+            if body is None:
+                await self._erase_edits(response.get("Attributes", {}), locator)
+        except BaseException:
+            await asyncio.shield(self._abort_quietly(reservation))
+            raise
+        await self._release(reservation)
+        if body is None:
+            changed = Message(
+                current.id, current.type, current.sender_id, current.recipient_id,
+                "", current.ts, current.seq, current.edited_at, True,
+            )  # fmt: skip
+        else:
+            changed = Message(
+                current.id, current.type, current.sender_id, current.recipient_id,
+                body, current.ts, current.seq, ts, False,
+            )  # fmt: skip
+        return changed, stored
+
+    async def _erase_edits(self, old: Item, locator: Item) -> None:
+        """A delete: remove the text from the message's earlier edit events and from its
+        idempotency claim."""
+        for entry in old.get("edits", {}).get("L", []):
+            stream, key = (part["S"] for part in entry["L"])
+            with contextlib.suppress(ConditionFailed):
+                await self.client.call(
+                    "update_item",
+                    TableName=self.tables["messages"],
+                    Key={"recipient_id": s(stream), "sk": s(key)},
+                    UpdateExpression="REMOVE message",
+                    ConditionExpression="attribute_exists(id)",
+                )
+        if "claim" in locator:
+            with contextlib.suppress(ConditionFailed):
+                await self.client.call(
+                    "update_item",
+                    TableName=self.tables["sends"],
+                    Key={"send_key": locator["claim"]},
+                    UpdateExpression="SET body = :b",
+                    ConditionExpression="attribute_exists(send_key)",
+                    ExpressionAttributeValues={":b": s("")},
+                )
+
     async def _release(self, reservation: Reservation) -> None:
         try:
             released = await self.clock.release(reservation)
@@ -703,12 +841,11 @@ class DynamoStorage(DynamoConversations, DynamoAccounts, Storage):
 
 
 def _parse_event(item: Item) -> Event:
+    fields = decode_fields(item["fields"]["S"])
+    if "message" in item:  # an edit's text, kept apart (erased when the message is deleted)
+        fields["message"] = item["message"]["S"]
     return Event(
-        item["id"]["S"],
-        item["etype"]["S"],
-        decode_fields(item["fields"]["S"]),
-        int(item["ts"]["N"]),
-        int(item["seq"]["N"]),
+        item["id"]["S"], item["etype"]["S"], fields, int(item["ts"]["N"]), int(item["seq"]["N"])
     )
 
 

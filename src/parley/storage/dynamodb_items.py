@@ -103,16 +103,37 @@ def message_items(message: Message) -> list[Item]:
     return items
 
 
+LOCATOR_PREFIX = "id:"
+
+
+def locator_item(message: Message, claim: str | None) -> Item:
+    """Where a message's items are, by its id (edits and deletes address it by id)."""
+    item: Item = {
+        "recipient_id": s(LOCATOR_PREFIX + message.id),
+        "sk": s("id"),
+        "to": s(message.recipient_id),
+        "msk": s(sort_key(message.ts, message.seq, message.id)),
+        "type": s(message.type),
+        "sender_id": s(message.sender_id),
+    }
+    if claim is not None:
+        item["claim"] = s(claim)
+    return item
+
+
 def event_stream(stream: str) -> str:
     """The partition of a stream's change events (beside its messages, never mixed)."""
     return EVENT_PREFIX + stream
 
 
 def event_items(event: Event, streams: tuple[str, ...], fields_json: str) -> list[Item]:
-    """The items of one event: one per stream it is addressed to."""
+    """The items of one event: one per stream it is addressed to. An edit's new text is
+    kept apart (``message``), so a later delete erases it with one REMOVE."""
     key = sort_key(event.ts, event.seq, event.id)
+    text = {"message": s(event.fields["message"])} if "message" in event.fields else {}
     return [
         {
+            **text,
             "recipient_id": s(event_stream(stream)),
             "sk": s(key),
             "id": s(event.id),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Sequence
 
 import msgspec
@@ -33,6 +33,8 @@ from parley.storage.base import (
     MessageDraft,
     Storage,
     counted,
+    edited_fields,
+    scrubbed,
 )
 
 
@@ -63,6 +65,8 @@ class MemoryStorage(Storage):
         self._passwords: dict[str, str] = {}
         self._states: dict[str, AccountState] = {}
         self._events: dict[str, list[Event]] = {}  # stream -> events by (ts, seq)
+        self._where: dict[str, tuple[str, int]] = {}  # message id -> (recipient, ts)
+        self._edits: dict[str, list[Event]] = {}  # message id -> its message_edited events
 
     async def ping(self) -> None:
         return None
@@ -239,6 +243,7 @@ class MemoryStorage(Storage):
                 seq=next(self._seq),
             )
             self._inbox.setdefault(message.recipient_id, []).append(message)
+            self._where[message.id] = (message.recipient_id, ts)
             if message.type == "private":
                 self._sent.setdefault(message.sender_id, []).append(message)
                 pair = (message.recipient_id, message.sender_id)
@@ -365,6 +370,61 @@ class MemoryStorage(Storage):
                 self._events.setdefault(stream, []).append(event)
             self._last_ts = max(self._last_ts, ts)
         return event
+
+    @staticmethod
+    def _index(stream: list[Message], message_id: str, ts: int) -> int | None:
+        start = bisect_left(stream, ts, key=lambda m: m.ts)
+        for i in range(start, len(stream)):
+            if stream[i].id == message_id:
+                return i
+            if stream[i].ts > ts:
+                break
+        return None
+
+    async def get_message(self, message_id: str) -> Message | None:
+        where = self._where.get(message_id)
+        if where is None:
+            return None
+        stream = self._inbox.get(where[0], [])
+        i = self._index(stream, message_id, where[1])
+        return None if i is None else stream[i]
+
+    async def edit_message(
+        self, message_id: str, sender_id: str, body: str | None, events: Sequence[EventDraft]
+    ) -> tuple[Message, list[Event]] | None:
+        current = await self.get_message(message_id)
+        if current is None or current.sender_id != sender_id or current.deleted:
+            return None
+        async with self.positions.writing() as ts:
+            if body is None:
+                changed = msgspec.structs.replace(current, body="", deleted=True)
+                for edit in self._edits.pop(message_id, []):
+                    scrubbed_fields = scrubbed(edit.fields)
+                    edit.fields.clear()
+                    edit.fields.update(scrubbed_fields)
+            else:
+                changed = msgspec.structs.replace(current, body=body, edited_at=ts)
+            streams = [self._inbox.get(current.recipient_id, [])]
+            if current.type == "private":
+                streams.append(self._sent.get(current.sender_id, []))
+            for stream in streams:
+                i = self._index(stream, message_id, current.ts)
+                if i is not None:
+                    stream[i] = changed
+            for key, sent in self._sends.items():
+                if sent.id == message_id:
+                    self._sends[key] = changed
+            stored = []
+            for event in events:
+                fields = edited_fields(event, body, ts)
+                one = Event(event.id, event.type, fields, ts, next(self._seq))
+                for stream_id in dict.fromkeys(event.streams):
+                    self._events.setdefault(stream_id, []).append(one)
+                if body is not None:
+                    self._edits.setdefault(message_id, []).append(one)
+                stored.append(one)
+            self._last_ts = max(self._last_ts, ts)
+        return changed, stored
 
     def _merged_events(self, streams: Sequence[str], after: int) -> Iterator[Event]:
         parts = []

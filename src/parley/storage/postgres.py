@@ -56,8 +56,10 @@ from parley.storage.base import (
     Storage,
     counted,
     decode_fields,
+    edited_fields,
     encode_fields,
     event_subject,
+    scrubbed,
 )
 from parley.storage.postgres_accounts import INSERT_TOKEN, PostgresAccounts, token_args
 from parley.storage.postgres_accounts import MIGRATION as ACCOUNTS_MIGRATION
@@ -1026,6 +1028,90 @@ class PostgresStorage(PostgresConversations, PostgresAccounts, Storage):
                 EVENT_SQL, draft.id, draft.type, fields, event_subject(draft), streams
             )
         return Event(draft.id, draft.type, dict(draft.fields), int(rows[0]["ts"]), rows[0]["seq"])
+
+    async def get_message(self, message_id: str) -> Message | None:
+        rows = await self._fetch(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1", message_id
+        )
+        return _message(rows[0]) if rows else None
+
+    async def edit_message(
+        self, message_id: str, sender_id: str, body: str | None, events: Sequence[EventDraft]
+    ) -> tuple[Message, list[Event]] | None:
+        """One transaction: lock the message row, check it, take the next position from
+        the clock row (its lock, as a send does), change the message, store the event."""
+
+        async def run() -> tuple[Message, list[Event]] | None:
+            async with self._ready().acquire() as conn, conn.transaction():
+                row = await conn.fetchrow(
+                    f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1 FOR UPDATE",
+                    message_id,
+                )
+                if row is None:
+                    return None
+                current = _message(row)
+                if current.sender_id != sender_id or current.deleted:
+                    return None
+                ts = int(
+                    await conn.fetchval(
+                        f"UPDATE clock SET ts = GREATEST(clock.ts + 1, {NOW_MS}) WHERE id"
+                        " RETURNING ts"
+                    )
+                )
+                if body is None:
+                    await conn.execute(
+                        "UPDATE messages SET body = '', deleted = true WHERE id = $1", message_id
+                    )
+                    edits = await conn.fetch(
+                        "SELECT seq, fields FROM events"
+                        " WHERE subject = $1 AND type = 'message_edited'",
+                        message_id,
+                    )
+                    for edit in edits:
+                        clean = encode_fields(scrubbed(decode_fields(edit["fields"])))
+                        await conn.execute(
+                            "UPDATE events SET fields = $1 WHERE seq = $2", clean, edit["seq"]
+                        )
+                    changed = Message(
+                        current.id, current.type, current.sender_id, current.recipient_id,
+                        "", current.ts, current.seq, current.edited_at, True,
+                    )  # fmt: skip
+                else:
+                    await conn.execute(
+                        "UPDATE messages SET body = $1, edited_at = $2 WHERE id = $3",
+                        body,
+                        ts,
+                        message_id,
+                    )
+                    changed = Message(
+                        current.id, current.type, current.sender_id, current.recipient_id,
+                        body, current.ts, current.seq, ts, False,
+                    )  # fmt: skip
+                stored = []
+                for event in events:
+                    fields = edited_fields(event, body, ts)
+                    seq = await conn.fetchval(
+                        "WITH e AS (INSERT INTO events (id, type, fields, ts, subject)"
+                        "  VALUES ($1, $2, $3, $4, $5) RETURNING seq, ts),"
+                        " s AS (INSERT INTO event_streams (stream, ts, seq)"
+                        "  SELECT u, e.ts, e.seq FROM e CROSS JOIN unnest($6::text[]) AS u)"
+                        " SELECT seq FROM e",
+                        event.id,
+                        event.type,
+                        encode_fields(fields),
+                        ts,
+                        event_subject(event),
+                        list(dict.fromkeys(event.streams)),
+                    )
+                    stored.append(Event(event.id, event.type, fields, ts, int(seq)))
+                return changed, stored
+
+        try:
+            result: tuple[Message, list[Event]] | None = await self._bounded(run())
+        except FAILURES as exc:
+            log.error("postgres write failed: %s", exc)
+            raise Unavailable("storage unavailable") from exc
+        return result
 
     async def _event_rows(
         self, streams: Sequence[str], after: int, upto: int, limit: int

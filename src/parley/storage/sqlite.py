@@ -30,6 +30,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import msgspec
+
 from parley.domain.models import Event, GroupRecord, Message, TokenRecord, UserRecord
 from parley.domain.positions import PositionTracker
 from parley.domain.roles import (
@@ -51,8 +53,10 @@ from parley.storage.base import (
     Storage,
     counted,
     decode_fields,
+    edited_fields,
     encode_fields,
     event_subject,
+    scrubbed,
 )
 from parley.storage.sqlite_accounts import INSERT_TOKEN, SqliteAccounts, token_row
 from parley.storage.sqlite_accounts import MIGRATION as ACCOUNTS_MIGRATION
@@ -369,18 +373,56 @@ def _event(row: tuple[Any, ...]) -> Event:
     return Event(row[0], row[1], decode_fields(row[2]), row[3], row[4])
 
 
-def _insert_event(conn: sqlite3.Connection, draft: EventDraft, ts: int) -> Event:
+def _insert_event(
+    conn: sqlite3.Connection, draft: EventDraft, ts: int, fields: dict[str, str] | None = None
+) -> Event:
     """Insert one event and its stream rows (inside the caller's write)."""
+    fields = dict(draft.fields) if fields is None else fields
     cursor = conn.execute(
         "INSERT INTO events (id, type, fields, ts, subject) VALUES (?, ?, ?, ?, ?)",
-        (draft.id, draft.type, encode_fields(draft.fields), ts, event_subject(draft)),
+        (draft.id, draft.type, encode_fields(fields), ts, event_subject(draft)),
     )
     seq = cursor.lastrowid or 0
     conn.executemany(
         "INSERT INTO event_streams (stream, ts, seq) VALUES (?, ?, ?)",
         [(stream, ts, seq) for stream in dict.fromkeys(draft.streams)],
     )
-    return Event(draft.id, draft.type, dict(draft.fields), ts, seq)
+    return Event(draft.id, draft.type, fields, ts, seq)
+
+
+def _edit(
+    conn: sqlite3.Connection,
+    message_id: str,
+    sender_id: str,
+    body: str | None,
+    drafts: Sequence[EventDraft],
+    ts: int,
+) -> tuple[Message, list[Event]] | None:
+    """Change a message and store its event in one savepoint (see ``edit_message``)."""
+    row = conn.execute(
+        f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,)
+    ).fetchone()
+    if row is None:
+        return None
+    current = _message(row)
+    if current.sender_id != sender_id or current.deleted:
+        return None
+    if body is None:
+        conn.execute("UPDATE messages SET body = '', deleted = 1 WHERE id = ?", (message_id,))
+        edits = conn.execute(
+            "SELECT seq, fields FROM events WHERE subject = ? AND type = 'message_edited'",
+            (message_id,),
+        ).fetchall()
+        for seq, fields in edits:
+            clean = encode_fields(scrubbed(decode_fields(fields)))
+            conn.execute("UPDATE events SET fields = ? WHERE seq = ?", (clean, seq))
+        changed = msgspec.structs.replace(current, body="", deleted=True)
+    else:
+        conn.execute(
+            "UPDATE messages SET body = ?, edited_at = ? WHERE id = ?", (body, ts, message_id)
+        )
+        changed = msgspec.structs.replace(current, body=body, edited_at=ts)
+    return changed, [_insert_event(conn, d, ts, edited_fields(d, body, ts)) for d in drafts]
 
 
 @counted
@@ -461,6 +503,7 @@ class SqliteStorage(SqliteConversations, SqliteAccounts, Storage):
     def _write_connection(self) -> sqlite3.Connection:
         conn = self._connect()
         conn.execute("PRAGMA wal_autocheckpoint=0")  # see _Checkpointer
+        conn.execute("PRAGMA secure_delete=ON")  # erased text (deletes) is overwritten
         return conn
 
     async def close(self) -> None:
@@ -823,6 +866,21 @@ class SqliteStorage(SqliteConversations, SqliteAccounts, Storage):
         if ts > self._last_ts:
             self._last_ts = ts
         return event
+
+    async def get_message(self, message_id: str) -> Message | None:
+        rows = self._query(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,))
+        return _message(rows[0]) if rows else None
+
+    async def edit_message(
+        self, message_id: str, sender_id: str, body: str | None, events: Sequence[EventDraft]
+    ) -> tuple[Message, list[Event]] | None:
+        async with self.positions.writing() as ts:
+            result: tuple[Message, list[Event]] | None = await self._write(
+                lambda c: _edit(c, message_id, sender_id, body, events, ts)
+            )
+        if result is not None and ts > self._last_ts:
+            self._last_ts = ts
+        return result
 
     async def _event_rows(
         self, streams: Sequence[str], after: int, upto: int, limit: int
