@@ -107,12 +107,12 @@ class ConversationService:
         target = min(ts, newest.ts if newest is not None else 0)
         moved, stored = await self.storage.mark_read(user_id, conversation_id, target)
         if moved:
-            fields = {"conversationId": conversation_id, "timestamp": str(stored)}
+            fields = {"conversationId": conversation_id, "readUpTo": str(stored)}
             await self.events.emit("read", [user_id], fields)
             peer = conv.other
             private = conv.type == "private" and peer != user_id
             if private and peer not in await self.directory.blocked_by(user_id):
-                receipt = {"conversationId": user_id, "userId": user_id, "timestamp": str(stored)}
+                receipt = {"conversationId": user_id, "userId": user_id, "readUpTo": str(stored)}
                 await self.events.emit("receipt", [peer], receipt)
         return Marked(conversation_id, stored, moved)
 
