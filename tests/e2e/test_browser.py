@@ -549,3 +549,78 @@ def test_link_a_device_sign_it_out_password_and_delete(server_url: str, browser:
         phone_ctx.close()
         laptop_ctx.close()
     assert not errors, errors
+
+
+def test_edit_delete_and_typing(server_url: str, browser: Browser) -> None:
+    """Alice edits and deletes her own messages from her page; Bob's page shows the
+    "edited" marker and the deleted marker live (through the cursor's change events) and
+    offers him no edit or delete on Alice's messages. While Bob types, Alice's page shows
+    a typing line, which goes away once the notice expires."""
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
+    errors: list[str] = []
+    alice_ctx = browser.new_context(viewport=DESKTOP)
+    bob_ctx = browser.new_context(viewport=DESKTOP)
+    try:
+        alice = alice_ctx.new_page()
+        bob = bob_ctx.new_page()
+        for who, page in (("alice", alice), ("bob", bob)):
+            page.set_default_timeout(EXPECT_TIMEOUT_MS)
+            page.on("pageerror", lambda exc, who=who: errors.append(f"{who}: {exc}"))
+        alice_id = _sign_up(alice, server_url, "Alice")
+        bob_id = _sign_up(bob, server_url, "Bob")
+
+        alice.get_by_label("New private conversation — paste a user id").fill(bob_id)
+        alice.get_by_role("button", name="Open", exact=True).click()
+        expect(alice.locator("#chat-title")).to_have_text("Bob")
+        _send(alice, "See you at 5")
+        _send(alice, "A message to take back")
+        expect(_sent(alice, "A message to take back")).to_be_visible()
+        _open_conversation(bob, "Alice")
+        expect(_sent(bob, "See you at 5")).to_be_visible()
+        expect(_sent(bob, "A message to take back")).to_be_visible()
+        # Bob has no edit or delete on Alice's messages
+        expect(bob.locator("#messages .msg .msg-edit")).to_have_count(0)
+        expect(bob.locator("#messages .msg .msg-delete")).to_have_count(0)
+
+        # --- Alice edits: both pages show the new text and "edited" ---------------------
+        mine = alice.locator("#messages .msg", has_text="See you at 5")
+        mine.get_by_role("button", name="Edit").click()
+        box = alice.get_by_label("Edit message")
+        expect(box).to_have_value("See you at 5")
+        box.fill("See you at 6")
+        alice.locator("#messages .msg-edit-form").get_by_role("button", name="Save").click()
+        edited = alice.locator("#messages .msg", has_text="See you at 6")
+        expect(edited.locator(".msg-edited")).to_have_text("edited")
+        expect(alice.locator("#messages .msg", has_text="See you at 5")).to_have_count(0)
+        on_bob = bob.locator("#messages .msg", has_text="See you at 6")
+        expect(on_bob.locator(".msg-edited"), "the edit did not reach Bob's page").to_be_visible()
+        expect(bob.locator("#messages .msg", has_text="See you at 5")).to_have_count(0)
+
+        # --- Alice deletes: both pages show the deleted marker ---------------------------
+        gone = alice.locator("#messages .msg", has_text="A message to take back")
+        gone.get_by_role("button", name="Delete").click()
+        expect(alice.locator("#messages .msg", has_text="A message to take back")).to_have_count(0)
+        expect(alice.locator("#messages .msg-deleted")).to_have_count(1)
+        expect(bob.locator("#messages .msg-deleted"), "the delete did not reach Bob").to_have_count(
+            1
+        )
+        expect(bob.locator("#messages .msg", has_text="A message to take back")).to_have_count(0)
+        _shot(alice, "20-alice-edited-and-deleted")
+        _shot(bob, "20-bob-sees-edited-and-deleted")
+
+        # --- typing: Bob types, Alice sees "Bob is typing…", then it expires ------------
+        typing_line = alice.locator("#typing-line")
+        expect(typing_line).to_be_hidden()
+        bob.get_by_label("Message", exact=True).press_sequentially("On my w")
+        expect(typing_line, "Bob's typing did not show on Alice's page").to_have_text(
+            "Bob is typing…"
+        )
+        _shot(alice, "21-alice-sees-bob-typing")
+        expect(typing_line).to_be_hidden(timeout=12_000)  # the notice lasts 5 seconds
+        assert alice_id != bob_id
+    finally:
+        alice_ctx.close()
+        bob_ctx.close()
+    assert not errors, errors

@@ -104,6 +104,15 @@ export const getMessages = (userId, params, options = {}) =>
 export const postMessage = (kind, body, idempotencyKey, signal) =>
   api("POST", `/v1/messages/send?type=${kind}`, { body, headers: { "Idempotency-Key": idempotencyKey }, signal });
 
+// op=edit {message} / op=delete -> the message as it now is (editedAt, or deleted: true)
+export const editMessage = (messageId, message) =>
+  api("POST", `/v1/messages/${enc(messageId)}?op=edit`, { body: { message } });
+export const deleteMessage = (messageId) => api("POST", `/v1/messages/${enc(messageId)}?op=delete`);
+
+// {conversationId} -> {conversationId, expiresAt}: the others see "typing" for 5 seconds
+export const postTyping = (userId, conversationId) =>
+  api("POST", `/v1/users/${enc(userId)}/typing`, { body: { conversationId } });
+
 // -> {userId, groups: [{groupId, groupName}]}
 export const getUserGroups = (userId, signal) => api("GET", `/v1/users/${enc(userId)}/groups`, { signal });
 

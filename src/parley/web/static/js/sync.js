@@ -33,6 +33,7 @@ export function ingest(messages, { live }) {
     chat.seen.add(m.messageId);
     const conv = ensureConversation(convKeyFor(m));
     if (m.senderId === session.userId) supersedeLocalCopy(conv, m);
+    conv.typing?.delete(m.senderId); // the message they were typing arrived
     insertSorted(conv.messages, { ...m, key: m.messageId });
     conv.lastTs = Math.max(conv.lastTs, tsNumber(m.timestamp));
     if (m.type === "group" && !chat.groups.has(m.recipientId)) discoverGroup(m.recipientId, live);
@@ -54,11 +55,54 @@ export function ingest(messages, { live }) {
   return fresh;
 }
 
+// ---------------------------------------------------------------- change events
+
+const GROUP_EVENTS = new Set(["member_added", "member_removed", "role_changed", "group_renamed"]);
+const TYPING_MS = 5000;
+
+function findMessage(messageId) {
+  for (const conv of store.chat.conversations.values()) {
+    const m = conv.messages.find((x) => x.messageId === messageId);
+    if (m) return m;
+  }
+  return null;
+}
+
+// Edits, deletes, typing notices and group changes, as the poll delivers them.
+export function applyEvents(events) {
+  const { chat, session } = store;
+  let groupsChanged = false;
+  for (const e of events) {
+    if (e.type === "message_edited") {
+      const m = findMessage(e.messageId);
+      if (m && !m.deleted) Object.assign(m, { message: e.message ?? m.message, editedAt: e.editedAt });
+    } else if (e.type === "message_deleted") {
+      const m = findMessage(e.messageId);
+      if (m) {
+        m.deleted = true;
+        delete m.message;
+      }
+    } else if (e.type === "typing") {
+      if (e.userId === session.userId) continue;
+      const key = e.conversationId.startsWith("g_") ? `g:${e.conversationId}` : `u:${e.conversationId}`;
+      if (key.startsWith("g:") && !chat.groups.has(e.conversationId)) continue;
+      const conv = ensureConversation(key);
+      conv.typing = conv.typing ?? new Map();
+      conv.typing.set(e.userId, Date.now() + TYPING_MS); // by this browser's clock
+      setTimeout(scheduleRender, TYPING_MS + 50);
+    } else if (GROUP_EVENTS.has(e.type)) {
+      groupsChanged = true;
+    }
+  }
+  if (groupsChanged) refreshGroups();
+  if (events.length) scheduleRender();
+}
+
 async function pollLoop(st) {
   let backoff = 1000;
   setConnection("connecting");
   while (store.chat === st && !st.abort.signal.aborted) {
-    const params = new URLSearchParams({ include: "sent" });
+    const params = new URLSearchParams({ include: "sent,events" });
     if (st.cursor !== null) params.set("timestamp", st.cursor);
     if (st.caughtUp) params.set("wait", String(POLL_WAIT_SECONDS));
     // One controller per request, so restartPoll() can cut a long-poll short without ending
@@ -74,6 +118,7 @@ async function pollLoop(st) {
       });
       if (store.chat !== st) return;
       ingest(page.messages, { live: st.caughtUp });
+      applyEvents(page.events ?? []);
       st.cursor = page.nextTimestamp;
       backoff = 1000;
       setConnection("live");
