@@ -165,3 +165,66 @@ async def test_unread_matches_a_model_under_random_interleavings(storage: Storag
             expected = [m for m in sent if m.recipient_id == u and m.sender_id == c]
         want = sum(1 for m in expected if m.ts > marker)
         assert await storage.unread_count(conv, marker, 1000) == want, (u, c)
+
+
+# A history page reads the conversation's index, whatever else the user has -------------
+PAIR_QUERY = (
+    "SELECT id FROM messages WHERE type = 'private' AND recipient_id = {a} AND sender_id = {b}"
+    " AND ts < {t} ORDER BY ts DESC, seq DESC LIMIT 51"
+)
+NOISE = 3000
+
+
+async def test_a_history_page_touches_only_its_conversation(storage: Storage) -> None:
+    """With many messages from others to ``a``, a page of the a-b conversation reads that
+    conversation's index range: the plan (SQLite, PostgreSQL) names the per-pair index, and
+    DynamoDB scans no more items than the page holds (plus one per direction)."""
+    from parley.storage.base import BulkData
+
+    a, b = "u_a" + new_id(""), "u_b" + new_id("")
+    start = 1_600_000_000_000
+    pair = [
+        Message(new_id("m_"), "private", *((a, b) if i % 2 else (b, a)), f"p{i}", start + i)
+        for i in range(30)
+    ]
+    noise = [
+        Message(new_id("m_"), "private", f"u_n{i % 50}", a, "noise", start + 100 + i)
+        for i in range(NOISE)
+    ]
+    await storage.bulk_load(BulkData(messages=pair + noise))
+    await settle(storage)
+    conv = Conversation("private", a, b)
+    scanned: list[int] = []
+    if storage.name == "dynamodb":
+        client = storage.client  # type: ignore[attr-defined]
+        original = client.call
+
+        async def counting(operation: str, **kwargs: object) -> dict[str, object]:
+            response: dict[str, object] = await original(operation, **kwargs)
+            if operation == "query":
+                scanned.append(int(response.get("ScannedCount", 0)))  # type: ignore[call-overload]
+            return response
+
+        client.call = counting
+    page = await storage.history(conv, None, 10)
+    kept = len(page.messages)  # 10, or more when one millisecond holds more (memory)
+    assert kept >= 10 and [m.id for m in page.messages] == [m.id for m in pair[-kept:]]
+    if storage.name == "dynamodb":
+        assert len(scanned) == 2  # one Query per direction
+        assert sum(scanned) <= 2 * 11, scanned  # the page (limit + 1), never the noise
+    elif storage.name == "sqlite":
+        sql = PAIR_QUERY.format(a="?", b="?", t="?")
+        plan = storage._query("EXPLAIN QUERY PLAN " + sql, (a, b, start + 10_000))  # type: ignore[attr-defined]
+        assert "USING INDEX messages_by_pair" in str(plan), plan
+        unread = storage._query(  # type: ignore[attr-defined]
+            "EXPLAIN QUERY PLAN SELECT 1 FROM messages WHERE type = 'private'"
+            " AND recipient_id = ? AND sender_id = ? AND ts > ? LIMIT 5",
+            (a, b, 0),
+        )
+        assert "messages_by_pair" in str(unread), unread
+    elif storage.name == "postgres":
+        await storage._fetch("ANALYZE messages")  # type: ignore[attr-defined]
+        sql = PAIR_QUERY.format(a="$1", b="$2", t="$3")
+        plan = await storage._fetch("EXPLAIN " + sql, a, b, start + 10_000)  # type: ignore[attr-defined]
+        text = " ".join(r[0] for r in plan)
+        assert "messages_by_pair" in text and "Seq Scan" not in text, text
