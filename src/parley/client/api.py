@@ -126,6 +126,37 @@ class MessagePage(msgspec.Struct, frozen=True):
     events: list[dict[str, str]] = []  # change events (``include_events``), as received
 
 
+class HistoryPage(msgspec.Struct, frozen=True, rename="camel"):
+    """One page of a conversation, oldest first; ``next_before`` asks for the page before."""
+
+    messages: list[Message]
+    has_more: bool
+    next_before: str | None = None
+
+
+class Conversation(msgspec.Struct, frozen=True, rename="camel"):
+    """One entry of ``GET /v1/users/:userId/conversations``."""
+
+    conversation_id: str
+    type: Literal["private", "group"]
+    name: str
+    last_message: Message | None
+    unread_count: int
+    read_up_to: str
+    unread_capped: bool = False
+    peer_read_up_to: str | None = None
+
+
+class Conversations(msgspec.Struct, frozen=True, rename="camel"):
+    conversations: list[Conversation]
+    has_more: bool
+
+
+class _Read(msgspec.Struct, frozen=True, rename="camel"):
+    conversation_id: str
+    read_up_to: str
+
+
 class _Groups(msgspec.Struct, frozen=True):
     groups: list[Group]
 
@@ -454,6 +485,44 @@ class ParleyApi:
         page = self._decode(data, _Page, "get messages")
         messages = self._decode(page.messages, list[Message], "get messages")
         return MessagePage(messages, page.next_timestamp, page.has_more, page.messages, page.events)
+
+    def conversations(
+        self, user_id: str, *, before: str | None = None, limit: int | None = None
+    ) -> Conversations:
+        """The user's conversations, most recent activity first, with unread counts."""
+        params = {"before": before, "limit": None if limit is None else str(limit)}
+        data = self._request(
+            "GET",
+            f"/v1/users/{_seg(user_id)}/conversations",
+            params={k: v for k, v in params.items() if v is not None},
+        )
+        return self._decode(data, Conversations, "list conversations")
+
+    def history(
+        self,
+        user_id: str,
+        conversation_id: str,
+        *,
+        before: str | None = None,
+        limit: int | None = None,
+    ) -> HistoryPage:
+        """One page of a conversation (a peer's user id or a group id), newest page first."""
+        params = {"before": before, "limit": None if limit is None else str(limit)}
+        data = self._request(
+            "GET",
+            f"/v1/users/{_seg(user_id)}/conversations/{_seg(conversation_id)}/messages",
+            params={k: v for k, v in params.items() if v is not None},
+        )
+        return self._decode(data, HistoryPage, "get history")
+
+    def mark_read(self, user_id: str, conversation_id: str, timestamp: str) -> str:
+        """Move the read marker of a conversation forward; returns where it stands."""
+        data = self._request(
+            "POST",
+            f"/v1/users/{_seg(user_id)}/read",
+            body={"conversationId": conversation_id, "timestamp": timestamp},
+        )
+        return self._decode(data, _Read, "mark read").read_up_to
 
     def edit_message(self, message_id: str, text: str) -> Message:
         """Replace the text of a message you sent."""

@@ -23,6 +23,7 @@ from enum import IntEnum
 from pathlib import Path
 
 import httpx
+import msgspec
 
 from parley.client import config as config_file
 from parley.client.api import (
@@ -514,6 +515,61 @@ def cmd_messages(session: Session, args: argparse.Namespace) -> int:
     return Exit.OK
 
 
+def cmd_conversations(session: Session, args: argparse.Namespace) -> int:
+    me = session.me()
+    listing = session.api.conversations(me, limit=args.limit)
+    if args.json:
+        for c in listing.conversations:
+            _out(_json_line(msgspec.to_builtins(c)))
+        return Exit.OK
+    rows = [["CONVERSATION", "NAME", "UNREAD", "LAST"]]
+    for c in listing.conversations:
+        unread = f"{c.unread_count}+" if c.unread_capped else str(c.unread_count)
+        last = _one_line(c.last_message.message) if c.last_message else ""
+        name = f"#{c.name}" if c.type == "group" else c.name
+        rows.append([c.conversation_id, name, unread, last])
+    if len(rows) > 1:
+        _table(rows)
+    else:
+        _note("(no conversations)")
+    return Exit.OK
+
+
+def cmd_history(session: Session, args: argparse.Namespace) -> int:
+    me = session.me()
+    before: str | None = args.before
+    pages: list[list[Message]] = []
+    for _ in range(args.pages):
+        page = session.api.history(me, args.conversation_id, before=before, limit=args.limit)
+        pages.append(page.messages)
+        before = page.next_before
+        if not page.has_more:
+            before = None
+            break
+    messages = [m for page in reversed(pages) for m in page]  # oldest first
+    if args.json:
+        for m in messages:
+            _out(_json_line(msgspec.to_builtins(m)))
+    elif messages:
+        _table(
+            [["TIME", "TYPE", "FROM", "TO", "TEXT"]] + [_message_row(session, m) for m in messages]
+        )
+    else:
+        _note("(no messages)")
+    if before is not None:
+        _note(f"older: --before {before}")
+    return Exit.OK
+
+
+def cmd_read(session: Session, args: argparse.Namespace) -> int:
+    me = session.me()
+    # Without a timestamp: everything up to now (the server stops at the newest message).
+    stamp = args.timestamp or str(_now_ms())
+    upto = session.api.mark_read(me, args.conversation_id, stamp)
+    _out(f"read up to {upto}")
+    return Exit.OK
+
+
 def _retry_delay(error: ClientError, backoff: float) -> float | None:
     """How long ``watch`` waits after ``error``, or ``None`` if it should give up."""
     if isinstance(error, UnreachableError):
@@ -704,6 +760,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--sent", action="store_true", help="include private messages you sent")
     sub.add_argument("--limit", type=_positive, metavar="N", help="messages per request")
     sub.add_argument("--json", action="store_true", help="print raw JSON, one per line")
+
+    sub = command("conversations", cmd_conversations, "list your conversations, unread counts")
+    sub.add_argument("--limit", type=_positive, metavar="N", help="conversations to show")
+    sub.add_argument("--json", action="store_true", help="print raw JSON, one per line")
+
+    sub = command("history", cmd_history, "page back through one conversation")
+    sub.add_argument("conversation_id", metavar="CONVERSATION", help="a user id or a group id")
+    sub.add_argument("--before", type=_timestamp, metavar="TS", help="only older than TS")
+    sub.add_argument("--limit", type=_positive, metavar="N", help="messages per page")
+    sub.add_argument("--pages", type=_positive, default=1, metavar="N", help="pages (default 1)")
+    sub.add_argument("--json", action="store_true", help="print raw JSON, one per line")
+
+    sub = command("read", cmd_read, "mark a conversation read (up to TS, default: all of it)")
+    sub.add_argument("conversation_id", metavar="CONVERSATION", help="a user id or a group id")
+    sub.add_argument("timestamp", nargs="?", type=_timestamp, metavar="TS", help="read up to")
 
     sub = command("watch", cmd_watch, "print new messages and change events as they arrive")
     sub.add_argument("--since", type=_timestamp, metavar="TS", help="start after TS (default: now)")
