@@ -70,6 +70,13 @@ def check(timestamp: str | None, events: bool = False) -> Op:
     return run
 
 
+def get(path: str) -> Op:
+    async def run(client: httpx.AsyncClient, world: World, variant: int) -> httpx.Response:
+        return await client.get(path.format(**world, v=variant))
+
+    return run
+
+
 PRIVATE = {"senderId": "{a}", "receiverId": "{b}", "message": "hi"}
 GROUP = {"senderId": "{a}", "groupId": "{g1}", "message": "hi all"}
 
@@ -107,6 +114,15 @@ OPERATIONS: list[tuple[str, str, Op, Op | None]] = [
     ("edit a private message", "-", post("/v1/messages/{m}?op=edit", {"message": "fixed"}), None),
     ("delete an edited private message", "-", post("/v1/messages/{m}?op=delete", {}), None),
     ("delete a group message", "-", post("/v1/messages/{d}?op=delete", {}), None),
+    ("history page, private", "-", get("/v1/users/{b}/conversations/{a}/messages"), None),
+    ("history page, group", "-", get("/v1/users/{b}/conversations/{g1}/messages"), None),
+    ("list conversations (1 private, 2 groups)", "-", get("/v1/users/{b}/conversations"), None),
+    (
+        "mark read, private",
+        "-",
+        post("/v1/users/{b}/read", {"conversationId": "{a}", "timestamp": "{mt}"}),
+        None,
+    ),
 ]
 
 
@@ -139,6 +155,7 @@ async def _world(client: httpx.AsyncClient) -> World:
     for v in (0, 1):  # a private and a group message to edit and delete, one per variant
         r = await client.post("/v1/messages/send?type=private", json=_fill(PRIVATE, world))
         world[f"m{v}"] = r.json()["messageId"]
+        world[f"mt{v}"] = r.json()["timestamp"]
         r = await client.post("/v1/messages/send?type=group", json=_fill(GROUP, world))
         world[f"d{v}"] = r.json()["messageId"]
     return world
@@ -174,7 +191,7 @@ async def measure(stores: Stores) -> list[tuple[str, str, Cost, Cost]]:
             try:
                 if variant:
                     await _warm(parley, world)
-                ids = {**world, **{k: world[f"{k}{variant}"] for k in ("c", "m", "d")}}
+                ids = {**world, **{k: world[f"{k}{variant}"] for k in ("c", "m", "d", "mt")}}
                 if first is not None:
                     assert (await first(client, ids, variant)).status_code == 200
                 ids["now"] = str(await parley.storage.last_position())  # what start-up read
@@ -227,6 +244,13 @@ EXPECTED_CALLS: dict[str, tuple[int, int]] = {
     "edit a private message": (9, 9),
     "delete an edited private message": (11, 11),  # + the earlier edit's two events
     "delete a group message": (8, 8),
+    # conversations: the clock (the frontier), then the conversation's index ranges
+    "history page, private": (5, 3),  # one Query per direction (by_pair)
+    "history page, group": (5, 2),  # the group's stream
+    # per conversation: its newest message and its unread count; the markers in 2 batches
+    "list conversations (1 private, 2 groups)": (17, 14),
+    # the newest message (2 Query), the marker (1 UpdateItem), read + receipt events (2 x 3)
+    "mark read, private": (13, 10),
 }
 
 

@@ -78,12 +78,17 @@ class ConversationService:
         check_id(conversation_id, "conversationId")
         await self.users.require(user_id)
         if well_formed_id(conversation_id):
-            if await self.directory.group(conversation_id) is not None:
-                if not await self.directory.is_member(conversation_id, user_id):
-                    raise Forbidden("you are not a member of this group", Code.NOT_A_MEMBER)
-                return Conversation("group", user_id, conversation_id)
-            if await self.directory.user(conversation_id) is not None:
-                return Conversation("private", user_id, conversation_id)
+            # Ids are opaque, but Parley's own start with u_ / g_: look there first.
+            kinds = (
+                ("private", "group") if conversation_id.startswith("u_") else ("group", "private")
+            )
+            for kind in kinds:
+                if kind == "group" and await self.directory.group(conversation_id) is not None:
+                    if not await self.directory.is_member(conversation_id, user_id):
+                        raise Forbidden("you are not a member of this group", Code.NOT_A_MEMBER)
+                    return Conversation("group", user_id, conversation_id)
+                if kind == "private" and await self.directory.user(conversation_id) is not None:
+                    return Conversation("private", user_id, conversation_id)
         raise NotFound("no such user or group", Code.CONVERSATION_NOT_FOUND)
 
     # history ---------------------------------------------------------------------------
