@@ -105,7 +105,7 @@ async def postgres(others: int) -> None:
     dsn = os.environ.get("PARLEY_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
     for count in (0, others):
         schema = f"bench_history_{os.getpid()}_{count}"
-        store = PostgresStorage(dsn, schema=schema)
+        store = PostgresStorage(dsn, schema=schema, timeout=900.0)
         await store.open()
         try:
             await run_one(store, count)
