@@ -272,3 +272,18 @@ async def test_open_mode_reads_for_anyone(open_api: Harness) -> None:
         f"/v1/users/{a}/read", json={"conversationId": b, "timestamp": "-1"}
     )
     assert r.status_code == 400
+
+
+async def test_the_list_gives_a_cursor_for_what_comes_after_it(api: Harness) -> None:
+    a, ha = await api.user("a")
+    b, hb = await api.user("b")
+    old = await send(api, hb, b, a, "before the list")
+    await settle()
+    listed = await conversations(api, a, ha)
+    assert listed["conversations"][0]["lastMessage"]["messageId"] == old["messageId"]
+    cursor = listed["nextTimestamp"]
+    assert int(cursor) >= int(old["timestamp"])
+    new = await send(api, hb, b, a, "after the list")
+    await settle()
+    r = await api.client.get(f"/v1/messages/{a}", params={"timestamp": cursor}, headers=ha)
+    assert [m["messageId"] for m in r.json()["messages"]] == [new["messageId"]]

@@ -573,7 +573,7 @@ class Api:
         limit = _number(call, "limit", 1, CONVERSATIONS_MAX, errors.Code.BAD_LIMIT)
         listing = await self.conversations.list(actor, call.params["userId"], before, limit)
         items = [s.ConversationOut.of(c) for c in listing.conversations]
-        return ok(s.ConversationsOut(items, listing.has_more))
+        return ok(s.ConversationsOut(items, listing.has_more, str(listing.cursor)))
 
     async def conversation_history(self, call: Call, actor: Actor) -> Reply:
         before = _number(call, "before", 0, MAX_TIMESTAMP, errors.Code.BAD_TIMESTAMP)

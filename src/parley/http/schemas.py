@@ -224,8 +224,12 @@ class ConversationOut(Body):
 
 
 class ConversationsOut(Body):
+    """``nextTimestamp``: a cursor for ``GET /v1/messages/:userId`` — polling from it
+    delivers every message newer than what the conversations' histories hold."""
+
     conversations: list[ConversationOut]
     hasMore: bool
+    nextTimestamp: str
 
 
 class TicketOut(Body):

@@ -47,6 +47,7 @@ class Summary:
 class Listing:
     conversations: list[Summary]
     has_more: bool
+    cursor: int  # polling from here delivers every message the list's histories lack
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +131,9 @@ class ConversationService:
         ``before`` (a conversation's activity timestamp)."""
         require_self(actor, user_id)
         await self.users.require(user_id)
+        # Taken first: every message at or below it is visible to the reads below, so it
+        # is in a conversation's history; every later one comes to a poll from here.
+        cursor = await self.storage.cursor()
         peers = await self.storage.private_peers(user_id)
         groups = sorted(await self.directory.groups_of(user_id))
         convs = [Conversation("private", user_id, p) for p in peers]
@@ -171,7 +175,7 @@ class ConversationService:
             )
             for (c, last), count, name in zip(page, counts, names, strict=True)
         ]
-        return Listing(summaries, more)
+        return Listing(summaries, more, cursor)
 
     async def _name(self, conv: Conversation) -> str:
         if conv.type == "group":

@@ -92,6 +92,9 @@ def event_subject(draft: EventDraft) -> str | None:
     return draft.fields.get("messageId")
 
 
+EMPTY_STREAM = "-"  # no id has this shape: a stream with no messages, for ``Storage.cursor``
+
+
 class Conversation(msgspec.Struct, frozen=True):
     """One conversation as seen by ``user_id``: with a peer (private) or a group.
 
@@ -411,6 +414,13 @@ class Storage(ABC):
                 kept = list(reversed(await self._history_at(conv, boundary)))
         kept.reverse()
         return HistoryPage(kept, more, kept[0].ts if kept else None)
+
+    async def cursor(self) -> int:
+        """A polling cursor as safe as a check's ``nextTimestamp`` (every message at or
+        below it is already visible), read the way a check reads it: a page of a stream
+        that holds nothing."""
+        page = await self.read_messages([EMPTY_STREAM], None, None, 1)
+        return page.next_ts
 
     async def last_message(self, conv: Conversation) -> Message | None:
         """The conversation's newest visible message."""
