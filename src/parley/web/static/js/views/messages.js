@@ -7,6 +7,7 @@ import { convTitle, displayName, nameNode } from "../names.js";
 import { onScreen, scheduleRender, updateTitle } from "../render.js";
 import { insertSorted, selectedConversation, store } from "../state.js";
 import { sessionRejected } from "../status.js";
+import { loadHistory, markRead } from "../sync.js";
 
 const SEND_ATTEMPTS = 4;
 const MAX_MESSAGE_CHARS = 4096;
@@ -16,7 +17,7 @@ const TYPING_EVERY_MS = 3000; // while typing, tell the others at most this ofte
 const stateOf = (m) => (m.pending ? "pending" : m.failed ? "failed" : "sent");
 // A message's element is rebuilt whenever this changes.
 const versionOf = (m) => [stateOf(m), m.deleted ? "deleted" : "", m.editedAt ?? "",
-  m.editing ? "editing" : "", m.message ?? ""].join("|");
+  m.editing ? "editing" : "", m.seenByPeer ? "seen" : "", m.message ?? ""].join("|");
 
 function discard(conv, m) {
   const i = conv.messages.indexOf(m);
@@ -34,6 +35,12 @@ function messageElement(conv, m) {
     mine ? el("span", { className: "msg-sender" }, "You") : nameNode(m.senderId, "span", "msg-sender"),
     m.pending || m.failed ? null : el("time", { datetime: new Date(tsNumber(m.timestamp)).toISOString() }, formatTime(m.timestamp)));
   if (m.editedAt && !m.deleted) meta.append(el("span", { className: "msg-edited", title: `edited ${formatTime(m.editedAt)}` }, "edited"));
+  if (mine && conv.kind === "private" && conv.id !== store.session.userId && m.messageId && !m.pending && !m.failed) {
+    // read ticks: the other user's read marker (peerReadUpTo, receipt events) has passed it
+    meta.append(m.seenByPeer
+      ? el("span", { className: "msg-tick read", title: "Read" }, "✓✓ Read")
+      : el("span", { className: "msg-tick", title: "Sent" }, "✓"));
+  }
   let body;
   if (m.deleted) body = el("p", { className: "msg-text msg-deleted" }, "This message was deleted.");
   else if (m.editing) body = editForm(conv, m);
@@ -137,6 +144,18 @@ function renderMessages(conv) {
   const chat = store.chat;
   const list = $("messages");
   const nearBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 80;
+  const heightBefore = list.scrollHeight;
+  const topBefore = list.scrollTop;
+  let addedAbove = false;
+  if (conv.kind === "private") {
+    const me = store.session.userId;
+    for (const m of conv.messages) {
+      if (m.senderId === me) m.seenByPeer = Boolean(m.messageId) && tsNumber(m.timestamp) <= conv.peerReadUpTo;
+    }
+  }
+  const older = $("load-older");
+  older.hidden = !conv.history?.hasOlder;
+  older.disabled = Boolean(conv.history?.loading);
   const rebuild = chat.shownKey !== conv.key;
   if (rebuild) {
     list.setAttribute("aria-busy", "true");
@@ -160,7 +179,10 @@ function renderMessages(conv) {
       node = messageElement(conv, m);
       chat.shownMessages.set(m.key, node);
       if (previous) previous.after(node);
-      else list.prepend(node);
+      else {
+        addedAbove = addedAbove || list.firstChild !== null;
+        list.prepend(node);
+      }
     } else if (previous && previous.nextSibling !== node) {
       previous.after(node);
     }
@@ -168,6 +190,7 @@ function renderMessages(conv) {
   }
   if (rebuild) list.removeAttribute("aria-busy");
   if (rebuild || nearBottom) list.scrollTop = list.scrollHeight;
+  else if (addedAbove) list.scrollTop = topBefore + (list.scrollHeight - heightBefore); // older page: stay put
 }
 
 export function renderChat() {
@@ -180,9 +203,11 @@ export function renderChat() {
   }
   if (conv.unread && onScreen(conv)) {
     conv.unread = 0;
+    conv.unreadCapped = false;
     updateTitle();
     scheduleRender(); // the list's unread badge
   }
+  if (onScreen(conv)) markRead(conv);
   $("chat-title").textContent = convTitle(conv);
   if (conv.kind === "group") {
     const count = store.chat.groups.get(conv.id)?.members.length ?? 0;
@@ -317,6 +342,15 @@ export function wireMessages() {
     }
   });
   $("composer").addEventListener("submit", submit);
+  // Scrolling back: the button, or reaching the top of the list, loads the page before.
+  const loadOlder = () => {
+    const conv = store.chat && selectedConversation();
+    if (conv?.history?.hasOlder) loadHistory(conv, { older: true });
+  };
+  $("load-older").addEventListener("click", loadOlder);
+  $("messages").addEventListener("scroll", () => {
+    if ($("messages").scrollTop < 40) loadOlder();
+  }, { passive: true });
   $("chat-error-close").addEventListener("click", () => {
     const conv = store.chat && selectedConversation();
     if (conv) conv.error = null;
