@@ -13,6 +13,8 @@ from parley.cache.memory import LocalChanges, MemoryDirectory, Notifier
 from parley.cache.uncached import NoChanges, UncachedDirectory
 from parley.metrics import Metrics
 from parley.services.accounts import AccountService
+from parley.services.conversations import ConversationService
+from parley.services.events import EventService
 from parley.services.groups import GroupService
 from parley.services.messages import MessageService
 from parley.services.passwords import Passwords
@@ -66,6 +68,8 @@ class Parley:
     messages: MessageService
     notifier: Notifier
     accounts: AccountService
+    events: EventService
+    conversations: ConversationService
     metrics: Metrics = field(default_factory=Metrics)
     redis: RedisLink | None = None  # scale-out: the shared cache, when PARLEY_REDIS_URL is set
     wakeups: RedisWakeups | None = None
@@ -128,7 +132,12 @@ def build(
         changes = LocalChanges(directory)
     users = UserService(storage, directory, settings.limits, settings.token_mode, secret_key)
     groups = GroupService(storage, directory, users, settings.limits)
-    messages = MessageService(storage, directory, users, groups, changes, settings.limits, notifier)
+    events = EventService(storage, changes, notifier)
+    groups.change_listeners.append(events.group_changed)
+    messages = MessageService(
+        storage, directory, users, groups, changes, settings.limits, notifier, events
+    )
+    conversations = ConversationService(storage, directory, users, groups, events)
     limits = SignInLimits(
         settings.signin_per_user, settings.signin_per_address, settings.signin_window
     )
@@ -137,7 +146,7 @@ def build(
     )
     parley = Parley(
         settings, storage, directory, changes, users, groups, messages, notifier, accounts,
-        redis=redis, wakeups=wakeups,
+        events, conversations, redis=redis, wakeups=wakeups,
     )  # fmt: skip
     parley.metrics.add_source(
         "parley_storage_calls_total",

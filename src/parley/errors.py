@@ -55,6 +55,7 @@ class Code(StrEnum):
     BLOCKED = "blocked"
     NOT_A_MEMBER = "not_a_member"
     NOT_ALLOWED = "not_allowed"  # a group role does not allow it (owner, admin, member)
+    NOT_SENDER = "not_sender"  # only a message's sender may edit or delete it
     # 404
     NOT_FOUND = "not_found"  # no such route
     USER_NOT_FOUND = "user_not_found"
@@ -62,6 +63,8 @@ class Code(StrEnum):
     RECEIVER_NOT_FOUND = "receiver_not_found"
     BLOCKED_USER_NOT_FOUND = "blocked_user_not_found"
     GROUP_NOT_FOUND = "group_not_found"
+    MESSAGE_NOT_FOUND = "message_not_found"  # no such message, or one the caller cannot see
+    CONVERSATION_NOT_FOUND = "conversation_not_found"  # no such user or group
     TOKEN_NOT_FOUND = "token_not_found"  # revoking a device that is not (or no longer) there
     # 405, 408
     METHOD_NOT_ALLOWED = "method_not_allowed"
@@ -75,6 +78,7 @@ class Code(StrEnum):
     ALREADY_ADMIN = "already_admin"
     IS_OWNER = "is_owner"  # the owner's role cannot be changed
     GROUP_FULL = "group_full"  # PARLEY_MAX_GROUP_MEMBERS reached
+    MESSAGE_DELETED = "message_deleted"  # editing a message its sender deleted
     # 413, 414, 431
     PAYLOAD_TOO_LARGE = "payload_too_large"
     URI_TOO_LONG = "uri_too_long"

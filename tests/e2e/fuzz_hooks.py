@@ -16,6 +16,8 @@ id for an id, one enum value for another), so a positive case stays positive:
   value to body fields; the document says it in words);
 * a group op follows the body it carries: ``rename`` for a ``groupName`` alone, a member
   op (``add`` if it was ``rename``) for a ``userId`` (the document says it in words, too);
+* path ``messageId`` is the caller's message, ``conversationId`` the group; an edit
+  carries a text (the document says so in words), one without a body becomes a delete;
 * a long-poll's ``wait`` is 0 (long-polls are tested elsewhere; here they would only wait).
 """
 
@@ -41,13 +43,18 @@ def world() -> dict[str, str]:
 def steer(case: Any) -> None:
     w = world()
     path = case.path_parameters or {}
-    for name, real in (("userId", w["me"]), ("groupId", w["group"])):
+    for name, real in (("userId", w["me"]), ("groupId", w["group"]), ("messageId", w["message"])):
         if name in path:
             path[name] = real
     query = case.query if isinstance(case.query, dict) else {}
     if "wait" in query:
         query["wait"] = 0
     body = case.body
+    if case.operation.path == "/v1/messages/{messageId}" and query.get("op") == "edit":
+        if not isinstance(body, dict):  # an edit without a body: a delete (no body needed)
+            query["op"] = "delete"
+        elif not isinstance(body.get("message"), str):
+            body["message"] = "edited"  # the document says it in words: op=edit needs it
     if not isinstance(body, dict):
         return
     for name, real in (
@@ -56,6 +63,7 @@ def steer(case: Any) -> None:
         ("blockedUserId", w["other"]),
         ("userId", w["other"]),
         ("groupId", w["group"]),
+        ("conversationId", w["group"]),
     ):
         if isinstance(body.get(name), str):
             body[name] = real

@@ -120,6 +120,7 @@ class World:
     me: str = ""
     other: str = ""
     group: str = ""
+    my_message: str = ""  # a private message from me to other
     tokens: dict[str, str] = field(default_factory=dict)
     my_token_id: str = "t_none"
     addresses: Iterator[int] = field(default_factory=lambda: iter(range(1, 1_000_000)))
@@ -177,6 +178,8 @@ class World:
             self.other if self.token_mode else None, "private", self.other, self.me, SECRET_PRIVATE
         )
         await self.parley.messages.send(actor, "group", self.me, self.group, SECRET_GROUP)
+        mine = await self.parley.messages.send(actor, "private", self.me, self.other, "hi other")
+        self.my_message = mine.id
 
 
 @asynccontextmanager
@@ -219,6 +222,8 @@ GOOD: dict[str, Callable[[World], Request]] = {
         {"senderId": w.me, "receiverId": w.other, "message": "hello"},
     ),
     "get_messages": lambda w: ("GET", f"/v1/messages/{w.me}?include=sent", None),
+    "message_op": lambda w: ("POST", f"/v1/messages/{w.my_message}?op=edit", {"message": "new"}),
+    "typing": lambda w: ("POST", f"/v1/users/{w.me}/typing", {"conversationId": w.group}),
     "stream_ticket": lambda w: ("POST", f"/v1/messages/{w.me}/ticket", None),
     "stream_messages": lambda w: ("GET", f"/v1/messages/{w.me}/stream?timestamp=0", None),
     "delete_user": lambda w: ("DELETE", f"/v1/users/{w.me}", {"password": PASSWORD}),
@@ -232,6 +237,17 @@ GOOD: dict[str, Callable[[World], Request]] = {
     ),
     "sign_in": lambda w: ("POST", "/v1/sessions", {"userId": w.me, "password": PASSWORD}),
     "export_user": lambda w: ("GET", f"/v1/users/{w.me}/export", None),
+    "list_conversations": lambda w: ("GET", f"/v1/users/{w.me}/conversations", None),
+    "conversation_history": lambda w: (
+        "GET",
+        f"/v1/users/{w.me}/conversations/{w.other}/messages",
+        None,
+    ),
+    "mark_read": lambda w: (
+        "POST",
+        f"/v1/users/{w.me}/read",
+        {"conversationId": w.other, "timestamp": "1"},
+    ),
     "healthz": lambda w: ("GET", "/healthz", None),
     "readyz": lambda w: ("GET", "/readyz", None),
     "metrics": lambda w: ("GET", "/metrics", None),
@@ -342,12 +358,12 @@ async def test_nothing_of_mine_reaches_another_user(sqlite: SqliteStorage) -> No
             assert r.status == 403, (url, r.status)
             for secret in (SECRET_PRIVATE, SECRET_GROUP, "mine", w.other):
                 assert secret not in r.text, (url, r.text)
-        # the other user's own views hold nothing of mine either (the private message it
-        # sent me shows only with include=sent, as its own)
+        # the other user's own views hold nothing of mine either but what I sent it (the
+        # private message it sent me shows only with include=sent, as its own)
         r = await w.call("GET", f"/v1/messages/{w.other}", "other")
-        assert r.status == 200 and r.json()["messages"] == []
+        assert r.status == 200 and [m["messageId"] for m in r.json()["messages"]] == [w.my_message]
         r = await w.call("GET", f"/v1/messages/{w.other}?include=sent", "other")
-        assert [m["message"] for m in r.json()["messages"]] == [SECRET_PRIVATE]
+        assert [m["message"] for m in r.json()["messages"]] == [SECRET_PRIVATE, "hi other"]
         r = await w.call("GET", f"/v1/users/{w.other}/groups", "other")
         assert r.json()["groups"] == []
         # a non-member cannot post into the group nor read it by sending as me

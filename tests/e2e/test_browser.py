@@ -549,3 +549,166 @@ def test_link_a_device_sign_it_out_password_and_delete(server_url: str, browser:
         phone_ctx.close()
         laptop_ctx.close()
     assert not errors, errors
+
+
+def test_edit_delete_and_typing(server_url: str, browser: Browser) -> None:
+    """Alice edits and deletes her own messages from her page; Bob's page shows the
+    "edited" marker and the deleted marker live (through the cursor's change events) and
+    offers him no edit or delete on Alice's messages. While Bob types, Alice's page shows
+    a typing line, which goes away once the notice expires."""
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
+    errors: list[str] = []
+    alice_ctx = browser.new_context(viewport=DESKTOP)
+    bob_ctx = browser.new_context(viewport=DESKTOP)
+    try:
+        alice = alice_ctx.new_page()
+        bob = bob_ctx.new_page()
+        for who, page in (("alice", alice), ("bob", bob)):
+            page.set_default_timeout(EXPECT_TIMEOUT_MS)
+            page.on("pageerror", lambda exc, who=who: errors.append(f"{who}: {exc}"))
+        alice_id = _sign_up(alice, server_url, "Alice")
+        bob_id = _sign_up(bob, server_url, "Bob")
+
+        alice.get_by_label("New private conversation — paste a user id").fill(bob_id)
+        alice.get_by_role("button", name="Open", exact=True).click()
+        expect(alice.locator("#chat-title")).to_have_text("Bob")
+        _send(alice, "See you at 5")
+        _send(alice, "A message to take back")
+        expect(_sent(alice, "A message to take back")).to_be_visible()
+        _open_conversation(bob, "Alice")
+        expect(_sent(bob, "See you at 5")).to_be_visible()
+        expect(_sent(bob, "A message to take back")).to_be_visible()
+        # Bob has no edit or delete on Alice's messages
+        expect(bob.locator("#messages .msg .msg-edit")).to_have_count(0)
+        expect(bob.locator("#messages .msg .msg-delete")).to_have_count(0)
+
+        # --- Alice edits: both pages show the new text and "edited" ---------------------
+        mine = alice.locator("#messages .msg", has_text="See you at 5")
+        mine.get_by_role("button", name="Edit").click()
+        box = alice.get_by_label("Edit message")
+        expect(box).to_have_value("See you at 5")
+        box.fill("See you at 6")
+        alice.locator("#messages .msg-edit-form").get_by_role("button", name="Save").click()
+        edited = alice.locator("#messages .msg", has_text="See you at 6")
+        expect(edited.locator(".msg-edited")).to_have_text("edited")
+        expect(alice.locator("#messages .msg", has_text="See you at 5")).to_have_count(0)
+        on_bob = bob.locator("#messages .msg", has_text="See you at 6")
+        expect(on_bob.locator(".msg-edited"), "the edit did not reach Bob's page").to_be_visible()
+        expect(bob.locator("#messages .msg", has_text="See you at 5")).to_have_count(0)
+
+        # --- Alice deletes: both pages show the deleted marker ---------------------------
+        gone = alice.locator("#messages .msg", has_text="A message to take back")
+        gone.get_by_role("button", name="Delete").click()
+        expect(alice.locator("#messages .msg", has_text="A message to take back")).to_have_count(0)
+        expect(alice.locator("#messages .msg-deleted")).to_have_count(1)
+        expect(bob.locator("#messages .msg-deleted"), "the delete did not reach Bob").to_have_count(
+            1
+        )
+        expect(bob.locator("#messages .msg", has_text="A message to take back")).to_have_count(0)
+        _shot(alice, "20-alice-edited-and-deleted")
+        _shot(bob, "20-bob-sees-edited-and-deleted")
+
+        # --- typing: Bob types, Alice sees "Bob is typing…", then it expires ------------
+        typing_line = alice.locator("#typing-line")
+        expect(typing_line).to_be_hidden()
+        bob.get_by_label("Message", exact=True).press_sequentially("On my w")
+        expect(typing_line, "Bob's typing did not show on Alice's page").to_have_text(
+            "Bob is typing…"
+        )
+        _shot(alice, "21-alice-sees-bob-typing")
+        expect(typing_line).to_be_hidden(timeout=12_000)  # the notice lasts 5 seconds
+        assert alice_id != bob_id
+    finally:
+        alice_ctx.close()
+        bob_ctx.close()
+    assert not errors, errors
+
+
+def _api_send(base: str, token: str, sender: str, receiver: str, text: str) -> None:
+    import json
+
+    request = urllib.request.Request(
+        f"{base}/v1/messages/send?type=private",
+        data=json.dumps({"senderId": sender, "receiverId": receiver, "message": text}).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+
+
+def test_unread_counts_read_ticks_and_history_pages(server_url: str, browser: Browser) -> None:
+    """Bob sends Alice 60 messages while her page is closed: when it opens, the list shows
+    the server's unread count (60); opening the conversation shows the newest page (50) and
+    scrolling back loads the rest; her reading reaches Bob's page as read ticks, and after a
+    reload the count is gone (the server keeps her read marker)."""
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
+    errors: list[str] = []
+    alice_ctx = browser.new_context(viewport=DESKTOP)
+    bob_ctx = browser.new_context(viewport=DESKTOP)
+    try:
+        alice = alice_ctx.new_page()
+        bob = bob_ctx.new_page()
+        for who, page in (("alice", alice), ("bob", bob)):
+            page.set_default_timeout(EXPECT_TIMEOUT_MS)
+            page.on("pageerror", lambda exc, who=who: errors.append(f"{who}: {exc}"))
+        alice_id = _sign_up(alice, server_url, "Alice")
+        bob_id = _sign_up(bob, server_url, "Bob")
+        alice.close()
+
+        bob.get_by_label("New private conversation — paste a user id").fill(alice_id)
+        bob.get_by_role("button", name="Open", exact=True).click()
+        expect(bob.locator("#chat-title")).to_have_text("Alice")
+        token = bob.evaluate("() => JSON.parse(localStorage.getItem('parley.session')).token")
+        for i in range(60):
+            _api_send(server_url, token, bob_id, alice_id, f"note {i:02d}")
+        expect(_sent(bob, "note 59")).to_be_visible()
+        expect(bob.locator("#messages .msg-tick.read")).to_have_count(0)
+        expect(bob.locator("#messages .msg-tick").first).to_have_text("✓")
+
+        # --- Alice's page opens: the server's unread count --------------------------------
+        alice = alice_ctx.new_page()
+        alice.set_default_timeout(EXPECT_TIMEOUT_MS)
+        alice.on("pageerror", lambda exc: errors.append(f"alice: {exc}"))
+        alice.goto(f"{server_url}/")
+        row = _conversation(alice, "Bob")
+        expect(row.locator(".badge")).to_have_text("60")
+        _shot(alice, "30-alice-unread-from-the-server")
+
+        # --- the newest page, then scrolling back ---------------------------------------
+        _open_conversation(alice, "Bob")
+        expect(_sent(alice, "note 59")).to_be_visible()
+        first_page = alice.locator("#messages .msg").count()
+        # 50, or fewer when the 50th shares its millisecond with older ones (never split)
+        assert 40 <= first_page <= 50, first_page
+        expect(_sent(alice, "note 00")).to_have_count(0)
+        older = alice.get_by_role("button", name="Load older messages")
+        expect(older).to_be_visible()
+        older.click()
+        expect(alice.locator("#messages .msg")).to_have_count(60)
+        expect(_sent(alice, "note 00")).to_be_visible()
+        expect(older).to_be_hidden()
+        expect(row.locator(".badge")).to_have_count(0)
+        _shot(alice, "31-alice-scrolled-back")
+
+        # --- Bob sees that Alice read his messages ---------------------------------------
+        expect(
+            bob.locator("#messages .msg", has_text="note 59").locator(".msg-tick.read"),
+            "the receipt did not reach Bob's page",
+        ).to_have_text("✓✓ Read")
+        _shot(bob, "32-bob-read-ticks")
+
+        # --- the marker is kept by the server ---------------------------------------------
+        alice.goto(f"{server_url}/")
+        expect(_conversation(alice, "Bob")).to_be_visible()
+        expect(_conversation(alice, "Bob").locator(".badge")).to_have_count(0)
+        _api_send(server_url, token, bob_id, alice_id, "one more")
+        expect(_conversation(alice, "Bob").locator(".badge")).to_have_text("1")
+    finally:
+        alice_ctx.close()
+        bob_ctx.close()
+    assert not errors, errors

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -240,3 +241,33 @@ def test_devices_link_logout_and_password_sign_in(
     secret = "not the password"
     code, _, err = run_as(tmp_path / "thief.json", "login", "--user-id", alice_id, "--password")
     assert code == Exit.UNAUTHORIZED and "wrong user id or password" in err
+
+
+def test_conversations_history_and_read(
+    server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    alice = Account(server, tmp_path / "alice.json", capsys)
+    bob = Account(server, tmp_path / "bob.json", capsys)
+    alice_id = alice.ok("register", "alice").strip()
+    bob_id = bob.ok("register", "bob").strip()
+    for i in range(5):
+        bob.ok("send", "--to", alice_id, f"note {i}")
+        time.sleep(0.002)  # distinct milliseconds: pages of two hold two
+    time.sleep(0.01)
+    listed = alice.ok("conversations")
+    assert "bob" in listed and "note 4" in listed
+    assert listed.splitlines()[1].split()[2] == "5"  # five unread
+    code, out, err = alice("history", bob_id, "--limit", "2", "--pages", "2")
+    assert code == Exit.OK, err
+    assert [line.split()[-1] for line in out.splitlines()[1:]] == ["1", "2", "3", "4"]
+    assert "older: --before" in err
+    older = err.split("--before")[1].split()[0]
+    out = alice.ok("history", bob_id, "--before", older, "--json")
+    assert [json.loads(line)["message"] for line in out.splitlines()] == ["note 0"]
+    assert alice.ok("read", bob_id).startswith("read up to ")
+    assert alice.ok("conversations").splitlines()[1].split()[2] == "0"
+    (mine,) = [json.loads(line) for line in bob.ok("conversations", "--json").splitlines()]
+    assert (
+        mine["conversationId"] == alice_id
+        and mine["peerReadUpTo"] == mine["lastMessage"]["timestamp"]
+    )

@@ -95,7 +95,8 @@ def _world(url: str, token_mode: bool) -> dict[str, str]:
             headers=auth,
         )
         r.raise_for_status()
-    return {"me": me, "other": other, "group": group, "token": token}
+        message = r.json()["messageId"]
+    return {"me": me, "other": other, "group": group, "token": token, "message": message}
 
 
 @pytest.mark.parametrize("auth", ["token", "none"])

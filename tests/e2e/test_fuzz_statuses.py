@@ -121,6 +121,15 @@ def _blocked_send(w: World) -> Awaitable[Result]:
     return run()
 
 
+def _edit_deleted(w: World) -> Awaitable[Result]:
+    async def run() -> Result:
+        url = f"/v1/messages/{w.my_message}"
+        await w.call("POST", f"{url}?op=delete", "me")
+        return await w.call("POST", f"{url}?op=edit", "me", {"message": "back"})
+
+    return run()
+
+
 # (route, status) -> a request that gets it; "T:" / "O:" prefixes: in that mode only.
 ANY = ""
 PRODUCERS: dict[tuple[str, str, int], Producer] = {
@@ -170,6 +179,23 @@ PRODUCERS: dict[tuple[str, str, int], Producer] = {
         "private", {"senderId": "{w.me}", "receiverId": "u_nobody", "message": "x"}
     ),
     ("send_message", ANY, 413): _raw("POST", "/v1/messages/send?type=private", BIG),
+    ("message_op", ANY, 400): _post("/v1/messages/{w.my_message}?op=paint", {}),
+    ("message_op", "T", 401): _post("/v1/messages/{w.my_message}?op=delete", {}, "none"),
+    ("message_op", ANY, 403): _post(
+        "/v1/messages/{w.my_message}?op=edit", {"message": "x", "senderId": "{w.other}"}
+    ),
+    ("message_op", ANY, 404): _post("/v1/messages/m_nothing?op=delete", {}),
+    ("message_op", ANY, 408): _stalled("/v1/messages/{w.my_message}?op=edit"),
+    ("message_op", ANY, 409): _edit_deleted,
+    ("message_op", ANY, 413): _raw("POST", "/v1/messages/{w.my_message}?op=edit", BIG),
+    ("typing", ANY, 400): _post("/v1/users/{w.me}/typing", {}),
+    ("typing", "T", 401): _post("/v1/users/{w.me}/typing", {"conversationId": "{w.group}"}, "none"),
+    ("typing", "T", 403): _post(
+        "/v1/users/{w.me}/typing", {"conversationId": "{w.group}"}, "other"
+    ),
+    ("typing", ANY, 404): _post("/v1/users/{w.me}/typing", {"conversationId": "g_nothing"}),
+    ("typing", ANY, 408): _stalled("/v1/users/{w.me}/typing"),
+    ("typing", ANY, 413): _raw("POST", "/v1/users/{w.me}/typing", BIG),
     ("get_messages", ANY, 400): _get("/v1/messages/{w.me}?timestamp=yesterday"),
     ("get_messages", "T", 401): _get("/v1/messages/{w.me}", "none"),
     ("get_messages", "T", 403): _get("/v1/messages/{w.me}", "other"),
@@ -228,6 +254,35 @@ PRODUCERS: dict[tuple[str, str, int], Producer] = {
     ("export_user", "T", 401): _get("/v1/users/{w.me}/export", "none"),
     ("export_user", "T", 403): _get("/v1/users/{w.me}/export", "other"),
     ("export_user", "O", 404): _get("/v1/users/u_nobody/export"),
+    # conversations
+    ("list_conversations", ANY, 400): _get("/v1/users/{w.me}/conversations?limit=0"),
+    ("list_conversations", "T", 401): _get("/v1/users/{w.me}/conversations", "none"),
+    ("list_conversations", "T", 403): _get("/v1/users/{w.me}/conversations", "other"),
+    ("list_conversations", "O", 404): _get("/v1/users/u_nobody/conversations"),
+    ("conversation_history", ANY, 400): _get(
+        "/v1/users/{w.me}/conversations/{w.other}/messages?before=x"
+    ),
+    ("conversation_history", "T", 401): _get(
+        "/v1/users/{w.me}/conversations/{w.other}/messages", "none"
+    ),
+    ("conversation_history", ANY, 403): _get(
+        "/v1/users/{w.other}/conversations/{w.group}/messages", "other"
+    ),
+    ("conversation_history", ANY, 404): _get("/v1/users/{w.me}/conversations/u_nobody/messages"),
+    ("mark_read", ANY, 400): _post(
+        "/v1/users/{w.me}/read", {"conversationId": "{w.other}", "timestamp": "x"}
+    ),
+    ("mark_read", "T", 401): _post(
+        "/v1/users/{w.me}/read", {"conversationId": "{w.other}", "timestamp": "1"}, "none"
+    ),
+    ("mark_read", ANY, 403): _post(
+        "/v1/users/{w.other}/read", {"conversationId": "{w.group}", "timestamp": "1"}, "other"
+    ),
+    ("mark_read", ANY, 404): _post(
+        "/v1/users/{w.me}/read", {"conversationId": "u_nobody", "timestamp": "1"}
+    ),
+    ("mark_read", ANY, 408): _stalled("/v1/users/{w.me}/read"),
+    ("mark_read", ANY, 413): _raw("POST", "/v1/users/{w.me}/read", BIG),
 }
 GENERIC = (429, 503)  # produced for every /v1 route, below; 503 also for readyz
 

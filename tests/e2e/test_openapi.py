@@ -173,7 +173,10 @@ async def test_the_server_enforces_what_its_document_declares(env: dict[str, str
                     continue  # a full long-poll: the range end is checked by the next line
                 r = await c.get(url, params={**query, name: value}, headers=auth)
                 assert r.status_code == status, (name, value, r.text)
-        assert params["include"]["enum"] == ["sent"]
+        assert params["include"]["enum"] == ["sent", "events", "sent,events", "events,sent"]
+        for value in params["include"]["enum"]:
+            r = await c.get(url, params={"include": value}, headers=auth)
+            assert r.status_code == 200, (value, r.text)
         r = await c.get(url, params={"include": "received"}, headers=auth)
         assert r.status_code == 400
         pattern = params["timestamp"]["pattern"]

@@ -22,7 +22,8 @@ EXPECTED: dict[str, tuple[str, str | None, dict[str, tuple[str, str | None, str]
     "groups": ("group_id", None, {}),
     "members": ("user_id", "group_id", {"by_group": ("group_id", "user_id", "KEYS_ONLY")}),
     "blocks": ("blocker_id", "blocked_id", {}),
-    "messages": ("recipient_id", "sk", {}),
+    "messages": ("recipient_id", "sk", {"by_pair": ("pair", "sk", "ALL")}),
+    "conversations": ("user_id", "conversation", {}),
     "sends": ("send_key", None, {}),
     "streams": ("stream_id", None, {}),
 }
@@ -69,19 +70,30 @@ def test_table_names_use_the_prefix() -> None:
 
 
 def test_create_table_kwargs_on_demand() -> None:
-    kwargs = create_table_kwargs(get_table_spec("messages"), "parley-")
+    kwargs = create_table_kwargs(get_table_spec("tokens"), "parley-")
     assert kwargs == {
-        "TableName": "parley-messages",
+        "TableName": "parley-tokens",
         "AttributeDefinitions": [
-            {"AttributeName": "recipient_id", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
+            {"AttributeName": "user_id", "AttributeType": "S"},
+            {"AttributeName": "token_id", "AttributeType": "S"},
         ],
         "KeySchema": [
-            {"AttributeName": "recipient_id", "KeyType": "HASH"},
-            {"AttributeName": "sk", "KeyType": "RANGE"},
+            {"AttributeName": "user_id", "KeyType": "HASH"},
+            {"AttributeName": "token_id", "KeyType": "RANGE"},
         ],
         "BillingMode": "PAY_PER_REQUEST",
     }
+    indexes = create_table_kwargs(get_table_spec("messages"), "parley-")["GlobalSecondaryIndexes"]
+    assert indexes == [
+        {
+            "IndexName": "by_pair",
+            "KeySchema": [
+                {"AttributeName": "pair", "KeyType": "HASH"},
+                {"AttributeName": "sk", "KeyType": "RANGE"},
+            ],
+            "Projection": {"ProjectionType": "ALL"},
+        }
+    ]
 
 
 def test_create_table_kwargs_provisioned_covers_indexes() -> None:

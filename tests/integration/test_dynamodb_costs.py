@@ -60,10 +60,19 @@ def post(path: str, body: dict[str, Any], **headers: str) -> Op:
     return run
 
 
-def check(timestamp: str | None) -> Op:
+def check(timestamp: str | None, events: bool = False) -> Op:
     async def run(client: httpx.AsyncClient, world: World, variant: int) -> httpx.Response:
         query = "" if timestamp is None else f"?timestamp={world[timestamp]}"
+        if events:
+            query += ("&" if query else "?") + "include=events"
         return await client.get(f"/v1/messages/{world['b']}{query}")
+
+    return run
+
+
+def get(path: str) -> Op:
+    async def run(client: httpx.AsyncClient, world: World, variant: int) -> httpx.Response:
+        return await client.get(path.format(**world, v=variant))
 
     return run
 
@@ -100,6 +109,20 @@ OPERATIONS: list[tuple[str, str, Op, Op | None]] = [
     ("check with new messages", CHECK, check("t0"), None),
     ("check, nothing new (idle)", CHECK, check("now"), None),
     ("check without timestamp", CHECK, check(None), None),
+    ("check with new messages and events", "-", check("t0", events=True), None),
+    ("check, nothing new, with events (idle)", "-", check("now", events=True), None),
+    ("edit a private message", "-", post("/v1/messages/{m}?op=edit", {"message": "fixed"}), None),
+    ("delete an edited private message", "-", post("/v1/messages/{m}?op=delete", {}), None),
+    ("delete a group message", "-", post("/v1/messages/{d}?op=delete", {}), None),
+    ("history page, private", "-", get("/v1/users/{b}/conversations/{a}/messages"), None),
+    ("history page, group", "-", get("/v1/users/{b}/conversations/{g1}/messages"), None),
+    ("list conversations (1 private, 2 groups)", "-", get("/v1/users/{b}/conversations"), None),
+    (
+        "mark read, private",
+        "-",
+        post("/v1/users/{b}/read", {"conversationId": "{a}", "timestamp": "{mt}"}),
+        None,
+    ),
 ]
 
 
@@ -129,6 +152,12 @@ async def _world(client: httpx.AsyncClient) -> World:
     for _ in range(3):
         await client.post("/v1/messages/send?type=private", json=_fill(PRIVATE, world))
         await client.post("/v1/messages/send?type=group", json=_fill(GROUP, world))
+    for v in (0, 1):  # a private and a group message to edit and delete, one per variant
+        r = await client.post("/v1/messages/send?type=private", json=_fill(PRIVATE, world))
+        world[f"m{v}"] = r.json()["messageId"]
+        world[f"mt{v}"] = r.json()["timestamp"]
+        r = await client.post("/v1/messages/send?type=group", json=_fill(GROUP, world))
+        world[f"d{v}"] = r.json()["messageId"]
     return world
 
 
@@ -162,7 +191,7 @@ async def measure(stores: Stores) -> list[tuple[str, str, Cost, Cost]]:
             try:
                 if variant:
                     await _warm(parley, world)
-                ids = {**world, "c": world[f"c{variant}"]}
+                ids = {**world, **{k: world[f"{k}{variant}"] for k in ("c", "m", "d", "mt")}}
                 if first is not None:
                     assert (await first(client, ids, variant)).status_code == 200
                 ids["now"] = str(await parley.storage.last_position())  # what start-up read
@@ -200,8 +229,9 @@ EXPECTED_CALLS: dict[str, tuple[int, int]] = {
     "create group": (1, 1),
     "block": (3, 1),
     "unblock": (3, 1),
-    "add member": (3, 1),
-    "remove member": (4, 2),  # reads the group (roles, owner hand-over) before the write
+    # a group change also stores its event: reserve, write, release (3 calls)
+    "add member": (6, 4),
+    "remove member": (7, 5),  # reads the group (roles, owner hand-over) before the write
     "send private": (6, 3),
     "send private with Idempotency-Key": (8, 5),
     "retry of a keyed send (replayed)": (2, 2),
@@ -209,6 +239,18 @@ EXPECTED_CALLS: dict[str, tuple[int, int]] = {
     "check with new messages": (6, 4),
     "check, nothing new (idle)": (2, 0),
     "check without timestamp": (6, 4),
+    "check with new messages and events": (9, 7),  # + one Query per stream's events
+    "check, nothing new, with events (idle)": (2, 0),
+    "edit a private message": (9, 9),
+    "delete an edited private message": (11, 11),  # + the earlier edit's two events
+    "delete a group message": (8, 8),
+    # conversations: the clock (the frontier), then the conversation's index ranges
+    "history page, private": (5, 3),  # one Query per direction (by_pair)
+    "history page, group": (5, 2),  # the group's stream
+    # per conversation: its newest message and its unread count; the markers in 2 batches
+    "list conversations (1 private, 2 groups)": (17, 14),
+    # the newest message (2 Query), the marker (1 UpdateItem), read + receipt events (2 x 3)
+    "mark read, private": (13, 10),
 }
 
 

@@ -242,3 +242,115 @@ async def test_three_processes_keep_every_guarantee(fleet: Fleet) -> None:
     r = await fleet.call("POST", "/v1/messages/send?type=group", carol_token, via=0, json=body)
     assert r.status_code == 200
     assert sum(n for status, n in fleet.statuses.items() if status >= 500) == 0
+
+
+KINDS = {"edit": "message_edited", "delete": "message_deleted"}
+
+
+async def test_messages_and_events_through_one_cursor(fleet: Fleet) -> None:
+    """Two processes: concurrent sends, edits, deletes and renames; pollers with
+    include=events alternate between the processes and receive every message and every
+    event that concerns them exactly once, in cursor order."""
+    receivers = [await fleet.user(f"r{i}") for i in range(2)]
+    senders = [await fleet.user(f"s{i}") for i in range(4)]
+    _, owner_token = senders[0]
+    r = await fleet.call("POST", "/v1/groups/create", owner_token, via=0, json={"groupName": "g"})
+    group = r.json()["groupId"]
+    for user_id, _ in receivers + senders[1:]:
+        r = await fleet.call("POST", f"/v1/groups/{group}?op=add", owner_token, via=1,
+                             json={"userId": user_id})  # fmt: skip
+        assert r.status_code == 200, r.text
+    starts = {}
+    for user_id, token in receivers:
+        r = await fleet.call("GET", f"/v1/messages/{user_id}", token, via=0,
+                             params={"include": "events"})  # fmt: skip
+        starts[user_id] = r.json()["nextTimestamp"]
+
+    messages: dict[str, set[str]] = {u: set() for u, _ in receivers}
+    events: dict[str, Counter[str]] = {u: Counter() for u, _ in receivers}  # type -> count
+    received: dict[str, list[list[dict[str, Any]]]] = {u: [] for u, _ in receivers}
+    done = asyncio.Event()
+    rounds = 12
+
+    async def sender(n: int) -> None:
+        user_id, token = senders[n]
+        for i in range(rounds):
+            via = (n + i) % 2
+            if i % 2 == 0:
+                body = {"senderId": user_id, "groupId": group, "message": f"{n}/{i}"}
+                r = await fleet.call("POST", "/v1/messages/send?type=group", token, via=via,
+                                     json=body)  # fmt: skip
+                targets = list(messages)
+            else:
+                to = receivers[(n + i) % 2][0]
+                body = {"senderId": user_id, "receiverId": to, "message": f"{n}/{i}"}
+                r = await fleet.call("POST", "/v1/messages/send?type=private", token, via=via,
+                                     json=body)  # fmt: skip
+                targets = [to]
+            assert r.status_code == 200, r.text
+            mid = r.json()["messageId"]
+            for target in targets:
+                messages[target].add(mid)
+            op = ("edit", "delete", None)[i % 3]
+            if op is not None:
+                r = await fleet.call("POST", f"/v1/messages/{mid}?op={op}", token, via=1 - via,
+                                     json={"message": f"{n}/{i} again"})  # fmt: skip
+                assert r.status_code == 200, r.text
+                for target in targets:
+                    events[target][KINDS[op]] += 1
+            if n == 0 and i % 4 == 0:
+                r = await fleet.call("POST", f"/v1/groups/{group}?op=rename", token, via=via,
+                                     json={"groupName": f"g{i}"})  # fmt: skip
+                assert r.status_code == 200, r.text
+                for target in messages:
+                    events[target]["group_renamed"] += 1
+
+    async def poller(user_id: str, token: str) -> None:
+        cursor = starts[user_id]
+        deadline = time.monotonic() + DEADLINE
+        turn = 0
+        want = 0
+        while time.monotonic() < deadline:
+            finished = done.is_set()
+            params = {"timestamp": cursor, "limit": "7", "include": "events"}
+            if not finished:
+                params["wait"] = "1"
+            turn += 1
+            r = await fleet.call("GET", f"/v1/messages/{user_id}", token, via=turn % 2,
+                                 params=params)  # fmt: skip
+            assert r.status_code == 200, r.text
+            page = r.json()
+            if page["messages"] or page["events"]:
+                received[user_id].append(page["messages"] + page["events"])
+            cursor = page["nextTimestamp"]
+            got = sum(len(p) for p in received[user_id])
+            want = len(messages[user_id]) + sum(events[user_id].values())
+            if finished and not page["hasMore"] and got >= want:
+                return
+
+    pollers = [asyncio.create_task(poller(u, t)) for u, t in receivers]
+    await asyncio.gather(*(sender(n) for n in range(len(senders))))
+    done.set()
+    await asyncio.wait_for(asyncio.gather(*pollers), DEADLINE + 5)
+
+    for user_id, pages in received.items():
+        items = [item for page in pages for item in page]
+        got_messages = [i["messageId"] for i in items if "eventId" not in i]
+        got_events = [i for i in items if "eventId" in i]
+        assert len(got_messages) == len(set(got_messages)), "a message was delivered twice"
+        assert set(got_messages) == messages[user_id], "a message was lost"
+        ids = [e["eventId"] for e in got_events]
+        assert len(ids) == len(set(ids)), "an event was delivered twice"
+        assert Counter(e["type"] for e in got_events) == events[user_id], "an event was lost"
+        for earlier, later in itertools.pairwise(pages):  # pages never overlap in time
+            assert max(int(i["timestamp"]) for i in earlier) < min(
+                int(i["timestamp"]) for i in later
+            ), "out of order"
+        for page in pages:
+            for kind in (
+                [i for i in page if "eventId" not in i],
+                [i for i in page if "eventId" in i],
+            ):
+                stamps = [int(i["timestamp"]) for i in kind]
+                assert stamps == sorted(stamps), "out of order within a page"
+    assert sum(n for status, n in fleet.statuses.items() if status >= 500) == 0

@@ -38,11 +38,13 @@ class RecordingChanges:
     async def marked(self, marks: Sequence[tuple[str, int]]) -> None:
         self.marks.extend(marks)
 
-    async def look(self, user_id: str, after: int | None, include_sent: bool) -> Look:
+    async def look(
+        self, user_id: str, after: int | None, include_sent: bool, include_events: bool = False
+    ) -> Look:
         groups = await self.directory.groups_of(user_id)
         if after is None:
             return Look(groups, True)
-        streams = streams_of(user_id, groups, include_sent)
+        streams = streams_of(user_id, groups, include_sent, include_events)
         self.asked.append((tuple(streams), after))
         if after < self.earliest:
             return Look(groups, True)

@@ -34,6 +34,7 @@ class FakeParley:
     groups: dict[str, tuple[str, list[str]]] = field(default_factory=dict)
     blocks: set[tuple[str, str]] = field(default_factory=set)
     messages: list[dict[str, str]] = field(default_factory=list)
+    events: list[dict[str, str]] = field(default_factory=list)  # change events, all users
     requests: list[httpx.Request] = field(default_factory=list)
     #: Answers (or exceptions) to give before the real ones, for failure tests.
     faults: list[httpx.Response | BaseException] = field(default_factory=list)
@@ -120,6 +121,8 @@ class FakeParley:
                 )
             case ["v1", "messages", "send"]:
                 return self.send(request, body)
+            case ["v1", "messages", message_id] if request.method == "POST":
+                return self.change(message_id, op, body, caller)
             case ["v1", "messages", user_id]:
                 return self.poll(request, user_id)
         return _error(404, "not_found", "no route")
@@ -140,11 +143,34 @@ class FakeParley:
         self.messages.append(message)
         return httpx.Response(200, json=message)
 
+    def change(
+        self, message_id: str, op: str | None, body: dict[str, str], caller: str
+    ) -> httpx.Response:
+        found = [m for m in self.messages if m["messageId"] == message_id]
+        if not found:
+            return _error(404, "message_not_found", "message not found")
+        message = found[0]
+        if message["senderId"] != caller:
+            return _error(403, "not_sender", "only its sender may change a message")
+        stamp = str(next(self.clock))
+        if op == "edit":
+            message.update(message=body["message"], editedAt=stamp)
+        else:
+            message.pop("message", None)
+            message["deleted"] = True  # type: ignore[assignment]
+        kind = "message_edited" if op == "edit" else "message_deleted"
+        self.events.append(
+            {"eventId": f"e_{next(self.ids)}", "type": kind, "timestamp": stamp,
+             "messageId": message_id, "conversationId": message["recipientId"]}
+        )  # fmt: skip
+        return httpx.Response(200, json=message)
+
     def poll(self, request: httpx.Request, user_id: str) -> httpx.Response:
         params = request.url.params
         since = int(params.get("timestamp", "-1"))
         limit = int(params.get("limit", "500"))
-        sent = params.get("include") == "sent"
+        include = params.get("include", "").split(",")
+        sent = "sent" in include
         visible = [
             m
             for m in self.messages
@@ -157,10 +183,15 @@ class FakeParley:
         ]
         page = visible[:limit]
         next_ts = page[-1]["timestamp"] if page else str(max(since, 0))
-        return httpx.Response(
-            200,
-            json={"messages": page, "nextTimestamp": next_ts, "hasMore": len(visible) > limit},
-        )
+        answer: dict[str, object] = {
+            "messages": page, "nextTimestamp": next_ts, "hasMore": len(visible) > limit,
+        }  # fmt: skip
+        if "events" in include:
+            events = [e for e in self.events if int(e["timestamp"]) > since]
+            answer["events"] = events
+            if events and not page:
+                answer["nextTimestamp"] = events[-1]["timestamp"]
+        return httpx.Response(200, json=answer)
 
 
 @dataclass
@@ -491,7 +522,7 @@ def test_watch_long_polls_from_now_and_follows_next_timestamp(cli: Harness) -> N
     (poll,) = cli.fake.polls()
     assert dict(poll.url.params) == {
         "timestamp": "1600000000000",
-        "include": "sent",
+        "include": "sent,events",
         "wait": "25",
     }
     lines = result.out.splitlines()
@@ -614,3 +645,39 @@ def test_main_is_the_entry_point() -> None:
 
     entry: Callable[[list[str] | None], int] = main
     assert entry(["--help"]) == 0
+
+
+# -- edits, deletes, events ---------------------------------------------------------------------
+
+
+def test_edit_and_delete_own_messages(cli: Harness) -> None:
+    _seed_conversation(cli)
+    mine = next(m for m in cli.fake.messages if m["senderId"] == "u_alice")
+    result = cli("edit", mine["messageId"], "hi", "bob!")
+    assert result.code == Exit.OK and result.out.strip() == f"edited {mine['messageId']}"
+    (edit,) = [r for r in cli.fake.requests if r.url.params.get("op") == "edit"]
+    assert json.loads(edit.content) == {"message": "hi bob!"}
+    lines = cli("messages", "--sent").out.splitlines()
+    assert any(line.endswith("hi bob! (edited)") for line in lines)
+    result = cli("delete", mine["messageId"])
+    assert result.code == Exit.OK and result.out.strip() == f"deleted {mine['messageId']}"
+    lines = cli("messages", "--sent").out.splitlines()
+    assert any(line.endswith("(deleted)") for line in lines)
+    theirs = next(m for m in cli.fake.messages if m["senderId"] == "u_bob")
+    result = cli("delete", theirs["messageId"])
+    assert result.code != Exit.OK and "only its sender" in result.err
+
+
+def test_watch_shows_change_events(cli: Harness) -> None:
+    _seed_conversation(cli)
+    mine = next(m for m in cli.fake.messages if m["senderId"] == "u_alice")
+    cli("edit", mine["messageId"], "hi again")
+    result = cli("watch", "--since", "1700000002500", "--max-seconds", "1")
+    lines = result.out.splitlines()
+    assert any(
+        "event  message_edited" in line and f"messageId={mine['messageId']}" in line
+        for line in lines
+    ), lines
+    result = cli("watch", "--since", "1700000002500", "--max-seconds", "1", "--json")
+    events = [json.loads(line) for line in result.out.splitlines()]
+    assert [e["type"] for e in events if "eventId" in e] == ["message_edited"]

@@ -31,11 +31,23 @@ def sent_stream(user_id: str) -> str:
     return "sent:" + user_id
 
 
-def streams_of(user_id: str, groups: Iterable[str], include_sent: bool) -> list[str]:
-    """Every stream a check by ``user_id`` reads: its inbox, its groups, maybe its sent."""
+def event_stream(stream_id: str) -> str:
+    """The change events addressed to a user or a group (read with ``include=events``);
+    marked apart from the messages, so checks without events stay idle when only events
+    arrive."""
+    return "ev:" + stream_id
+
+
+def streams_of(
+    user_id: str, groups: Iterable[str], include_sent: bool, include_events: bool = False
+) -> list[str]:
+    """Every stream a check by ``user_id`` reads: its inbox, its groups, maybe its sent,
+    maybe the events of its own id and of its groups."""
     streams = [user_id, *groups]
     if include_sent:
         streams.append(sent_stream(user_id))
+    if include_events:
+        streams += [event_stream(s) for s in (user_id, *groups)]
     return streams
 
 
@@ -106,26 +118,46 @@ class Changes(Protocol):
         """These (stream, timestamp) messages were committed."""
         ...
 
-    async def look(self, user_id: str, after: int | None, include_sent: bool) -> Look:
-        """The user's groups, and whether its streams may have changed after ``after``
-        (``None``: no cursor, always "changed")."""
+    async def look(
+        self, user_id: str, after: int | None, include_sent: bool, include_events: bool = False
+    ) -> Look:
+        """The user's groups, and whether its streams (``streams_of``) may have changed
+        after ``after`` (``None``: no cursor, always "changed")."""
         ...
 
 
 class Watch:
     """One waiting client: the future it waits on now, and whether it has gone away.
-    ``stop()`` (its connection closed) marks it gone and wakes the current wait."""
+    ``stop()`` (its connection closed) marks it gone and wakes the current wait.
 
-    __slots__ = ("future", "gone")
+    A live stream that shows ephemeral signals (typing) also collects them here:
+    ``signal()`` queues one and wakes the current wait (``poked``)."""
+
+    __slots__ = ("future", "gone", "poked", "signals")
+
+    SIGNALS_MAX = 100  # signals kept for a stream that is not reading them
 
     def __init__(self) -> None:
         self.future: asyncio.Future[bool] | None = None
         self.gone = False
+        self.poked = False
+        self.signals: list[dict[str, str]] = []
 
     def stop(self) -> None:
         self.gone = True
         if self.future is not None and not self.future.done():
             self.future.set_result(False)
+
+    def signal(self, fields: dict[str, str]) -> None:
+        if len(self.signals) < self.SIGNALS_MAX:
+            self.signals.append(fields)
+        self.poked = True
+        if self.future is not None and not self.future.done():
+            self.future.set_result(False)
+
+    def take_signals(self) -> list[dict[str, str]]:
+        signals, self.signals, self.poked = self.signals, [], False
+        return signals
 
 
 class Wakeups(Protocol):
@@ -141,6 +173,17 @@ class Wakeups(Protocol):
 
     def notify_all(self, streams: Iterable[str]) -> None:
         """Wake the waiters of these streams, in this process and in the others."""
+        ...
+
+    def listen(self, user_id: str, watch: Watch) -> None:
+        """Pass the signals (``signal``) for ``user_id`` to ``watch`` until it is gone."""
+        ...
+
+    def unlisten(self, user_id: str, watch: Watch) -> None: ...
+
+    def signal(self, user_ids: Sequence[str], fields: dict[str, str]) -> None:
+        """An ephemeral signal (never stored) for the listening streams of these users,
+        in this process and in the others; lost if nobody listens."""
         ...
 
 

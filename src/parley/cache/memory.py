@@ -41,7 +41,7 @@ import heapq
 import math
 from collections.abc import Callable, Iterable, Sequence
 
-from parley.cache.base import Directory, Look, Watch, sent_stream
+from parley.cache.base import Directory, Look, Watch, event_stream, sent_stream
 from parley.domain.models import GroupRecord, TokenRecord, UserRecord
 from parley.storage.base import Storage
 
@@ -204,7 +204,12 @@ class ChangeCache:
         return False
 
     def changed_for(
-        self, user_id: str, groups: Iterable[str], include_sent: bool, after: int
+        self,
+        user_id: str,
+        groups: Iterable[str],
+        include_sent: bool,
+        after: int,
+        include_events: bool = False,
     ) -> bool:
         """``changed_since`` over every stream ``user_id`` reads (``streams_of``), without
         building the list: this runs on every idle check."""
@@ -220,7 +225,13 @@ class ChangeCache:
                 return True
         if include_sent:
             ts = get(sent_stream(user_id))
-            return ts is not None and ts > after
+            if ts is not None and ts > after:
+                return True
+        if include_events:
+            for stream in (user_id, *groups):
+                ts = get(event_stream(stream))
+                if ts is not None and ts > after:
+                    return True
         return False
 
     def __len__(self) -> int:
@@ -242,11 +253,14 @@ class LocalChanges:
         for stream, ts in marks:
             self.cache.mark(stream, ts)
 
-    async def look(self, user_id: str, after: int | None, include_sent: bool) -> Look:
+    async def look(
+        self, user_id: str, after: int | None, include_sent: bool, include_events: bool = False
+    ) -> Look:
         groups = await self.directory.groups_of(user_id)
         if after is None:
             return Look(groups, True)
-        return Look(groups, self.cache.changed_for(user_id, groups, include_sent, after))
+        changed = self.cache.changed_for(user_id, groups, include_sent, after, include_events)
+        return Look(groups, changed)
 
 
 # wake-ups ----------------------------------------------------------------------------
@@ -312,6 +326,11 @@ class Notifier:
         # Set by a cross-process channel (Redis pub/sub): called with the streams of every
         # message stored by this process, so other processes can wake their waiters.
         self.broadcast: Callable[[list[str]], None] | None = None
+        # Set by the same channel: called with every signal raised in this process.
+        self.broadcast_signal: Callable[[list[str], dict[str, str]], None] | None = None
+        self._listeners: dict[str, set[Watch]] = {}
+        self._listened = 0
+        self.signals = 0
 
     async def wait(
         self, streams: Iterable[str], timeout: float, watch: Watch | None = None
@@ -362,6 +381,44 @@ class Notifier:
             self.notify(stream)
         if self.broadcast is not None:
             self.broadcast(list(streams))
+
+    def listen(self, user_id: str, watch: Watch) -> None:
+        self._listened += 1
+        if self._listened % 1024 == 0:  # forget streams that ended without unlistening
+            for key in list(self._listeners):
+                self._listeners[key] = {w for w in self._listeners[key] if not w.gone}
+                if not self._listeners[key]:
+                    del self._listeners[key]
+        self._listeners.setdefault(user_id, set()).add(watch)
+
+    def unlisten(self, user_id: str, watch: Watch) -> None:
+        watches = self._listeners.get(user_id)
+        if watches is not None:
+            watches.discard(watch)
+            if not watches:
+                del self._listeners[user_id]
+
+    def signal(self, user_ids: Sequence[str], fields: dict[str, str]) -> None:
+        """Pass a signal to the listening streams here and, through
+        ``broadcast_signal``, elsewhere."""
+        self.deliver(user_ids, fields)
+        if self.broadcast_signal is not None:
+            self.broadcast_signal(list(user_ids), fields)
+
+    def deliver(self, user_ids: Iterable[str], fields: dict[str, str]) -> None:
+        """Pass a signal to this process's listening streams of these users."""
+        for user_id in user_ids:
+            watches = self._listeners.get(user_id)
+            if not watches:
+                continue
+            for watch in list(watches):
+                if watch.gone:  # a stream that ended without saying so
+                    watches.discard(watch)
+                else:
+                    watch.signal(fields)
+                    self.signals += 1
+            if not watches:
+                del self._listeners[user_id]
 
     def notify(self, stream: str) -> None:
         present = self._waiters.get(stream)

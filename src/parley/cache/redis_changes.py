@@ -134,12 +134,14 @@ class RedisChanges:
             else:
                 future.set_result(None)
 
-    async def look(self, user_id: str, after: int | None, include_sent: bool) -> Look:
+    async def look(
+        self, user_id: str, after: int | None, include_sent: bool, include_events: bool = False
+    ) -> Look:
         serial = self._serial  # wake-ups heard from here on turn a "no" into a "maybe"
         groups, seen = await self.directory.groups_with_watermarks(user_id)
         if after is None:
             return Look(groups, True)
-        streams = streams_of(user_id, groups, include_sent)
+        streams = streams_of(user_id, groups, include_sent, include_events)
         if seen is None:  # the groups came from PostgreSQL: ask the watermarks alone
             return Look(groups, await self.changed(streams, after))
         if after < seen.earliest or not self.link.usable:

@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from parley.cache.base import sent_stream
+from parley.cache.base import event_stream, sent_stream
 from parley.cache.memory import MemoryDirectory
 from parley.cache.redis_link import RedisLink
 from parley.domain.models import GroupRecord, TokenRecord, UserRecord
@@ -65,10 +65,13 @@ if #members == 0 then
   return {2}
 end
 local marks = {redis.call('GET', ns .. 'w:' .. ARGV[3]) or '0',
-               redis.call('GET', ns .. 'w:sent:' .. ARGV[3]) or '0'}
+               redis.call('GET', ns .. 'w:sent:' .. ARGV[3]) or '0',
+               redis.call('GET', ns .. 'w:ev:' .. ARGV[3]) or '0'}
 for i = 1, #members do
-  if members[i] ~= '' then marks[#marks + 1] = redis.call('GET', ns .. 'w:' .. members[i]) or '0'
-  else marks[#marks + 1] = '0' end
+  if members[i] ~= '' then
+    marks[#marks + 1] = redis.call('GET', ns .. 'w:' .. members[i]) or '0'
+    marks[#marks + 1] = redis.call('GET', ns .. 'w:ev:' .. members[i]) or '0'
+  else marks[#marks + 1] = '0'; marks[#marks + 1] = '0' end
 end
 return {1, members, earliest, redis.call('GET', ns .. 'last') or '', marks}
 """
@@ -283,7 +286,10 @@ class RedisDirectory(MemoryDirectory):
         if answer is None:
             return groups, None
         _, members, earliest, last, marks = answer
-        streams = [user_id, sent_stream(user_id), *(m.decode() for m in members)]
+        streams = [user_id, sent_stream(user_id), event_stream(user_id)]
+        for member in members:
+            group = member.decode()
+            streams += [group, event_stream(group) if group else ""]
         return groups, Watermarks(
             int(earliest),
             int(last) if last else None,

@@ -30,9 +30,15 @@ log = logging.getLogger("parley.cache.wakeups")
 QUEUE_MAX = 100_000
 
 
+class Signal(msgspec.Struct, array_like=True):
+    users: list[str]
+    fields: dict[str, str]
+
+
 class Wakeup(msgspec.Struct, array_like=True):
     origin: str
     streams: list[str]
+    signals: list[Signal] = []  # ephemeral signals (typing) for listening streams
 
 
 class RedisWakeups:
@@ -44,6 +50,7 @@ class RedisWakeups:
         self.origin = os.urandom(6).hex()
         self.received = 0
         self._pending: list[str] = []
+        self._signals: list[Signal] = []
         self._ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -53,6 +60,7 @@ class RedisWakeups:
     async def start(self) -> None:
         self._stopping = False
         self.notifier.broadcast = self.publish
+        self.notifier.broadcast_signal = self.publish_signal
         self._tasks = [
             asyncio.create_task(self._publish_loop(), name="parley-redis-publish"),
             asyncio.create_task(self._listen_loop(), name="parley-redis-listen"),
@@ -61,6 +69,7 @@ class RedisWakeups:
     async def stop(self) -> None:
         self._stopping = True
         self.notifier.broadcast = None
+        self.notifier.broadcast_signal = None
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -75,13 +84,19 @@ class RedisWakeups:
             self._pending.extend(streams)
         self._ready.set()
 
+    def publish_signal(self, users: list[str], fields: dict[str, str]) -> None:
+        if len(self._signals) < QUEUE_MAX:
+            self._signals.append(Signal(users, fields))
+        self._ready.set()
+
     async def _publish_loop(self) -> None:
         while not self._stopping:
             await self._ready.wait()
             self._ready.clear()
             streams, self._pending = list(dict.fromkeys(self._pending)), []
-            if streams and self.link.healthy:
-                payload = msgspec.msgpack.encode(Wakeup(self.origin, streams))
+            signals, self._signals = self._signals, []
+            if (streams or signals) and self.link.healthy:
+                payload = msgspec.msgpack.encode(Wakeup(self.origin, streams, signals))
                 await self.link.call("PUBLISH", self.channel, payload)
 
     # listening -------------------------------------------------------------------------
@@ -122,6 +137,9 @@ class RedisWakeups:
             if wake.origin == self.origin:
                 continue
             self.received += 1
-            self.changes.heard(wake.streams)
+            if wake.streams:
+                self.changes.heard(wake.streams)
             for stream in wake.streams:
                 self.notifier.notify(stream)
+            for signal in wake.signals:
+                self.notifier.deliver(signal.users, signal.fields)

@@ -64,5 +64,7 @@ class NoChanges:
     async def marked(self, marks: Sequence[tuple[str, int]]) -> None:
         """Nothing to remember."""
 
-    async def look(self, user_id: str, after: int | None, include_sent: bool) -> Look:
+    async def look(
+        self, user_id: str, after: int | None, include_sent: bool, include_events: bool = False
+    ) -> Look:
         return Look(await self.directory.groups_of(user_id), True)

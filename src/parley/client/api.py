@@ -106,8 +106,10 @@ class Message(msgspec.Struct, frozen=True, rename="camel"):
     type: Literal["private", "group"]
     sender_id: str
     recipient_id: str
-    message: str
     timestamp: str
+    message: str = ""  # none when deleted
+    deleted: bool = False
+    edited_at: str | None = None
 
     @property
     def timestamp_ms(self) -> int:
@@ -121,6 +123,38 @@ class MessagePage(msgspec.Struct, frozen=True):
     next_timestamp: str
     has_more: bool
     raw: list[Json]
+    events: list[dict[str, str]] = []  # change events (``include_events``), as received
+
+
+class HistoryPage(msgspec.Struct, frozen=True, rename="camel"):
+    """One page of a conversation, oldest first; ``next_before`` asks for the page before."""
+
+    messages: list[Message]
+    has_more: bool
+    next_before: str | None = None
+
+
+class Conversation(msgspec.Struct, frozen=True, rename="camel"):
+    """One entry of ``GET /v1/users/:userId/conversations``."""
+
+    conversation_id: str
+    type: Literal["private", "group"]
+    name: str
+    last_message: Message | None
+    unread_count: int
+    read_up_to: str
+    unread_capped: bool = False
+    peer_read_up_to: str | None = None
+
+
+class Conversations(msgspec.Struct, frozen=True, rename="camel"):
+    conversations: list[Conversation]
+    has_more: bool
+
+
+class _Read(msgspec.Struct, frozen=True, rename="camel"):
+    conversation_id: str
+    read_up_to: str
 
 
 class _Groups(msgspec.Struct, frozen=True):
@@ -135,6 +169,7 @@ class _Page(msgspec.Struct, frozen=True, rename="camel"):
     messages: list[Json]
     next_timestamp: str
     has_more: bool = False
+    events: list[dict[str, str]] = []
 
 
 def _seg(value: str) -> str:
@@ -428,6 +463,7 @@ class ParleyApi:
         include_sent: bool = False,
         limit: int | None = None,
         wait: int | None = None,
+        include_events: bool = False,
     ) -> MessagePage:
         """One page of ``user_id``'s messages newer than ``since`` (all when ``None``).
 
@@ -436,8 +472,9 @@ class ParleyApi:
         params: dict[str, str] = {}
         if since is not None:
             params["timestamp"] = since
-        if include_sent:
-            params["include"] = "sent"
+        include = [name for name, on in (("sent", include_sent), ("events", include_events)) if on]
+        if include:
+            params["include"] = ",".join(include)
         if limit is not None:
             params["limit"] = str(limit)
         timeout = None
@@ -447,4 +484,57 @@ class ParleyApi:
         data = self._request("GET", f"/v1/messages/{_seg(user_id)}", params=params, timeout=timeout)
         page = self._decode(data, _Page, "get messages")
         messages = self._decode(page.messages, list[Message], "get messages")
-        return MessagePage(messages, page.next_timestamp, page.has_more, page.messages)
+        return MessagePage(messages, page.next_timestamp, page.has_more, page.messages, page.events)
+
+    def conversations(
+        self, user_id: str, *, before: str | None = None, limit: int | None = None
+    ) -> Conversations:
+        """The user's conversations, most recent activity first, with unread counts."""
+        params = {"before": before, "limit": None if limit is None else str(limit)}
+        data = self._request(
+            "GET",
+            f"/v1/users/{_seg(user_id)}/conversations",
+            params={k: v for k, v in params.items() if v is not None},
+        )
+        return self._decode(data, Conversations, "list conversations")
+
+    def history(
+        self,
+        user_id: str,
+        conversation_id: str,
+        *,
+        before: str | None = None,
+        limit: int | None = None,
+    ) -> HistoryPage:
+        """One page of a conversation (a peer's user id or a group id), newest page first."""
+        params = {"before": before, "limit": None if limit is None else str(limit)}
+        data = self._request(
+            "GET",
+            f"/v1/users/{_seg(user_id)}/conversations/{_seg(conversation_id)}/messages",
+            params={k: v for k, v in params.items() if v is not None},
+        )
+        return self._decode(data, HistoryPage, "get history")
+
+    def mark_read(self, user_id: str, conversation_id: str, timestamp: str) -> str:
+        """Move the read marker of a conversation forward; returns where it stands."""
+        data = self._request(
+            "POST",
+            f"/v1/users/{_seg(user_id)}/read",
+            body={"conversationId": conversation_id, "timestamp": timestamp},
+        )
+        return self._decode(data, _Read, "mark read").read_up_to
+
+    def edit_message(self, message_id: str, text: str) -> Message:
+        """Replace the text of a message you sent."""
+        data = self._request(
+            "POST",
+            f"/v1/messages/{_seg(message_id)}",
+            params={"op": "edit"},
+            body={"message": text},
+        )
+        return self._decode(data, Message, "edit message")
+
+    def delete_message(self, message_id: str) -> Message:
+        """Delete a message you sent (its text is erased; id and timestamp stay)."""
+        data = self._request("POST", f"/v1/messages/{_seg(message_id)}", params={"op": "delete"})
+        return self._decode(data, Message, "delete message")

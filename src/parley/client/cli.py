@@ -23,6 +23,7 @@ from enum import IntEnum
 from pathlib import Path
 
 import httpx
+import msgspec
 
 from parley.client import config as config_file
 from parley.client.api import (
@@ -209,8 +210,22 @@ def _message_row(session: Session, message: Message) -> list[str]:
         message.type,
         session.user_name(message.sender_id),
         to,
-        _one_line(message.message),
+        "(deleted)"
+        if message.deleted
+        else _one_line(message.message) + (" (edited)" if message.edited_at else ""),
     ]
+
+
+def _event_row(session: Session, event: dict[str, str]) -> list[str]:
+    """A change event as a line of ``watch``: time, ``event``, type, its fields."""
+    stamp = event.get("timestamp", "")
+    when = _local_time(int(stamp)) if stamp.isdigit() else "-"
+    details = [
+        f"{key}={_one_line(value)}"
+        for key, value in event.items()
+        if key not in ("eventId", "type", "timestamp")
+    ]
+    return [when, "event", event.get("type", "?"), " ".join(details)]
 
 
 def _json_line(raw: object) -> str:
@@ -370,6 +385,20 @@ def cmd_send(session: Session, args: argparse.Namespace) -> int:
     return Exit.OK
 
 
+def cmd_edit(session: Session, args: argparse.Namespace) -> int:
+    session.me()
+    message = session.api.edit_message(args.message_id, " ".join(args.text))
+    _out(f"edited {message.message_id}")
+    return Exit.OK
+
+
+def cmd_delete(session: Session, args: argparse.Namespace) -> int:
+    session.me()
+    message = session.api.delete_message(args.message_id)
+    _out(f"deleted {message.message_id}")
+    return Exit.OK
+
+
 def cmd_group_create(session: Session, args: argparse.Namespace) -> int:
     group = session.api.create_group(args.name)
     _out(group.group_id)
@@ -486,6 +515,61 @@ def cmd_messages(session: Session, args: argparse.Namespace) -> int:
     return Exit.OK
 
 
+def cmd_conversations(session: Session, args: argparse.Namespace) -> int:
+    me = session.me()
+    listing = session.api.conversations(me, limit=args.limit)
+    if args.json:
+        for c in listing.conversations:
+            _out(_json_line(msgspec.to_builtins(c)))
+        return Exit.OK
+    rows = [["CONVERSATION", "NAME", "UNREAD", "LAST"]]
+    for c in listing.conversations:
+        unread = f"{c.unread_count}+" if c.unread_capped else str(c.unread_count)
+        last = _one_line(c.last_message.message) if c.last_message else ""
+        name = f"#{c.name}" if c.type == "group" else c.name
+        rows.append([c.conversation_id, name, unread, last])
+    if len(rows) > 1:
+        _table(rows)
+    else:
+        _note("(no conversations)")
+    return Exit.OK
+
+
+def cmd_history(session: Session, args: argparse.Namespace) -> int:
+    me = session.me()
+    before: str | None = args.before
+    pages: list[list[Message]] = []
+    for _ in range(args.pages):
+        page = session.api.history(me, args.conversation_id, before=before, limit=args.limit)
+        pages.append(page.messages)
+        before = page.next_before
+        if not page.has_more:
+            before = None
+            break
+    messages = [m for page in reversed(pages) for m in page]  # oldest first
+    if args.json:
+        for m in messages:
+            _out(_json_line(msgspec.to_builtins(m)))
+    elif messages:
+        _table(
+            [["TIME", "TYPE", "FROM", "TO", "TEXT"]] + [_message_row(session, m) for m in messages]
+        )
+    else:
+        _note("(no messages)")
+    if before is not None:
+        _note(f"older: --before {before}")
+    return Exit.OK
+
+
+def cmd_read(session: Session, args: argparse.Namespace) -> int:
+    me = session.me()
+    # Without a timestamp: everything up to now (the server stops at the newest message).
+    stamp = args.timestamp or str(_now_ms())
+    upto = session.api.mark_read(me, args.conversation_id, stamp)
+    _out(f"read up to {upto}")
+    return Exit.OK
+
+
 def _retry_delay(error: ClientError, backoff: float) -> float | None:
     """How long ``watch`` waits after ``error``, or ``None`` if it should give up."""
     if isinstance(error, UnreachableError):
@@ -514,7 +598,9 @@ def cmd_watch(session: Session, args: argparse.Namespace) -> int:
                 wait = max(1, min(WATCH_WAIT, math.ceil(remaining)))
             started = clock()
             try:
-                page = session.api.messages(me, since=since, include_sent=True, wait=wait)
+                page = session.api.messages(
+                    me, since=since, include_sent=True, wait=wait, include_events=True
+                )
             except (ApiError, UnreachableError) as exc:
                 delay = _retry_delay(exc, backoff)
                 if delay is None:
@@ -535,8 +621,10 @@ def cmd_watch(session: Session, args: argparse.Namespace) -> int:
                 received += 1
                 if args.max_messages is not None and received >= args.max_messages:
                     return Exit.OK
+            for event in page.events:  # edits, deletes, group changes (not counted)
+                _out(_json_line(event) if args.json else "  ".join(_event_row(session, event)))
             since = page.next_timestamp
-            if not page.messages and clock() - started < 1.0:
+            if not page.messages and not page.events and clock() - started < 1.0:
                 # A server that ignores ``wait`` must not turn the loop into a busy poll.
                 session.runtime.sleep(1.0)
     except KeyboardInterrupt:
@@ -634,6 +722,12 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--group", metavar="GROUP_ID", help="receiving group")
     sub.add_argument("text", nargs="+", metavar="TEXT", help="the message (words are joined)")
 
+    sub = command("edit", cmd_edit, "replace the text of a message you sent")
+    sub.add_argument("message_id", metavar="MESSAGE_ID")
+    sub.add_argument("text", nargs="+", metavar="TEXT", help="the new text (words are joined)")
+    sub = command("delete", cmd_delete, "delete a message you sent (its text is erased)")
+    sub.add_argument("message_id", metavar="MESSAGE_ID")
+
     group = commands.add_parser(
         "group", parents=[common], help="create, change and show groups", description="groups"
     )
@@ -667,7 +761,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--limit", type=_positive, metavar="N", help="messages per request")
     sub.add_argument("--json", action="store_true", help="print raw JSON, one per line")
 
-    sub = command("watch", cmd_watch, "print new messages as they arrive")
+    sub = command("conversations", cmd_conversations, "list your conversations, unread counts")
+    sub.add_argument("--limit", type=_positive, metavar="N", help="conversations to show")
+    sub.add_argument("--json", action="store_true", help="print raw JSON, one per line")
+
+    sub = command("history", cmd_history, "page back through one conversation")
+    sub.add_argument("conversation_id", metavar="CONVERSATION", help="a user id or a group id")
+    sub.add_argument("--before", type=_timestamp, metavar="TS", help="only older than TS")
+    sub.add_argument("--limit", type=_positive, metavar="N", help="messages per page")
+    sub.add_argument("--pages", type=_positive, default=1, metavar="N", help="pages (default 1)")
+    sub.add_argument("--json", action="store_true", help="print raw JSON, one per line")
+
+    sub = command("read", cmd_read, "mark a conversation read (up to TS, default: all of it)")
+    sub.add_argument("conversation_id", metavar="CONVERSATION", help="a user id or a group id")
+    sub.add_argument("timestamp", nargs="?", type=_timestamp, metavar="TS", help="read up to")
+
+    sub = command("watch", cmd_watch, "print new messages and change events as they arrive")
     sub.add_argument("--since", type=_timestamp, metavar="TS", help="start after TS (default: now)")
     sub.add_argument("--json", action="store_true", help="print raw JSON, one per line")
     sub.add_argument("--max-seconds", type=_positive_float, metavar="N", help="stop after N s")

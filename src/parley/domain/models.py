@@ -49,6 +49,24 @@ class Message(msgspec.Struct, frozen=True, gc=False):
     body: str
     ts: int
     seq: int = 0
+    edited_at: int = 0  # unix ms of the last edit (0: never edited)
+    deleted: bool = False  # deleted by its sender: the body is erased from storage
+
+
+class Event(msgspec.Struct, frozen=True):
+    """A change event (SPEC §7): stored once for each stream it is addressed to, on the
+    same clock and under the same commit frontier as messages.
+
+    ``fields`` are the type's wire fields, every value a string (timestamps as decimal
+    unix milliseconds, as everywhere on the wire). Within one millisecond events are
+    ordered by ``seq`` after that millisecond's messages.
+    """
+
+    id: str
+    type: str
+    fields: dict[str, str]
+    ts: int
+    seq: int = 0
 
 
 class Page(msgspec.Struct, frozen=True):
@@ -61,3 +79,4 @@ class Page(msgspec.Struct, frozen=True):
     messages: list[Message]
     next_ts: int
     has_more: bool
+    events: list[Event] = []  # only when events were asked for (``include=events``)

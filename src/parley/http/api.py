@@ -21,6 +21,7 @@ from parley import errors
 from parley.app import Parley
 from parley.cache.base import Watch
 from parley.domain.models import Page
+from parley.domain.positions import wall_clock_ms
 from parley.domain.validation import check_send_key
 from parley.http import schemas as s
 from parley.http.asgi import Call, EventStream, Reply
@@ -101,10 +102,13 @@ TIMESTAMP = Param(
     {"type": "string", "pattern": "^[0-9]{1,18}$"},
 )
 LIMIT = Param("limit", "Page size, 1-1000 (default 500).", {"type": "integer", "minimum": 1})
+INCLUDES = ("sent", "events", "sent,events", "events,sent")
 INCLUDE = Param(
     "include",
-    "`sent` also returns private messages the user sent to others.",
-    {"type": "string", "enum": ["sent"]},
+    "`sent` also returns private messages the user sent to others; `events` adds the change "
+    "events (edits, deletes, read markers, group changes) through the same cursor; "
+    "`sent,events` both.",
+    {"type": "string", "enum": list(INCLUDES)},
 )
 WAIT = Param(
     "wait",
@@ -116,6 +120,20 @@ TICKET = Param(
     "A ticket from POST /v1/messages/{userId}/ticket, for clients that cannot send an "
     "Authorization header (a browser's EventSource).",
 )
+BEFORE = Param(
+    "before",
+    "Only items older than this (unix ms): pass the previous page's nextBefore (history) "
+    "or the last conversation's activity timestamp (list).",
+    {"type": "string", "pattern": "^[0-9]{1,18}$"},
+)
+HISTORY_LIMIT = Param(
+    "limit", "Page size, 1-{page_max} (default 50).", {"type": "integer", "minimum": 1}
+)
+LIST_LIMIT = Param(
+    "limit",
+    "Conversations per page, 1-200 (default 50).",
+    {"type": "integer", "minimum": 1, "maximum": 200},
+)
 USER_OP = Param("op", "block or unblock", {"type": "string", "enum": ["block", "unblock"]}, True)
 GROUP_OPS = ("add", "remove", "promote", "demote", "rename")
 GROUP_OP = Param(
@@ -126,11 +144,18 @@ GROUP_OP = Param(
     {"type": "string", "enum": list(GROUP_OPS)},
     True,
 )
+MESSAGE_OP = Param(
+    "op",
+    "edit (the new text in `message`) or delete; only the message's sender",
+    {"type": "string", "enum": ["edit", "delete"]},
+    True,
+)
 SEND_TYPE = Param(
     "type", "private or group", {"type": "string", "enum": ["private", "group"]}, True
 )
 
 
+CONVERSATIONS_MAX = 200  # conversations per page of the list
 MAX_TIMESTAMP = 10**18 - 1  # cursors are unix milliseconds: at most 18 digits
 HEARTBEAT_SECONDS = 15.0  # a live stream sends a comment at least this often
 RECHECK_TOKEN_SECONDS = 1.0  # open long-polls and streams re-check their token this often
@@ -166,6 +191,24 @@ def _digits(raw: str, name: str, low: int, high: int, code: errors.Code) -> int:
     return int(raw)
 
 
+def _fresh(signals: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Typing notices that have not expired yet."""
+    now = wall_clock_ms()
+    return [f for f in signals if int(f.get("expiresAt", "0")) > now]
+
+
+def _include(call: Call) -> tuple[bool, bool]:
+    """``include``: (sent, events)."""
+    include = call.query("include")
+    if include in (None, ""):
+        return False, False
+    if include not in INCLUDES:
+        raise errors.InvalidInput(
+            "include must be sent, events or sent,events", errors.Code.BAD_INCLUDE
+        )
+    return "sent" in include, "events" in include
+
+
 def _one_of(name: str, value: str | None, alias: str, alias_value: str | None) -> str | None:
     """A field that has an alias: either may be given, or both with the same value."""
     if value is None:
@@ -186,10 +229,28 @@ class _Events:
     ``RECHECK_TOKEN_SECONDS``, re-checking the token in between, and ends within a second
     of the token being revoked. Small, because a process holds one per open stream."""
 
-    __slots__ = ("actor", "api", "call", "cursor", "first", "include_sent", "quiet", "user_id")
+    __slots__ = (
+        "actor",
+        "api",
+        "call",
+        "cursor",
+        "first",
+        "include_events",
+        "include_sent",
+        "quiet",
+        "typing",
+        "user_id",
+    )
 
     def __init__(
-        self, api: Api, call: Call, actor: Actor, user_id: str, first: Page, include: bool
+        self,
+        api: Api,
+        call: Call,
+        actor: Actor,
+        user_id: str,
+        first: Page,
+        include: bool,
+        include_events: bool = False,
     ) -> None:
         self.api = api
         self.call = call
@@ -198,24 +259,34 @@ class _Events:
         self.first: Page | None = first
         self.cursor = first.next_ts
         self.include_sent = include
+        self.include_events = include_events
+        self.typing: list[bytes] = []  # typing notices waiting to be sent (events only)
         self.quiet = -1.0  # seconds since the last chunk; -1: ``retry`` not sent yet
 
     async def next_chunk(self, watch: Watch) -> bytes | None:
         if self.quiet < 0:
             self.quiet = 0.0
+            if self.include_events:
+                self.api.messages.listen(self.user_id, watch)
             return b"retry: 2000\n\n"
         page = self.first
         self.first = None
         while True:
             if page is not None:
                 self.cursor = page.next_ts
-                if page.messages:
+                if page.messages or page.events:
                     self.quiet = 0.0
-                    data = encode(s.MessagesOut.of(page))
+                    data = encode(s.MessagesOut.of(page, self.include_events))
                     return b"id: %d\nevent: messages\ndata: %s\n\n" % (page.next_ts, data)
                 if self.quiet >= HEARTBEAT_SECONDS or self.quiet == 0.0:
                     self.quiet = 0.0
                     return b": keep-alive\n\n"
+            if watch.poked:
+                typing = _fresh(watch.take_signals())
+                if typing:
+                    self.quiet = 0.0
+                    data = encode(s.MessagesOut([], str(self.cursor), False, typing))
+                    return b"id: %d\nevent: messages\ndata: %s\n\n" % (self.cursor, data)
             page = await self.api.messages.check(
                 self.actor,
                 self.user_id,
@@ -224,11 +295,15 @@ class _Events:
                 self.include_sent,
                 RECHECK_TOKEN_SECONDS,
                 watch,
+                self.include_events,
             )
             if watch.gone:
+                self.api.messages.unlisten(self.user_id, watch)
                 return None
-            self.quiet += RECHECK_TOKEN_SECONDS
+            if not watch.poked:
+                self.quiet += RECHECK_TOKEN_SECONDS
             if not await self.api._signed_in(self.call, self.actor):
+                self.api.messages.unlisten(self.user_id, watch)
                 return None
 
 
@@ -241,6 +316,7 @@ class Api:
         self.groups = parley.groups
         self.messages = parley.messages
         self.accounts = parley.accounts
+        self.conversations = parley.conversations
         self.stats = parley.metrics
         self.token_mode = parley.settings.token_mode
         self.body_max = parley.settings.limits.body_max_bytes
@@ -418,29 +494,106 @@ class Api:
         )
         return ok(s.MessageOut.of(message))
 
+    async def message_op(self, call: Call, actor: Actor) -> Reply:
+        op = _query(call, "op", ("edit", "delete"), errors.Code.BAD_OP)
+        message_id = call.params["messageId"]
+        if op == "edit":
+            body = await self._body(call, s.EditIn)
+            if body.message is None:
+                raise errors.InvalidInput("message is required", errors.Code.MISSING_FIELD)
+            changed = await self.messages.change(actor, message_id, body.message, body.senderId)
+        else:
+            body = await self._optional_body(call, s.EditIn)
+            changed = await self.messages.change(actor, message_id, None, body.senderId)
+        return ok(s.MessageOut.of(changed))
+
+    async def typing(self, call: Call, actor: Actor) -> Reply:
+        body = await self._body(call, s.TypingIn)
+        user_id = call.params["userId"]
+        expires = await self.messages.typing(actor, user_id, body.conversationId)
+        return ok(s.TypingOut(body.conversationId, str(expires)))
+
     async def get_messages(self, call: Call, actor: Actor) -> Reply:
         user_id = call.params["userId"]
         after = _number(call, "timestamp", 0, MAX_TIMESTAMP, errors.Code.BAD_TIMESTAMP)
         limit = _number(call, "limit", 1, self.page_max, errors.Code.BAD_LIMIT)
         wait = _number(call, "wait", 0, 60, errors.Code.BAD_WAIT)
-        include = call.query("include")
-        if include not in (None, "", "sent"):
-            raise errors.InvalidInput("include must be sent", errors.Code.BAD_INCLUDE)
+        sent, events = _include(call)
         if wait:
             self._wait_slot(call, actor, user_id)
-        page = await self.messages.check(actor, user_id, after, limit, include == "sent")
+        page = await self.messages.check(actor, user_id, after, limit, sent, include_events=events)
         left = float(wait or 0)
-        # A long-poll waits in slices, re-checking its token in between: a revoked token's
-        # poll ends (401) within a second.
-        while not page.messages and left > 0 and after is not None:
+        if not (page.messages or page.events) and left > 0 and after is not None:
+            # A long-poll with events also answers early with typing notices.
+            watch = Watch() if events else None
+            if watch is not None:
+                self.messages.listen(user_id, watch)
+            try:
+                page = await self._long_poll(call, actor, user_id, page, limit, sent, left, watch)
+            finally:
+                if watch is not None:
+                    self.messages.unlisten(user_id, watch)
+            if watch is not None and watch.poked and not (page.messages or page.events):
+                typing = _fresh(watch.take_signals())
+                out = s.MessagesOut([], str(page.next_ts), page.has_more, typing)
+                return ok(out)
+        return ok(s.MessagesOut.of(page, events))
+
+    async def _long_poll(
+        self,
+        call: Call,
+        actor: Actor,
+        user_id: str,
+        page: Page,
+        limit: int | None,
+        sent: bool,
+        left: float,
+        watch: Watch | None,
+    ) -> Page:
+        """Wait in slices, re-checking the token in between: a revoked token's poll ends
+        (401) within a second."""
+        events = watch is not None
+        while not page.messages and not page.events and left > 0:
             step = min(left, RECHECK_TOKEN_SECONDS)
             page = await self.messages.check(
-                actor, user_id, page.next_ts, limit, include == "sent", step
+                actor, user_id, page.next_ts, limit, sent, step, watch, include_events=events
             )
             left -= step
             if not await self._signed_in(call, actor):
                 raise errors.Unauthenticated("the token was revoked", errors.Code.BAD_TOKEN)
-        return ok(s.MessagesOut.of(page))
+            if watch is not None and watch.poked:
+                if _fresh(list(watch.signals)):
+                    break
+                watch.take_signals()  # only expired ones: wait on
+        return page
+
+    # conversations ---------------------------------------------------------------------
+    async def list_conversations(self, call: Call, actor: Actor) -> Reply:
+        before = _number(call, "before", 0, MAX_TIMESTAMP, errors.Code.BAD_TIMESTAMP)
+        limit = _number(call, "limit", 1, CONVERSATIONS_MAX, errors.Code.BAD_LIMIT)
+        listing = await self.conversations.list(actor, call.params["userId"], before, limit)
+        items = [s.ConversationOut.of(c) for c in listing.conversations]
+        return ok(s.ConversationsOut(items, listing.has_more, str(listing.cursor)))
+
+    async def conversation_history(self, call: Call, actor: Actor) -> Reply:
+        before = _number(call, "before", 0, MAX_TIMESTAMP, errors.Code.BAD_TIMESTAMP)
+        limit = _number(call, "limit", 1, self.page_max, errors.Code.BAD_LIMIT)
+        page = await self.conversations.history(
+            actor, call.params["userId"], call.params["conversationId"], before, limit
+        )
+        return ok(s.HistoryOut.of(page))
+
+    async def mark_read(self, call: Call, actor: Actor) -> Reply:
+        body = await self._body(call, s.ReadIn)
+        raw = body.timestamp
+        if isinstance(raw, float):  # JSON has one number type: 213.0 is the integer 213
+            raw = int(raw) if raw.is_integer() and 0 <= raw <= MAX_TIMESTAMP else -1
+        raw = str(raw)
+        ts = _digits(raw, "timestamp", 0, MAX_TIMESTAMP, errors.Code.BAD_TIMESTAMP)
+        marked = await self.conversations.mark_read(
+            actor, call.params["userId"], body.conversationId, ts
+        )
+        return ok(s.ReadOut(marked.conversation_id, str(marked.read_up_to)))
 
     async def stream_ticket(self, call: Call, actor: Actor) -> Reply:
         user_id = call.params["userId"]
@@ -495,13 +648,13 @@ class Api:
             after = _digits(
                 last_event, "Last-Event-ID", 0, MAX_TIMESTAMP, errors.Code.BAD_TIMESTAMP
             )
-        include = call.query("include")
-        if include not in (None, "", "sent"):
-            raise errors.InvalidInput("include must be sent", errors.Code.BAD_INCLUDE)
+        sent, with_events = _include(call)
         self._wait_slot(call, actor, user_id)
         # The first page is read now, so authorization and lookups fail before streaming.
-        first = await self.messages.check(actor, user_id, after, None, include == "sent")
-        events = _Events(self, call, actor, user_id, first, include == "sent")
+        first = await self.messages.check(
+            actor, user_id, after, None, sent, include_events=with_events
+        )
+        events = _Events(self, call, actor, user_id, first, sent, with_events)
         return EventStream(events.next_chunk, call.receive)
 
     # operations ------------------------------------------------------------------------
@@ -622,6 +775,31 @@ ROUTES: tuple[RouteSpec, ...] = (
         response=s.MessageOut,
         query=(SEND_TYPE,),
         errors=(400, 401, 403, 404, 408, 413, 429, 503),
+    ),
+    RouteSpec(
+        handler=Api.message_op,
+        method="POST",
+        path="/v1/messages/{messageId}",
+        summary="Edit or delete a message (its sender only); the change reaches every device "
+        "as a message_edited or message_deleted event (include=events)",
+        auth="sender",
+        request=s.EditIn,
+        response=s.MessageOut,
+        query=(MESSAGE_OP,),
+        errors=(400, 401, 403, 404, 408, 409, 413, 429, 503),
+    ),
+    RouteSpec(
+        handler=Api.typing,
+        method="POST",
+        path="/v1/users/{userId}/typing",
+        summary="Say the user is typing in a conversation (a user or group id): a typing "
+        "event on the live streams (include=events) of its other members, for 5 seconds; "
+        "never stored",
+        auth="self",
+        request=s.TypingIn,
+        response=s.TypingOut,
+        errors=(400, 401, 403, 404, 408, 413, 429, 503),
+        token_only=(403,),
     ),
     RouteSpec(
         handler=Api.get_messages,
@@ -747,6 +925,45 @@ ROUTES: tuple[RouteSpec, ...] = (
         errors=(401, 403, 404, 429, 503),
         token_only=(403,),
         open_only=(404,),
+    ),
+    RouteSpec(
+        handler=Api.list_conversations,
+        method="GET",
+        path="/v1/users/{userId}/conversations",
+        summary="The user's conversations, most recent activity first: each with its newest "
+        "message, unread count (messages from others after readUpTo, counted up to 1000; "
+        "unreadCapped when there are more) and, for private ones, the peer's read marker",
+        auth="self",
+        response=s.ConversationsOut,
+        query=(BEFORE, LIST_LIMIT),
+        errors=(400, 401, 403, 404, 429, 503),
+        token_only=(403,),
+        open_only=(404,),
+    ),
+    RouteSpec(
+        handler=Api.conversation_history,
+        method="GET",
+        path="/v1/users/{userId}/conversations/{conversationId}/messages",
+        summary="A conversation's history (conversationId: the peer's user id or a group id), "
+        "newest page first, ascending within a page; pages never split one millisecond. "
+        "A group's history is for its current members only",
+        auth="self",
+        response=s.HistoryOut,
+        query=(BEFORE, HISTORY_LIMIT),
+        errors=(400, 401, 403, 404, 429, 503),
+    ),
+    RouteSpec(
+        handler=Api.mark_read,
+        method="POST",
+        path="/v1/users/{userId}/read",
+        summary="Move the read marker of a conversation forward (never back: an older "
+        "timestamp changes nothing; never past the conversation's newest message). Raises "
+        "a read event for the user's devices and, in a private conversation, a receipt "
+        "event for the peer (not when the reader blocks the peer)",
+        auth="self",
+        request=s.ReadIn,
+        response=s.ReadOut,
+        errors=(400, 401, 403, 404, 408, 413, 429, 503),
     ),
     RouteSpec(
         handler=Api.healthz,

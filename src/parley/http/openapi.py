@@ -189,7 +189,30 @@ def _constrain(components: dict[str, Any], limits: Limits) -> None:
         {"type": "string", "description": "Needed when the account has a password."}
     )
 
+    props("EditIn").update(
+        message=_optional(
+            {**message_schema(limits.message_max), "description": "The new text (op=edit)."}
+        ),
+        senderId=_optional(
+            {**ID, "description": "Optional: when given, it must be the message's sender."}
+        ),
+    )
+    props("TypingIn")["conversationId"] = {
+        **ID,
+        "description": "The peer's user id (private) or the group's id.",
+    }
     props("BlockIn")["blockedUserId"] = ID
+    props("ReadIn").update(
+        conversationId={**ID, "description": "The peer's user id, or a group id."},
+        timestamp={
+            "description": "Read up to this message timestamp (unix ms, as a decimal string "
+            "as on the wire, or a number).",
+            "anyOf": [
+                {"type": "string", "pattern": TIMESTAMP_PATTERN},
+                {"type": "integer", "minimum": 0, "maximum": 10**18 - 1},
+            ],
+        },
+    )
     props("MemberIn")["userId"] = ID
     props("CreateGroupIn")["groupName"] = name_schema(limits.group_name_max, "group name")
     props("RenameIn")["groupName"] = name_schema(limits.group_name_max, "group name")
@@ -281,13 +304,15 @@ def _request_schema(spec: RouteSpec, limits: Limits) -> dict[str, Any]:
 
 
 def _query_schema(name: str, schema: dict[str, Any], limits: Limits) -> dict[str, Any]:
-    if name == "limit":
+    if name == "limit" and "maximum" not in schema:  # (a route's own maximum stays)
         return {**schema, "maximum": limits.page_max}
     return schema
 
 
 def _query_description(name: str, description: str, limits: Limits) -> str:
-    if name == "limit":
+    if "{page_max}" in description:
+        return description.replace("{page_max}", str(limits.page_max))
+    if name == "limit" and description.startswith("Page size"):
         return f"Page size, 1-{limits.page_max} (default {limits.page_default})."
     return description
 

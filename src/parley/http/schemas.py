@@ -19,8 +19,10 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import msgspec
 
-from parley.domain.models import GroupRecord, Message, Page, TokenRecord, UserRecord
+from parley.domain.models import Event, GroupRecord, Message, Page, TokenRecord, UserRecord
 from parley.errors import Code, InvalidInput
+from parley.services.conversations import Summary
+from parley.storage.base import HistoryPage
 
 MAX_DEPTH = 32  # nesting levels of arrays and objects a request body may have
 
@@ -61,6 +63,11 @@ class SendIn(Body):
     groupId: str | None = None
     recipientId: str | None = None
     clientMessageId: str | None = None
+
+
+class ReadIn(Body):
+    conversationId: str
+    timestamp: str | int | float  # unix ms: a decimal string (as on the wire) or a number
 
 
 # responses -----------------------------------------------------------------------------
@@ -117,6 +124,23 @@ class MembershipOut(Body):
     groupName: str | None = None
 
 
+class EditIn(Body):
+    """``op=edit``: the new text. ``senderId`` is optional (open mode: when given, it must
+    be the message's sender; token mode: it must be the caller)."""
+
+    message: str | None = None
+    senderId: str | None = None
+
+
+class TypingIn(Body):
+    conversationId: str
+
+
+class TypingOut(Body):
+    conversationId: str
+    expiresAt: str
+
+
 class MessageOut(Body):
     """A message; one whose sender deleted their account keeps its id and timestamp, has
     ``deleted: true`` and no ``message``."""
@@ -128,22 +152,84 @@ class MessageOut(Body):
     timestamp: str
     message: str | None = None
     deleted: bool = False
+    editedAt: str | None = None  # set once the sender edited it (unix ms)
 
     @classmethod
     def of(cls, m: Message) -> MessageOut:
-        if not m.body:  # erased (an empty message cannot be sent)
+        if not m.body or m.deleted:  # erased (an empty message cannot be sent)
             return cls(m.id, m.type, m.sender_id, m.recipient_id, str(m.ts), None, True)
-        return cls(m.id, m.type, m.sender_id, m.recipient_id, str(m.ts), m.body)
+        edited = str(m.edited_at) if m.edited_at else None
+        return cls(m.id, m.type, m.sender_id, m.recipient_id, str(m.ts), m.body, False, edited)
+
+
+def event_out(e: Event) -> dict[str, str]:
+    """An event on the wire: ``eventId``, ``type``, ``timestamp`` and the type's fields."""
+    return {"eventId": e.id, "type": e.type, "timestamp": str(e.ts), **e.fields}
 
 
 class MessagesOut(Body):
     messages: list[MessageOut]
     nextTimestamp: str
     hasMore: bool
+    events: list[dict[str, str]] | None = None  # with include=events only
 
     @classmethod
-    def of(cls, page: Page) -> MessagesOut:
-        return cls([MessageOut.of(m) for m in page.messages], str(page.next_ts), page.has_more)
+    def of(cls, page: Page, include_events: bool = False) -> MessagesOut:
+        messages = [MessageOut.of(m) for m in page.messages]
+        if not include_events:
+            return cls(messages, str(page.next_ts), page.has_more)
+        events = [event_out(e) for e in page.events]
+        return cls(messages, str(page.next_ts), page.has_more, events)
+
+
+class HistoryOut(Body):
+    """One page of a conversation, ascending; ``nextBefore`` (the page's oldest timestamp)
+    asks for the page before it."""
+
+    messages: list[MessageOut]
+    hasMore: bool
+    nextBefore: str | None
+
+    @classmethod
+    def of(cls, page: HistoryPage) -> HistoryOut:
+        before = None if page.next_before is None else str(page.next_before)
+        return cls([MessageOut.of(m) for m in page.messages], page.has_more, before)
+
+
+class ReadOut(Body):
+    conversationId: str
+    readUpTo: str
+
+
+class ConversationOut(Body):
+    """``unreadCount`` counts messages from others after ``readUpTo``, at most 1000;
+    ``unreadCapped`` says there are more. ``peerReadUpTo``: private conversations only."""
+
+    conversationId: str
+    type: Literal["private", "group"]
+    name: str
+    lastMessage: MessageOut | None
+    unreadCount: int
+    unreadCapped: bool
+    readUpTo: str
+    peerReadUpTo: str | None = None
+
+    @classmethod
+    def of(cls, c: Summary) -> ConversationOut:
+        last = MessageOut.of(c.last) if c.last is not None else None
+        peer = None if c.peer_read_up_to is None else str(c.peer_read_up_to)
+        return cls(
+            c.conv.other, c.conv.type, c.name, last, c.unread, c.capped, str(c.read_up_to), peer
+        )
+
+
+class ConversationsOut(Body):
+    """``nextTimestamp``: a cursor for ``GET /v1/messages/:userId`` — polling from it
+    delivers every message newer than what the conversations' histories hold."""
+
+    conversations: list[ConversationOut]
+    hasMore: bool
+    nextTimestamp: str
 
 
 class TicketOut(Body):

@@ -21,15 +21,18 @@ from parley.cache.base import (
     streams_of,
 )
 from parley.domain.models import Message, MessageType, Page, new_id
+from parley.domain.positions import wall_clock_ms
 from parley.domain.rules import Limits, check_id, check_message_text
 from parley.domain.validation import check_send_key, check_text, well_formed_id
-from parley.errors import Code, Forbidden, InvalidInput
+from parley.errors import Code, Conflict, Forbidden, InvalidInput, NotFound
 from parley.services.access import Actor, require_self
+from parley.services.events import EventService
 from parley.services.groups import GroupService
 from parley.services.users import UserService
-from parley.storage.base import MessageDraft, Storage
+from parley.storage.base import EventDraft, MessageDraft, Storage
 
 RECHECK_SECONDS = 5.0  # a long-poll re-checks at least this often, woken or not
+TYPING_MS = 5_000  # a typing notice expires this long after it was sent
 
 
 class MessageService:
@@ -42,6 +45,7 @@ class MessageService:
         changes: Changes,
         limits: Limits,
         notifier: Wakeups,
+        events: EventService | None = None,
     ) -> None:
         self.storage = storage
         self.directory = directory
@@ -50,6 +54,7 @@ class MessageService:
         self.changes = changes
         self.limits = limits
         self.notifier = notifier
+        self.events = events or EventService(storage, changes, notifier)
         groups.membership_listeners.append(lambda user_id: notifier.notify_all([user_id]))
         self.idle_checks = 0
 
@@ -96,6 +101,114 @@ class MessageService:
         await self.changes.marked([(stream, message.ts) for stream in streams])
         self.notifier.notify_all(streams)
 
+    # edit and delete -------------------------------------------------------------------
+    async def change(
+        self, actor: Actor, message_id: str, text: str | None, sender_id: str | None = None
+    ) -> Message:
+        """Edit (``text``) or delete (None) a message: only its sender (403), and 404 for
+        a message the caller cannot see. In open mode nobody is checked unless the body
+        names a ``senderId``. Deleting a deleted message changes nothing; editing one is
+        409. Every device of everyone concerned gets a ``message_edited`` or
+        ``message_deleted`` event through the cursor."""
+        check_id(message_id, "messageId")
+        if text is not None:
+            check_message_text(check_text(text, "message"), self.limits.message_max)
+        if sender_id is not None:
+            check_id(sender_id, "senderId")
+            require_self(actor, sender_id)
+        found = await self.storage.get_message(message_id) if well_formed_id(message_id) else None
+        if found is None or (actor is not None and not await self._sees(actor, found)):
+            raise NotFound("message not found", Code.MESSAGE_NOT_FOUND)
+        claimed = actor if actor is not None else sender_id
+        if claimed is not None and claimed != found.sender_id:
+            raise Forbidden("only its sender may change a message", Code.NOT_SENDER)
+        if found.deleted or not found.body:
+            if text is None:
+                return found  # deleted already: nothing to do
+            raise Conflict("the message was deleted", Code.MESSAGE_DELETED)
+        kind = "message_edited" if text is not None else "message_deleted"
+        drafts = [
+            EventDraft(new_id("e_"), kind, (reader,), self._about(found, conversation, text))
+            for reader, conversation in self._readers(found)
+        ]
+        result = await self.storage.edit_message(found.id, found.sender_id, text, drafts)
+        if result is None:  # changed meanwhile (deleted by a concurrent request)
+            current = await self.storage.get_message(message_id)
+            if text is None and current is not None and current.deleted:
+                return current
+            raise Conflict("the message was deleted", Code.MESSAGE_DELETED)
+        changed, stored = result
+        for draft, event in zip(drafts, stored, strict=True):
+            await self.events.stored(event, draft.streams)
+        return changed
+
+    @staticmethod
+    def _readers(message: Message) -> list[tuple[str, str]]:
+        """Who learns of a change, each with the conversation's id as they see it."""
+        if message.type == "group":
+            return [(message.recipient_id, message.recipient_id)]
+        if message.sender_id == message.recipient_id:
+            return [(message.sender_id, message.sender_id)]
+        return [
+            (message.sender_id, message.recipient_id),
+            (message.recipient_id, message.sender_id),
+        ]
+
+    @staticmethod
+    def _about(message: Message, conversation: str, text: str | None) -> dict[str, str]:
+        fields = {"messageId": message.id, "conversationId": conversation}
+        if text is not None:
+            fields["message"] = text
+        return fields
+
+    async def _sees(self, user_id: str, message: Message) -> bool:
+        if message.type == "private":
+            return user_id in (message.sender_id, message.recipient_id)
+        return await self.directory.is_member(message.recipient_id, user_id)
+
+    # typing ----------------------------------------------------------------------------
+    async def typing(self, actor: Actor, user_id: str, conversation_id: str) -> int:
+        """Tell the conversation's other members' live streams that ``user_id`` is typing;
+        never stored, never shown to someone who blocked the typer. Returns when the
+        notice expires (unix ms)."""
+        check_id(user_id, "userId")
+        check_id(conversation_id, "conversationId")
+        require_self(actor, user_id)
+        await self.users.require(user_id)
+        known = well_formed_id(conversation_id)
+        group = await self.directory.group(conversation_id) if known else None
+        if group is not None:
+            if actor is not None and not await self.directory.is_member(group.id, user_id):
+                raise Forbidden("you are not a member of this group", Code.NOT_A_MEMBER)
+            readers = sorted(set(await self.directory.members_of(group.id)) - {user_id})
+            seen_as = group.id
+        elif known and await self.directory.user(conversation_id) is not None:
+            readers = [] if conversation_id == user_id else [conversation_id]
+            seen_as = user_id  # the peer sees the conversation under the typer's id
+        else:
+            raise NotFound("no such user or group", Code.CONVERSATION_NOT_FOUND)
+        now = wall_clock_ms()
+        expires = now + TYPING_MS
+        allowed = [r for r in readers if user_id not in await self.directory.blocked_by(r)]
+        if allowed:
+            fields = {
+                "eventId": new_id("e_"),
+                "type": "typing",
+                "timestamp": str(now),
+                "conversationId": seen_as,
+                "userId": user_id,
+                "expiresAt": str(expires),
+            }
+            self.notifier.signal(allowed, fields)
+        return expires
+
+    def listen(self, user_id: str, watch: Watch) -> None:
+        """A live stream with events: pass it the user's typing notices."""
+        self.notifier.listen(user_id, watch)
+
+    def unlisten(self, user_id: str, watch: Watch) -> None:
+        self.notifier.unlisten(user_id, watch)
+
     # check -----------------------------------------------------------------------------
     async def check(
         self,
@@ -106,44 +219,53 @@ class MessageService:
         include_sent: bool = False,
         wait: float = 0.0,
         watch: Watch | None = None,
+        include_events: bool = False,
     ) -> Page:
         """Messages newer than ``after``; with ``wait``, hold the answer up to that many
         seconds until there is one (long-poll). ``watch`` (a live stream's) ends the wait
-        early, with an empty page, once its client has gone."""
+        early, with an empty page, once its client has gone. ``include_events``: the
+        change events of the user and its groups too, through the same cursor."""
         require_self(actor, user_id)
         page_size = self._page_size(limit)
         await self.users.require(user_id)
-        look = await self.changes.look(user_id, after, include_sent)
-        page = await self._check_once(user_id, after, page_size, include_sent, look)
-        if page.messages or wait <= 0 or after is None:
+        ev = include_events
+        look = await self.changes.look(user_id, after, include_sent, ev)
+        page = await self._check_once(user_id, after, page_size, include_sent, look, ev)
+        if page.messages or page.events or wait <= 0 or after is None:
             return page
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         pause = 0.002
-        while (left := deadline - loop.time()) > 0 and not (watch and watch.gone):
+        while (left := deadline - loop.time()) > 0 and not (watch and (watch.gone or watch.poked)):
             if not look.changed:
                 # Wake-ups are hints (one from another process can be lost): re-check now
                 # and then even without one.
-                streams = streams_of(user_id, look.groups, include_sent)
+                streams = streams_of(user_id, look.groups, include_sent, ev)
                 await self.notifier.wait(streams, min(left, RECHECK_SECONDS), watch)
-                if watch is not None and watch.gone:
+                if watch is not None and (watch.gone or watch.poked):
                     break
             else:
                 # Stored but not yet below the frontier (it trails the clock by 1 ms), or
                 # the change cache cannot tell (shared cache down): back off, read again.
                 await asyncio.sleep(min(pause, left))
                 pause = min(pause * 2, 0.25)
-            look = await self.changes.look(user_id, after, include_sent)
-            page = await self._check_once(user_id, after, page_size, include_sent, look)
-            if page.messages:
+            look = await self.changes.look(user_id, after, include_sent, ev)
+            page = await self._check_once(user_id, after, page_size, include_sent, look, ev)
+            if page.messages or page.events:
                 return page
             if page.next_ts > after:  # nothing up to next_ts: wait for newer only
                 after = page.next_ts
-                look = await self.changes.look(user_id, after, include_sent)
+                look = await self.changes.look(user_id, after, include_sent, ev)
         return page
 
     async def _check_once(
-        self, user_id: str, after: int | None, page_size: int, include_sent: bool, look: Look
+        self,
+        user_id: str,
+        after: int | None,
+        page_size: int,
+        include_sent: bool,
+        look: Look,
+        include_events: bool = False,
     ) -> Page:
         """One check, given the change cache's answer for ``after``."""
         if after is not None and not look.changed:
@@ -151,6 +273,10 @@ class MessageService:
             return Page([], after, False)
         recipients = [user_id, *look.groups]
         sent_by = user_id if include_sent else None
+        if include_events:
+            return await self.storage.read_messages(
+                recipients, sent_by, after, page_size, recipients
+            )
         return await self.storage.read_messages(recipients, sent_by, after, page_size)
 
     def _page_size(self, limit: int | None) -> int:

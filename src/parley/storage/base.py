@@ -20,6 +20,7 @@ from typing import Any, Literal, ParamSpec, TypeVar
 import msgspec
 
 from parley.domain.models import (
+    Event,
     GroupRecord,
     Message,
     MessageType,
@@ -43,6 +44,75 @@ class MessageDraft(msgspec.Struct, frozen=True):
     recipient_id: str
     body: str
     send_key: str | None = None  # the sender's idempotency key, if any
+
+
+class EventDraft(msgspec.Struct, frozen=True):
+    """A change event before storage gives it a position (see ``Storage.append_event``).
+
+    ``streams`` are the user ids and group ids it is delivered to: a user reads its own
+    id's events and those of the groups it belongs to (``include=events``). One event
+    addressed to several streams is one write at one position; a reader that reads more
+    than one of its streams gets it once.
+    """
+
+    id: str
+    type: str
+    streams: tuple[str, ...]
+    fields: dict[str, str]
+
+
+_fields_encoder = msgspec.json.Encoder()
+_fields_decoder = msgspec.json.Decoder(dict[str, str])
+
+
+def encode_fields(fields: dict[str, str]) -> str:
+    """An event's fields as stored (a JSON object)."""
+    return _fields_encoder.encode(fields).decode()
+
+
+def decode_fields(text: str | bytes) -> dict[str, str]:
+    return _fields_decoder.decode(text)
+
+
+def edited_fields(draft: EventDraft, body: str | None, ts: int) -> dict[str, str]:
+    """The fields an edit's event is stored with: ``editedAt`` is its own position."""
+    if body is None:
+        return dict(draft.fields)
+    return {**draft.fields, "editedAt": str(ts)}
+
+
+def scrubbed(fields: dict[str, str]) -> dict[str, str]:
+    """An edit event's fields once its message was deleted: the text is gone."""
+    return {k: v for k, v in fields.items() if k != "message"}
+
+
+def event_subject(draft: EventDraft) -> str | None:
+    """The message an event is about (its ``messageId``), indexed so that deleting the
+    message can erase its text from the message's earlier edit events too."""
+    return draft.fields.get("messageId")
+
+
+EMPTY_STREAM = "-"  # no id has this shape: a stream with no messages, for ``Storage.cursor``
+
+
+class Conversation(msgspec.Struct, frozen=True):
+    """One conversation as seen by ``user_id``: with a peer (private) or a group.
+
+    A private conversation holds the messages between the two users in both directions
+    (a user's conversation with itself: the messages it sent itself).
+    """
+
+    type: MessageType
+    user_id: str
+    other: str  # the peer's user id, or the group id
+
+
+class HistoryPage(msgspec.Struct, frozen=True):
+    """One page of a conversation's history: ascending, the newest page first."""
+
+    messages: list[Message]
+    has_more: bool
+    next_before: int | None  # the page's oldest timestamp (None for an empty page)
 
 
 class BulkData(msgspec.Struct):
@@ -248,12 +318,59 @@ class Storage(ABC):
     ) -> list[Message]:
         """Every message of the answer set with exactly this timestamp, in seq order."""
 
+    # change events (SPEC §7) ---------------------------------------------------------
+    @abstractmethod
+    async def append_event(self, draft: EventDraft) -> Event:
+        """Store a change event durably, once per stream of ``draft.streams``, at a
+        position taken from the same clock and under the same commit frontier as
+        messages; return it with its timestamp. The only write of an event."""
+
+    @abstractmethod
+    async def get_message(self, message_id: str) -> Message | None:
+        """A stored message by id, in its current state (edited, deleted)."""
+
+    @abstractmethod
+    async def edit_message(
+        self, message_id: str, sender_id: str, body: str | None, events: Sequence[EventDraft]
+    ) -> tuple[Message, list[Event]] | None:
+        """Edit (``body``) or delete (``None``) a message that ``sender_id`` sent and has
+        not deleted, and store ``events`` at one new position (one per reader's view of
+        the conversation), in one write where the backend allows. An edit sets the
+        message's ``edited_at`` and the events' ``editedAt`` to that position; a delete
+        erases the text from the message and from its earlier ``message_edited`` events.
+        Id and timestamp are kept. None (and nothing written) when the message is
+        missing, deleted or someone else's."""
+
+    @abstractmethod
+    async def _event_rows(
+        self, streams: Sequence[str], after: int, upto: int, limit: int
+    ) -> list[Event]:
+        """Events of these streams with ``after < ts <= upto`` in (ts, seq) order, each
+        once, at most ``limit``. ``upto`` is a frontier a message read just returned."""
+
+    @abstractmethod
+    async def _event_rows_at(self, streams: Sequence[str], ts: int) -> list[Event]:
+        """Every event of these streams with exactly this timestamp, in seq order."""
+
     async def read_messages(
-        self, recipients: Sequence[str], sent_by: str | None, after: int | None, limit: int
+        self,
+        recipients: Sequence[str],
+        sent_by: str | None,
+        after: int | None,
+        limit: int,
+        event_streams: Sequence[str] | None = None,
     ) -> Page:
-        """A page of messages newer than ``after``. Pages never split one timestamp."""
+        """A page of messages newer than ``after``. Pages never split one timestamp.
+
+        With ``event_streams`` the page also holds the events of those streams, merged
+        with the messages under the same frontier; ``limit`` counts both.
+        """
         start = -1 if after is None else after
         rows, frontier = await self._page_rows(recipients, sent_by, start, limit + 1)
+        if event_streams is not None:
+            return await self._with_events(
+                recipients, sent_by, event_streams, start, limit, rows, frontier
+            )
         if len(rows) <= limit:
             return Page(rows, max(frontier, start, 0), False)
         boundary = rows[limit].ts
@@ -263,6 +380,121 @@ class Storage(ABC):
         # More than `limit` messages share one millisecond: return all of them at once.
         same = await self._rows_at(recipients, sent_by, boundary)
         return Page(same, boundary, True)
+
+    # conversations: history, unread counts, read markers ------------------------------
+    # Every adapter keeps an index per conversation (private: by recipient and sender;
+    # group: by group), so a page costs the same whatever else the user has stored.
+    @abstractmethod
+    async def _history_frontier(self) -> int:
+        """A position at or below which every message is committed and visible."""
+
+    @abstractmethod
+    async def _history_rows(self, conv: Conversation, below: int, limit: int) -> list[Message]:
+        """At most ``limit`` messages of the conversation with ``ts < below``, newest first
+        (descending ``(ts, seq)``)."""
+
+    @abstractmethod
+    async def _history_at(self, conv: Conversation, ts: int) -> list[Message]:
+        """Every message of the conversation with exactly this timestamp, in seq order."""
+
+    async def history(self, conv: Conversation, before: int | None, limit: int) -> HistoryPage:
+        """The newest ``limit`` messages older than ``before``; pages never split one
+        timestamp (a longer run of one millisecond comes whole)."""
+        below = await self._history_frontier() + 1
+        if before is not None:
+            below = min(below, before)
+        rows = await self._history_rows(conv, below, limit + 1)
+        if len(rows) <= limit:
+            kept, more = rows, False
+        else:
+            boundary = rows[limit].ts
+            kept = [m for m in rows[:limit] if m.ts > boundary]
+            more = True
+            if not kept:  # more than `limit` messages share one millisecond
+                kept = list(reversed(await self._history_at(conv, boundary)))
+        kept.reverse()
+        return HistoryPage(kept, more, kept[0].ts if kept else None)
+
+    async def cursor(self) -> int:
+        """A polling cursor as safe as a check's ``nextTimestamp`` (every message at or
+        below it is already visible), read the way a check reads it: a page of a stream
+        that holds nothing."""
+        page = await self.read_messages([EMPTY_STREAM], None, None, 1)
+        return page.next_ts
+
+    async def last_message(self, conv: Conversation) -> Message | None:
+        """The conversation's newest visible message."""
+        below = await self._history_frontier() + 1
+        rows = await self._history_rows(conv, below, 1)
+        return rows[0] if rows else None
+
+    @abstractmethod
+    async def unread_count(self, conv: Conversation, after: int, cap: int) -> int:
+        """How many messages of the conversation from others have ``ts > after``, counting
+        no further than ``cap`` (the answer is at most ``cap``)."""
+
+    @abstractmethod
+    async def private_peers(self, user_id: str) -> list[str]:
+        """Every user with whom ``user_id`` has exchanged a private message (itself too,
+        if it sent itself one)."""
+
+    @abstractmethod
+    async def mark_read(self, user_id: str, conversation_id: str, ts: int) -> tuple[bool, int]:
+        """Move the user's read marker of a conversation forward to ``ts`` (one conditional
+        write); never back. Returns whether it moved and the marker's value afterwards."""
+
+    @abstractmethod
+    async def read_markers(self, user_id: str, conversation_ids: Sequence[str]) -> dict[str, int]:
+        """The user's read markers of these conversations (absent: never marked)."""
+
+    @abstractmethod
+    async def peer_read_markers(self, user_id: str, peers: Sequence[str]) -> dict[str, int]:
+        """Each peer's read marker of its private conversation with ``user_id``."""
+
+    async def _with_events(
+        self,
+        recipients: Sequence[str],
+        sent_by: str | None,
+        streams: Sequence[str],
+        start: int,
+        limit: int,
+        rows: list[Message],
+        frontier: int,
+    ) -> Page:
+        """Merge the events up to ``frontier`` into a page of ``rows`` (``limit + 1`` at
+        most, read under ``frontier``): one order, (ts, messages first, seq)."""
+        events = await self._event_rows(streams, start, frontier, limit + 1) if streams else []
+        # Beyond a list that came back full, only timestamps below its last are complete.
+        bound: int | None = None
+        if len(rows) > limit:
+            bound = rows[limit].ts
+        if len(events) > limit:
+            bound = events[limit].ts if bound is None else min(bound, events[limit].ts)
+        items: list[tuple[int, int, int, Message | Event]] = [(m.ts, 0, m.seq, m) for m in rows]
+        items += [(e.ts, 1, e.seq, e) for e in events]
+        items.sort(key=lambda item: item[:3])
+        if bound is not None:
+            items = [item for item in items if item[0] < bound]
+        if bound is None and len(items) <= limit:
+            return _page(items, max(frontier, start, 0), False)
+        if len(items) > limit:
+            boundary = items[limit][0]
+            kept = [item for item in items[:limit] if item[0] < boundary]
+        else:
+            assert bound is not None
+            boundary, kept = bound, items
+        if kept:
+            return _page(kept, kept[-1][0], True)
+        # More than `limit` messages and events share one millisecond: all of them at once.
+        same_rows = await self._rows_at(recipients, sent_by, boundary)
+        same_events = await self._event_rows_at(streams, boundary)
+        return Page(same_rows, boundary, True, same_events)
+
+
+def _page(items: list[tuple[int, int, int, Message | Event]], next_ts: int, more: bool) -> Page:
+    messages = [item[3] for item in items if isinstance(item[3], Message)]
+    events = [item[3] for item in items if isinstance(item[3], Event)]
+    return Page(messages, next_ts, more, events)
 
 
 def counted(cls: type[Storage]) -> type[Storage]:

@@ -26,20 +26,35 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
-from parley.domain.models import GroupRecord, Message, TokenRecord, UserRecord
+from parley.domain.models import Event, GroupRecord, Message, TokenRecord, UserRecord
 from parley.domain.roles import GroupWrite, Member, Outcome, Role
 from parley.errors import ParleyError, Unavailable
-from parley.storage.base import BulkData, MessageDraft, Storage, counted
+from parley.storage.base import (
+    BulkData,
+    EventDraft,
+    MessageDraft,
+    Storage,
+    counted,
+    decode_fields,
+    edited_fields,
+    encode_fields,
+    scrubbed,
+)
 from parley.storage.dynamodb_accounts import DynamoAccounts, token_item, user_status
 from parley.storage.dynamodb_client import ConditionFailed, DynamoClient, DynamoUnavailable
 from parley.storage.dynamodb_clock import Clock, ClockState, Reservation
+from parley.storage.dynamodb_conversations import DynamoConversations, peer_items
 from parley.storage.dynamodb_groups import Rosters, roster_group_item
 from parley.storage.dynamodb_items import (
+    LOCATOR_PREFIX,
     Item,
     claim_item,
+    event_items,
+    event_stream,
+    locator_item,
     message_items,
     n,
     parse_group,
@@ -47,6 +62,7 @@ from parley.storage.dynamodb_items import (
     parse_user,
     s,
     sent_stream,
+    sort_key,
     ts_ceiling,
     ts_floor,
     ts_prefix,
@@ -58,9 +74,11 @@ from parley.storage.dynamodb_items import (
 from parley.storage.dynamodb_tables import TABLES, TableSpec, create_table_kwargs, table_names
 
 log = logging.getLogger("parley.storage.dynamodb")
+R = TypeVar("R")
 
 BATCH_WRITE_MAX = 25  # items per BatchWriteItem call (DynamoDB's limit)
 SEND_KEY_TTL = 7 * 24 * 3600  # idempotency claims expire after a week (seconds)
+KNOWN_PEERS_MAX = 100_000  # pairs remembered per process as already recorded
 READ_YOUR_WRITES = 0.05  # a reader waits at most this long for this process's own writes
 
 
@@ -74,7 +92,7 @@ class _Append:
 
 
 @counted
-class DynamoStorage(DynamoAccounts, Storage):
+class DynamoStorage(DynamoConversations, DynamoAccounts, Storage):
     name = "dynamodb"
 
     def __init__(
@@ -109,6 +127,7 @@ class DynamoStorage(DynamoAccounts, Storage):
         self._keyed: dict[tuple[str, str], asyncio.Future[tuple[Message, bool]]] = {}
         self._released = 0  # the largest timestamp this process released
         self._aborted: set[int] = set()  # aborted timestamps seen (the set only grows)
+        self._known_peers: set[tuple[str, str]] = set()  # peer items this process wrote
 
     # lifecycle -------------------------------------------------------------------------
     async def open(self) -> None:
@@ -380,6 +399,11 @@ class DynamoStorage(DynamoAccounts, Storage):
         self._enqueue(_Append(draft, future))
         return await future
 
+    @staticmethod
+    def _locator(job: _Append, message: Message) -> Item:
+        key = job.draft.send_key
+        return locator_item(message, None if key is None else claim_key(message.sender_id, key))
+
     def _forget_key(self, key: tuple[str, str], done: asyncio.Future[Any]) -> None:
         if self._keyed.get(key) is done:
             del self._keyed[key]
@@ -430,10 +454,19 @@ class DynamoStorage(DynamoAccounts, Storage):
                 ("messages", item)
                 for job, message in zip(batch, messages, strict=True)
                 if job in claimed
-                for item in message_items(message)
+                for item in [*message_items(message), self._locator(job, message)]
             ]
+            pairs = {
+                (m.sender_id, m.recipient_id)
+                for job, m in zip(batch, messages, strict=True)
+                if job in claimed and m.type == "private"
+            } - self._known_peers
+            writes += [("conversations", item) for item in peer_items(sorted(pairs))]
             if writes:
                 await self._write_items(writes)
+            if len(self._known_peers) > KNOWN_PEERS_MAX:
+                self._known_peers.clear()
+            self._known_peers |= pairs
         except BaseException:
             # Some items may have been written: hide them all for good, then report.
             await asyncio.shield(self._abort_quietly(reservation))
@@ -541,7 +574,12 @@ class DynamoStorage(DynamoAccounts, Storage):
 
     async def _stream_rows(self, stream: str, low: str, high: str, limit: int) -> list[Message]:
         """Up to ``limit`` shown messages of one stream with low <= sk <= high, in order."""
-        rows: list[Message] = []
+        return await self._stream_items(stream, low, high, limit, parse_message)
+
+    async def _stream_items(
+        self, stream: str, low: str, high: str, limit: int, parse: Callable[[Item], R]
+    ) -> list[R]:
+        rows: list[R] = []
         start: Item | None = None
         for _ in range(10_000):
             kwargs: dict[str, Any] = {"ExclusiveStartKey": start} if start else {}
@@ -555,9 +593,9 @@ class DynamoStorage(DynamoAccounts, Storage):
                 **kwargs,
             )
             rows += [
-                m
-                for m in map(parse_message, response.get("Items", []))
-                if m.ts not in self._aborted
+                row
+                for row in map(parse, response.get("Items", []))
+                if getattr(row, "ts", 0) not in self._aborted
             ]
             start = response.get("LastEvaluatedKey")
             if start is None or len(rows) >= limit:
@@ -603,6 +641,184 @@ class DynamoStorage(DynamoAccounts, Storage):
         shown = [[parse_message(i) for i in items] for items in parts]
         return [m for m in self._merge(shown) if m.ts not in self._aborted]
 
+    # change events -----------------------------------------------------------------------
+    async def append_event(self, draft: EventDraft) -> Event:
+        """Reserve a position, write one item per stream (``ev:<stream>`` partitions of
+        the messages table), release: three requests, like a batch of messages."""
+        self._ready()
+        reservation = await self.clock.reserve()
+        event = Event(draft.id, draft.type, dict(draft.fields), reservation.ts, 0)
+        try:
+            items = event_items(event, draft.streams, encode_fields(draft.fields))
+            await self._write_items([("messages", item) for item in items])
+        except BaseException:
+            await asyncio.shield(self._abort_quietly(reservation))
+            raise
+        await self._release(reservation)
+        return event
+
+    async def get_message(self, message_id: str) -> Message | None:
+        found = await self._located(message_id)
+        return None if found is None else found[0]
+
+    async def _located(self, message_id: str) -> tuple[Message, Item] | None:
+        """The message (its recipient stream's item) and its locator."""
+        self._ready()
+        locator = await self._get(
+            "messages", {"recipient_id": s(LOCATOR_PREFIX + message_id), "sk": s("id")}
+        )
+        if locator is None:
+            return None
+        item = await self._get("messages", {"recipient_id": locator["to"], "sk": locator["msk"]})
+        if item is None:
+            return None
+        message = parse_message(item)
+        if message.ts in self._aborted:
+            return None
+        return message, locator
+
+    async def edit_message(
+        self, message_id: str, sender_id: str, body: str | None, events: Sequence[EventDraft]
+    ) -> tuple[Message, list[Event]] | None:
+        """Under one clock reservation: a conditional update of the message's item (sender,
+        not deleted), the same change to its sent: copy, the event's items, release.
+
+        A crash after the message changed but before the release leaves the reservation
+        to expire: readers abort it, the event items (if any) stay hidden, the message
+        shows its new state; retrying the edit or delete converges (a second delete finds
+        it deleted and changes nothing)."""
+        found = await self._located(message_id)
+        if found is None:
+            return None
+        current, locator = found
+        if current.sender_id != sender_id or current.deleted:
+            return None
+        reservation = await self.clock.reserve()
+        ts = reservation.ts
+        stored = [
+            Event(e.id, e.type, edited_fields(e, body, ts), ts, seq) for seq, e in enumerate(events)
+        ]
+        keys = [{"recipient_id": locator["to"], "sk": locator["msk"]}]
+        if current.type == "private":
+            keys.append({"recipient_id": s(sent_stream(current.sender_id)), "sk": locator["msk"]})
+        if body is None:
+            update = "SET body = :b, deleted = :d"
+            values: dict[str, Any] = {":b": s(""), ":d": {"BOOL": True}}
+        else:
+            update = (
+                "SET body = :b, edited_at = :t, edits = list_append(if_not_exists(edits, :e), :k)"
+            )
+            edit_keys = [
+                {"L": [s(event_stream(st)), s(sort_key(ts, e.seq, e.id))]}
+                for e, draft in zip(stored, events, strict=True)
+                for st in dict.fromkeys(draft.streams)
+            ]
+            values = {":b": s(body), ":t": n(ts), ":e": {"L": []}, ":k": {"L": edit_keys}}
+        try:
+            try:
+                response = await self.client.call(
+                    "update_item",
+                    TableName=self.tables["messages"],
+                    Key=keys[0],
+                    UpdateExpression=update,
+                    ConditionExpression="sender_id = :s AND attribute_not_exists(deleted)",
+                    ExpressionAttributeValues={**values, ":s": s(sender_id)},
+                    ReturnValues="ALL_OLD",
+                )
+            except ConditionFailed:
+                await self._abort_quietly(reservation)
+                return None
+            for key in keys[1:]:
+                await self.client.call(
+                    "update_item",
+                    TableName=self.tables["messages"],
+                    Key=key,
+                    UpdateExpression=update,
+                    ExpressionAttributeValues=values,
+                )
+            await self._write_items(
+                [
+                    ("messages", item)
+                    for e, draft in zip(stored, events, strict=True)
+                    for item in event_items(e, draft.streams, encode_fields(scrubbed(e.fields)))
+                ]
+            )
+            if body is None:
+                await self._erase_edits(response.get("Attributes", {}), locator)
+        except BaseException:
+            await asyncio.shield(self._abort_quietly(reservation))
+            raise
+        await self._release(reservation)
+        if body is None:
+            changed = Message(
+                current.id, current.type, current.sender_id, current.recipient_id,
+                "", current.ts, current.seq, current.edited_at, True,
+            )  # fmt: skip
+        else:
+            changed = Message(
+                current.id, current.type, current.sender_id, current.recipient_id,
+                body, current.ts, current.seq, ts, False,
+            )  # fmt: skip
+        return changed, stored
+
+    async def _erase_edits(self, old: Item, locator: Item) -> None:
+        """A delete: remove the text from the message's earlier edit events and from its
+        idempotency claim."""
+        for entry in old.get("edits", {}).get("L", []):
+            stream, key = (part["S"] for part in entry["L"])
+            with contextlib.suppress(ConditionFailed):
+                await self.client.call(
+                    "update_item",
+                    TableName=self.tables["messages"],
+                    Key={"recipient_id": s(stream), "sk": s(key)},
+                    UpdateExpression="REMOVE message",
+                    ConditionExpression="attribute_exists(id)",
+                )
+        if "claim" in locator:
+            with contextlib.suppress(ConditionFailed):
+                await self.client.call(
+                    "update_item",
+                    TableName=self.tables["sends"],
+                    Key={"send_key": locator["claim"]},
+                    UpdateExpression="SET body = :b",
+                    ConditionExpression="attribute_exists(send_key)",
+                    ExpressionAttributeValues={":b": s("")},
+                )
+
+    async def _release(self, reservation: Reservation) -> None:
+        try:
+            released = await self.clock.release(reservation)
+        except BaseException:
+            await asyncio.shield(self._abort_quietly(reservation))
+            raise
+        if not released:  # it outlived its lease and a reader aborted it
+            raise Unavailable("storage write timed out")
+        self._released = max(self._released, reservation.ts)
+
+    async def _event_rows(
+        self, streams: Sequence[str], after: int, upto: int, limit: int
+    ) -> list[Event]:
+        if upto <= after or not streams:
+            return []
+        low, high = ts_floor(max(after + 1, 0)), ts_ceiling(upto)
+        parts = await asyncio.gather(
+            *(
+                self._stream_items(event_stream(st), low, high, limit, _parse_event)
+                for st in dict.fromkeys(streams)
+            )
+        )
+        return _merge_events(parts)[:limit]
+
+    async def _event_rows_at(self, streams: Sequence[str], ts: int) -> list[Event]:
+        low, high = ts_floor(ts), ts_ceiling(ts)
+        parts = await asyncio.gather(
+            *(
+                self._stream_items(event_stream(st), low, high, 10_000, _parse_event)
+                for st in dict.fromkeys(streams)
+            )
+        )
+        return _merge_events(parts)
+
     # bulk ------------------------------------------------------------------------------
     async def bulk_load(self, data: BulkData) -> None:
         """Load an idle store: BatchWriteItem throughout, then move the clock past it."""
@@ -616,7 +832,26 @@ class DynamoStorage(DynamoAccounts, Storage):
         for seq, m in enumerate(data.messages):
             message = Message(m.id, m.type, m.sender_id, m.recipient_id, m.body, m.ts, seq)
             writes += [("messages", item) for item in message_items(message)]
+        pairs = {(m.sender_id, m.recipient_id) for m in data.messages if m.type == "private"}
+        writes += [("conversations", item) for item in peer_items(sorted(pairs))]
         for start in range(0, len(writes), 20 * BATCH_WRITE_MAX):
             await self._write_items(writes[start : start + 20 * BATCH_WRITE_MAX])
         if data.messages:
             await self.clock.advance_to(max(m.ts for m in data.messages))
+
+
+def _parse_event(item: Item) -> Event:
+    fields = decode_fields(item["fields"]["S"])
+    if "message" in item:  # an edit's text, kept apart (erased when the message is deleted)
+        fields["message"] = item["message"]["S"]
+    return Event(
+        item["id"]["S"], item["etype"]["S"], fields, int(item["ts"]["N"]), int(item["seq"]["N"])
+    )
+
+
+def _merge_events(parts: Sequence[list[Event]]) -> list[Event]:
+    merged: dict[str, Event] = {}
+    for rows in parts:
+        for event in rows:
+            merged.setdefault(event.id, event)  # one event addressed to several streams
+    return sorted(merged.values(), key=lambda e: (e.ts, e.seq, e.id))

@@ -5,6 +5,7 @@ Message items, one per stream a message belongs to::
     recipient_id  "u_…" (a user's inbox), "g_…" (a group), "sent:u_…" (include=sent copy)
     sk            "0001764412345678.000000003#m_9f3a…"   timestamp . position # message id
     id, type, sender_id, body, ts (N), seq (N), and "to" (the real recipient) in sent: copies
+    pair          on the receiver's item of a private message: ``pair_key(receiver, sender)``
 
 Two messages never share a sort key, by construction: the key ends with the message's id,
 which is unique. (The commit clock also hands every timestamp out once and positions within
@@ -24,9 +25,10 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from parley.domain.models import GroupRecord, Message, MessageType, UserRecord
+from parley.domain.models import Event, GroupRecord, Message, MessageType, UserRecord
 
 SENT_PREFIX = "sent:"
+EVENT_PREFIX = "ev:"
 
 Item = dict[str, Any]
 
@@ -78,11 +80,18 @@ def _message_fields(message: Message) -> Item:
     }
 
 
+def pair_key(recipient_id: str, sender_id: str) -> str:
+    """One direction of a private conversation (the by_pair index's key), unambiguous
+    whatever either id contains."""
+    return f"{len(recipient_id)}:{recipient_id}{sender_id}"
+
+
 def message_items(message: Message) -> list[Item]:
     """The items of one message: its recipient's stream, and the sender's sent: stream."""
     key = sort_key(message.ts, message.seq, message.id)
     items = [{"recipient_id": s(message.recipient_id), "sk": s(key), **_message_fields(message)}]
     if message.type == "private":
+        items[0]["pair"] = s(pair_key(message.recipient_id, message.sender_id))
         items.append(
             {
                 "recipient_id": s(sent_stream(message.sender_id)),
@@ -92,6 +101,49 @@ def message_items(message: Message) -> list[Item]:
             }
         )
     return items
+
+
+LOCATOR_PREFIX = "id:"
+
+
+def locator_item(message: Message, claim: str | None) -> Item:
+    """Where a message's items are, by its id (edits and deletes address it by id)."""
+    item: Item = {
+        "recipient_id": s(LOCATOR_PREFIX + message.id),
+        "sk": s("id"),
+        "to": s(message.recipient_id),
+        "msk": s(sort_key(message.ts, message.seq, message.id)),
+        "type": s(message.type),
+        "sender_id": s(message.sender_id),
+    }
+    if claim is not None:
+        item["claim"] = s(claim)
+    return item
+
+
+def event_stream(stream: str) -> str:
+    """The partition of a stream's change events (beside its messages, never mixed)."""
+    return EVENT_PREFIX + stream
+
+
+def event_items(event: Event, streams: tuple[str, ...], fields_json: str) -> list[Item]:
+    """The items of one event: one per stream it is addressed to. An edit's new text is
+    kept apart (``message``), so a later delete erases it with one REMOVE."""
+    key = sort_key(event.ts, event.seq, event.id)
+    text = {"message": s(event.fields["message"])} if "message" in event.fields else {}
+    return [
+        {
+            **text,
+            "recipient_id": s(event_stream(stream)),
+            "sk": s(key),
+            "id": s(event.id),
+            "etype": s(event.type),
+            "fields": s(fields_json),
+            "ts": n(event.ts),
+            "seq": n(event.seq),
+        }
+        for stream in dict.fromkeys(streams)
+    ]
 
 
 def parse_message(item: Item) -> Message:
@@ -104,6 +156,8 @@ def parse_message(item: Item) -> Message:
         body=item["body"]["S"],
         ts=int(item["ts"]["N"]),
         seq=int(item["seq"]["N"]),
+        edited_at=int(item["edited_at"]["N"]) if "edited_at" in item else 0,
+        deleted="deleted" in item,
     )
 
 

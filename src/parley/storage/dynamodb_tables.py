@@ -188,12 +188,26 @@ TABLES: Final[tuple[TableSpec, ...]] = (
         suffix="messages",
         hash_key="recipient_id",
         range_key="sk",
-        attributes=(("recipient_id", "S"), ("sk", "S")),
+        attributes=(("recipient_id", "S"), ("sk", "S"), ("pair", "S")),
+        indexes=(GlobalSecondaryIndex(name="by_pair", hash_key="pair", range_key="sk"),),
         description=(
             "Messages keyed by stream (a receiving user, a group, or 'sent:' + a sender for "
             "include=sent) and a per-message sort key: the commit timestamp, the "
-            "position within its commit, the message id. Every read is a strongly "
-            "consistent Query."
+            "position within its commit, the message id. Every stream read is a strongly "
+            "consistent Query. by_pair (sparse: the receiver's item of a private message "
+            "carries 'pair', its receiver and sender) is one direction of one private "
+            "conversation, for history pages and unread counts."
+        ),
+    ),
+    TableSpec(
+        suffix="conversations",
+        hash_key="user_id",
+        range_key="conversation",
+        attributes=(("user_id", "S"), ("conversation", "S")),
+        description=(
+            "Per user: 'p#' + a peer it exchanged private messages with (written with the "
+            "first message of the pair a process sees), and 'r#' + a conversation id with "
+            "the user's read marker (one item, moved by a conditional update)."
         ),
     ),
     TableSpec(

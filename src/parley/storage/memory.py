@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Sequence
 
 import msgspec
 
-from parley.domain.models import GroupRecord, Message, TokenRecord, UserRecord
+from parley.domain.models import Event, GroupRecord, Message, TokenRecord, UserRecord
 from parley.domain.positions import PositionTracker
 from parley.domain.roles import (
     GroupWrite,
@@ -26,7 +26,16 @@ from parley.domain.roles import (
     in_order,
     may_rename,
 )
-from parley.storage.base import AccountState, MessageDraft, Storage, counted
+from parley.storage.base import (
+    AccountState,
+    Conversation,
+    EventDraft,
+    MessageDraft,
+    Storage,
+    counted,
+    edited_fields,
+    scrubbed,
+)
 
 
 @counted
@@ -45,11 +54,19 @@ class MemoryStorage(Storage):
         self._inbox: dict[str, list[Message]] = {}  # recipient id -> messages by (ts, seq)
         self._sent: dict[str, list[Message]] = {}  # sender id -> private messages sent
         self._sends: dict[tuple[str, str], Message] = {}
+        # private messages by (recipient, sender): one conversation's direction, as
+        # positions in the recipient's inbox (so edits there show here too)
+        self._pairs: dict[tuple[str, str], list[int]] = {}
+        self._peers: dict[str, set[str]] = {}
+        self._read: dict[tuple[str, str], int] = {}  # (user, conversation) -> read up to
         self._seq = itertools.count(1)
         self._last_ts = 0
         self._tokens: dict[str, dict[str, TokenRecord]] = {}  # user id -> token id -> token
         self._passwords: dict[str, str] = {}
         self._states: dict[str, AccountState] = {}
+        self._events: dict[str, list[Event]] = {}  # stream -> events by (ts, seq)
+        self._where: dict[str, tuple[str, int]] = {}  # message id -> (recipient, ts)
+        self._edits: dict[str, list[Event]] = {}  # message id -> its message_edited events
 
     async def ping(self) -> None:
         return None
@@ -226,8 +243,14 @@ class MemoryStorage(Storage):
                 seq=next(self._seq),
             )
             self._inbox.setdefault(message.recipient_id, []).append(message)
+            self._where[message.id] = (message.recipient_id, ts)
             if message.type == "private":
                 self._sent.setdefault(message.sender_id, []).append(message)
+                pair = (message.recipient_id, message.sender_id)
+                inbox = self._inbox[message.recipient_id]
+                self._pairs.setdefault(pair, []).append(len(inbox) - 1)
+                self._peers.setdefault(message.sender_id, set()).add(message.recipient_id)
+                self._peers.setdefault(message.recipient_id, set()).add(message.sender_id)
             if draft.send_key is not None:
                 self._sends[(draft.sender_id, draft.send_key)] = message
             self._last_ts = max(self._last_ts, ts)
@@ -271,3 +294,160 @@ class MemoryStorage(Storage):
     ) -> list[Message]:
         merged = self._merged(recipients, sent_by, ts - 1)
         return list(itertools.takewhile(lambda m: m.ts == ts, merged))
+
+    # conversations -----------------------------------------------------------------------
+    def _conversation_streams(self, conv: Conversation) -> list[list[Message]]:
+        if conv.type == "group":
+            return [self._inbox.get(conv.other, [])]
+        pairs = dict.fromkeys([(conv.user_id, conv.other), (conv.other, conv.user_id)])
+        streams = []
+        for recipient, sender in pairs:
+            inbox = self._inbox.get(recipient, [])
+            streams.append([inbox[i] for i in self._pairs.get((recipient, sender), [])])
+        return streams
+
+    async def _history_frontier(self) -> int:
+        return await self.positions.caught_up()
+
+    async def _history_rows(self, conv: Conversation, below: int, limit: int) -> list[Message]:
+        parts = []
+        for stream in self._conversation_streams(conv):
+            end = bisect_right(stream, below - 1, key=lambda m: m.ts)
+            parts.append(reversed(stream[max(end - limit, 0) : end]))
+        merged = heapq.merge(*parts, key=lambda m: (m.ts, m.seq), reverse=True)
+        return list(itertools.islice(merged, limit))
+
+    async def _history_at(self, conv: Conversation, ts: int) -> list[Message]:
+        rows = [
+            m
+            for stream in self._conversation_streams(conv)
+            for m in stream[bisect_right(stream, ts - 1, key=lambda m: m.ts) :]
+            if m.ts == ts
+        ]
+        return sorted(rows, key=lambda m: m.seq)
+
+    async def unread_count(self, conv: Conversation, after: int, cap: int) -> int:
+        if conv.type == "private":
+            if conv.other == conv.user_id:
+                return 0
+            inbox = self._inbox.get(conv.user_id, [])
+            pair = self._pairs.get((conv.user_id, conv.other), [])
+            start = bisect_right(pair, after, key=lambda i: inbox[i].ts)
+            return min(len(pair) - start, cap)
+        stream = self._inbox.get(conv.other, [])
+        count = 0
+        for message in stream[bisect_right(stream, after, key=lambda m: m.ts) :]:
+            if message.sender_id != conv.user_id:
+                count += 1
+                if count >= cap:
+                    break
+        return count
+
+    async def private_peers(self, user_id: str) -> list[str]:
+        return sorted(self._peers.get(user_id, ()))
+
+    async def mark_read(self, user_id: str, conversation_id: str, ts: int) -> tuple[bool, int]:
+        key = (user_id, conversation_id)
+        stored = self._read.get(key)
+        if stored is not None and stored >= ts:
+            return False, stored
+        self._read[key] = ts
+        return True, ts
+
+    async def read_markers(self, user_id: str, conversation_ids: Sequence[str]) -> dict[str, int]:
+        found = ((c, self._read.get((user_id, c))) for c in conversation_ids)
+        return {c: ts for c, ts in found if ts is not None}
+
+    async def peer_read_markers(self, user_id: str, peers: Sequence[str]) -> dict[str, int]:
+        found = ((p, self._read.get((p, user_id))) for p in peers)
+        return {p: ts for p, ts in found if ts is not None}
+
+    # change events ---------------------------------------------------------------------
+    async def append_event(self, draft: EventDraft) -> Event:
+        async with self.positions.writing() as ts:
+            event = Event(draft.id, draft.type, dict(draft.fields), ts, next(self._seq))
+            for stream in dict.fromkeys(draft.streams):
+                self._events.setdefault(stream, []).append(event)
+            self._last_ts = max(self._last_ts, ts)
+        return event
+
+    @staticmethod
+    def _index(stream: list[Message], message_id: str, ts: int) -> int | None:
+        start = bisect_left(stream, ts, key=lambda m: m.ts)
+        for i in range(start, len(stream)):
+            if stream[i].id == message_id:
+                return i
+            if stream[i].ts > ts:
+                break
+        return None
+
+    async def get_message(self, message_id: str) -> Message | None:
+        where = self._where.get(message_id)
+        if where is None:
+            return None
+        stream = self._inbox.get(where[0], [])
+        i = self._index(stream, message_id, where[1])
+        return None if i is None else stream[i]
+
+    async def edit_message(
+        self, message_id: str, sender_id: str, body: str | None, events: Sequence[EventDraft]
+    ) -> tuple[Message, list[Event]] | None:
+        current = await self.get_message(message_id)
+        if current is None or current.sender_id != sender_id or current.deleted:
+            return None
+        async with self.positions.writing() as ts:
+            if body is None:
+                changed = msgspec.structs.replace(current, body="", deleted=True)
+                for edit in self._edits.pop(message_id, []):
+                    scrubbed_fields = scrubbed(edit.fields)
+                    edit.fields.clear()
+                    edit.fields.update(scrubbed_fields)
+            else:
+                changed = msgspec.structs.replace(current, body=body, edited_at=ts)
+            streams = [self._inbox.get(current.recipient_id, [])]
+            if current.type == "private":
+                streams.append(self._sent.get(current.sender_id, []))
+            for stream in streams:
+                i = self._index(stream, message_id, current.ts)
+                if i is not None:
+                    stream[i] = changed
+            for key, sent in self._sends.items():
+                if sent.id == message_id:
+                    self._sends[key] = changed
+            stored = []
+            for event in events:
+                fields = edited_fields(event, body, ts)
+                one = Event(event.id, event.type, fields, ts, next(self._seq))
+                for stream_id in dict.fromkeys(event.streams):
+                    self._events.setdefault(stream_id, []).append(one)
+                if body is not None:
+                    self._edits.setdefault(message_id, []).append(one)
+                stored.append(one)
+            self._last_ts = max(self._last_ts, ts)
+        return changed, stored
+
+    def _merged_events(self, streams: Sequence[str], after: int) -> Iterator[Event]:
+        parts = []
+        for stream in dict.fromkeys(streams):
+            events = self._events.get(stream, [])
+            start = bisect_right(events, after, key=lambda e: e.ts)
+            parts.append(itertools.islice(events, start, None))
+        seen: set[int] = set()
+        for event in heapq.merge(*parts, key=lambda e: (e.ts, e.seq)):
+            if event.seq not in seen:  # one event addressed to several streams
+                seen.add(event.seq)
+                yield event
+
+    async def _event_rows(
+        self, streams: Sequence[str], after: int, upto: int, limit: int
+    ) -> list[Event]:
+        rows: list[Event] = []
+        for event in self._merged_events(streams, after):
+            if event.ts > upto or len(rows) >= limit:
+                break
+            rows.append(event)
+        return rows
+
+    async def _event_rows_at(self, streams: Sequence[str], ts: int) -> list[Event]:
+        merged = self._merged_events(streams, ts - 1)
+        return list(itertools.takewhile(lambda e: e.ts == ts, merged))

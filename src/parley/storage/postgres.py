@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from parley.domain.models import GroupRecord, Message, Page, TokenRecord, UserRecord
+from parley.domain.models import Event, GroupRecord, Message, Page, TokenRecord, UserRecord
 from parley.domain.roles import (
     GroupWrite,
     Member,
@@ -49,9 +49,22 @@ from parley.domain.roles import (
     may_rename,
 )
 from parley.errors import Unavailable
-from parley.storage.base import BulkData, MessageDraft, Storage, counted
+from parley.storage.base import (
+    BulkData,
+    EventDraft,
+    MessageDraft,
+    Storage,
+    counted,
+    decode_fields,
+    edited_fields,
+    encode_fields,
+    event_subject,
+    scrubbed,
+)
 from parley.storage.postgres_accounts import INSERT_TOKEN, PostgresAccounts, token_args
 from parley.storage.postgres_accounts import MIGRATION as ACCOUNTS_MIGRATION
+from parley.storage.postgres_conversations import KNOWN_PEERS_MAX, PostgresConversations
+from parley.storage.postgres_conversations import MIGRATION as CONVERSATIONS_MIGRATION
 
 log = logging.getLogger("parley.storage.postgres")
 
@@ -148,9 +161,33 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE members SET role = 'owner' WHERE (group_id, user_id) IN
         (SELECT group_id, min(user_id) FROM members GROUP BY group_id);
     """,
+    # change events: one row each, on the message clock, delivered to one or more streams
+    # (a user's id or a group's id); messages can be edited and deleted
+    """
+    CREATE TABLE events (
+        seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        id text NOT NULL UNIQUE,
+        type text NOT NULL,
+        fields text NOT NULL,
+        ts bigint NOT NULL,
+        subject text
+    );
+    CREATE INDEX events_by_subject ON events (subject) WHERE subject IS NOT NULL;
+    CREATE INDEX events_by_ts ON events (ts);
+    CREATE TABLE event_streams (
+        stream text NOT NULL,
+        ts bigint NOT NULL,
+        seq bigint NOT NULL,
+        PRIMARY KEY (stream, ts, seq)
+    );
+    ALTER TABLE messages ADD COLUMN edited_at bigint NOT NULL DEFAULT 0;
+    ALTER TABLE messages ADD COLUMN deleted boolean NOT NULL DEFAULT false;
+    """,
+    # conversations: an index per private conversation, peers, read markers
+    CONVERSATIONS_MIGRATION,
 )
 
-MESSAGE_COLUMNS = "id, type, sender_id, recipient_id, body, ts, seq"
+MESSAGE_COLUMNS = "id, type, sender_id, recipient_id, body, ts, seq, edited_at, deleted"
 NOW_MS = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
 
 # One statement, so one transaction and one round trip: move the clock (taking its row
@@ -169,6 +206,11 @@ WITH c AS (
     ORDER BY d.n
     ON CONFLICT (sender_id, send_key) WHERE send_key IS NOT NULL DO NOTHING
     RETURNING id, ts, seq
+), pe AS (
+    -- reads c, so it runs after the clock row is locked (no lock-order deadlock)
+    INSERT INTO peers (user_id, peer_id)
+    SELECT p.u, p.p FROM unnest($7::text[], $8::text[]) AS p(u, p) CROSS JOIN c
+    ON CONFLICT DO NOTHING
 )
 SELECT c.ts AS clock, c.now_ms, ins.id, ins.seq FROM c LEFT JOIN ins ON true
 """
@@ -231,8 +273,41 @@ _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 def _message(row: Any) -> Message:
     return Message(
         row["id"], row["type"], row["sender_id"], row["recipient_id"], row["body"],
-        row["ts"], row["seq"],
+        row["ts"], row["seq"], row["edited_at"], row["deleted"],
     )  # fmt: skip
+
+
+def _event(row: Any) -> Event:
+    return Event(row["id"], row["type"], decode_fields(row["fields"]), row["ts"], row["seq"])
+
+
+# One statement, one transaction: move the clock (taking its row lock) and insert the
+# event and its stream rows under the new timestamp.
+EVENT_SQL = f"""
+WITH c AS (
+    UPDATE clock SET ts = GREATEST(clock.ts + 1, {NOW_MS}) WHERE id RETURNING ts
+), e AS (
+    INSERT INTO events (id, type, fields, ts, subject)
+    SELECT $1, $2, $3, c.ts, $4 FROM c
+    RETURNING ts, seq
+), s AS (
+    INSERT INTO event_streams (stream, ts, seq)
+    SELECT u.stream, e.ts, e.seq FROM e CROSS JOIN unnest($5::text[]) AS u(stream)
+)
+SELECT ts, seq FROM e
+"""
+
+EVENT_ROWS_SQL = """
+SELECT id, type, fields, ts, seq FROM events WHERE seq IN (
+    SELECT seq FROM event_streams WHERE stream = ANY($1::text[]) AND ts > $2 AND ts <= $3
+) ORDER BY ts, seq LIMIT $4
+"""
+
+EVENT_ROWS_AT_SQL = """
+SELECT id, type, fields, ts, seq FROM events WHERE seq IN (
+    SELECT seq FROM event_streams WHERE stream = ANY($1::text[]) AND ts = $2
+) ORDER BY ts, seq
+"""
 
 
 async def _keep_session(connection: asyncpg.Connection) -> None:
@@ -251,7 +326,7 @@ class _Append:
 
 
 @counted
-class PostgresStorage(PostgresAccounts, Storage):
+class PostgresStorage(PostgresConversations, PostgresAccounts, Storage):
     name = "postgres"
 
     def __init__(
@@ -278,6 +353,8 @@ class PostgresStorage(PostgresAccounts, Storage):
         self._inflight: list[_Append] = []
         self._writer: asyncio.Task[None] | None = None
         self._abandoned: set[asyncio.Future[Any]] = set()
+        self._known_peers: set[tuple[str, str]] = set()
+        self._pending_peers: set[tuple[str, str]] = set()
         faults = os.environ.get("PARLEY_TEST_EXIT_AFTER_COMMIT", "")
         self.exit_after_commit = frozenset(filter(None, faults.split(",")))
 
@@ -568,7 +645,11 @@ class PostgresStorage(PostgresAccounts, Storage):
             " SELECT recipient_id AS id, max(ts) AS ts, false AS sent,"
             "  (SELECT count(*) FROM m) AS n FROM m GROUP BY recipient_id"
             " UNION ALL"
-            " SELECT sender_id, max(ts), true, 0 FROM m WHERE type = 'private' GROUP BY sender_id",
+            " SELECT sender_id, max(ts), true, 0 FROM m WHERE type = 'private' GROUP BY sender_id"
+            " UNION ALL"
+            " SELECT 'ev:' || s.stream, max(e.ts), false, 0 FROM events e"
+            "  JOIN event_streams s ON s.seq = e.seq AND s.ts = e.ts"
+            "  WHERE e.ts > $1 AND e.ts <= $2 GROUP BY s.stream",
             after,
             upto,
             limit,
@@ -826,7 +907,7 @@ class PostgresStorage(PostgresAccounts, Storage):
     async def _write_batch(self, batch: list[_Append]) -> int:
         """Write one batch; settle every future; return how far the clock leads (ms)."""
         try:
-            rows = await self._fetch(APPEND_SQL, *self._columns(batch))
+            rows = await self._fetch(APPEND_SQL, *self._columns(batch), *self._new_peers(batch))
         except Unavailable as exc:
             if len(batch) > 1 and isinstance(exc.__cause__, ROW_ERRORS):
                 # Possibly one bad row: write them one by one so it fails alone.
@@ -840,6 +921,9 @@ class PostgresStorage(PostgresAccounts, Storage):
                     job.future.set_exception(exc)
             return 0
         self.batches += 1
+        if len(self._known_peers) + len(self._pending_peers) > KNOWN_PEERS_MAX:
+            self._known_peers.clear()
+        self._known_peers |= self._pending_peers
         ts, now_ms = int(rows[0]["clock"]), int(rows[0]["now_ms"])
         stored = {row["id"]: int(row["seq"]) for row in rows if row["id"] is not None}
         for job in batch:
@@ -853,6 +937,22 @@ class PostgresStorage(PostgresAccounts, Storage):
             else:
                 await self._replay(job)
         return ts - now_ms
+
+    def _new_peers(self, batch: Sequence[_Append]) -> tuple[list[str], list[str]]:
+        """The ``peers`` rows of the batch's private messages this process has not
+        written before (remembered once the batch has committed)."""
+        pairs = {
+            pair
+            for job in batch
+            if job.draft.type == "private"
+            for pair in (
+                (job.draft.sender_id, job.draft.recipient_id),
+                (job.draft.recipient_id, job.draft.sender_id),
+            )
+            if pair not in self._known_peers
+        }
+        self._pending_peers = pairs
+        return [u for u, _ in pairs], [p for _, p in pairs]
 
     @staticmethod
     def _columns(batch: Sequence[_Append]) -> list[list[str | None]]:
@@ -892,10 +992,15 @@ class PostgresStorage(PostgresAccounts, Storage):
 
     # messages: reads -------------------------------------------------------------------
     async def read_messages(
-        self, recipients: Sequence[str], sent_by: str | None, after: int | None, limit: int
+        self,
+        recipients: Sequence[str],
+        sent_by: str | None,
+        after: int | None,
+        limit: int,
+        event_streams: Sequence[str] | None = None,
     ) -> Page:
         with self._deadline():  # a page and its timestamp's rest: one timeout for both
-            return await super().read_messages(recipients, sent_by, after, limit)
+            return await super().read_messages(recipients, sent_by, after, limit, event_streams)
 
     async def _page_rows(
         self, recipients: Sequence[str], sent_by: str | None, after: int, limit: int
@@ -913,6 +1018,110 @@ class PostgresStorage(PostgresAccounts, Storage):
     ) -> list[Message]:
         rows = await self._fetch(ROWS_AT_SQL, list(recipients), ts, sent_by)
         return [_message(r) for r in rows]
+
+    # change events -----------------------------------------------------------------------
+    async def append_event(self, draft: EventDraft) -> Event:
+        streams = list(dict.fromkeys(draft.streams))
+        fields = encode_fields(draft.fields)
+        with self._deadline():
+            rows = await self._fetch(
+                EVENT_SQL, draft.id, draft.type, fields, event_subject(draft), streams
+            )
+        return Event(draft.id, draft.type, dict(draft.fields), int(rows[0]["ts"]), rows[0]["seq"])
+
+    async def get_message(self, message_id: str) -> Message | None:
+        rows = await self._fetch(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1", message_id
+        )
+        return _message(rows[0]) if rows else None
+
+    async def edit_message(
+        self, message_id: str, sender_id: str, body: str | None, events: Sequence[EventDraft]
+    ) -> tuple[Message, list[Event]] | None:
+        """One transaction: lock the message row, check it, take the next position from
+        the clock row (its lock, as a send does), change the message, store the event."""
+
+        async def run() -> tuple[Message, list[Event]] | None:
+            async with self._ready().acquire() as conn, conn.transaction():
+                row = await conn.fetchrow(
+                    f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1 FOR UPDATE",
+                    message_id,
+                )
+                if row is None:
+                    return None
+                current = _message(row)
+                if current.sender_id != sender_id or current.deleted:
+                    return None
+                ts = int(
+                    await conn.fetchval(
+                        f"UPDATE clock SET ts = GREATEST(clock.ts + 1, {NOW_MS}) WHERE id"
+                        " RETURNING ts"
+                    )
+                )
+                if body is None:
+                    await conn.execute(
+                        "UPDATE messages SET body = '', deleted = true WHERE id = $1", message_id
+                    )
+                    edits = await conn.fetch(
+                        "SELECT seq, fields FROM events"
+                        " WHERE subject = $1 AND type = 'message_edited'",
+                        message_id,
+                    )
+                    for edit in edits:
+                        clean = encode_fields(scrubbed(decode_fields(edit["fields"])))
+                        await conn.execute(
+                            "UPDATE events SET fields = $1 WHERE seq = $2", clean, edit["seq"]
+                        )
+                    changed = Message(
+                        current.id, current.type, current.sender_id, current.recipient_id,
+                        "", current.ts, current.seq, current.edited_at, True,
+                    )  # fmt: skip
+                else:
+                    await conn.execute(
+                        "UPDATE messages SET body = $1, edited_at = $2 WHERE id = $3",
+                        body,
+                        ts,
+                        message_id,
+                    )
+                    changed = Message(
+                        current.id, current.type, current.sender_id, current.recipient_id,
+                        body, current.ts, current.seq, ts, False,
+                    )  # fmt: skip
+                stored = []
+                for event in events:
+                    fields = edited_fields(event, body, ts)
+                    seq = await conn.fetchval(
+                        "WITH e AS (INSERT INTO events (id, type, fields, ts, subject)"
+                        "  VALUES ($1, $2, $3, $4, $5) RETURNING seq, ts),"
+                        " s AS (INSERT INTO event_streams (stream, ts, seq)"
+                        "  SELECT u, e.ts, e.seq FROM e CROSS JOIN unnest($6::text[]) AS u)"
+                        " SELECT seq FROM e",
+                        event.id,
+                        event.type,
+                        encode_fields(fields),
+                        ts,
+                        event_subject(event),
+                        list(dict.fromkeys(event.streams)),
+                    )
+                    stored.append(Event(event.id, event.type, fields, ts, int(seq)))
+                return changed, stored
+
+        try:
+            result: tuple[Message, list[Event]] | None = await self._bounded(run())
+        except FAILURES as exc:
+            log.error("postgres write failed: %s", exc)
+            raise Unavailable("storage unavailable") from exc
+        return result
+
+    async def _event_rows(
+        self, streams: Sequence[str], after: int, upto: int, limit: int
+    ) -> list[Event]:
+        rows = await self._fetch(EVENT_ROWS_SQL, list(streams), after, upto, limit)
+        return [_event(r) for r in rows]
+
+    async def _event_rows_at(self, streams: Sequence[str], ts: int) -> list[Event]:
+        rows = await self._fetch(EVENT_ROWS_AT_SQL, list(streams), ts)
+        return [_event(r) for r in rows]
 
     # bulk ------------------------------------------------------------------------------
     async def bulk_load(self, data: BulkData) -> None:
@@ -939,6 +1148,13 @@ class PostgresStorage(PostgresAccounts, Storage):
                         for m in data.messages
                     ],
                     columns=["id", "type", "sender_id", "recipient_id", "body", "ts"],
+                )
+                pairs = {
+                    (m.sender_id, m.recipient_id) for m in data.messages if m.type == "private"
+                }
+                await conn.executemany(
+                    "INSERT INTO peers (user_id, peer_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    sorted(pairs | {(b, a) for a, b in pairs}),
                 )
                 if data.messages:
                     # The clock never goes back: later writes land after the loaded rows.

@@ -30,7 +30,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from parley.domain.models import GroupRecord, Message, TokenRecord, UserRecord
+import msgspec
+
+from parley.domain.models import Event, GroupRecord, Message, TokenRecord, UserRecord
 from parley.domain.positions import PositionTracker
 from parley.domain.roles import (
     GroupWrite,
@@ -44,9 +46,22 @@ from parley.domain.roles import (
     may_rename,
 )
 from parley.errors import Unavailable
-from parley.storage.base import BulkData, MessageDraft, Storage, counted
+from parley.storage.base import (
+    BulkData,
+    EventDraft,
+    MessageDraft,
+    Storage,
+    counted,
+    decode_fields,
+    edited_fields,
+    encode_fields,
+    event_subject,
+    scrubbed,
+)
 from parley.storage.sqlite_accounts import INSERT_TOKEN, SqliteAccounts, token_row
 from parley.storage.sqlite_accounts import MIGRATION as ACCOUNTS_MIGRATION
+from parley.storage.sqlite_conversations import MIGRATION as CONVERSATIONS_MIGRATION
+from parley.storage.sqlite_conversations import SqliteConversations, peer_rows, record_peers
 
 log = logging.getLogger("parley.storage.sqlite")
 
@@ -114,13 +129,36 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE members SET role = 'owner' WHERE (group_id, user_id) IN
         (SELECT group_id, MIN(user_id) FROM members GROUP BY group_id);
     """,
+    # change events (one row each, delivered to one or more streams) and edits/deletes
+    """
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        type TEXT NOT NULL,
+        fields TEXT NOT NULL,
+        ts INTEGER NOT NULL,
+        subject TEXT
+    );
+    CREATE INDEX events_by_subject ON events (subject) WHERE subject IS NOT NULL;
+    CREATE TABLE event_streams (
+        stream TEXT NOT NULL,
+        ts INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (stream, ts, seq)
+    ) WITHOUT ROWID;
+    ALTER TABLE messages ADD COLUMN edited_at INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE messages ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
+    """,
+    # conversations: an index per private conversation, peers, read markers
+    CONVERSATIONS_MIGRATION,
 )
 
 # How far beyond the frontier the persisted high-water mark is written; it is renewed
 # when the frontier comes within half of it (at most one small write per half lease).
 MARK_LEASE_MS = 2_000
 
-MESSAGE_COLUMNS = "id, type, sender_id, recipient_id, body, ts, seq"
+MESSAGE_COLUMNS = "id, type, sender_id, recipient_id, body, ts, seq, edited_at, deleted"
+EVENT_COLUMNS = "e.id, e.type, e.fields, e.ts, e.seq"
 
 
 class _Job:
@@ -189,6 +227,12 @@ def _append_all(conn: sqlite3.Connection, appends: list[_Append]) -> list[tuple[
             d, ts = appends[i].draft, appends[i].ts
             message = Message(d.id, d.type, d.sender_id, d.recipient_id, d.body, ts, first + offset)
             results[i] = (message, True)
+    pairs = {
+        (appends[i].draft.sender_id, appends[i].draft.recipient_id)
+        for i in fresh
+        if appends[i].draft.type == "private"
+    }
+    record_peers(conn, sorted(pairs))
     for i, item in enumerate(appends):
         if results[i] is None:  # a key repeated within the batch
             d = item.draft
@@ -322,11 +366,67 @@ class _Checkpointer(threading.Thread):
 
 
 def _message(row: tuple[Any, ...]) -> Message:
-    return Message(*row)
+    return Message(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], bool(row[8]))
+
+
+def _event(row: tuple[Any, ...]) -> Event:
+    return Event(row[0], row[1], decode_fields(row[2]), row[3], row[4])
+
+
+def _insert_event(
+    conn: sqlite3.Connection, draft: EventDraft, ts: int, fields: dict[str, str] | None = None
+) -> Event:
+    """Insert one event and its stream rows (inside the caller's write)."""
+    fields = dict(draft.fields) if fields is None else fields
+    cursor = conn.execute(
+        "INSERT INTO events (id, type, fields, ts, subject) VALUES (?, ?, ?, ?, ?)",
+        (draft.id, draft.type, encode_fields(fields), ts, event_subject(draft)),
+    )
+    seq = cursor.lastrowid or 0
+    conn.executemany(
+        "INSERT INTO event_streams (stream, ts, seq) VALUES (?, ?, ?)",
+        [(stream, ts, seq) for stream in dict.fromkeys(draft.streams)],
+    )
+    return Event(draft.id, draft.type, fields, ts, seq)
+
+
+def _edit(
+    conn: sqlite3.Connection,
+    message_id: str,
+    sender_id: str,
+    body: str | None,
+    drafts: Sequence[EventDraft],
+    ts: int,
+) -> tuple[Message, list[Event]] | None:
+    """Change a message and store its event in one savepoint (see ``edit_message``)."""
+    row = conn.execute(
+        f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,)
+    ).fetchone()
+    if row is None:
+        return None
+    current = _message(row)
+    if current.sender_id != sender_id or current.deleted:
+        return None
+    if body is None:
+        conn.execute("UPDATE messages SET body = '', deleted = 1 WHERE id = ?", (message_id,))
+        edits = conn.execute(
+            "SELECT seq, fields FROM events WHERE subject = ? AND type = 'message_edited'",
+            (message_id,),
+        ).fetchall()
+        for seq, fields in edits:
+            clean = encode_fields(scrubbed(decode_fields(fields)))
+            conn.execute("UPDATE events SET fields = ? WHERE seq = ?", (clean, seq))
+        changed = msgspec.structs.replace(current, body="", deleted=True)
+    else:
+        conn.execute(
+            "UPDATE messages SET body = ?, edited_at = ? WHERE id = ?", (body, ts, message_id)
+        )
+        changed = msgspec.structs.replace(current, body=body, edited_at=ts)
+    return changed, [_insert_event(conn, d, ts, edited_fields(d, body, ts)) for d in drafts]
 
 
 @counted
-class SqliteStorage(SqliteAccounts, Storage):
+class SqliteStorage(SqliteConversations, SqliteAccounts, Storage):
     name = "sqlite"
 
     def __init__(
@@ -370,7 +470,10 @@ class SqliteStorage(SqliteAccounts, Storage):
         setup = self._connect()
         try:
             self._migrate(setup)
-            (last,) = setup.execute("SELECT COALESCE(MAX(ts), 0) FROM messages").fetchone()
+            (last,) = setup.execute(
+                "SELECT MAX((SELECT COALESCE(MAX(ts), 0) FROM messages),"
+                " (SELECT COALESCE(MAX(ts), 0) FROM events))"
+            ).fetchone()
             (mark,) = setup.execute("SELECT ts FROM high_water WHERE id = 1").fetchone()
         finally:
             setup.close()
@@ -400,6 +503,7 @@ class SqliteStorage(SqliteAccounts, Storage):
     def _write_connection(self) -> sqlite3.Connection:
         conn = self._connect()
         conn.execute("PRAGMA wal_autocheckpoint=0")  # see _Checkpointer
+        conn.execute("PRAGMA secure_delete=ON")  # erased text (deletes) is overwritten
         return conn
 
     async def close(self) -> None:
@@ -505,6 +609,11 @@ class SqliteStorage(SqliteAccounts, Storage):
                 "INSERT INTO messages (id, type, sender_id, recipient_id, body, ts)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 [(m.id, m.type, m.sender_id, m.recipient_id, m.body, m.ts) for m in data.messages],
+            )
+            pairs = {(m.sender_id, m.recipient_id) for m in data.messages if m.type == "private"}
+            c.executemany(
+                "INSERT OR IGNORE INTO peers (user_id, peer_id) VALUES (?, ?)",
+                peer_rows(sorted(pairs)),
             )
 
         await self._write(op)
@@ -749,3 +858,48 @@ class SqliteStorage(SqliteAccounts, Storage):
             args += [sent_by, ts]
         rows = self._query(sql + " ORDER BY ts, seq", args)
         return [_message(r) for r in rows]
+
+    # change events ---------------------------------------------------------------------
+    async def append_event(self, draft: EventDraft) -> Event:
+        async with self.positions.writing() as ts:
+            event: Event = await self._write(lambda c: _insert_event(c, draft, ts))
+        if ts > self._last_ts:
+            self._last_ts = ts
+        return event
+
+    async def get_message(self, message_id: str) -> Message | None:
+        rows = self._query(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,))
+        return _message(rows[0]) if rows else None
+
+    async def edit_message(
+        self, message_id: str, sender_id: str, body: str | None, events: Sequence[EventDraft]
+    ) -> tuple[Message, list[Event]] | None:
+        async with self.positions.writing() as ts:
+            result: tuple[Message, list[Event]] | None = await self._write(
+                lambda c: _edit(c, message_id, sender_id, body, events, ts)
+            )
+        if result is not None and ts > self._last_ts:
+            self._last_ts = ts
+        return result
+
+    async def _event_rows(
+        self, streams: Sequence[str], after: int, upto: int, limit: int
+    ) -> list[Event]:
+        marks = ",".join("?" * len(streams))
+        rows = self._query(
+            f"SELECT {EVENT_COLUMNS} FROM events e WHERE e.seq IN ("
+            f" SELECT seq FROM event_streams WHERE stream IN ({marks}) AND ts > ? AND ts <= ?)"
+            " ORDER BY e.ts, e.seq LIMIT ?",
+            [*streams, after, upto, limit],
+        )
+        return [_event(r) for r in rows]
+
+    async def _event_rows_at(self, streams: Sequence[str], ts: int) -> list[Event]:
+        marks = ",".join("?" * len(streams))
+        rows = self._query(
+            f"SELECT {EVENT_COLUMNS} FROM events e WHERE e.seq IN ("
+            f" SELECT seq FROM event_streams WHERE stream IN ({marks}) AND ts = ?)"
+            " ORDER BY e.ts, e.seq",
+            [*streams, ts],
+        )
+        return [_event(r) for r in rows]

@@ -104,6 +104,29 @@ export const getMessages = (userId, params, options = {}) =>
 export const postMessage = (kind, body, idempotencyKey, signal) =>
   api("POST", `/v1/messages/send?type=${kind}`, { body, headers: { "Idempotency-Key": idempotencyKey }, signal });
 
+// op=edit {message} / op=delete -> the message as it now is (editedAt, or deleted: true)
+export const editMessage = (messageId, message) =>
+  api("POST", `/v1/messages/${enc(messageId)}?op=edit`, { body: { message } });
+export const deleteMessage = (messageId) => api("POST", `/v1/messages/${enc(messageId)}?op=delete`);
+
+// {conversationId} -> {conversationId, expiresAt}: the others see "typing" for 5 seconds
+export const postTyping = (userId, conversationId) =>
+  api("POST", `/v1/users/${enc(userId)}/typing`, { body: { conversationId } });
+
+// Conversations (SPEC §7). -> {conversations: [{conversationId, type, name, lastMessage,
+// unreadCount, unreadCapped, readUpTo, peerReadUpTo?}], hasMore, nextTimestamp}; polling from
+// nextTimestamp delivers every message newer than what the conversations' histories hold.
+export const getConversations = (userId, params, signal) =>
+  api("GET", `/v1/users/${enc(userId)}/conversations?${params}`, { signal });
+
+// -> {messages (ascending), hasMore, nextBefore}: one page of one conversation, newest first
+export const getHistory = (userId, conversationId, params, signal) =>
+  api("GET", `/v1/users/${enc(userId)}/conversations/${enc(conversationId)}/messages?${params}`, { signal });
+
+// {conversationId, timestamp} -> {conversationId, readUpTo}: the marker only moves forward
+export const postRead = (userId, conversationId, timestamp) =>
+  api("POST", `/v1/users/${enc(userId)}/read`, { body: { conversationId, timestamp } });
+
 // -> {userId, groups: [{groupId, groupName}]}
 export const getUserGroups = (userId, signal) => api("GET", `/v1/users/${enc(userId)}/groups`, { signal });
 

@@ -44,7 +44,12 @@ export function ensureConversation(key) {
   let conv = chat.conversations.get(key);
   if (!conv) {
     const kind = key.startsWith("g:") ? "group" : "private";
-    conv = { key, kind, id: key.slice(2), messages: [], unread: 0, lastTs: 0, error: null };
+    conv = {
+      key, kind, id: key.slice(2), messages: [], unread: 0, unreadCapped: false, lastTs: 0, error: null,
+      readUpTo: 0, // my read marker (unix ms), as the server keeps it
+      peerReadUpTo: 0, // private: how far the other user has read (read ticks)
+      history: null, // null: not loaded; else {hasOlder, nextBefore, loading}
+    };
     chat.conversations.set(key, conv);
   }
   return conv;

@@ -1,7 +1,10 @@
 // Keeping the store in step with the server: the long-poll loop, history resyncs, the group
 // list and the blocked list. Views draw what lands in the store.
 
-import { ApiError, REQUEST_TIMEOUT_MS, errorText, getBlocked, getGroup, getMessages, getUserGroups } from "./api.js";
+import {
+  ApiError, REQUEST_TIMEOUT_MS, errorText, getBlocked, getConversations, getGroup, getHistory, getMessages,
+  getUserGroups, postRead,
+} from "./api.js";
 import { announce, sleep, tsNumber } from "./dom.js";
 import { convTitle, displayName } from "./names.js";
 import { onScreen, scheduleRender, setAppView, updateTitle } from "./render.js";
@@ -33,6 +36,7 @@ export function ingest(messages, { live }) {
     chat.seen.add(m.messageId);
     const conv = ensureConversation(convKeyFor(m));
     if (m.senderId === session.userId) supersedeLocalCopy(conv, m);
+    conv.typing?.delete(m.senderId); // the message they were typing arrived
     insertSorted(conv.messages, { ...m, key: m.messageId });
     conv.lastTs = Math.max(conv.lastTs, tsNumber(m.timestamp));
     if (m.type === "group" && !chat.groups.has(m.recipientId)) discoverGroup(m.recipientId, live);
@@ -54,11 +58,151 @@ export function ingest(messages, { live }) {
   return fresh;
 }
 
+// ---------------------------------------------------------------- conversations and history
+
+const HISTORY_PAGE = 50;
+const LIST_PAGE = 200;
+
+// The server's conversation list: each one's newest message, unread count and read markers,
+// and a cursor to poll from (what is older comes from each conversation's history, page by
+// page, when it is opened). False if the list could not be read: then the poll reads the
+// whole account from the start, as before.
+async function loadConversations(st) {
+  let listing;
+  try {
+    listing = await getConversations(store.session.userId, new URLSearchParams({ limit: String(LIST_PAGE) }),
+      st.abort.signal);
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) sessionRejected(err);
+    return false;
+  }
+  if (store.chat !== st) return false;
+  for (const c of listing.conversations) {
+    const conv = ensureConversation(`${c.type === "group" ? "g" : "u"}:${c.conversationId}`);
+    if (c.type === "group" && !st.groups.has(c.conversationId)) {
+      st.groups.set(c.conversationId, { groupId: c.conversationId, groupName: c.name, members: [] });
+    }
+    conv.unread = c.unreadCount;
+    conv.unreadCapped = c.unreadCapped;
+    conv.readUpTo = tsNumber(c.readUpTo);
+    conv.peerReadUpTo = tsNumber(c.peerReadUpTo ?? "0");
+    if (c.lastMessage) ingest([c.lastMessage], { live: false });
+  }
+  st.cursor = listing.nextTimestamp;
+  st.caughtUp = true;
+  updateTitle();
+  scheduleRender();
+  return true;
+}
+
+// One page of a conversation's history: the newest page the first time, then older ones.
+export async function loadHistory(conv, { older = false } = {}) {
+  const st = store.chat;
+  const state = conv.history ?? { hasOlder: true, nextBefore: null, loading: false };
+  if (state.loading || (older && !state.hasOlder) || (!older && conv.history)) return;
+  state.loading = true;
+  conv.history = state;
+  scheduleRender();
+  const params = new URLSearchParams({ limit: String(HISTORY_PAGE) });
+  if (older && state.nextBefore) params.set("before", state.nextBefore);
+  try {
+    const page = await getHistory(store.session.userId, conv.id, params, st.abort.signal);
+    if (store.chat !== st) return;
+    ingest(page.messages, { live: false });
+    if (older || state.nextBefore === null) {
+      state.nextBefore = page.nextBefore ?? state.nextBefore;
+      state.hasOlder = page.hasMore;
+    }
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) sessionRejected(err);
+    else if (!(err?.name === "AbortError")) conv.error = `Could not load older messages: ${errorText(err)}`;
+  } finally {
+    state.loading = false;
+    scheduleRender();
+  }
+}
+
+// The open conversation is read up to its newest message: tell the server (the marker only
+// moves forward; my other devices get a read event, the other user a receipt).
+export function markRead(conv) {
+  const last = conv.messages.filter((m) => m.messageId && !m.pending).at(-1);
+  if (!last) return;
+  const ts = tsNumber(last.timestamp);
+  if (ts <= conv.readUpTo) return;
+  conv.readUpTo = ts;
+  postRead(store.session.userId, conv.id, last.timestamp).catch((err) => {
+    if (err instanceof ApiError && err.status === 401) sessionRejected(err);
+  });
+}
+
+function unreadAfter(conv, readUpTo) {
+  const me = store.session.userId;
+  return conv.messages.filter((m) => m.senderId !== me && m.messageId && tsNumber(m.timestamp) > readUpTo).length;
+}
+
+// ---------------------------------------------------------------- change events
+
+const GROUP_EVENTS = new Set(["member_added", "member_removed", "role_changed", "group_renamed"]);
+const TYPING_MS = 5000;
+
+function findMessage(messageId) {
+  for (const conv of store.chat.conversations.values()) {
+    const m = conv.messages.find((x) => x.messageId === messageId);
+    if (m) return m;
+  }
+  return null;
+}
+
+// Edits, deletes, typing notices and group changes, as the poll delivers them.
+export function applyEvents(events) {
+  const { chat, session } = store;
+  let groupsChanged = false;
+  for (const e of events) {
+    if (e.type === "message_edited") {
+      const m = findMessage(e.messageId);
+      if (m && !m.deleted) Object.assign(m, { message: e.message ?? m.message, editedAt: e.editedAt });
+    } else if (e.type === "message_deleted") {
+      const m = findMessage(e.messageId);
+      if (m) {
+        m.deleted = true;
+        delete m.message;
+      }
+    } else if (e.type === "typing") {
+      if (e.userId === session.userId) continue;
+      const key = e.conversationId.startsWith("g_") ? `g:${e.conversationId}` : `u:${e.conversationId}`;
+      if (key.startsWith("g:") && !chat.groups.has(e.conversationId)) continue;
+      const conv = ensureConversation(key);
+      conv.typing = conv.typing ?? new Map();
+      conv.typing.set(e.userId, Date.now() + TYPING_MS); // by this browser's clock
+      setTimeout(scheduleRender, TYPING_MS + 50);
+    } else if (e.type === "read") {
+      // my own marker, moved by another device (or this one)
+      const conv = chat.conversations.get(`${e.conversationId.startsWith("g_") ? "g" : "u"}:${e.conversationId}`);
+      const upTo = tsNumber(e.readUpTo);
+      if (conv && upTo > conv.readUpTo) {
+        conv.readUpTo = upTo;
+        if (upTo >= conv.lastTs) conv.unread = 0;
+        else if (conv.history) conv.unread = Math.min(conv.unread, unreadAfter(conv, upTo));
+        conv.unreadCapped = conv.unreadCapped && conv.unread > 0;
+        updateTitle();
+      }
+    } else if (e.type === "receipt") {
+      const conv = chat.conversations.get(`u:${e.conversationId}`);
+      const upTo = tsNumber(e.readUpTo);
+      if (conv && upTo > conv.peerReadUpTo) conv.peerReadUpTo = upTo;
+    } else if (GROUP_EVENTS.has(e.type)) {
+      groupsChanged = true;
+    }
+  }
+  if (groupsChanged) refreshGroups();
+  if (events.length) scheduleRender();
+}
+
 async function pollLoop(st) {
   let backoff = 1000;
   setConnection("connecting");
   while (store.chat === st && !st.abort.signal.aborted) {
-    const params = new URLSearchParams({ include: "sent" });
+    const params = new URLSearchParams({ include: "sent,events" });
     if (st.cursor !== null) params.set("timestamp", st.cursor);
     if (st.caughtUp) params.set("wait", String(POLL_WAIT_SECONDS));
     // One controller per request, so restartPoll() can cut a long-poll short without ending
@@ -74,6 +218,7 @@ async function pollLoop(st) {
       });
       if (store.chat !== st) return;
       ingest(page.messages, { live: st.caughtUp });
+      applyEvents(page.events ?? []);
       st.cursor = page.nextTimestamp;
       backoff = 1000;
       setConnection("live");
@@ -113,24 +258,12 @@ export function restartPoll() {
   if (chat?.caughtUp && chat.pollRequest) chat.pollRequest.abort();
 }
 
-// Full history again (used when we discover a group we were just added to: its history is
-// visible to us now but older than our cursor). Does not move the live cursor; duplicates are
-// dropped by messageId.
+// A group we were just added to: its history is visible to us now but older than our cursor;
+// read its newest page (older ones come as the user scrolls back).
 async function resyncHistory(st) {
-  let cursor = null;
-  for (let n = 0; n < 200 && store.chat === st; n += 1) {
-    const params = new URLSearchParams({ include: "sent" });
-    if (cursor !== null) params.set("timestamp", cursor);
-    let page;
-    try {
-      page = await getMessages(store.session.userId, params, { signal: st.abort.signal });
-    } catch {
-      return;
-    }
+  for (const conv of [...st.conversations.values()]) {
     if (store.chat !== st) return;
-    ingest(page.messages, { live: false });
-    if (!page.hasMore) return;
-    cursor = page.nextTimestamp;
+    if (conv.kind === "group" && !conv.history) await loadHistory(conv);
   }
 }
 
@@ -240,9 +373,13 @@ export async function refreshBlocked() {
 
 // ---------------------------------------------------------------- the whole session
 
-export function startSync(st) {
+export async function startSync(st) {
   refreshGroups();
   refreshBlocked();
+  await loadConversations(st);
+  if (store.chat !== st) return;
+  const open = st.selected ? st.conversations.get(st.selected) : null;
+  if (open) loadHistory(open);
   pollLoop(st);
   // Memberships change without a message (someone adds us to a quiet group): look again now
   // and then.

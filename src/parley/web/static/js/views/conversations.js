@@ -6,7 +6,7 @@ import { $, NARROW_QUERY, announce, busy, el, formatTime, initials } from "../do
 import { convTitle, displayName, rememberName } from "../names.js";
 import { appView, renderNow, setAppView, updateTitle } from "../render.js";
 import { ensureConversation, store } from "../state.js";
-import { refreshBlocked, refreshGroups } from "../sync.js";
+import { loadHistory, refreshBlocked, refreshGroups } from "../sync.js";
 
 function sortedConversations() {
   return [...store.chat.conversations.values()].sort((a, b) => {
@@ -25,6 +25,9 @@ function preview(conv, last) {
   return conv.kind === "group" || mine ? `${who}: ${text}` : text;
 }
 
+// The server counts at most 1000 unread messages a conversation (unreadCapped: more).
+const unreadText = (conv) => `${conv.unread}${conv.unreadCapped ? "+" : ""}`;
+
 function rowChildren(conv, title, text, blocked, time) {
   return [
     el("span", { className: conv.kind === "group" ? "avatar group" : "avatar", "aria-hidden": "true" },
@@ -33,7 +36,7 @@ function rowChildren(conv, title, text, blocked, time) {
     el("span", { className: "conv-preview" }, text),
     el("span", { className: "conv-side" },
       time ? el("span", { className: "conv-time" }, time) : null,
-      conv.unread ? el("span", { className: "badge", "aria-hidden": "true" }, String(conv.unread)) : null),
+      conv.unread ? el("span", { className: "badge", "aria-hidden": "true" }, unreadText(conv)) : null),
   ];
 }
 
@@ -51,7 +54,7 @@ export function renderConversationList() {
     const blocked = conv.kind === "private" && chat.blocked.has(conv.id);
     const selected = chat.selected === conv.key;
     const time = last && !last.pending ? formatTime(last.timestamp) : "";
-    const signature = JSON.stringify([title, text, blocked, selected, time, conv.unread]);
+    const signature = JSON.stringify([title, text, blocked, selected, time, unreadText(conv)]);
     keep.add(conv.key);
 
     let row = chat.rows.get(conv.key);
@@ -59,7 +62,7 @@ export function renderConversationList() {
       const label = [
         conv.kind === "group" ? `Group ${title}` : title,
         blocked ? "blocked" : "",
-        conv.unread ? `${conv.unread} unread` : "",
+        conv.unread ? `${unreadText(conv)} unread` : "",
       ].filter(Boolean).join(", ");
       const children = rowChildren(conv, title, text, blocked, time);
       if (row) {
@@ -106,7 +109,10 @@ export function selectConversation(key, { focus = false } = {}) {
   if (chat.selected !== key) chat.membersOpen = false;
   chat.selected = key;
   setAppView("chat");
-  chat.conversations.get(key).unread = 0;
+  const conv = chat.conversations.get(key);
+  conv.unread = 0;
+  conv.unreadCapped = false;
+  loadHistory(conv);
   updateTitle();
   renderNow();
   if (focus) $("composer-input").focus();

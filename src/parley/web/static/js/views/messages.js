@@ -1,17 +1,23 @@
 // The message pane: the open conversation's header and messages, the composer, and sending
 // (with retries under one Idempotency-Key, so a retry never stores a message twice).
 
-import { ApiError, errorText, postMessage } from "../api.js";
+import { ApiError, deleteMessage, editMessage, errorText, postMessage, postTyping } from "../api.js";
 import { $, el, formatTime, sleep, tsNumber, uuid } from "../dom.js";
-import { convTitle, nameNode } from "../names.js";
+import { convTitle, displayName, nameNode } from "../names.js";
 import { onScreen, scheduleRender, updateTitle } from "../render.js";
 import { insertSorted, selectedConversation, store } from "../state.js";
 import { sessionRejected } from "../status.js";
+import { loadHistory, markRead } from "../sync.js";
 
 const SEND_ATTEMPTS = 4;
 const MAX_MESSAGE_CHARS = 4096;
 
+const TYPING_EVERY_MS = 3000; // while typing, tell the others at most this often
+
 const stateOf = (m) => (m.pending ? "pending" : m.failed ? "failed" : "sent");
+// A message's element is rebuilt whenever this changes.
+const versionOf = (m) => [stateOf(m), m.deleted ? "deleted" : "", m.editedAt ?? "",
+  m.editing ? "editing" : "", m.seenByPeer ? "seen" : "", m.message ?? ""].join("|");
 
 function discard(conv, m) {
   const i = conv.messages.indexOf(m);
@@ -28,10 +34,24 @@ function messageElement(conv, m) {
   const meta = el("div", { className: "msg-meta" },
     mine ? el("span", { className: "msg-sender" }, "You") : nameNode(m.senderId, "span", "msg-sender"),
     m.pending || m.failed ? null : el("time", { datetime: new Date(tsNumber(m.timestamp)).toISOString() }, formatTime(m.timestamp)));
+  if (m.editedAt && !m.deleted) meta.append(el("span", { className: "msg-edited", title: `edited ${formatTime(m.editedAt)}` }, "edited"));
+  if (mine && conv.kind === "private" && conv.id !== store.session.userId && m.messageId && !m.pending && !m.failed) {
+    // read ticks: the other user's read marker (peerReadUpTo, receipt events) has passed it
+    meta.append(m.seenByPeer
+      ? el("span", { className: "msg-tick read", title: "Read" }, "✓✓ Read")
+      : el("span", { className: "msg-tick", title: "Sent" }, "✓"));
+  }
+  let body;
+  if (m.deleted) body = el("p", { className: "msg-text msg-deleted" }, "This message was deleted.");
+  else if (m.editing) body = editForm(conv, m);
+  else body = el("p", { className: "msg-text" }, m.message);
   const node = el("article", { className: classes.join(" "), dataset: { key: m.key, messageId: m.messageId } },
-    meta, m.deleted
-      ? el("p", { className: "msg-text msg-deleted" }, "This message was deleted.")
-      : el("p", { className: "msg-text" }, m.message));
+    meta, body);
+  if (mine && m.messageId && !m.pending && !m.failed && !m.deleted && !m.editing) {
+    node.append(el("div", { className: "msg-actions" },
+      el("button", { type: "button", className: "btn btn-small msg-edit", onclick: () => startEdit(m) }, "Edit"),
+      el("button", { type: "button", className: "btn btn-small msg-delete", onclick: () => removeMessage(conv, m) }, "Delete")));
+  }
   if (m.pending) node.append(el("div", { className: "msg-status" }, "Sending…"));
   if (m.failed) {
     node.append(el("div", { className: "msg-status" },
@@ -40,13 +60,102 @@ function messageElement(conv, m) {
       el("button", { type: "button", className: "btn btn-small", onclick: () => discard(conv, m) }, "Discard")));
   }
   node.dataset.state = stateOf(m);
+  node.dataset.version = versionOf(m);
   return node;
+}
+
+// ---------------------------------------------------------------- edit and delete
+
+function startEdit(m) {
+  m.editing = true;
+  scheduleRender();
+}
+
+function editForm(conv, m) {
+  const input = el("textarea", { className: "msg-edit-input", rows: 2, maxLength: MAX_MESSAGE_CHARS, "aria-label": "Edit message" });
+  input.value = m.message ?? "";
+  const cancel = () => {
+    m.editing = false;
+    scheduleRender();
+  };
+  const form = el("form", { className: "msg-edit-form", onsubmit: (event) => {
+    event.preventDefault();
+    const text = input.value;
+    if (!text.trim()) return;
+    saveEdit(conv, m, text);
+  } },
+  input,
+  el("button", { type: "submit", className: "btn btn-small msg-save" }, "Save"),
+  el("button", { type: "button", className: "btn btn-small", onclick: cancel }, "Cancel"));
+  setTimeout(() => input.focus(), 0);
+  return form;
+}
+
+async function saveEdit(conv, m, text) {
+  try {
+    const changed = await editMessage(m.messageId, text);
+    Object.assign(m, { message: changed.message, editedAt: changed.editedAt, editing: false });
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) sessionRejected(err);
+    conv.error = `Could not edit the message. Server says: ${errorText(err)}`;
+    m.editing = false;
+  }
+  scheduleRender();
+}
+
+async function removeMessage(conv, m) {
+  try {
+    await deleteMessage(m.messageId);
+    m.deleted = true;
+    delete m.message;
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) sessionRejected(err);
+    conv.error = `Could not delete the message. Server says: ${errorText(err)}`;
+  }
+  scheduleRender();
+}
+
+// ---------------------------------------------------------------- typing
+
+function renderTyping(conv) {
+  const line = $("typing-line");
+  const now = Date.now();
+  const typers = conv.typing ? [...conv.typing].filter(([, until]) => until > now).map(([id]) => id) : [];
+  if (conv.typing) for (const [id, until] of [...conv.typing]) if (until <= now) conv.typing.delete(id);
+  const text = typers.length === 0 ? ""
+    : typers.length === 1 ? `${displayName(typers[0])} is typing…`
+    : `${typers.map(displayName).join(", ")} are typing…`;
+  line.hidden = !text;
+  if (line.textContent !== text) line.textContent = text;
+}
+
+let lastTyping = { key: null, at: 0 };
+
+function typed() {
+  const conv = store.chat && selectedConversation();
+  if (!conv || !$("composer-input").value.trim()) return;
+  const now = Date.now();
+  if (lastTyping.key === conv.key && now - lastTyping.at < TYPING_EVERY_MS) return;
+  lastTyping = { key: conv.key, at: now };
+  postTyping(store.session.userId, conv.id).catch(() => {}); // a hint: losing one is fine
 }
 
 function renderMessages(conv) {
   const chat = store.chat;
   const list = $("messages");
   const nearBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 80;
+  const heightBefore = list.scrollHeight;
+  const topBefore = list.scrollTop;
+  let addedAbove = false;
+  if (conv.kind === "private") {
+    const me = store.session.userId;
+    for (const m of conv.messages) {
+      if (m.senderId === me) m.seenByPeer = Boolean(m.messageId) && tsNumber(m.timestamp) <= conv.peerReadUpTo;
+    }
+  }
+  const older = $("load-older");
+  older.hidden = !conv.history?.hasOlder;
+  older.disabled = Boolean(conv.history?.loading);
   const rebuild = chat.shownKey !== conv.key;
   if (rebuild) {
     list.setAttribute("aria-busy", "true");
@@ -58,7 +167,7 @@ function renderMessages(conv) {
   const byKey = new Map(conv.messages.map((m) => [m.key, m]));
   for (const [key, node] of chat.shownMessages) {
     const m = byKey.get(key);
-    if (!m || node.dataset.state !== stateOf(m)) {
+    if (!m || node.dataset.version !== versionOf(m)) {
       node.remove();
       chat.shownMessages.delete(key);
     }
@@ -70,7 +179,10 @@ function renderMessages(conv) {
       node = messageElement(conv, m);
       chat.shownMessages.set(m.key, node);
       if (previous) previous.after(node);
-      else list.prepend(node);
+      else {
+        addedAbove = addedAbove || list.firstChild !== null;
+        list.prepend(node);
+      }
     } else if (previous && previous.nextSibling !== node) {
       previous.after(node);
     }
@@ -78,6 +190,7 @@ function renderMessages(conv) {
   }
   if (rebuild) list.removeAttribute("aria-busy");
   if (rebuild || nearBottom) list.scrollTop = list.scrollHeight;
+  else if (addedAbove) list.scrollTop = topBefore + (list.scrollHeight - heightBefore); // older page: stay put
 }
 
 export function renderChat() {
@@ -90,9 +203,11 @@ export function renderChat() {
   }
   if (conv.unread && onScreen(conv)) {
     conv.unread = 0;
+    conv.unreadCapped = false;
     updateTitle();
     scheduleRender(); // the list's unread badge
   }
+  if (onScreen(conv)) markRead(conv);
   $("chat-title").textContent = convTitle(conv);
   if (conv.kind === "group") {
     const count = store.chat.groups.get(conv.id)?.members.length ?? 0;
@@ -100,6 +215,7 @@ export function renderChat() {
   } else {
     $("chat-subtitle").textContent = `User id ${conv.id}`;
   }
+  renderTyping(conv);
   $("chat-error").hidden = !conv.error;
   if ($("chat-error-text").textContent !== (conv.error || "")) $("chat-error-text").textContent = conv.error || "";
   renderMessages(conv);
@@ -218,6 +334,7 @@ function submit(event) {
 export function wireMessages() {
   const input = $("composer-input");
   input.addEventListener("input", autosize);
+  input.addEventListener("input", typed);
   input.addEventListener("keydown", (event) => {
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
       event.preventDefault();
@@ -225,6 +342,15 @@ export function wireMessages() {
     }
   });
   $("composer").addEventListener("submit", submit);
+  // Scrolling back: the button, or reaching the top of the list, loads the page before.
+  const loadOlder = () => {
+    const conv = store.chat && selectedConversation();
+    if (conv?.history?.hasOlder) loadHistory(conv, { older: true });
+  };
+  $("load-older").addEventListener("click", loadOlder);
+  $("messages").addEventListener("scroll", () => {
+    if ($("messages").scrollTop < 40) loadOlder();
+  }, { passive: true });
   $("chat-error-close").addEventListener("click", () => {
     const conv = store.chat && selectedConversation();
     if (conv) conv.error = null;
