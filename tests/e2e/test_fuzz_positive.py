@@ -95,7 +95,10 @@ def _world(url: str, token_mode: bool) -> dict[str, str]:
             headers=auth,
         )
         r.raise_for_status()
-    return {"me": me, "other": other, "group": group, "token": token}
+        r = client.post("/v1/media", content=b"a file", headers=auth)
+        r.raise_for_status()
+        media = r.json()["mediaId"]
+    return {"me": me, "other": other, "group": group, "token": token, "media": media}
 
 
 @pytest.mark.parametrize("auth", ["token", "none"])

@@ -19,7 +19,14 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import msgspec
 
-from parley.domain.models import GroupRecord, Message, Page, TokenRecord, UserRecord
+from parley.domain.models import (
+    GroupRecord,
+    MediaRecord,
+    Message,
+    Page,
+    TokenRecord,
+    UserRecord,
+)
 from parley.errors import Code, InvalidInput
 
 MAX_DEPTH = 32  # nesting levels of arrays and objects a request body may have
@@ -61,6 +68,7 @@ class SendIn(Body):
     groupId: str | None = None
     recipientId: str | None = None
     clientMessageId: str | None = None
+    attachments: list[str] | None = None  # media ids from POST /v1/media (at most 10)
 
 
 # responses -----------------------------------------------------------------------------
@@ -128,12 +136,29 @@ class MessageOut(Body):
     timestamp: str
     message: str | None = None
     deleted: bool = False
+    attachments: list[str] | None = None  # media ids; only when there are some
 
     @classmethod
     def of(cls, m: Message) -> MessageOut:
         if not m.body:  # erased (an empty message cannot be sent)
             return cls(m.id, m.type, m.sender_id, m.recipient_id, str(m.ts), None, True)
+        if m.attachments:
+            files = list(m.attachments)
+            return cls(m.id, m.type, m.sender_id, m.recipient_id, str(m.ts), m.body, False, files)
         return cls(m.id, m.type, m.sender_id, m.recipient_id, str(m.ts), m.body)
+
+
+class MediaOut(Body):
+    """An uploaded file: download it from GET /v1/media/{mediaId}; attach it to a send."""
+
+    mediaId: str
+    contentType: str
+    size: int
+    sha256: str
+
+    @classmethod
+    def of(cls, record: MediaRecord) -> MediaOut:
+        return cls(record.id, record.content_type, record.size, record.sha256)
 
 
 class MessagesOut(Body):

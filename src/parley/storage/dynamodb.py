@@ -29,6 +29,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
+
 from parley.domain.models import GroupRecord, Message, TokenRecord, UserRecord
 from parley.domain.roles import GroupWrite, Member, Outcome, Role
 from parley.errors import ParleyError, Unavailable
@@ -56,6 +58,7 @@ from parley.storage.dynamodb_items import (
     send_key as claim_key,
 )
 from parley.storage.dynamodb_tables import TABLES, TableSpec, create_table_kwargs, table_names
+from parley.storage.media_dynamodb import DynamoMedia
 
 log = logging.getLogger("parley.storage.dynamodb")
 
@@ -74,7 +77,7 @@ class _Append:
 
 
 @counted
-class DynamoStorage(DynamoAccounts, Storage):
+class DynamoStorage(DynamoMedia, DynamoAccounts, Storage):
     name = "dynamodb"
 
     def __init__(
@@ -422,7 +425,16 @@ class DynamoStorage(DynamoAccounts, Storage):
         reservation = await self.clock.reserve()
         try:
             messages = [
-                Message(d.id, d.type, d.sender_id, d.recipient_id, d.body, reservation.ts, seq)
+                Message(
+                    d.id,
+                    d.type,
+                    d.sender_id,
+                    d.recipient_id,
+                    d.body,
+                    reservation.ts,
+                    seq,
+                    d.attachments,
+                )
                 for seq, d in enumerate(job.draft for job in batch)
             ]
             claimed = await self._claim(batch, messages)
@@ -614,7 +626,7 @@ class DynamoStorage(DynamoAccounts, Storage):
         writes += [("groups", roster_group_item(g, rosters[g.id])) for g in data.groups]
         writes += [("members", {"user_id": s(u), "group_id": s(g)}) for g, u in members]
         for seq, m in enumerate(data.messages):
-            message = Message(m.id, m.type, m.sender_id, m.recipient_id, m.body, m.ts, seq)
+            message = msgspec.structs.replace(m, seq=seq)
             writes += [("messages", item) for item in message_items(message)]
         for start in range(0, len(writes), 20 * BATCH_WRITE_MAX):
             await self._write_items(writes[start : start + 20 * BATCH_WRITE_MAX])

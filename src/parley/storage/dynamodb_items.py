@@ -68,7 +68,7 @@ def send_key(sender_id: str, key: str) -> str:
 
 
 def _message_fields(message: Message) -> Item:
-    return {
+    fields: Item = {
         "id": s(message.id),
         "type": s(message.type),
         "sender_id": s(message.sender_id),
@@ -76,6 +76,9 @@ def _message_fields(message: Message) -> Item:
         "ts": n(message.ts),
         "seq": n(message.seq),
     }
+    if message.attachments:  # media ids, only when there are some
+        fields["attachments"] = {"L": [s(m) for m in message.attachments]}
+    return fields
 
 
 def message_items(message: Message) -> list[Item]:
@@ -104,6 +107,9 @@ def parse_message(item: Item) -> Message:
         body=item["body"]["S"],
         ts=int(item["ts"]["N"]),
         seq=int(item["seq"]["N"]),
+        attachments=tuple(a["S"] for a in item["attachments"]["L"])
+        if "attachments" in item
+        else (),
     )
 
 

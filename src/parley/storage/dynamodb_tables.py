@@ -204,6 +204,20 @@ TABLES: Final[tuple[TableSpec, ...]] = (
         description="Idempotency keys of sends and the message they stored; expire by TTL.",
     ),
     TableSpec(
+        suffix="media",
+        hash_key="media_id",
+        range_key="sk",
+        attributes=(("media_id", "S"), ("sk", "S"), ("sha256", "S")),
+        indexes=(GlobalSecondaryIndex(name="by_sha", hash_key="sha256", projection="KEYS_ONLY"),),
+        description=(
+            "Uploaded files: per media id, the record (sk 'record': uploader, type, size, "
+            "SHA-256, creation time) and one item per message carrying it (sk 'ref#' + "
+            "message id: type, sender, recipient), so a download's authorization is one "
+            "Query. by_sha (records only) tells the garbage collector whether bytes are "
+            "still used."
+        ),
+    ),
+    TableSpec(
         suffix="streams",
         hash_key="stream_id",
         attributes=(("stream_id", "S"),),

@@ -27,10 +27,11 @@ from parley.domain.roles import (
     may_rename,
 )
 from parley.storage.base import AccountState, MessageDraft, Storage, counted
+from parley.storage.media_memory import MemoryMedia
 
 
 @counted
-class MemoryStorage(Storage):
+class MemoryStorage(MemoryMedia, Storage):
     name = "memory"
 
     def __init__(self, positions: PositionTracker | None = None) -> None:
@@ -224,6 +225,7 @@ class MemoryStorage(Storage):
                 body=draft.body,
                 ts=ts,
                 seq=next(self._seq),
+                attachments=draft.attachments,
             )
             self._inbox.setdefault(message.recipient_id, []).append(message)
             if message.type == "private":

@@ -50,6 +50,9 @@ from parley.domain.roles import (
 )
 from parley.errors import Unavailable
 from parley.storage.base import BulkData, MessageDraft, Storage, counted
+from parley.storage.media_postgres import PostgresMedia
+from parley.storage.media_sql import POSTGRES_MIGRATION as MEDIA_MIGRATION
+from parley.storage.media_sql import join_ids, split_ids
 from parley.storage.postgres_accounts import INSERT_TOKEN, PostgresAccounts, token_args
 from parley.storage.postgres_accounts import MIGRATION as ACCOUNTS_MIGRATION
 
@@ -148,9 +151,10 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE members SET role = 'owner' WHERE (group_id, user_id) IN
         (SELECT group_id, min(user_id) FROM members GROUP BY group_id);
     """,
+    MEDIA_MIGRATION,
 )
 
-MESSAGE_COLUMNS = "id, type, sender_id, recipient_id, body, ts, seq"
+MESSAGE_COLUMNS = "id, type, sender_id, recipient_id, body, ts, seq, attachments"
 NOW_MS = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
 
 # One statement, so one transaction and one round trip: move the clock (taking its row
@@ -161,10 +165,11 @@ WITH c AS (
     UPDATE clock SET ts = GREATEST(clock.ts + 1, {NOW_MS}) WHERE id
     RETURNING ts, {NOW_MS} AS now_ms
 ), ins AS (
-    INSERT INTO messages (id, type, sender_id, recipient_id, body, ts, send_key)
-    SELECT d.id, d.type, d.sender_id, d.recipient_id, d.body, c.ts, d.send_key
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
-        WITH ORDINALITY AS d(id, type, sender_id, recipient_id, body, send_key, n)
+    INSERT INTO messages (id, type, sender_id, recipient_id, body, ts, send_key, attachments)
+    SELECT d.id, d.type, d.sender_id, d.recipient_id, d.body, c.ts, d.send_key, d.attachments
+    FROM unnest(
+        $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]
+    ) WITH ORDINALITY AS d(id, type, sender_id, recipient_id, body, send_key, attachments, n)
     CROSS JOIN c
     ORDER BY d.n
     ON CONFLICT (sender_id, send_key) WHERE send_key IS NOT NULL DO NOTHING
@@ -231,7 +236,7 @@ _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 def _message(row: Any) -> Message:
     return Message(
         row["id"], row["type"], row["sender_id"], row["recipient_id"], row["body"],
-        row["ts"], row["seq"],
+        row["ts"], row["seq"], split_ids(row["attachments"]),
     )  # fmt: skip
 
 
@@ -251,7 +256,7 @@ class _Append:
 
 
 @counted
-class PostgresStorage(PostgresAccounts, Storage):
+class PostgresStorage(PostgresMedia, PostgresAccounts, Storage):
     name = "postgres"
 
     def __init__(
@@ -848,7 +853,9 @@ class PostgresStorage(PostgresAccounts, Storage):
             d = job.draft
             seq = stored.get(d.id)
             if seq is not None:
-                message = Message(d.id, d.type, d.sender_id, d.recipient_id, d.body, ts, seq)
+                message = Message(
+                    d.id, d.type, d.sender_id, d.recipient_id, d.body, ts, seq, d.attachments
+                )
                 job.future.set_result((message, True))
             else:
                 await self._replay(job)
@@ -864,6 +871,7 @@ class PostgresStorage(PostgresAccounts, Storage):
             [d.recipient_id for d in drafts],
             [d.body for d in drafts],
             [d.send_key for d in drafts],
+            [join_ids(d.attachments) for d in drafts],
         ]
 
     async def _replay(self, job: _Append) -> None:

@@ -45,6 +45,9 @@ from parley.domain.roles import (
 )
 from parley.errors import Unavailable
 from parley.storage.base import BulkData, MessageDraft, Storage, counted
+from parley.storage.media_sql import SQLITE_MIGRATION as MEDIA_MIGRATION
+from parley.storage.media_sql import join_ids, split_ids
+from parley.storage.media_sqlite import SqliteMedia
 from parley.storage.sqlite_accounts import INSERT_TOKEN, SqliteAccounts, token_row
 from parley.storage.sqlite_accounts import MIGRATION as ACCOUNTS_MIGRATION
 
@@ -114,13 +117,14 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE members SET role = 'owner' WHERE (group_id, user_id) IN
         (SELECT group_id, MIN(user_id) FROM members GROUP BY group_id);
     """,
+    MEDIA_MIGRATION,
 )
 
 # How far beyond the frontier the persisted high-water mark is written; it is renewed
 # when the frontier comes within half of it (at most one small write per half lease).
 MARK_LEASE_MS = 2_000
 
-MESSAGE_COLUMNS = "id, type, sender_id, recipient_id, body, ts, seq"
+MESSAGE_COLUMNS = "id, type, sender_id, recipient_id, body, ts, seq, attachments"
 
 
 class _Job:
@@ -145,10 +149,11 @@ class _Append:
 
 
 INSERT_MESSAGES = (
-    "INSERT INTO messages (id, type, sender_id, recipient_id, body, ts, send_key) VALUES "
+    "INSERT INTO messages (id, type, sender_id, recipient_id, body, ts, send_key, attachments)"
+    " VALUES "
 )
-ROW_MARKS = "(?, ?, ?, ?, ?, ?, ?)"
-MAX_ROWS = 500  # rows per INSERT statement (7 variables each, far below SQLite's limit)
+ROW_MARKS = "(?, ?, ?, ?, ?, ?, ?, ?)"
+MAX_ROWS = 500  # rows per INSERT statement (8 variables each, far below SQLite's limit)
 
 
 def _append_all(conn: sqlite3.Connection, appends: list[_Append]) -> list[tuple[Message, bool]]:
@@ -182,12 +187,15 @@ def _append_all(conn: sqlite3.Connection, appends: list[_Append]) -> list[tuple[
         params: list[Any] = []
         for i in chunk:
             d, ts = appends[i].draft, appends[i].ts
-            params += (d.id, d.type, d.sender_id, d.recipient_id, d.body, ts, d.send_key)
+            files = join_ids(d.attachments)
+            params += (d.id, d.type, d.sender_id, d.recipient_id, d.body, ts, d.send_key, files)
         cursor = conn.execute(INSERT_MESSAGES + ",".join([ROW_MARKS] * len(chunk)), params)
         first = (cursor.lastrowid or 0) - len(chunk) + 1
         for offset, i in enumerate(chunk):
             d, ts = appends[i].draft, appends[i].ts
-            message = Message(d.id, d.type, d.sender_id, d.recipient_id, d.body, ts, first + offset)
+            message = Message(
+                d.id, d.type, d.sender_id, d.recipient_id, d.body, ts, first + offset, d.attachments
+            )
             results[i] = (message, True)
     for i, item in enumerate(appends):
         if results[i] is None:  # a key repeated within the batch
@@ -322,11 +330,11 @@ class _Checkpointer(threading.Thread):
 
 
 def _message(row: tuple[Any, ...]) -> Message:
-    return Message(*row)
+    return Message(row[0], row[1], row[2], row[3], row[4], row[5], row[6], split_ids(row[7]))
 
 
 @counted
-class SqliteStorage(SqliteAccounts, Storage):
+class SqliteStorage(SqliteMedia, SqliteAccounts, Storage):
     name = "sqlite"
 
     def __init__(

@@ -1,0 +1,72 @@
+"""Media records in SQLite (tables in ``media_sql``)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from parley.domain.models import MediaRecord, MediaRef
+from parley.storage.media_port import MediaPort
+from parley.storage.media_sql import (
+    MEDIA_COLUMNS,
+    REF_COLUMNS,
+    media_row,
+    parse_media,
+    parse_ref,
+    ref_row,
+)
+
+
+class SqliteMedia(MediaPort):
+    """Needs the adapter's ``_write`` (the writer thread) and ``_query`` (the reader)."""
+
+    _write: Callable[[Callable[[sqlite3.Connection], Any]], Any]
+    _query: Callable[..., list[Any]]
+
+    async def add_media(self, record: MediaRecord) -> None:
+        await self._write(
+            lambda c: c.execute(
+                f"INSERT INTO media ({MEDIA_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)", media_row(record)
+            )
+        )
+
+    async def get_media(self, media_id: str) -> MediaRecord | None:
+        rows = self._query(f"SELECT {MEDIA_COLUMNS} FROM media WHERE id = ?", (media_id,))
+        return parse_media(rows[0]) if rows else None
+
+    async def add_media_refs(self, refs: Sequence[MediaRef]) -> None:
+        rows = [ref_row(r) for r in refs]
+        await self._write(
+            lambda c: c.executemany(
+                f"INSERT OR IGNORE INTO media_refs ({REF_COLUMNS}) VALUES (?, ?, ?, ?, ?)", rows
+            )
+        )
+
+    async def media_refs(self, media_id: str) -> list[MediaRef]:
+        rows = self._query(f"SELECT {REF_COLUMNS} FROM media_refs WHERE media_id = ?", (media_id,))
+        return [parse_ref(r) for r in rows]
+
+    async def unreferenced_media(self, created_before: int, limit: int) -> list[MediaRecord]:
+        rows = self._query(
+            f"SELECT {MEDIA_COLUMNS} FROM media WHERE created_at < ? AND NOT EXISTS"
+            " (SELECT 1 FROM media_refs WHERE media_id = media.id)"
+            " ORDER BY created_at LIMIT ?",
+            (created_before, limit),
+        )
+        return [parse_media(r) for r in rows]
+
+    async def delete_media(self, media_id: str) -> bool:
+        changed: int = await self._write(
+            lambda c: (
+                c.execute(
+                    "DELETE FROM media WHERE id = ? AND NOT EXISTS"
+                    " (SELECT 1 FROM media_refs WHERE media_id = media.id)",
+                    (media_id,),
+                ).rowcount
+            )
+        )
+        return changed > 0
+
+    async def media_with_sha(self, sha256: str) -> bool:
+        return bool(self._query("SELECT 1 FROM media WHERE sha256 = ? LIMIT 1", (sha256,)))
