@@ -26,7 +26,7 @@ from parley.domain.validation import well_formed_id
 from parley.errors import Code, InvalidInput, NotFound, PayloadTooLarge
 from parley.media.blobs import BlobStore
 from parley.services.access import Actor
-from parley.storage.base import Storage
+from parley.storage.media_port import MediaPort
 
 MAX_ATTACHMENTS = 10
 DEFAULT_TYPE = "application/octet-stream"
@@ -61,9 +61,9 @@ class GcReport:
 class MediaService:
     def __init__(
         self,
-        storage: Storage,
+        storage: MediaPort,
         blobs: BlobStore,
-        directory: Directory,
+        directory: Directory | None,
         max_size: int,
     ) -> None:
         self.storage = storage
@@ -151,7 +151,7 @@ class MediaService:
             if ref.type == "private":
                 if actor in (ref.sender_id, ref.recipient_id):
                     return True
-            elif await self.directory.is_member(ref.recipient_id, actor):
+            elif self.directory and await self.directory.is_member(ref.recipient_id, actor):
                 return True
         return False
 

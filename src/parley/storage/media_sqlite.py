@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from parley.domain.models import MediaRecord, MediaRef
@@ -70,3 +71,43 @@ class SqliteMedia(MediaPort):
 
     async def media_with_sha(self, sha256: str) -> bool:
         return bool(self._query("SELECT 1 FROM media WHERE sha256 = ? LIMIT 1", (sha256,)))
+
+
+class SqliteMediaFile(SqliteMedia):
+    """The media tables of a SQLite file, without the rest of the adapter: what
+    ``parley media gc`` opens while a server may be using the same file (the full adapter
+    would move the file's high-water mark, which belongs to the server)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+
+    def open(self) -> None:
+        if not self.path.exists():
+            raise FileNotFoundError(f"no SQLite database at {self.path}")
+        self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        self._conn.execute("PRAGMA busy_timeout=30000")
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("not open")
+        return self._conn
+
+    async def _write(self, op: Callable[[sqlite3.Connection], Any]) -> Any:
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = op(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        return self._connection().execute(sql, args).fetchall()
