@@ -302,3 +302,15 @@ async def test_open_mode_has_no_authorization(open_api: Harness) -> None:
                    attachments=[media])  # fmt: skip
     assert r.status_code == 200 and r.json()["attachments"] == [media]
     assert await status(api, media, {}) == 200
+
+
+async def test_a_lost_file_is_503_not_a_cut_answer(any_api: Harness) -> None:
+    api = any_api
+    _, ha = await api.user("alice")
+    media_id = await upload(api, ha)
+    media = api.parley.media
+    assert media is not None
+    assert await media.blobs.delete(hashlib.sha256(PNG).hexdigest(), float("inf"))
+    r = await api.client.get(f"/v1/media/{media_id}", headers=ha)
+    assert r.status_code == 503 and code(r) == "unavailable"
+    assert r.headers["retry-after"]

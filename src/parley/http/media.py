@@ -6,7 +6,7 @@ from running what was uploaded). Thin, like every handler: rules live in
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -178,12 +178,29 @@ async def get_media(api: Api, call: Call, actor: Actor) -> Reply:
     ]
     if call.scope.get("method") == "HEAD":
         return BlobReply(status, headers, None)
-    return BlobReply(status, headers, _read(media.blobs, record.sha256, start, end))
+    return BlobReply(status, headers, await _opened(media.blobs, record.sha256, start, end))
 
 
-async def _read(blobs: BlobStore, sha256: str, start: int, end: int) -> AsyncIterator[bytes]:
-    async for chunk in blobs.read(sha256, start, end):
-        yield chunk
+async def _opened(blobs: BlobStore, sha256: str, start: int, end: int) -> AsyncIterator[bytes]:
+    """The blob's bytes, its first chunk already read: a blob that is missing (a lost
+    file, a bucket that is down) is a 503 before the answer starts, not a cut answer."""
+    chunks: AsyncGenerator[bytes, None] = blobs.read(sha256, start, end)
+    try:
+        first = await anext(chunks, b"")
+    except (OSError, errors.Unavailable) as exc:
+        await chunks.aclose()
+        raise errors.Unavailable("the file's bytes cannot be read") from exc
+
+    async def rest() -> AsyncIterator[bytes]:
+        try:
+            if first:
+                yield first
+            async for chunk in chunks:
+                yield chunk
+        finally:
+            await chunks.aclose()
+
+    return rest()
 
 
 class _Fixed(Reply):

@@ -6,7 +6,7 @@ import hashlib
 import os
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 
 CHUNK = 64 * 1024  # bytes per read when streaming a blob out
@@ -93,7 +93,7 @@ class BlobStore(ABC):
         the garbage collector leaves them alone for another grace period)."""
 
     @abstractmethod
-    def read(self, sha256: str, start: int, end: int) -> AsyncIterator[bytes]:
+    def read(self, sha256: str, start: int, end: int) -> AsyncGenerator[bytes, None]:
         """Bytes ``start`` to ``end`` inclusive, in chunks."""
 
     @abstractmethod

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 
 from parley.media.blobs import CHUNK, BlobInfo, BlobStore, Spool
@@ -53,7 +53,7 @@ class FileBlobs(BlobStore):
             _fsync_dir(self.root)
         return True
 
-    async def read(self, sha256: str, start: int, end: int) -> AsyncIterator[bytes]:
+    async def read(self, sha256: str, start: int, end: int) -> AsyncGenerator[bytes, None]:
         handle = await asyncio.to_thread(open, self.path(sha256), "rb")
         try:
             await asyncio.to_thread(handle.seek, start)

@@ -11,7 +11,7 @@ the same authorization and headers apply as for the embedded store.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -154,8 +154,17 @@ class S3Blobs(BlobStore):
             await self._call("abort_multipart_upload", Key=key, UploadId=upload_id)
             raise
 
-    async def read(self, sha256: str, start: int, end: int) -> AsyncIterator[bytes]:
-        answer = await self._call("get_object", Key=self.key(sha256), Range=f"bytes={start}-{end}")
+    async def read(self, sha256: str, start: int, end: int) -> AsyncGenerator[bytes, None]:
+        from botocore.exceptions import ClientError
+
+        if end < start:  # an empty file
+            return
+        try:
+            answer = await self._call(
+                "get_object", Key=self.key(sha256), Range=f"bytes={start}-{end}"
+            )
+        except ClientError as exc:
+            raise Unavailable("media store: the object cannot be read") from exc
         body = answer["Body"]
         try:
             while chunk := await body.read(CHUNK):
