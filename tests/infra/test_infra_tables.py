@@ -24,7 +24,11 @@ EXPECTED: dict[str, tuple[str, str | None, dict[str, tuple[str, str | None, str]
     "blocks": ("blocker_id", "blocked_id", {}),
     "messages": ("recipient_id", "sk", {}),
     "sends": ("send_key", None, {}),
-    "media": ("media_id", "sk", {"by_sha": ("sha256", None, "KEYS_ONLY")}),
+    "media": (
+        "media_id",
+        None,
+        {"by_sha": ("sha256", None, "KEYS_ONLY"), "by_age": ("gc", "created_at", "ALL")},
+    ),
     "streams": ("stream_id", None, {}),
 }
 

@@ -86,14 +86,13 @@ async def measure(data_dir: Path) -> dict[str, dict[str, int]]:
 PINNED = {
     "upload": {"put_item": 1},
     "send private, no attachment": {"update_item": 2, "batch_write_item": 1},
-    "send private, 1 attachment": {"get_item": 1, "put_item": 1, "update_item": 2,
-                                   "batch_write_item": 1},
-    "send private, 3 attachments": {"get_item": 3, "update_item": 2, "batch_write_item": 2},
-    "send group, 1 attachment": {"get_item": 1, "put_item": 2, "update_item": 2},
+    "send private, 1 attachment": {"get_item": 1, "update_item": 3, "batch_write_item": 1},
+    "send private, 3 attachments": {"get_item": 3, "update_item": 5, "batch_write_item": 1},
+    "send group, 1 attachment": {"get_item": 1, "put_item": 1, "update_item": 3},
     "download, uploader": {"get_item": 1},
-    "download, private peer": {"get_item": 1, "query": 1},
-    "download, group member": {"get_item": 1, "query": 1},
-    "download, stranger (404)": {"get_item": 1, "query": 1},
+    "download, private peer": {"get_item": 1},
+    "download, group member": {"get_item": 1},
+    "download, stranger (404)": {"get_item": 1},
 }  # fmt: skip
 
 

@@ -139,15 +139,17 @@ class MediaService:
     # download --------------------------------------------------------------------------
     async def find(self, actor: Actor, media_id: str) -> MediaRecord:
         """The record of a file the caller may download; 404 otherwise."""
-        record = await self.storage.get_media(media_id) if well_formed_id(media_id) else None
-        if record is None or not await self._may_see(actor, record):
+        if not well_formed_id(media_id):
+            raise NotFound("media not found", Code.MEDIA_NOT_FOUND)
+        record, refs = await self.storage.media_and_refs(media_id)
+        if record is None or not await self._may_see(actor, record, refs):
             raise NotFound("media not found", Code.MEDIA_NOT_FOUND)
         return record
 
-    async def _may_see(self, actor: Actor, record: MediaRecord) -> bool:
+    async def _may_see(self, actor: Actor, record: MediaRecord, refs: list[MediaRef]) -> bool:
         if actor is None or actor == record.uploader_id:
             return True
-        for ref in await self.storage.media_refs(record.id):
+        for ref in refs:
             if ref.type == "private":
                 if actor in (ref.sender_id, ref.recipient_id):
                     return True

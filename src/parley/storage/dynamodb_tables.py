@@ -206,15 +206,16 @@ TABLES: Final[tuple[TableSpec, ...]] = (
     TableSpec(
         suffix="media",
         hash_key="media_id",
-        range_key="sk",
-        attributes=(("media_id", "S"), ("sk", "S"), ("sha256", "S")),
-        indexes=(GlobalSecondaryIndex(name="by_sha", hash_key="sha256", projection="KEYS_ONLY"),),
+        attributes=(("media_id", "S"), ("sha256", "S"), ("gc", "S"), ("created_at", "N")),
+        indexes=(
+            GlobalSecondaryIndex(name="by_sha", hash_key="sha256", projection="KEYS_ONLY"),
+            GlobalSecondaryIndex(name="by_age", hash_key="gc", range_key="created_at"),
+        ),
         description=(
-            "Uploaded files: per media id, the record (sk 'record': uploader, type, size, "
-            "SHA-256, creation time) and one item per message carrying it (sk 'ref#' + "
-            "message id: type, sender, recipient), so a download's authorization is one "
-            "Query. by_sha (records only) tells the garbage collector whether bytes are "
-            "still used."
+            "One item per uploaded file: uploader, type, size, SHA-256, creation time, and "
+            "one attribute per message carrying it, so a download's authorization is one "
+            "GetItem. by_sha tells the garbage collector whether bytes are still used; "
+            "by_age (sparse: files no message carries yet) what it may remove."
         ),
     ),
     TableSpec(

@@ -1,11 +1,19 @@
-"""Media records in DynamoDB: the ``media`` table (``dynamodb_tables``).
+"""Media records in DynamoDB: the ``media`` table (``dynamodb_tables``), one item per upload.
 
-Per media id: the record item (``sk = "record"``) and one item per message carrying the
-file (``sk = "ref#" + message id``). Requests: an upload is one PutItem; a send with
-attachments one BatchWriteItem (up to 10 refs) on top of the message's writes, plus one
-GetItem per attachment to check its uploader; a download one strongly consistent Query
-(record and refs together) plus the membership reads of group refs. The garbage collector
-Scans the table and Queries the ``by_sha`` index once per blob it considers.
+The item holds the record (``uploader_id``, ``content_type``, ``size``, ``sha256``,
+``created_at``) and, as one attribute each, the messages carrying the file: ``r#<message
+id>`` = ``<type> <sender id> <recipient id>``. While no message carries it, the item also
+has ``gc = "unattached"``, which puts it in the sparse ``by_age`` index the garbage
+collector reads; attaching the file removes ``gc`` in the same conditional UpdateItem that
+adds the reference (conditional on the record existing), and the collector deletes an item
+only on the condition that ``gc`` is still there. So a send and the collector can never
+both win: either the send fails (400: the upload is gone) or the file stays.
+
+Requests: an upload is one PutItem; each attachment of a send one GetItem (its uploader)
+and one UpdateItem; a download one GetItem (the record and its references together) plus,
+for group references, the membership reads the directory does not answer from memory. The
+collector Queries ``by_age`` and ``by_sha``; it never Scans. An item holds at most 400 KB:
+a file can be carried by some thousands of messages (a reference is under 300 bytes).
 """
 
 from __future__ import annotations
@@ -14,23 +22,24 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from parley.domain.models import MediaRecord, MediaRef, MessageType
+from parley.errors import Code, InvalidInput
 from parley.storage.dynamodb_client import ConditionFailed, DynamoClient
 from parley.storage.dynamodb_items import Item, n, s
 from parley.storage.media_port import MediaPort
 
-RECORD = "record"
-REF = "ref#"
+UNATTACHED = "unattached"
+REF = "r#"
 
 
 def _record_item(record: MediaRecord) -> Item:
     return {
         "media_id": s(record.id),
-        "sk": s(RECORD),
         "uploader_id": s(record.uploader_id),
         "content_type": s(record.content_type),
         "size": n(record.size),
         "sha256": s(record.sha256),
         "created_at": n(record.created_at),
+        "gc": s(UNATTACHED),
     }
 
 
@@ -45,25 +54,15 @@ def _parse_record(item: Item) -> MediaRecord:
     )
 
 
-def _ref_item(ref: MediaRef) -> Item:
-    return {
-        "media_id": s(ref.media_id),
-        "sk": s(REF + ref.message_id),
-        "type": s(ref.type),
-        "sender_id": s(ref.sender_id),
-        "recipient_id": s(ref.recipient_id),
-    }
-
-
-def _parse_ref(item: Item) -> MediaRef:
-    kind: MessageType = "private" if item["type"]["S"] == "private" else "group"
-    return MediaRef(
-        item["media_id"]["S"],
-        item["sk"]["S"][len(REF) :],
-        kind,
-        item["sender_id"]["S"],
-        item["recipient_id"]["S"],
-    )
+def _parse_refs(item: Item) -> list[MediaRef]:
+    refs = []
+    for name, value in item.items():
+        if not name.startswith(REF):
+            continue
+        kind_text, sender, recipient = value["S"].split(" ")
+        kind: MessageType = "private" if kind_text == "private" else "group"
+        refs.append(MediaRef(item["media_id"]["S"], name[len(REF) :], kind, sender, recipient))
+    return refs
 
 
 class DynamoMedia(MediaPort):
@@ -80,65 +79,63 @@ class DynamoMedia(MediaPort):
         await self._write_items([("media", _record_item(record))])
 
     async def get_media(self, media_id: str) -> MediaRecord | None:
-        item = await self._get("media", {"media_id": s(media_id), "sk": s(RECORD)})
+        item = await self._get("media", {"media_id": s(media_id)})
         return _parse_record(item) if item else None
 
     async def add_media_refs(self, refs: Sequence[MediaRef]) -> None:
-        if refs:
-            await self._write_items([("media", _ref_item(r)) for r in refs])
+        self._ready()
+        for ref in refs:
+            try:
+                await self.client.call(
+                    "update_item",
+                    TableName=self.tables["media"],
+                    Key={"media_id": s(ref.media_id)},
+                    UpdateExpression="SET #r = :v REMOVE gc",
+                    ConditionExpression="attribute_exists(media_id)",
+                    ExpressionAttributeNames={"#r": REF + ref.message_id},
+                    ExpressionAttributeValues={
+                        ":v": s(f"{ref.type} {ref.sender_id} {ref.recipient_id}")
+                    },
+                )
+            except ConditionFailed:
+                raise InvalidInput(
+                    f"attachment {ref.media_id[:140]!r} no longer exists", Code.BAD_ATTACHMENT
+                ) from None
 
     async def media_refs(self, media_id: str) -> list[MediaRef]:
-        items = await self._query(
-            "media",
-            KeyConditionExpression="media_id = :m AND begins_with(sk, :r)",
-            ExpressionAttributeValues={":m": s(media_id), ":r": s(REF)},
-            ConsistentRead=True,
-        )
-        return [_parse_ref(i) for i in items]
+        item = await self._get("media", {"media_id": s(media_id)})
+        return _parse_refs(item) if item else []
 
-    async def _scan_media(self) -> dict[str, list[Item]]:
-        """Every item of the table, by media id (the garbage collector's pass)."""
-        self._ready()
-        found: dict[str, list[Item]] = {}
-        start: Item | None = None
-        for _ in range(100_000):
-            extra: dict[str, Any] = {"ExclusiveStartKey": start} if start else {}
-            page = await self.client.call(
-                "scan", TableName=self.tables["media"], ConsistentRead=True, **extra
-            )
-            for item in page.get("Items", []):
-                found.setdefault(item["media_id"]["S"], []).append(item)
-            start = page.get("LastEvaluatedKey")
-            if start is None:
-                break
-        return found
+    async def media_and_refs(self, media_id: str) -> tuple[MediaRecord | None, list[MediaRef]]:
+        item = await self._get("media", {"media_id": s(media_id)})
+        return (_parse_record(item), _parse_refs(item)) if item else (None, [])
 
     async def unreferenced_media(self, created_before: int, limit: int) -> list[MediaRecord]:
-        records = []
-        for items in (await self._scan_media()).values():
-            kinds = [i["sk"]["S"] for i in items]
-            if RECORD in kinds and not any(k.startswith(REF) for k in kinds):
-                record = _parse_record(items[kinds.index(RECORD)])
-                if record.created_at < created_before:
-                    records.append(record)
-        return sorted(records, key=lambda r: r.created_at)[:limit]
+        items = await self._query(
+            "media",
+            limit=limit,
+            IndexName="by_age",
+            KeyConditionExpression="gc = :g AND created_at < :c",
+            ExpressionAttributeValues={":g": s(UNATTACHED), ":c": n(created_before)},
+        )
+        return [_parse_record(i) for i in items]
 
     async def delete_media(self, media_id: str) -> bool:
-        if await self.media_refs(media_id):
-            return False
+        self._ready()
         try:
             await self.client.call(
                 "delete_item",
                 TableName=self.tables["media"],
-                Key={"media_id": s(media_id), "sk": s(RECORD)},
-                ConditionExpression="attribute_exists(media_id)",
+                Key={"media_id": s(media_id)},
+                ConditionExpression="gc = :g",
+                ExpressionAttributeValues={":g": s(UNATTACHED)},
             )
         except ConditionFailed:
             return False
         return True
 
     async def media_with_sha(self, sha256: str) -> bool:
-        items = await self._query(
+        items: list[Any] = await self._query(
             "media",
             limit=1,
             IndexName="by_sha",

@@ -35,6 +35,12 @@ class MediaPort(ABC):
     async def media_refs(self, media_id: str) -> list[MediaRef]:
         """Every message that carries this media file."""
 
+    async def media_and_refs(self, media_id: str) -> tuple[MediaRecord | None, list[MediaRef]]:
+        """A record and the messages carrying it (what a download's authorization needs);
+        adapters that keep both together read them at once."""
+        record = await self.get_media(media_id)
+        return record, (await self.media_refs(media_id) if record is not None else [])
+
     @abstractmethod
     async def unreferenced_media(self, created_before: int, limit: int) -> list[MediaRecord]:
         """Up to ``limit`` records created before ``created_before`` (unix ms) that no
