@@ -155,8 +155,11 @@ async def make_harness(backend: str, tmp_path: Path) -> AsyncIterator[MakeHarnes
 
     async def make(auth: str = "token", clock: Clock | None = None, **env: str) -> Harness:
         extra = HARNESS_ENV.get(backend, dict)()  # scale-out: Redis for postgres+redis
+        data = str(tmp_path / f"h{len(started)}")  # uploaded files go under it
         settings = Settings.from_env(
-            {"PARLEY_AUTH": auth, "PARLEY_RATE_LIMITS": "off", **extra, **env}
+            {"PARLEY_AUTH": auth, "PARLEY_RATE_LIMITS": "off", "PARLEY_DATA_DIR": data}
+            | extra
+            | env
         )
         store = await STORAGES[backend](tmp_path / f"h{len(started)}", clock)
         parley = build(settings, store)

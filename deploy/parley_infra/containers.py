@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Final
 
 from .config import StackConfig
+from .policies import MEDIA_PREFIX
 
 CONTAINER_NAME: Final = "parley"
 CONTAINER_PORT: Final = 8080
@@ -21,9 +22,12 @@ _HEALTH_PROBE: Final = (
 )
 
 
-def environment(cfg: StackConfig, redis_host: str) -> dict[str, str]:
-    """The service's environment: bind address, storage, cache and auth mode."""
-    return {
+def environment(
+    cfg: StackConfig, redis_host: str, media_bucket: str | None = None
+) -> dict[str, str]:
+    """The service's environment: bind address, storage, cache, auth mode, and the bucket
+    uploaded files go to (every task shares it; a task's own disk only spools uploads)."""
+    env = {
         "PARLEY_HOST": "0.0.0.0",
         "PARLEY_PORT": str(CONTAINER_PORT),
         "PARLEY_STORAGE": "dynamodb",
@@ -32,17 +36,26 @@ def environment(cfg: StackConfig, redis_host: str) -> dict[str, str]:
         "PARLEY_AUTH": "token",
         "AWS_REGION": cfg.region,
     }
+    if media_bucket:
+        env["PARLEY_MEDIA_URL"] = f"s3://{media_bucket}/{MEDIA_PREFIX}"
+    return env
 
 
 def container_definitions(
-    cfg: StackConfig, *, image: str, redis_host: str, log_group: str, secret_key_arn: str
+    cfg: StackConfig,
+    *,
+    image: str,
+    redis_host: str,
+    log_group: str,
+    secret_key_arn: str,
+    media_bucket: str | None = None,
 ) -> list[dict[str, object]]:
     """The task's single container, as ECS's ``containerDefinitions`` JSON structure.
 
     The server secret is not in the definition: ECS reads it from Secrets Manager
     (``secret_key_arn``) when the task starts and hands it to the container only.
     """
-    env = environment(cfg, redis_host)
+    env = environment(cfg, redis_host, media_bucket)
     return [
         {
             "name": CONTAINER_NAME,

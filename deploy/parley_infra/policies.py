@@ -43,6 +43,18 @@ LOG_ACTIONS: Final[tuple[str, ...]] = ("logs:CreateLogStream", "logs:PutLogEvent
 SECRET_ACTIONS: Final[tuple[str, ...]] = ("secretsmanager:GetSecretValue",)
 _SECRET_ARN = re.compile(r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[^:*?]+:secret:[^*?]+$")
 
+# Exactly what Parley's S3 blob store calls (media/s3.py): objects under its prefix, and
+# listing the bucket (for `parley media gc`, and so a missing object is a 404, not a 403).
+S3_OBJECT_ACTIONS: Final[tuple[str, ...]] = (
+    "s3:AbortMultipartUpload",
+    "s3:DeleteObject",
+    "s3:GetObject",
+    "s3:PutObject",
+)
+S3_BUCKET_ACTIONS: Final[tuple[str, ...]] = ("s3:ListBucket",)
+MEDIA_PREFIX: Final = "media"
+_BUCKET_ARN = re.compile(r"^arn:aws[a-z-]*:s3:::[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
 _TABLE_ARN = re.compile(r"^arn:aws[a-z-]*:dynamodb:[a-z0-9-]+:[^:*?]+:table/[A-Za-z0-9_.-]{3,255}$")
 _WILDCARD = re.compile(r"[*?]")
 
@@ -92,6 +104,33 @@ def task_policy(table_arns: Sequence[str]) -> PolicyDocument:
                 "Action": list(DYNAMODB_ACTIONS),
                 "Resource": table_resources(table_arns),
             }
+        ],
+    }
+
+
+def media_policy(bucket_arn: str, prefix: str = MEDIA_PREFIX) -> PolicyDocument:
+    """The task role's permissions on the uploaded files' bucket: its objects under
+    ``prefix`` and listing that prefix. A pattern or another service's ARN is refused."""
+    if not _BUCKET_ARN.match(bucket_arn):
+        raise ValueError(f"not a single S3 bucket ARN: {bucket_arn!r}")
+    if not prefix or _WILDCARD.search(prefix) or prefix.startswith("/"):
+        raise ValueError(f"not a plain key prefix: {prefix!r}")
+    return {
+        "Version": POLICY_VERSION,
+        "Statement": [
+            {
+                "Sid": "ParleyMediaObjects",
+                "Effect": "Allow",
+                "Action": list(S3_OBJECT_ACTIONS),
+                "Resource": [f"{bucket_arn}/{prefix}/*"],
+            },
+            {
+                "Sid": "ParleyMediaList",
+                "Effect": "Allow",
+                "Action": list(S3_BUCKET_ACTIONS),
+                "Resource": [bucket_arn],
+                "Condition": {"StringLike": {"s3:prefix": [f"{prefix}/*"]}},
+            },
         ],
     }
 

@@ -8,17 +8,30 @@ Pulumi's mocks.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 
 import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
 
+with warnings.catch_warnings():
+    # Loading the s3 module also loads its deprecated *V2 resources, which warn on import.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from pulumi_aws.s3 import (
+        Bucket,
+        BucketLifecycleConfiguration,
+        BucketLifecycleConfigurationRuleAbortIncompleteMultipartUploadArgs,
+        BucketLifecycleConfigurationRuleArgs,
+        BucketLifecycleConfigurationRuleFilterArgs,
+        BucketPublicAccessBlock,
+    )
+
 from .config import StackConfig
 from .containers import CONTAINER_NAME, CONTAINER_PORT, READY_PATH, REDIS_PORT
 from .containers import container_definitions as make_container_definitions
 from .network import Network, build_network
-from .policies import assume_role_policy, execution_policy, task_policy
+from .policies import assume_role_policy, execution_policy, media_policy, task_policy
 from .tables import build_tables
 
 # TLS 1.3 with TLS 1.2 fallback, the load balancer's recommended policy.
@@ -271,6 +284,39 @@ class ParleyStack(pulumi.ComponentResource):
             opts=child,
         )
 
+        # --- uploaded files: a private bucket every task shares ------------------------------
+        self.media_bucket = Bucket("parley-media", force_destroy=False, opts=child)
+        BucketPublicAccessBlock(
+            "parley-media-private",
+            bucket=self.media_bucket.id,
+            block_public_acls=True,
+            block_public_policy=True,
+            ignore_public_acls=True,
+            restrict_public_buckets=True,
+            opts=child,
+        )
+        BucketLifecycleConfiguration(
+            "parley-media-lifecycle",
+            bucket=self.media_bucket.id,
+            rules=[
+                BucketLifecycleConfigurationRuleArgs(
+                    id="abort-unfinished-uploads",
+                    status="Enabled",
+                    filter=BucketLifecycleConfigurationRuleFilterArgs(prefix="media/"),
+                    abort_incomplete_multipart_upload=BucketLifecycleConfigurationRuleAbortIncompleteMultipartUploadArgs(
+                        days_after_initiation=1
+                    ),
+                )
+            ],
+            opts=child,
+        )
+        self.media_policy = aws.iam.RolePolicy(
+            "parley-task-media",
+            role=self.task_role.id,
+            policy=self.media_bucket.arn.apply(lambda arn: _json(media_policy(arn))),
+            opts=child,
+        )
+
         # --- load balancer ----------------------------------------------------------------
         self.alb = aws.lb.LoadBalancer(
             "parley-alb",
@@ -342,7 +388,11 @@ class ParleyStack(pulumi.ComponentResource):
             else pulumi.Output.concat(self.repository.repository_url, ":latest")
         )
         definitions = pulumi.Output.all(
-            image, self.redis.primary_endpoint_address, self.log_group.name, self.secret_key.arn
+            image,
+            self.redis.primary_endpoint_address,
+            self.log_group.name,
+            self.secret_key.arn,
+            self.media_bucket.bucket,
         ).apply(
             lambda values: _json(
                 make_container_definitions(
@@ -351,6 +401,7 @@ class ParleyStack(pulumi.ComponentResource):
                     redis_host=values[1],
                     log_group=values[2],
                     secret_key_arn=values[3],
+                    media_bucket=values[4],
                 )
             )
         )
@@ -456,6 +507,7 @@ class ParleyStack(pulumi.ComponentResource):
             "albDnsName": self.alb.dns_name,
             "tablePrefix": self.cfg.prefix,
             "tableNames": {suffix: table.name for suffix, table in self.tables.items()},
+            "mediaBucket": self.media_bucket.bucket,
             "ecrRepositoryUrl": self.repository.repository_url,
             "clusterName": self.cluster.name,
             "serviceName": self.service.name,

@@ -11,11 +11,13 @@ from typing import TYPE_CHECKING
 from parley.cache.base import Changes, Directory
 from parley.cache.memory import LocalChanges, MemoryDirectory, Notifier
 from parley.cache.uncached import NoChanges, UncachedDirectory
+from parley.media.blobs import BlobStore
 from parley.metrics import Metrics
 from parley.services.accounts import AccountService
 from parley.services.conversations import ConversationService
 from parley.services.events import EventService
 from parley.services.groups import GroupService
+from parley.services.media import MediaService
 from parley.services.messages import MessageService
 from parley.services.passwords import Passwords
 from parley.services.signins import SignInLimits, SignInThrottle
@@ -27,6 +29,19 @@ from parley.storage.base import Storage
 if TYPE_CHECKING:
     from parley.cache.redis_link import RedisLink
     from parley.cache.redis_wakeups import RedisWakeups
+
+
+def make_blobs(settings: Settings) -> BlobStore:
+    """Where uploaded files' bytes go: the data directory, or an S3 bucket."""
+    spool = settings.data_dir / "media" / "tmp"
+    if settings.media_url:
+        from parley.media.s3 import S3Blobs, parse_media_url
+
+        bucket, prefix = parse_media_url(settings.media_url)
+        return S3Blobs(bucket, prefix, spool, settings.s3_endpoint or None)
+    from parley.media.files import FileBlobs
+
+    return FileBlobs(settings.data_dir / "media")
 
 
 def make_storage(settings: Settings) -> Storage:
@@ -71,6 +86,7 @@ class Parley:
     events: EventService
     conversations: ConversationService
     metrics: Metrics = field(default_factory=Metrics)
+    media: MediaService | None = None  # attachments (``make_blobs``)
     redis: RedisLink | None = None  # scale-out: the shared cache, when PARLEY_REDIS_URL is set
     wakeups: RedisWakeups | None = None
 
@@ -86,8 +102,12 @@ class Parley:
         if self.wakeups is not None:
             await self.wakeups.start()
         await self.changes.start(await self.storage.last_position())
+        if self.media is not None:
+            await self.media.blobs.open()
 
     async def stop(self) -> None:
+        if self.media is not None:
+            await self.media.blobs.close()
         if self.wakeups is not None:
             await self.wakeups.stop()
         if self.redis is not None:
@@ -109,7 +129,10 @@ class Parley:
 
 
 def build(
-    settings: Settings, storage: Storage | None = None, secret_key: bytes | None = None
+    settings: Settings,
+    storage: Storage | None = None,
+    secret_key: bytes | None = None,
+    blobs: BlobStore | None = None,
 ) -> Parley:
     """Parley for ``settings``. ``secret_key`` signs stream tickets; servers pass
     ``parley.startup.server_secret(settings)``. Without it: ``PARLEY_SECRET_KEY``, or a
@@ -144,9 +167,14 @@ def build(
     accounts = AccountService(
         storage, directory, Passwords(), SignInThrottle(limits, redis), settings.token_mode
     )
+    media = MediaService(
+        storage, blobs if blobs is not None else make_blobs(settings), directory,
+        settings.max_media,
+    )  # fmt: skip
+    messages.media = media
     parley = Parley(
         settings, storage, directory, changes, users, groups, messages, notifier, accounts,
-        events, conversations, redis=redis, wakeups=wakeups,
+        events, conversations, media=media, redis=redis, wakeups=wakeups,
     )  # fmt: skip
     parley.metrics.add_source(
         "parley_storage_calls_total",

@@ -35,6 +35,12 @@ FLAGS: tuple[tuple[str, str, str], ...] = (
     ("--storage", "PARLEY_STORAGE", f"one of {', '.join(STORAGE_KINDS)} (default sqlite)"),
     ("--database-url", "PARLEY_DATABASE_URL", "postgresql://... for --storage postgres"),
     ("--redis-url", "PARLEY_REDIS_URL", "redis://... shared cache and wake-ups"),
+    (
+        "--media-url",
+        "PARLEY_MEDIA_URL",
+        "s3://bucket/prefix for uploaded files (default: data dir)",
+    ),
+    ("--s3-endpoint", "PARLEY_S3_ENDPOINT", "http(s)://... an S3-compatible endpoint"),
     ("--rate-limits", "PARLEY_RATE_LIMITS", "on (default) or off"),
     ("--request-timeout", "PARLEY_REQUEST_TIMEOUT", "seconds for a request's head and body (30)"),
     ("--log-level", "PARLEY_LOG_LEVEL", "debug, info (default), warning, error"),
@@ -186,6 +192,44 @@ async def _migrate(settings: Settings) -> None:
     await storage.close()
 
 
+async def _media_gc(settings: Settings, grace_hours: float) -> str:
+    """Remove uploads no message carries, older than the grace period (``parley media gc``)."""
+    from parley.app import make_blobs, make_storage
+    from parley.services.media import MediaService
+    from parley.storage.base import Storage
+    from parley.storage.media_port import MediaPort
+    from parley.storage.media_sqlite import SqliteMediaFile
+
+    if settings.storage == "memory":
+        raise SettingsError("memory storage keeps nothing between runs: nothing to collect")
+    records: MediaPort
+    storage: Storage | None = None
+    sqlite_file: SqliteMediaFile | None = None
+    if settings.storage == "sqlite":  # not the adapter: a server may be using the file
+        sqlite_file = SqliteMediaFile(settings.sqlite_path)
+        sqlite_file.open()
+        records = sqlite_file
+    else:
+        storage = make_storage(settings)
+        await storage.open()
+        records = storage
+    blobs = make_blobs(settings)
+    try:
+        await blobs.open()
+        service = MediaService(records, blobs, None, settings.max_media)
+        report = await service.collect(grace_hours * 3600)
+    finally:
+        await blobs.close()
+        if storage is not None:
+            await storage.close()
+        if sqlite_file is not None:
+            sqlite_file.close()
+    return (
+        f"removed {report.records} unattached upload(s), {report.blobs} file(s) and "
+        f"{report.spools} unfinished upload(s) older than {grace_hours:g} h"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # Tools with their own argument parsers get the rest of the line untouched.
@@ -208,6 +252,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     _add_settings(serve_cmd, [flag for flag, _, _ in FLAGS])
     migrate_cmd = commands.add_parser("migrate", help="create or upgrade the storage schema")
     _add_settings(migrate_cmd, ["--data-dir", "--storage", "--database-url"])
+    media_cmd = commands.add_parser("media", help="uploaded files: parley media gc")
+    media_commands = media_cmd.add_subparsers(dest="media_command", required=True)
+    gc_cmd = media_commands.add_parser(
+        "gc", help="remove uploads no message carries, older than a grace period"
+    )
+    _add_settings(
+        gc_cmd, ["--data-dir", "--storage", "--database-url", "--media-url", "--s3-endpoint"]
+    )
+    gc_cmd.add_argument(
+        "--grace",
+        type=float,
+        default=24.0,
+        metavar="HOURS",
+        help="keep uploads and files younger than this (default 24): a client uploads "
+        "first and sends after",
+    )
     commands.add_parser("client", help="command-line client (parley client --help)")
     commands.add_parser("bench", help="workload benchmark (parley bench --help)")
     commands.add_parser("cost", help="capacity and cost model (parley cost --help)")
@@ -219,6 +279,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "serve":
         return serve(settings)
+    if args.command == "media":
+        if args.grace < 0:
+            return _refuse("--grace must not be negative")
+        try:
+            print(asyncio.run(_media_gc(settings, args.grace)))
+        except (SettingsError, FileNotFoundError) as exc:
+            return _refuse(exc)
+        return 0
     if args.command == "migrate":
         asyncio.run(_migrate(settings))
         print(f"storage {settings.storage}: schema is up to date")

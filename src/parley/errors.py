@@ -43,6 +43,8 @@ class Code(StrEnum):
     BAD_WAIT = "bad_wait"
     NO_TOKENS = "no_tokens"  # a ticket, a device or a sign-in asked for in open mode
     BAD_PASSWORD = "bad_password"  # a new password shorter or longer than allowed
+    BAD_ATTACHMENT = "bad_attachment"  # over 10, unknown, or not uploaded by the sender
+    BAD_CONTENT_TYPE = "bad_content_type"  # an upload's Content-Type is not a media type
     # 401: who is calling is unknown
     UNAUTHENTICATED = "unauthenticated"
     MISSING_TOKEN = "missing_token"
@@ -65,6 +67,7 @@ class Code(StrEnum):
     GROUP_NOT_FOUND = "group_not_found"
     MESSAGE_NOT_FOUND = "message_not_found"  # no such message, or one the caller cannot see
     CONVERSATION_NOT_FOUND = "conversation_not_found"  # no such user or group
+    MEDIA_NOT_FOUND = "media_not_found"  # unknown, or not visible to the caller
     TOKEN_NOT_FOUND = "token_not_found"  # revoking a device that is not (or no longer) there
     # 405, 408
     METHOD_NOT_ALLOWED = "method_not_allowed"
@@ -79,6 +82,8 @@ class Code(StrEnum):
     IS_OWNER = "is_owner"  # the owner's role cannot be changed
     GROUP_FULL = "group_full"  # PARLEY_MAX_GROUP_MEMBERS reached
     MESSAGE_DELETED = "message_deleted"  # editing a message its sender deleted
+    # 416: a Range outside the file
+    BAD_RANGE = "range_not_satisfiable"
     # 413, 414, 431
     PAYLOAD_TOO_LARGE = "payload_too_large"
     URI_TOO_LONG = "uri_too_long"

@@ -64,6 +64,10 @@ class Settings:
     # DynamoDB (PARLEY_STORAGE=dynamodb); region and credentials: the standard AWS chain
     dynamodb_endpoint: str = ""  # e.g. http://127.0.0.1:8000; "" = AWS's regional endpoint
     dynamodb_table_prefix: str = "parley-"
+    # attachments: "" = files under data_dir/media; s3://bucket/prefix = an S3 bucket
+    media_url: str = ""
+    s3_endpoint: str = ""  # e.g. http://127.0.0.1:9000; "" = AWS's regional endpoint
+    max_media: int = 25 * 1024 * 1024  # bytes per uploaded file
     log_level: str = "info"
     access_log: bool = False
     request_timeout: float = 30.0
@@ -112,6 +116,9 @@ class Settings:
             cache=read.choice("PARLEY_CACHE", "auto", CACHE_MODES),
             dynamodb_endpoint=read.text("PARLEY_DYNAMODB_ENDPOINT", ""),
             dynamodb_table_prefix=read.text("PARLEY_DYNAMODB_TABLE_PREFIX", "parley-"),
+            media_url=read.text("PARLEY_MEDIA_URL", ""),
+            s3_endpoint=read.text("PARLEY_S3_ENDPOINT", ""),
+            max_media=read.integer("PARLEY_MAX_MEDIA", 25 * 1024 * 1024, 1, 5 * 1024**3),
             log_level=read.choice(
                 "PARLEY_LOG_LEVEL", "info", ("debug", "info", "warning", "error")
             ),
@@ -156,6 +163,10 @@ class Settings:
             raise SettingsError("PARLEY_CACHE=none and PARLEY_REDIS_URL exclude each other")
         _check_dynamodb(settings)
         _check_secret_key(settings)
+        if settings.media_url and not settings.media_url.startswith("s3://"):
+            raise SettingsError("PARLEY_MEDIA_URL must look like s3://bucket/prefix")
+        if settings.s3_endpoint and not settings.s3_endpoint.startswith(("http://", "https://")):
+            raise SettingsError("PARLEY_S3_ENDPOINT must start with http:// or https://")
         return settings
 
 

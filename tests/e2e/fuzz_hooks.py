@@ -18,6 +18,7 @@ id for an id, one enum value for another), so a positive case stays positive:
   op (``add`` if it was ``rename``) for a ``userId`` (the document says it in words, too);
 * path ``messageId`` is the caller's message, ``conversationId`` the group; an edit
   carries a text (the document says so in words), one without a body becomes a delete;
+* path ``mediaId`` and a send's ``attachments`` are a file the caller uploaded;
 * a long-poll's ``wait`` is 0 (long-polls are tested elsewhere; here they would only wait).
 """
 
@@ -43,7 +44,12 @@ def world() -> dict[str, str]:
 def steer(case: Any) -> None:
     w = world()
     path = case.path_parameters or {}
-    for name, real in (("userId", w["me"]), ("groupId", w["group"]), ("messageId", w["message"])):
+    for name, real in (
+        ("userId", w["me"]),
+        ("groupId", w["group"]),
+        ("messageId", w["message"]),
+        ("mediaId", w["media"]),
+    ):
         if name in path:
             path[name] = real
     query = case.query if isinstance(case.query, dict) else {}
@@ -67,6 +73,8 @@ def steer(case: Any) -> None:
     ):
         if isinstance(body.get(name), str):
             body[name] = real
+    if isinstance(body.get("attachments"), list) and body["attachments"]:
+        body["attachments"] = [w["media"]]  # a file the caller uploaded
     if case.operation.path == "/v1/groups/{groupId}" and "op" in query:
         named, renamed = isinstance(body.get("userId"), str), isinstance(body.get("groupName"), str)
         if renamed and not named:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -123,6 +125,7 @@ class World:
     my_message: str = ""  # a private message from me to other
     tokens: dict[str, str] = field(default_factory=dict)
     my_token_id: str = "t_none"
+    media: str = ""  # a file ``me`` uploaded
     addresses: Iterator[int] = field(default_factory=lambda: iter(range(1, 1_000_000)))
 
     @property
@@ -180,6 +183,13 @@ class World:
         await self.parley.messages.send(actor, "group", self.me, self.group, SECRET_GROUP)
         mine = await self.parley.messages.send(actor, "private", self.me, self.other, "hi other")
         self.my_message = mine.id
+        assert self.parley.media is not None
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield SECRET_PRIVATE.encode()
+
+        uploaded = await self.parley.media.upload(actor, "text/plain", None, chunks())
+        self.media = uploaded.id
 
 
 @asynccontextmanager
@@ -191,6 +201,12 @@ async def world(
     request_timeout: float | None = None,
     **env: str,
 ) -> AsyncIterator[World]:
+    # uploads go beside the SQLite file, or into a folder of this world's own
+    db_path = getattr(storage, "path", None)
+    scratch = None if isinstance(db_path, Path) else tempfile.mkdtemp(prefix="parley-world-")
+    env.setdefault(
+        "PARLEY_DATA_DIR", str(db_path.parent) if isinstance(db_path, Path) else str(scratch)
+    )
     settings = Settings.from_env({"PARLEY_AUTH": auth, "PARLEY_RATE_LIMITS": "off", **env})
     if request_timeout is not None:
         settings = dataclasses.replace(settings, request_timeout=request_timeout)
@@ -203,6 +219,8 @@ async def world(
         yield w
     finally:
         await parley.stop()
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 # One request per route that succeeds for the owner of the world: (method, url, body).
@@ -248,6 +266,8 @@ GOOD: dict[str, Callable[[World], Request]] = {
         f"/v1/users/{w.me}/read",
         {"conversationId": w.other, "timestamp": "1"},
     ),
+    "upload_media": lambda w: ("POST", "/v1/media", {"any": "bytes"}),
+    "get_media": lambda w: ("GET", f"/v1/media/{w.media}", None),
     "healthz": lambda w: ("GET", "/healthz", None),
     "readyz": lambda w: ("GET", "/readyz", None),
     "metrics": lambda w: ("GET", "/metrics", None),
@@ -260,6 +280,7 @@ EXPECTED: dict[str, dict[str, int]] = {
     "self": {"none": 401, "malformed": 401, "forged": 401, "other": 403, "me": 200},
     "member": {"none": 401, "malformed": 401, "forged": 401, "other": 403, "me": 200},
     "sender": {"none": 401, "malformed": 401, "forged": 401, "other": 403, "me": 200},
+    "viewer": {"none": 401, "malformed": 401, "forged": 401, "other": 404, "me": 200},
 }
 IDENTITIES = ("none", "malformed", "forged", "other", "me")
 # Tickets and devices are made from tokens: none in open mode.

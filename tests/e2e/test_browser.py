@@ -95,7 +95,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture
-def server_url() -> Iterator[str]:
+def server_url(tmp_path: Path) -> Iterator[str]:
     _require_browser()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     port = _free_port()
@@ -103,6 +103,7 @@ def server_url() -> Iterator[str]:
     env = dict(os.environ)
     src = str(ROOT / "src")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
+    env["PARLEY_DATA_DIR"] = str(tmp_path / "data")  # uploaded files
     log_path = ARTIFACTS / "server.log"
     log: IO[bytes] = open(log_path, "wb")  # noqa: SIM115 - closed in the finally below
     command = [sys.executable, "-m", "parley", "serve", "--host", "127.0.0.1"]

@@ -40,6 +40,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log_path = tmp_path_factory.mktemp("server") / "server.log"
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH")]))
+    env["PARLEY_DATA_DIR"] = str(log_path.parent / "data")  # uploaded files
     command = [
         sys.executable,
         "-m",
@@ -271,3 +272,30 @@ def test_conversations_history_and_read(
         mine["conversationId"] == alice_id
         and mine["peerReadUpTo"] == mine["lastMessage"]["timestamp"]
     )
+
+
+def test_files_are_sent_and_saved(
+    server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    alice = Account(server, tmp_path / "alice.json", capsys)
+    bob = Account(server, tmp_path / "bob.json", capsys)
+    alice.ok("register", "alice")
+    bob_id = bob.ok("register", "bob").strip()
+    picture = tmp_path / "cat.png"
+    picture.write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(300_000))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("read me")
+    alice.ok("send", "--to", bob_id, "--file", str(picture), "--file", str(notes), "look")
+    alice.ok("send", "--to", bob_id, "--file", str(notes))  # text: the file's name
+    (line,) = [json for json in bob.ok("messages", "--json").splitlines() if "look" in json]
+    ids = re.findall(r"f_[A-Za-z0-9_-]+", line)
+    assert len(ids) == 2
+    table = bob.ok("messages")
+    assert "[file " in table and "notes.txt" in table
+    saved = tmp_path / "saved.png"
+    assert "image/png" in bob.ok("download", ids[0], "-o", str(saved))
+    assert saved.read_bytes() == picture.read_bytes()
+    code, _, err = alice("send", "--to", bob_id, "--file", str(tmp_path / "missing"))
+    assert code == Exit.USAGE and "no such file" in err
+    code, _, _ = bob("download", "f_nothing", "-o", str(tmp_path / "x"))
+    assert code == Exit.NOT_FOUND

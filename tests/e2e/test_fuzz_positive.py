@@ -96,7 +96,17 @@ def _world(url: str, token_mode: bool) -> dict[str, str]:
         )
         r.raise_for_status()
         message = r.json()["messageId"]
-    return {"me": me, "other": other, "group": group, "token": token, "message": message}
+        r = client.post("/v1/media", content=b"a file", headers=auth)
+        r.raise_for_status()
+        media = r.json()["mediaId"]
+    return {
+        "me": me,
+        "other": other,
+        "group": group,
+        "token": token,
+        "message": message,
+        "media": media,
+    }
 
 
 @pytest.mark.parametrize("auth", ["token", "none"])

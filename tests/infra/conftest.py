@@ -163,6 +163,9 @@ if HAVE_PULUMI:
             state["arn"] = f"arn:aws:{service}:{self.region}:mock-account:{args.name}"
             if args.typ == "aws:dynamodb/table:Table":
                 state["arn"] = f"arn:aws:dynamodb:{self.region}:mock-account:table/{inputs['name']}"
+            elif args.typ == "aws:s3/bucket:Bucket":
+                state.setdefault("bucket", f"{args.name}-abc123")
+                state["arn"] = f"arn:aws:s3:::{state['bucket']}"
             elif args.typ == "aws:lb/loadBalancer:LoadBalancer":
                 state["dnsName"] = f"{args.name}.{self.region}.elb.example"
             elif args.typ == "aws:ecr/repository:Repository":

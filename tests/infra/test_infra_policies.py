@@ -16,6 +16,7 @@ from parley_infra.policies import (
     DYNAMODB_ACTIONS,
     assume_role_policy,
     execution_policy,
+    media_policy,
     task_policy,
     task_policy_violations,
 )
@@ -257,3 +258,26 @@ def test_assume_role_is_ecs_tasks_only() -> None:
             "Action": "sts:AssumeRole",
         }
     ]
+
+
+def test_media_policy_is_the_prefix_and_the_bucket_only() -> None:
+    arn = "arn:aws:s3:::parley-media-abc123"
+    document = media_policy(arn)
+    objects, listing = document["Statement"]  # type: ignore[misc]
+    assert objects["Resource"] == [f"{arn}/media/*"]
+    assert set(objects["Action"]) == {
+        "s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject", "s3:PutObject"
+    }  # fmt: skip
+    assert listing["Action"] == ["s3:ListBucket"] and listing["Resource"] == [arn]
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["media/*"]}}
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["*", "arn:aws:s3:::*", "arn:aws:s3:::bucket/*", "arn:aws:dynamodb:eu-west-1:1:table/t", ""],
+)
+def test_media_policy_refuses_widened_inputs(bad: str) -> None:
+    with pytest.raises(ValueError):
+        media_policy(bad)
+    with pytest.raises(ValueError):
+        media_policy("arn:aws:s3:::parley-media", prefix="*")

@@ -25,7 +25,11 @@ pytestmark = pytest.mark.filterwarnings(
 
 from parley_infra import stack as stack_module  # noqa: E402
 from parley_infra.config import StackConfig  # noqa: E402
-from parley_infra.policies import DYNAMODB_ACTIONS, task_policy_violations  # noqa: E402
+from parley_infra.policies import (  # noqa: E402
+    DYNAMODB_ACTIONS,
+    media_policy,
+    task_policy_violations,
+)
 
 from parley.storage.dynamodb_tables import TABLES, table_name  # noqa: E402
 
@@ -416,6 +420,7 @@ def test_container_environment_and_port(base: Synth) -> None:
         "PARLEY_REDIS_URL": "redis://parley-redis.cache.example:6379",
         "PARLEY_AUTH": "token",
         "AWS_REGION": "eu-west-1",
+        "PARLEY_MEDIA_URL": "s3://parley-media-abc123/media",
     }
     assert container["image"] == "registry.example/parley-repo:latest"
     assert container["logConfiguration"]["options"]["awslogs-group"] == "parley-logs"
@@ -567,3 +572,30 @@ def test_entry_point_reads_pulumi_config(run_entry_point: Callable[..., Synth]) 
     assert result.maybe("parley-https") is not None
     (provider,) = result.of_type("pulumi:providers:aws")
     assert provider.inputs["region"] == "ca-central-1"
+
+
+# --- uploaded files ----------------------------------------------------------------------
+
+
+def test_uploaded_files_go_to_a_private_bucket_the_task_alone_may_use(base: Synth) -> None:
+    (bucket,) = base.of_type("aws:s3/bucket:Bucket")
+    block = base.named("parley-media-private").inputs
+    assert all(
+        block[key] is True
+        for key in (
+            "blockPublicAcls",
+            "blockPublicPolicy",
+            "ignorePublicAcls",
+            "restrictPublicBuckets",
+        )
+    )
+    rules = base.named("parley-media-lifecycle").inputs["rules"]
+    assert rules[0]["abortIncompleteMultipartUpload"] == {"daysAfterInitiation": 1}
+    document = json.loads(base.named("parley-task-media").inputs["policy"])
+    arn = bucket.state["arn"]
+    assert document == media_policy(arn)
+    resources = [r for statement in document["Statement"] for r in statement["Resource"]]
+    assert resources == [f"{arn}/media/*", arn]
+    actions = [a for statement in document["Statement"] for a in statement["Action"]]
+    assert all("*" not in a and a.startswith("s3:") for a in actions)
+    assert base.outputs["mediaBucket"] == "parley-media-abc123"

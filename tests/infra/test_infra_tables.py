@@ -25,6 +25,11 @@ EXPECTED: dict[str, tuple[str, str | None, dict[str, tuple[str, str | None, str]
     "messages": ("recipient_id", "sk", {"by_pair": ("pair", "sk", "ALL")}),
     "conversations": ("user_id", "conversation", {}),
     "sends": ("send_key", None, {}),
+    "media": (
+        "media_id",
+        None,
+        {"by_sha": ("sha256", None, "KEYS_ONLY"), "by_age": ("gc", "created_at", "ALL")},
+    ),
     "streams": ("stream_id", None, {}),
 }
 

@@ -21,7 +21,7 @@ ROOT = SRC / "parley"
 # Lowest first. A layer may import its own and every earlier one.
 LAYERS: list[set[str]] = [
     {"__init__", "domain", "errors"},  # what Parley is: models, rules, domain errors
-    {"storage"},  # the storage port and its adapters
+    {"storage", "media"},  # the storage port and its adapters; blob stores for uploads
     {"cache"},  # the cache ports (directory, changes, wake-ups) and their adapters
     {"services", "startup"},  # the rules applied to requests; the checks before serving
     {"app"},  # the composition root

@@ -14,9 +14,11 @@ a body of any other shape still gives an ``ApiError`` with the code ``http_<stat
 
 from __future__ import annotations
 
+import mimetypes
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal, Self, TypeVar
 from urllib.parse import quote
 
@@ -110,10 +112,20 @@ class Message(msgspec.Struct, frozen=True, rename="camel"):
     message: str = ""  # none when deleted
     deleted: bool = False
     edited_at: str | None = None
+    attachments: tuple[str, ...] = ()  # media ids (download with ``download``)
 
     @property
     def timestamp_ms(self) -> int:
         return int(self.timestamp)
+
+
+class Media(msgspec.Struct, frozen=True, rename="camel"):
+    """An uploaded file."""
+
+    media_id: str
+    content_type: str
+    size: int
+    sha256: str
 
 
 class MessagePage(msgspec.Struct, frozen=True):
@@ -419,16 +431,66 @@ class ParleyApi:
         self._request("POST", f"/v1/users/{_seg(user_id)}/password", body=body)
 
     def send_private(
-        self, sender_id: str, receiver_id: str, text: str, idempotency_key: str | None = None
+        self,
+        sender_id: str,
+        receiver_id: str,
+        text: str,
+        idempotency_key: str | None = None,
+        attachments: Sequence[str] = (),
     ) -> Message:
-        body = {"senderId": sender_id, "receiverId": receiver_id, "message": text}
+        body: Json = {"senderId": sender_id, "receiverId": receiver_id, "message": text}
+        if attachments:
+            body["attachments"] = list(attachments)
         return self._send("private", body, idempotency_key)
 
     def send_group(
-        self, sender_id: str, group_id: str, text: str, idempotency_key: str | None = None
+        self,
+        sender_id: str,
+        group_id: str,
+        text: str,
+        idempotency_key: str | None = None,
+        attachments: Sequence[str] = (),
     ) -> Message:
-        body = {"senderId": sender_id, "groupId": group_id, "message": text}
+        body: Json = {"senderId": sender_id, "groupId": group_id, "message": text}
+        if attachments:
+            body["attachments"] = list(attachments)
         return self._send("group", body, idempotency_key)
+
+    # -- attachments --------------------------------------------------------------------------
+
+    def upload(self, path: Path, content_type: str | None = None) -> Media:
+        """Upload a file (streamed from disk); attach the answer's ``media_id`` to a send."""
+        kind = content_type or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            try:
+                response = self._http.post(
+                    "/v1/media",
+                    content=handle,
+                    headers={"Content-Type": kind, "Content-Length": str(size)},
+                    timeout=max(self._timeout, 300.0),
+                )
+            except httpx.TransportError as exc:
+                raise UnreachableError(self.base_url, _unreachable_reason(exc)) from exc
+        if not response.is_success:
+            raise _error_from(response)
+        return self._decode(response.json(), Media, "upload")
+
+    def download(self, media_id: str, target: Path) -> str:
+        """Save a file to ``target``; return its content type."""
+        try:
+            with self._http.stream(
+                "GET", f"/v1/media/{_seg(media_id)}", timeout=max(self._timeout, 300.0)
+            ) as response:
+                if not response.is_success:
+                    response.read()
+                    raise _error_from(response)
+                with target.open("wb") as out:
+                    for chunk in response.iter_bytes():
+                        out.write(chunk)
+                return str(response.headers.get("content-type", "application/octet-stream"))
+        except httpx.TransportError as exc:
+            raise UnreachableError(self.base_url, _unreachable_reason(exc)) from exc
 
     def _send(self, kind: str, body: Json, idempotency_key: str | None) -> Message:
         """Send once, and once more with the same key on no answer or 503.

@@ -212,7 +212,9 @@ def _message_row(session: Session, message: Message) -> list[str]:
         to,
         "(deleted)"
         if message.deleted
-        else _one_line(message.message) + (" (edited)" if message.edited_at else ""),
+        else _one_line(message.message)
+        + (" (edited)" if message.edited_at else "")
+        + "".join(f" [file {m}]" for m in message.attachments),
     ]
 
 
@@ -375,12 +377,20 @@ def cmd_whoami(session: Session, args: argparse.Namespace) -> int:
 
 def cmd_send(session: Session, args: argparse.Namespace) -> int:
     me = session.me()
-    text = " ".join(args.text)
+    paths = [Path(p) for p in args.file or []]
+    for path in paths:
+        if not path.is_file():
+            raise CommandError(f"{path}: no such file", Exit.USAGE)
+    if not args.text and not paths:
+        raise CommandError("give the message text, or --file", Exit.USAGE)
+    # A message has text: with files alone, their names.
+    text = " ".join(args.text) or ", ".join(p.name for p in paths)
+    files = [session.api.upload(path).media_id for path in paths]
     key = uuid.uuid4().hex
     if args.to is not None:
-        message = session.api.send_private(me, args.to, text, idempotency_key=key)
+        message = session.api.send_private(me, args.to, text, key, files)
     else:
-        message = session.api.send_group(me, args.group, text, idempotency_key=key)
+        message = session.api.send_group(me, args.group, text, key, files)
     _out(message.message_id)
     return Exit.OK
 
@@ -396,6 +406,13 @@ def cmd_delete(session: Session, args: argparse.Namespace) -> int:
     session.me()
     message = session.api.delete_message(args.message_id)
     _out(f"deleted {message.message_id}")
+    return Exit.OK
+
+
+def cmd_download(session: Session, args: argparse.Namespace) -> int:
+    target = Path(args.output or args.media_id)
+    kind = session.api.download(args.media_id, target)
+    _out(f"{target} ({kind})")
     return Exit.OK
 
 
@@ -720,7 +737,16 @@ def build_parser() -> argparse.ArgumentParser:
     target = sub.add_mutually_exclusive_group(required=True)
     target.add_argument("--to", metavar="USER_ID", help="receiving user")
     target.add_argument("--group", metavar="GROUP_ID", help="receiving group")
-    sub.add_argument("text", nargs="+", metavar="TEXT", help="the message (words are joined)")
+    sub.add_argument("text", nargs="*", metavar="TEXT", help="the message (words are joined)")
+    sub.add_argument(
+        "--file",
+        action="append",
+        metavar="PATH",
+        help="attach a file (uploaded first; repeat for more, at most 10)",
+    )
+    sub = command("download", cmd_download, "save an attachment (a media id) to a file")
+    sub.add_argument("media_id", metavar="MEDIA_ID", help="from a message's attachments")
+    sub.add_argument("-o", "--output", metavar="PATH", help="where to save (default: the id)")
 
     sub = command("edit", cmd_edit, "replace the text of a message you sent")
     sub.add_argument("message_id", metavar="MESSAGE_ID")

@@ -51,6 +51,7 @@ class Message(msgspec.Struct, frozen=True, gc=False):
     seq: int = 0
     edited_at: int = 0  # unix ms of the last edit (0: never edited)
     deleted: bool = False  # deleted by its sender: the body is erased from storage
+    attachments: tuple[str, ...] = ()  # media ids (see services.media)
 
 
 class Event(msgspec.Struct, frozen=True):
@@ -67,6 +68,28 @@ class Event(msgspec.Struct, frozen=True):
     fields: dict[str, str]
     ts: int
     seq: int = 0
+
+
+class MediaRecord(msgspec.Struct, frozen=True, gc=False):
+    """An uploaded file: who uploaded it and what it is. Its bytes live in the blob store
+    under ``sha256`` (content-addressed: the same bytes are stored once)."""
+
+    id: str
+    uploader_id: str
+    content_type: str
+    size: int
+    sha256: str  # lowercase hex
+    created_at: int  # unix ms
+
+
+class MediaRef(msgspec.Struct, frozen=True, gc=False):
+    """A message carrying a media file: who can see it follows from these fields."""
+
+    media_id: str
+    message_id: str
+    type: MessageType
+    sender_id: str
+    recipient_id: str
 
 
 class Page(msgspec.Struct, frozen=True):

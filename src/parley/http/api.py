@@ -23,6 +23,7 @@ from parley.cache.base import Watch
 from parley.domain.models import Page
 from parley.domain.positions import wall_clock_ms
 from parley.domain.validation import check_send_key
+from parley.http import media as media_routes
 from parley.http import schemas as s
 from parley.http.asgi import Call, EventStream, Reply
 from parley.http.errors import error_body, retry_after, status_of
@@ -35,7 +36,7 @@ from parley.services.passwords import PARAMETERS
 log = logging.getLogger("parley.http")
 
 B = TypeVar("B", bound=msgspec.Struct)
-Auth = Literal["public", "token", "self", "member", "sender"]
+Auth = Literal["public", "token", "self", "member", "sender", "viewer"]
 Handler = Callable[[Call, Actor], Awaitable[Reply]]
 encode = msgspec.json.Encoder().encode
 
@@ -59,7 +60,9 @@ class RouteSpec:
     ``auth`` says who may call it in token mode (open mode lets anyone act as anyone):
     ``public`` needs no token; ``token`` any signed-in user; ``self`` only the user named in
     the path; ``member`` only a member of the group named in the path or body; ``sender``
-    only the user named as ``senderId``. The token is checked here; the rest by the service
+    only the user named as ``senderId``; ``viewer`` only who may see the thing named in the
+    path (an attachment: 404 to anyone else, as for an id that does not exist). The token
+    is checked here; the rest by the service
     the handler calls (tests/e2e/test_authz_matrix.py checks every route against this).
     """
 
@@ -81,6 +84,8 @@ class RouteSpec:
     open_only: tuple[int, ...] = ()
     # Checks a password: 401 ``bad_credentials`` can happen in open mode too.
     checks_password: bool = False
+    # Takes a raw body of any type (a file upload) instead of JSON ``request``.
+    upload: bool = False
 
     @property
     def name(self) -> str:
@@ -491,6 +496,7 @@ class Api:
             recipient,
             body.message,
             key,
+            body.attachments or (),
         )
         return ok(s.MessageOut.of(message))
 
@@ -964,6 +970,27 @@ ROUTES: tuple[RouteSpec, ...] = (
         request=s.ReadIn,
         response=s.ReadOut,
         errors=(400, 401, 403, 404, 408, 413, 429, 503),
+    ),
+    RouteSpec(
+        handler=media_routes.upload_media,
+        method="POST",
+        path="/v1/media",
+        summary="Upload a file (the raw body, with its Content-Type; at most PARLEY_MAX_MEDIA "
+        "bytes, 413 above). Attach it to a send with `attachments: [mediaId]`.",
+        auth="token",
+        response=s.MediaOut,
+        errors=(400, 401, 408, 413, 429, 503),
+        upload=True,
+    ),
+    RouteSpec(
+        handler=media_routes.get_media,
+        method="GET",
+        path="/v1/media/{mediaId}",
+        summary="Download a file: its uploader, and whoever can see a message carrying it "
+        "(404 to anyone else). Supports Range (206, 416) and If-None-Match (304).",
+        auth="viewer",
+        errors=(401, 404, 416, 429, 503),
+        content_type="application/octet-stream",
     ),
     RouteSpec(
         handler=Api.healthz,

@@ -19,6 +19,7 @@ from parley.domain.rules import Limits
 from parley.http.api import ROUTES, RouteSpec
 from parley.http.schemas import ErrorOut, HealthOut, MessagesOut, RenameIn
 from parley.services.accounts import DEVICE_NAME_MAX
+from parley.services.media import MAX_ATTACHMENTS
 from parley.services.passwords import PASSWORD_MAX, PASSWORD_MIN
 
 REASONS = {
@@ -29,6 +30,7 @@ REASONS = {
     408: "The request body did not arrive in time",
     409: "Conflict with the current state",
     413: "Body too large",
+    416: "The Range lies outside the file (Content-Range: bytes */size)",
     414: "URI (path and query string) too long. The body is empty when the HTTP server "
     "itself refuses the request (a target over 64 KiB)",
     429: "Rate limited (see Retry-After)",
@@ -246,6 +248,16 @@ def _constrain(components: dict[str, Any], limits: Limits) -> None:
             }
         ),
     )
+    props("SendIn")["attachments"] = _optional(
+        {
+            "type": "array",
+            "items": {**ID, "description": "A media id from POST /v1/media."},
+            "maxItems": MAX_ATTACHMENTS,
+            "description": f"Files to attach (at most {MAX_ATTACHMENTS}, each uploaded by "
+            "the sender; else 400 `bad_attachment`). Messages carry `attachments` only "
+            "when there are some.",
+        }
+    )
     _at_least_one(send, "recipientId", "receiverId", "groupId")
     _exclusive(send, "recipientId", "receiverId", "groupId")
     send["description"] = (
@@ -368,15 +380,36 @@ def _parameters(spec: RouteSpec, limits: Limits) -> list[dict[str, Any]]:
     return params
 
 
+MAX_MEDIA_NOTE = "26214400 bytes by default"
+MEDIA_HEADERS = {
+    name: {"schema": {"type": "string"}, "description": text}
+    for name, text in (
+        ("ETag", "The file's SHA-256, quoted"),
+        ("Content-Disposition", "attachment for types a browser would run (HTML, SVG, ...)"),
+        ("Content-Security-Policy", "sandbox; default-src 'none'"),
+        ("X-Content-Type-Options", "nosniff"),
+    )
+}
+
+
 def _responses(spec: RouteSpec, token_mode: bool) -> dict[str, Any]:
     ok: dict[str, Any] = {"description": "OK"}
     if spec.response is not None:
         ok["content"] = {"application/json": {"schema": _ref(spec.response)}}
     elif spec.content_type == "text/event-stream":
         ok["content"] = {spec.content_type: {"schema": SSE_EVENT}}
+    elif spec.content_type == "application/octet-stream":
+        ok["content"] = {"*/*": {}}  # the file's own type; any bytes
+        ok["headers"] = MEDIA_HEADERS
     elif spec.content_type != "application/json":
         ok["content"] = {spec.content_type: {"schema": {"type": "string"}}}
     responses: dict[str, Any] = {"200": ok}
+    if spec.content_type == "application/octet-stream":
+        responses["206"] = {
+            "description": "Partial content: the single byte range asked for with Range",
+            "content": {"*/*": {}},
+        }
+        responses["304"] = {"description": "Not modified: If-None-Match matched the ETag"}
     for status in sorted({*spec.statuses(token_mode), *TRANSPORT_STATUSES}):
         answer: dict[str, Any] = {"description": REASONS[status]}
         body = HealthOut if spec.name == "readyz" and status == 503 else ErrorOut
@@ -420,6 +453,13 @@ def _operation(spec: RouteSpec, token_mode: bool, limits: Limits) -> dict[str, A
     params = _parameters(spec, limits)
     if params:
         op["parameters"] = params
+    if spec.upload:
+        op["requestBody"] = {
+            "required": True,
+            "description": f"The file's bytes, with its Content-Type, at most "
+            f"{MAX_MEDIA_NOTE} (PARLEY_MAX_MEDIA; 413 above).",
+            "content": {"*/*": {}},
+        }
     if spec.request is not None:
         op["requestBody"] = {
             "required": spec.name not in OPTIONAL_BODY,

@@ -19,7 +19,15 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import msgspec
 
-from parley.domain.models import Event, GroupRecord, Message, Page, TokenRecord, UserRecord
+from parley.domain.models import (
+    Event,
+    GroupRecord,
+    MediaRecord,
+    Message,
+    Page,
+    TokenRecord,
+    UserRecord,
+)
 from parley.errors import Code, InvalidInput
 from parley.services.conversations import Summary
 from parley.storage.base import HistoryPage
@@ -63,6 +71,7 @@ class SendIn(Body):
     groupId: str | None = None
     recipientId: str | None = None
     clientMessageId: str | None = None
+    attachments: list[str] | None = None  # media ids from POST /v1/media (at most 10)
 
 
 class ReadIn(Body):
@@ -153,18 +162,35 @@ class MessageOut(Body):
     message: str | None = None
     deleted: bool = False
     editedAt: str | None = None  # set once the sender edited it (unix ms)
+    attachments: list[str] | None = None  # media ids; only when there are some
 
     @classmethod
     def of(cls, m: Message) -> MessageOut:
         if not m.body or m.deleted:  # erased (an empty message cannot be sent)
             return cls(m.id, m.type, m.sender_id, m.recipient_id, str(m.ts), None, True)
         edited = str(m.edited_at) if m.edited_at else None
-        return cls(m.id, m.type, m.sender_id, m.recipient_id, str(m.ts), m.body, False, edited)
+        files = list(m.attachments) if m.attachments else None
+        return cls(
+            m.id, m.type, m.sender_id, m.recipient_id, str(m.ts), m.body, False, edited, files
+        )
 
 
 def event_out(e: Event) -> dict[str, str]:
     """An event on the wire: ``eventId``, ``type``, ``timestamp`` and the type's fields."""
     return {"eventId": e.id, "type": e.type, "timestamp": str(e.ts), **e.fields}
+
+
+class MediaOut(Body):
+    """An uploaded file: download it from GET /v1/media/{mediaId}; attach it to a send."""
+
+    mediaId: str
+    contentType: str
+    size: int
+    sha256: str
+
+    @classmethod
+    def of(cls, record: MediaRecord) -> MediaOut:
+        return cls(record.id, record.content_type, record.size, record.sha256)
 
 
 class MessagesOut(Body):

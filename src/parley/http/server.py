@@ -42,7 +42,7 @@ STATIC = Path(__file__).resolve().parent.parent / "web" / "static"
 SWAGGER = Path(swagger_ui_bundle.swagger_ui_path)
 SWAGGER_FILES = {"swagger-ui.css", "swagger-ui-bundle.js", "index.css", "favicon-32x32.png"}
 PAGE_CSP = (
-    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+    "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
     "script-src 'self'; connect-src 'self'; frame-ancestors 'none'"
 )
 DOCS_PAGE = """<!doctype html>

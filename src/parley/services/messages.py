@@ -10,6 +10,9 @@ position the client did not already hold.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+
+import msgspec
 
 from parley.cache.base import (
     Changes,
@@ -28,6 +31,7 @@ from parley.errors import Code, Conflict, Forbidden, InvalidInput, NotFound
 from parley.services.access import Actor, require_self
 from parley.services.events import EventService
 from parley.services.groups import GroupService
+from parley.services.media import MediaService
 from parley.services.users import UserService
 from parley.storage.base import EventDraft, MessageDraft, Storage
 
@@ -57,6 +61,7 @@ class MessageService:
         self.events = events or EventService(storage, changes, notifier)
         groups.membership_listeners.append(lambda user_id: notifier.notify_all([user_id]))
         self.idle_checks = 0
+        self.media: MediaService | None = None  # attachments (set by parley.app.build)
 
     # send ------------------------------------------------------------------------------
     async def send(
@@ -67,11 +72,13 @@ class MessageService:
         recipient_id: str,
         text: str,
         send_key: str | None = None,
+        attachments: Sequence[str] = (),
     ) -> Message:
         check_id(sender_id, "senderId")
         check_id(recipient_id, "groupId" if kind == "group" else "receiverId")
         check_message_text(check_text(text, "message"), self.limits.message_max)
         check_send_key(send_key)
+        files = MediaService.check_count(attachments)
         require_self(actor, sender_id)
         if send_key is not None and well_formed_id(sender_id):  # else: unknown sender below
             earlier = await self.storage.find_send(sender_id, send_key)
@@ -90,6 +97,12 @@ class MessageService:
             if not await self.directory.is_member(recipient_id, sender_id):
                 raise Forbidden("you are not a member of this group", Code.NOT_A_MEMBER)
         draft = MessageDraft(new_id("m_"), kind, sender_id, recipient_id, text, send_key)
+        if files:
+            if self.media is None:
+                raise InvalidInput("this server keeps no attachments", Code.BAD_ATTACHMENT)
+            await self.media.check_owned(actor, sender_id, files)
+            await self.media.attach(draft.id, kind, sender_id, recipient_id, files)
+            draft = msgspec.structs.replace(draft, attachments=files)
         message, _ = await self.storage.append_message(draft)
         await self._stored(message)  # a replayed key too (see above)
         return message

@@ -29,6 +29,7 @@ from parley.domain.models import (
     UserRecord,
 )
 from parley.domain.roles import GroupWrite, Member, Outcome, Role
+from parley.storage.media_port import MediaPort
 
 P = ParamSpec("P")
 AccountState = Literal["active", "deleting", "deleted"]
@@ -44,6 +45,7 @@ class MessageDraft(msgspec.Struct, frozen=True):
     recipient_id: str
     body: str
     send_key: str | None = None  # the sender's idempotency key, if any
+    attachments: tuple[str, ...] = ()  # media ids, stored with the message
 
 
 class EventDraft(msgspec.Struct, frozen=True):
@@ -124,7 +126,7 @@ class BulkData(msgspec.Struct):
     messages: list[Message] = []
 
 
-class Storage(ABC):
+class Storage(MediaPort, ABC):
     """What Parley needs from a database. All methods may raise ``Unavailable``."""
 
     name = "storage"
@@ -134,10 +136,10 @@ class Storage(ABC):
         self._meta: dict[str, str] = {}
 
     # lifecycle -------------------------------------------------------------------------
-    async def open(self) -> None:  # noqa: B027 - optional hook
+    async def open(self) -> None:
         """Connect, create or migrate the schema."""
 
-    async def close(self) -> None:  # noqa: B027 - optional hook
+    async def close(self) -> None:
         """Release connections and threads."""
 
     @abstractmethod
@@ -501,7 +503,7 @@ def counted(cls: type[Storage]) -> type[Storage]:
     """Count every call of the port's operations in ``self.calls`` (for metrics and tests)."""
     names = [
         name
-        for name, value in vars(Storage).items()
+        for name, value in {**vars(MediaPort), **vars(Storage)}.items()
         if callable(value) and not name.startswith("_") and name not in ("open", "close")
     ]
     for name in names:

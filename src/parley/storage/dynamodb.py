@@ -29,6 +29,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+import msgspec
+
 from parley.domain.models import Event, GroupRecord, Message, TokenRecord, UserRecord
 from parley.domain.roles import GroupWrite, Member, Outcome, Role
 from parley.errors import ParleyError, Unavailable
@@ -72,6 +74,7 @@ from parley.storage.dynamodb_items import (
     send_key as claim_key,
 )
 from parley.storage.dynamodb_tables import TABLES, TableSpec, create_table_kwargs, table_names
+from parley.storage.media_dynamodb import DynamoMedia
 
 log = logging.getLogger("parley.storage.dynamodb")
 R = TypeVar("R")
@@ -92,7 +95,7 @@ class _Append:
 
 
 @counted
-class DynamoStorage(DynamoConversations, DynamoAccounts, Storage):
+class DynamoStorage(DynamoConversations, DynamoMedia, DynamoAccounts, Storage):
     name = "dynamodb"
 
     def __init__(
@@ -446,7 +449,16 @@ class DynamoStorage(DynamoConversations, DynamoAccounts, Storage):
         reservation = await self.clock.reserve()
         try:
             messages = [
-                Message(d.id, d.type, d.sender_id, d.recipient_id, d.body, reservation.ts, seq)
+                Message(
+                    d.id,
+                    d.type,
+                    d.sender_id,
+                    d.recipient_id,
+                    d.body,
+                    reservation.ts,
+                    seq,
+                    attachments=d.attachments,
+                )
                 for seq, d in enumerate(job.draft for job in batch)
             ]
             claimed = await self._claim(batch, messages)
@@ -702,7 +714,7 @@ class DynamoStorage(DynamoConversations, DynamoAccounts, Storage):
         if current.type == "private":
             keys.append({"recipient_id": s(sent_stream(current.sender_id)), "sk": locator["msk"]})
         if body is None:
-            update = "SET body = :b, deleted = :d"
+            update = "SET body = :b, deleted = :d REMOVE attachments"
             values: dict[str, Any] = {":b": s(""), ":d": {"BOOL": True}}
         else:
             update = (
@@ -750,15 +762,9 @@ class DynamoStorage(DynamoConversations, DynamoAccounts, Storage):
             raise
         await self._release(reservation)
         if body is None:
-            changed = Message(
-                current.id, current.type, current.sender_id, current.recipient_id,
-                "", current.ts, current.seq, current.edited_at, True,
-            )  # fmt: skip
+            changed = msgspec.structs.replace(current, body="", deleted=True, attachments=())
         else:
-            changed = Message(
-                current.id, current.type, current.sender_id, current.recipient_id,
-                body, current.ts, current.seq, ts, False,
-            )  # fmt: skip
+            changed = msgspec.structs.replace(current, body=body, edited_at=ts)
         return changed, stored
 
     async def _erase_edits(self, old: Item, locator: Item) -> None:
@@ -830,7 +836,7 @@ class DynamoStorage(DynamoConversations, DynamoAccounts, Storage):
         writes += [("groups", roster_group_item(g, rosters[g.id])) for g in data.groups]
         writes += [("members", {"user_id": s(u), "group_id": s(g)}) for g, u in members]
         for seq, m in enumerate(data.messages):
-            message = Message(m.id, m.type, m.sender_id, m.recipient_id, m.body, m.ts, seq)
+            message = msgspec.structs.replace(m, seq=seq)
             writes += [("messages", item) for item in message_items(message)]
         pairs = {(m.sender_id, m.recipient_id) for m in data.messages if m.type == "private"}
         writes += [("conversations", item) for item in peer_items(sorted(pairs))]

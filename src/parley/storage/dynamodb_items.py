@@ -70,7 +70,7 @@ def send_key(sender_id: str, key: str) -> str:
 
 
 def _message_fields(message: Message) -> Item:
-    return {
+    fields: Item = {
         "id": s(message.id),
         "type": s(message.type),
         "sender_id": s(message.sender_id),
@@ -78,6 +78,9 @@ def _message_fields(message: Message) -> Item:
         "ts": n(message.ts),
         "seq": n(message.seq),
     }
+    if message.attachments:  # media ids, only when there are some
+        fields["attachments"] = {"L": [s(m) for m in message.attachments]}
+    return fields
 
 
 def pair_key(recipient_id: str, sender_id: str) -> str:
@@ -158,6 +161,9 @@ def parse_message(item: Item) -> Message:
         seq=int(item["seq"]["N"]),
         edited_at=int(item["edited_at"]["N"]) if "edited_at" in item else 0,
         deleted="deleted" in item,
+        attachments=tuple(a["S"] for a in item["attachments"]["L"])
+        if "attachments" in item
+        else (),
     )
 
 

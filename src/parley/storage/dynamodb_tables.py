@@ -218,6 +218,21 @@ TABLES: Final[tuple[TableSpec, ...]] = (
         description="Idempotency keys of sends and the message they stored; expire by TTL.",
     ),
     TableSpec(
+        suffix="media",
+        hash_key="media_id",
+        attributes=(("media_id", "S"), ("sha256", "S"), ("gc", "S"), ("created_at", "N")),
+        indexes=(
+            GlobalSecondaryIndex(name="by_sha", hash_key="sha256", projection="KEYS_ONLY"),
+            GlobalSecondaryIndex(name="by_age", hash_key="gc", range_key="created_at"),
+        ),
+        description=(
+            "One item per uploaded file: uploader, type, size, SHA-256, creation time, and "
+            "one attribute per message carrying it, so a download's authorization is one "
+            "GetItem. by_sha tells the garbage collector whether bytes are still used; "
+            "by_age (sparse: files no message carries yet) what it may remove."
+        ),
+    ),
+    TableSpec(
         suffix="streams",
         hash_key="stream_id",
         attributes=(("stream_id", "S"),),

@@ -36,10 +36,11 @@ from parley.storage.base import (
     edited_fields,
     scrubbed,
 )
+from parley.storage.media_memory import MemoryMedia
 
 
 @counted
-class MemoryStorage(Storage):
+class MemoryStorage(MemoryMedia, Storage):
     name = "memory"
 
     def __init__(self, positions: PositionTracker | None = None) -> None:
@@ -241,6 +242,7 @@ class MemoryStorage(Storage):
                 body=draft.body,
                 ts=ts,
                 seq=next(self._seq),
+                attachments=draft.attachments,
             )
             self._inbox.setdefault(message.recipient_id, []).append(message)
             self._where[message.id] = (message.recipient_id, ts)
@@ -397,7 +399,7 @@ class MemoryStorage(Storage):
             return None
         async with self.positions.writing() as ts:
             if body is None:
-                changed = msgspec.structs.replace(current, body="", deleted=True)
+                changed = msgspec.structs.replace(current, body="", deleted=True, attachments=())
                 for edit in self._edits.pop(message_id, []):
                     scrubbed_fields = scrubbed(edit.fields)
                     edit.fields.clear()

@@ -35,6 +35,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
+import msgspec
 
 from parley.domain.models import Event, GroupRecord, Message, Page, TokenRecord, UserRecord
 from parley.domain.roles import (
@@ -61,9 +62,17 @@ from parley.storage.base import (
     event_subject,
     scrubbed,
 )
+from parley.storage.media_postgres import PostgresMedia
+from parley.storage.media_sql import POSTGRES_MIGRATION as MEDIA_MIGRATION
+from parley.storage.media_sql import join_ids
 from parley.storage.postgres_accounts import INSERT_TOKEN, PostgresAccounts, token_args
 from parley.storage.postgres_accounts import MIGRATION as ACCOUNTS_MIGRATION
-from parley.storage.postgres_conversations import KNOWN_PEERS_MAX, PostgresConversations
+from parley.storage.postgres_conversations import COLUMNS as MESSAGE_COLUMNS
+from parley.storage.postgres_conversations import (
+    KNOWN_PEERS_MAX,
+    PostgresConversations,
+    message_of,
+)
 from parley.storage.postgres_conversations import MIGRATION as CONVERSATIONS_MIGRATION
 
 log = logging.getLogger("parley.storage.postgres")
@@ -185,9 +194,9 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # conversations: an index per private conversation, peers, read markers
     CONVERSATIONS_MIGRATION,
+    MEDIA_MIGRATION,
 )
 
-MESSAGE_COLUMNS = "id, type, sender_id, recipient_id, body, ts, seq, edited_at, deleted"
 NOW_MS = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
 
 # One statement, so one transaction and one round trip: move the clock (taking its row
@@ -198,10 +207,11 @@ WITH c AS (
     UPDATE clock SET ts = GREATEST(clock.ts + 1, {NOW_MS}) WHERE id
     RETURNING ts, {NOW_MS} AS now_ms
 ), ins AS (
-    INSERT INTO messages (id, type, sender_id, recipient_id, body, ts, send_key)
-    SELECT d.id, d.type, d.sender_id, d.recipient_id, d.body, c.ts, d.send_key
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
-        WITH ORDINALITY AS d(id, type, sender_id, recipient_id, body, send_key, n)
+    INSERT INTO messages (id, type, sender_id, recipient_id, body, ts, send_key, attachments)
+    SELECT d.id, d.type, d.sender_id, d.recipient_id, d.body, c.ts, d.send_key, d.attachments
+    FROM unnest(
+        $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]
+    ) WITH ORDINALITY AS d(id, type, sender_id, recipient_id, body, send_key, attachments, n)
     CROSS JOIN c
     ORDER BY d.n
     ON CONFLICT (sender_id, send_key) WHERE send_key IS NOT NULL DO NOTHING
@@ -209,7 +219,7 @@ WITH c AS (
 ), pe AS (
     -- reads c, so it runs after the clock row is locked (no lock-order deadlock)
     INSERT INTO peers (user_id, peer_id)
-    SELECT p.u, p.p FROM unnest($7::text[], $8::text[]) AS p(u, p) CROSS JOIN c
+    SELECT p.u, p.p FROM unnest($8::text[], $9::text[]) AS p(u, p) CROSS JOIN c
     ON CONFLICT DO NOTHING
 )
 SELECT c.ts AS clock, c.now_ms, ins.id, ins.seq FROM c LEFT JOIN ins ON true
@@ -270,13 +280,6 @@ _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 )
 
 
-def _message(row: Any) -> Message:
-    return Message(
-        row["id"], row["type"], row["sender_id"], row["recipient_id"], row["body"],
-        row["ts"], row["seq"], row["edited_at"], row["deleted"],
-    )  # fmt: skip
-
-
 def _event(row: Any) -> Event:
     return Event(row["id"], row["type"], decode_fields(row["fields"]), row["ts"], row["seq"])
 
@@ -326,7 +329,7 @@ class _Append:
 
 
 @counted
-class PostgresStorage(PostgresConversations, PostgresAccounts, Storage):
+class PostgresStorage(PostgresConversations, PostgresMedia, PostgresAccounts, Storage):
     name = "postgres"
 
     def __init__(
@@ -932,7 +935,10 @@ class PostgresStorage(PostgresConversations, PostgresAccounts, Storage):
             d = job.draft
             seq = stored.get(d.id)
             if seq is not None:
-                message = Message(d.id, d.type, d.sender_id, d.recipient_id, d.body, ts, seq)
+                message = Message(
+                    d.id, d.type, d.sender_id, d.recipient_id, d.body, ts, seq,
+                    attachments=d.attachments,
+                )  # fmt: skip
                 job.future.set_result((message, True))
             else:
                 await self._replay(job)
@@ -964,6 +970,7 @@ class PostgresStorage(PostgresConversations, PostgresAccounts, Storage):
             [d.recipient_id for d in drafts],
             [d.body for d in drafts],
             [d.send_key for d in drafts],
+            [join_ids(d.attachments) for d in drafts],
         ]
 
     async def _replay(self, job: _Append) -> None:
@@ -988,7 +995,7 @@ class PostgresStorage(PostgresConversations, PostgresAccounts, Storage):
             sender_id,
             send_key,
         )
-        return _message(rows[0]) if rows else None
+        return message_of(rows[0]) if rows else None
 
     # messages: reads -------------------------------------------------------------------
     async def read_messages(
@@ -1011,13 +1018,13 @@ class PostgresStorage(PostgresConversations, PostgresAccounts, Storage):
         else:
             rows = await self._fetch(PAGE_SQL, ids, after, limit)
         frontier = int(rows[0]["frontier"])
-        return [_message(r) for r in rows if r["id"] is not None], frontier
+        return [message_of(r) for r in rows if r["id"] is not None], frontier
 
     async def _rows_at(
         self, recipients: Sequence[str], sent_by: str | None, ts: int
     ) -> list[Message]:
         rows = await self._fetch(ROWS_AT_SQL, list(recipients), ts, sent_by)
-        return [_message(r) for r in rows]
+        return [message_of(r) for r in rows]
 
     # change events -----------------------------------------------------------------------
     async def append_event(self, draft: EventDraft) -> Event:
@@ -1033,7 +1040,7 @@ class PostgresStorage(PostgresConversations, PostgresAccounts, Storage):
         rows = await self._fetch(
             f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1", message_id
         )
-        return _message(rows[0]) if rows else None
+        return message_of(rows[0]) if rows else None
 
     async def edit_message(
         self, message_id: str, sender_id: str, body: str | None, events: Sequence[EventDraft]
@@ -1049,7 +1056,7 @@ class PostgresStorage(PostgresConversations, PostgresAccounts, Storage):
                 )
                 if row is None:
                     return None
-                current = _message(row)
+                current = message_of(row)
                 if current.sender_id != sender_id or current.deleted:
                     return None
                 ts = int(
@@ -1060,8 +1067,11 @@ class PostgresStorage(PostgresConversations, PostgresAccounts, Storage):
                 )
                 if body is None:
                     await conn.execute(
-                        "UPDATE messages SET body = '', deleted = true WHERE id = $1", message_id
+                        "UPDATE messages SET body = '', deleted = true, attachments = NULL"
+                        " WHERE id = $1",
+                        message_id,
                     )
+                    await conn.execute("DELETE FROM media_refs WHERE message_id = $1", message_id)
                     edits = await conn.fetch(
                         "SELECT seq, fields FROM events"
                         " WHERE subject = $1 AND type = 'message_edited'",
@@ -1072,10 +1082,9 @@ class PostgresStorage(PostgresConversations, PostgresAccounts, Storage):
                         await conn.execute(
                             "UPDATE events SET fields = $1 WHERE seq = $2", clean, edit["seq"]
                         )
-                    changed = Message(
-                        current.id, current.type, current.sender_id, current.recipient_id,
-                        "", current.ts, current.seq, current.edited_at, True,
-                    )  # fmt: skip
+                    changed = msgspec.structs.replace(
+                        current, body="", deleted=True, attachments=()
+                    )
                 else:
                     await conn.execute(
                         "UPDATE messages SET body = $1, edited_at = $2 WHERE id = $3",
@@ -1083,10 +1092,7 @@ class PostgresStorage(PostgresConversations, PostgresAccounts, Storage):
                         ts,
                         message_id,
                     )
-                    changed = Message(
-                        current.id, current.type, current.sender_id, current.recipient_id,
-                        body, current.ts, current.seq, ts, False,
-                    )  # fmt: skip
+                    changed = msgspec.structs.replace(current, body=body, edited_at=ts)
                 stored = []
                 for event in events:
                     fields = edited_fields(event, body, ts)

@@ -20,6 +20,7 @@ from typing import Any
 
 from parley.domain.models import Message
 from parley.storage.base import Conversation
+from parley.storage.media_sql import split_ids
 
 MIGRATION = """
 CREATE INDEX messages_by_pair ON messages (recipient_id, sender_id, ts, seq)
@@ -41,7 +42,8 @@ CREATE TABLE read_markers (
 );
 """
 
-COLUMNS = "id, type, sender_id, recipient_id, body, ts, seq, edited_at, deleted"
+# A message row, as every PostgreSQL query reads it (``message_of`` turns it into a Message).
+COLUMNS = "id, type, sender_id, recipient_id, body, ts, seq, edited_at, deleted, attachments"
 KNOWN_PEERS_MAX = 100_000  # pairs remembered per process as already in ``peers``
 
 GROUP_HISTORY = f"""
@@ -82,10 +84,10 @@ RETURNING ts
 """
 
 
-def _message(row: Any) -> Message:
+def message_of(row: Any) -> Message:
     return Message(
         row["id"], row["type"], row["sender_id"], row["recipient_id"], row["body"],
-        row["ts"], row["seq"], row["edited_at"], row["deleted"],
+        row["ts"], row["seq"], row["edited_at"], row["deleted"], split_ids(row["attachments"]),
     )  # fmt: skip
 
 
@@ -107,14 +109,14 @@ class PostgresConversations:
             rows = await self._fetch(SELF_HISTORY, conv.user_id, conv.other, below, limit)
         else:
             rows = await self._fetch(PRIVATE_HISTORY, conv.user_id, conv.other, below, limit)
-        return [_message(r) for r in rows]
+        return [message_of(r) for r in rows]
 
     async def _history_at(self, conv: Conversation, ts: int) -> list[Message]:
         if conv.type == "group":
             rows = await self._fetch(GROUP_AT, conv.other, ts)
         else:
             rows = await self._fetch(PRIVATE_AT, conv.user_id, conv.other, ts)
-        return [_message(r) for r in rows]
+        return [message_of(r) for r in rows]
 
     async def unread_count(self, conv: Conversation, after: int, cap: int) -> int:
         if conv.type == "private":

@@ -58,10 +58,19 @@ from parley.storage.base import (
     event_subject,
     scrubbed,
 )
+from parley.storage.media_sql import SQLITE_MIGRATION as MEDIA_MIGRATION
+from parley.storage.media_sql import join_ids
+from parley.storage.media_sqlite import SqliteMedia
 from parley.storage.sqlite_accounts import INSERT_TOKEN, SqliteAccounts, token_row
 from parley.storage.sqlite_accounts import MIGRATION as ACCOUNTS_MIGRATION
+from parley.storage.sqlite_conversations import COLUMNS as MESSAGE_COLUMNS
 from parley.storage.sqlite_conversations import MIGRATION as CONVERSATIONS_MIGRATION
-from parley.storage.sqlite_conversations import SqliteConversations, peer_rows, record_peers
+from parley.storage.sqlite_conversations import (
+    SqliteConversations,
+    message_of,
+    peer_rows,
+    record_peers,
+)
 
 log = logging.getLogger("parley.storage.sqlite")
 
@@ -151,13 +160,13 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # conversations: an index per private conversation, peers, read markers
     CONVERSATIONS_MIGRATION,
+    MEDIA_MIGRATION,
 )
 
 # How far beyond the frontier the persisted high-water mark is written; it is renewed
 # when the frontier comes within half of it (at most one small write per half lease).
 MARK_LEASE_MS = 2_000
 
-MESSAGE_COLUMNS = "id, type, sender_id, recipient_id, body, ts, seq, edited_at, deleted"
 EVENT_COLUMNS = "e.id, e.type, e.fields, e.ts, e.seq"
 
 
@@ -183,10 +192,11 @@ class _Append:
 
 
 INSERT_MESSAGES = (
-    "INSERT INTO messages (id, type, sender_id, recipient_id, body, ts, send_key) VALUES "
+    "INSERT INTO messages (id, type, sender_id, recipient_id, body, ts, send_key, attachments)"
+    " VALUES "
 )
-ROW_MARKS = "(?, ?, ?, ?, ?, ?, ?)"
-MAX_ROWS = 500  # rows per INSERT statement (7 variables each, far below SQLite's limit)
+ROW_MARKS = "(?, ?, ?, ?, ?, ?, ?, ?)"
+MAX_ROWS = 500  # rows per INSERT statement (8 variables each, far below SQLite's limit)
 
 
 def _append_all(conn: sqlite3.Connection, appends: list[_Append]) -> list[tuple[Message, bool]]:
@@ -211,7 +221,7 @@ def _append_all(conn: sqlite3.Connection, appends: list[_Append]) -> list[tuple[
                 key,
             ).fetchone()
             if row is not None:
-                results[i] = (_message(row), False)
+                results[i] = (message_of(row), False)
                 continue
             keys[key] = i
         fresh.append(i)
@@ -220,12 +230,16 @@ def _append_all(conn: sqlite3.Connection, appends: list[_Append]) -> list[tuple[
         params: list[Any] = []
         for i in chunk:
             d, ts = appends[i].draft, appends[i].ts
-            params += (d.id, d.type, d.sender_id, d.recipient_id, d.body, ts, d.send_key)
+            files = join_ids(d.attachments)
+            params += (d.id, d.type, d.sender_id, d.recipient_id, d.body, ts, d.send_key, files)
         cursor = conn.execute(INSERT_MESSAGES + ",".join([ROW_MARKS] * len(chunk)), params)
         first = (cursor.lastrowid or 0) - len(chunk) + 1
         for offset, i in enumerate(chunk):
             d, ts = appends[i].draft, appends[i].ts
-            message = Message(d.id, d.type, d.sender_id, d.recipient_id, d.body, ts, first + offset)
+            message = Message(
+                d.id, d.type, d.sender_id, d.recipient_id, d.body, ts, first + offset,
+                attachments=d.attachments,
+            )  # fmt: skip
             results[i] = (message, True)
     pairs = {
         (appends[i].draft.sender_id, appends[i].draft.recipient_id)
@@ -365,10 +379,6 @@ class _Checkpointer(threading.Thread):
         self.join(timeout=10)
 
 
-def _message(row: tuple[Any, ...]) -> Message:
-    return Message(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], bool(row[8]))
-
-
 def _event(row: tuple[Any, ...]) -> Event:
     return Event(row[0], row[1], decode_fields(row[2]), row[3], row[4])
 
@@ -404,11 +414,15 @@ def _edit(
     ).fetchone()
     if row is None:
         return None
-    current = _message(row)
+    current = message_of(row)
     if current.sender_id != sender_id or current.deleted:
         return None
     if body is None:
-        conn.execute("UPDATE messages SET body = '', deleted = 1 WHERE id = ?", (message_id,))
+        conn.execute(
+            "UPDATE messages SET body = '', deleted = 1, attachments = NULL WHERE id = ?",
+            (message_id,),
+        )
+        conn.execute("DELETE FROM media_refs WHERE message_id = ?", (message_id,))
         edits = conn.execute(
             "SELECT seq, fields FROM events WHERE subject = ? AND type = 'message_edited'",
             (message_id,),
@@ -416,7 +430,7 @@ def _edit(
         for seq, fields in edits:
             clean = encode_fields(scrubbed(decode_fields(fields)))
             conn.execute("UPDATE events SET fields = ? WHERE seq = ?", (clean, seq))
-        changed = msgspec.structs.replace(current, body="", deleted=True)
+        changed = msgspec.structs.replace(current, body="", deleted=True, attachments=())
     else:
         conn.execute(
             "UPDATE messages SET body = ?, edited_at = ? WHERE id = ?", (body, ts, message_id)
@@ -426,7 +440,7 @@ def _edit(
 
 
 @counted
-class SqliteStorage(SqliteConversations, SqliteAccounts, Storage):
+class SqliteStorage(SqliteConversations, SqliteMedia, SqliteAccounts, Storage):
     name = "sqlite"
 
     def __init__(
@@ -813,7 +827,7 @@ class SqliteStorage(SqliteConversations, SqliteAccounts, Storage):
             f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE sender_id = ? AND send_key = ?",
             (sender_id, send_key),
         )
-        return _message(rows[0]) if rows else None
+        return message_of(rows[0]) if rows else None
 
     @staticmethod
     def _selection(
@@ -847,7 +861,7 @@ class SqliteStorage(SqliteConversations, SqliteAccounts, Storage):
         if sent_by is not None:
             args += [sent_by, after, frontier]
         rows = self._query(sql + " ORDER BY ts, seq LIMIT ?", [*args, limit])
-        return [_message(r) for r in rows], frontier
+        return [message_of(r) for r in rows], frontier
 
     async def _rows_at(
         self, recipients: Sequence[str], sent_by: str | None, ts: int
@@ -857,7 +871,7 @@ class SqliteStorage(SqliteConversations, SqliteAccounts, Storage):
         if sent_by is not None:
             args += [sent_by, ts]
         rows = self._query(sql + " ORDER BY ts, seq", args)
-        return [_message(r) for r in rows]
+        return [message_of(r) for r in rows]
 
     # change events ---------------------------------------------------------------------
     async def append_event(self, draft: EventDraft) -> Event:
@@ -869,7 +883,7 @@ class SqliteStorage(SqliteConversations, SqliteAccounts, Storage):
 
     async def get_message(self, message_id: str) -> Message | None:
         rows = self._query(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,))
-        return _message(rows[0]) if rows else None
+        return message_of(rows[0]) if rows else None
 
     async def edit_message(
         self, message_id: str, sender_id: str, body: str | None, events: Sequence[EventDraft]

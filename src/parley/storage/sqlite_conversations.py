@@ -20,6 +20,7 @@ from typing import Any
 from parley.domain.models import Message
 from parley.domain.positions import PositionTracker
 from parley.storage.base import Conversation
+from parley.storage.media_sql import split_ids
 
 MIGRATION = """
 CREATE INDEX messages_by_pair ON messages (recipient_id, sender_id, ts, seq)
@@ -41,7 +42,8 @@ CREATE TABLE read_markers (
 ) WITHOUT ROWID;
 """
 
-COLUMNS = "id, type, sender_id, recipient_id, body, ts, seq, edited_at, deleted"
+# A message row, as every SQLite query reads it (``message_of`` turns it into a Message).
+COLUMNS = "id, type, sender_id, recipient_id, body, ts, seq, edited_at, deleted, attachments"
 INSERT_PEERS = "INSERT OR IGNORE INTO peers (user_id, peer_id) VALUES (?, ?)"
 MARK_READ = """
 INSERT INTO read_markers (user_id, conversation_id, ts) VALUES (?, ?, ?)
@@ -61,8 +63,8 @@ def record_peers(conn: sqlite3.Connection, pairs: Sequence[tuple[str, str]]) -> 
         conn.executemany(INSERT_PEERS, peer_rows(pairs))
 
 
-def _message(r: Sequence[Any]) -> Message:
-    return Message(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], bool(r[8]))
+def message_of(r: Sequence[Any]) -> Message:
+    return Message(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], bool(r[8]), split_ids(r[9]))
 
 
 def _directions(conv: Conversation) -> list[tuple[str, str]]:
@@ -96,7 +98,7 @@ class SqliteConversations:
                     (recipient, sender, below, limit),
                 )
             rows.sort(key=lambda r: (r[5], r[6]), reverse=True)
-        return [_message(r) for r in rows[:limit]]
+        return [message_of(r) for r in rows[:limit]]
 
     async def _history_at(self, conv: Conversation, ts: int) -> list[Message]:
         keys: list[tuple[str, ...]]
@@ -110,7 +112,7 @@ class SqliteConversations:
                 " AND sender_id = ? AND ts = ?"
             )
         rows = [r for key in keys for r in self._query(sql, (*key, ts))]
-        return sorted((_message(r) for r in rows), key=lambda m: m.seq)
+        return sorted((message_of(r) for r in rows), key=lambda m: m.seq)
 
     async def unread_count(self, conv: Conversation, after: int, cap: int) -> int:
         if conv.type == "private":

@@ -19,11 +19,13 @@ import { signInFromLink, wireDevices } from "./js/views/devices.js";
 import { renderConversationList, wireConversations } from "./js/views/conversations.js";
 import { renderGroupPanel, wireGroups } from "./js/views/groups.js";
 import { renderChat, wireMessages } from "./js/views/messages.js";
+import { renderComposerFiles, wireAttachments } from "./js/views/attachments.js";
 
-store.renderers.push(renderConversationList, renderChat, renderGroupPanel, renderBlocks);
+store.renderers.push(renderConversationList, renderChat, renderGroupPanel, renderBlocks, renderComposerFiles);
 wireAuth();
 wireConversations();
 wireMessages();
+wireAttachments();
 wireGroups();
 wireBlocks();
 wireDevices();

@@ -160,3 +160,52 @@ export const signInWithPassword = (userId, password, deviceName) =>
   api("POST", "/v1/sessions", { body: { userId, password, deviceName }, token: "" });
 export const deleteAccount = (userId, password) =>
   api("DELETE", `/v1/users/${enc(userId)}`, { body: password ? { password } : {} });
+
+// Attachments (SPEC §7). Files are sent and fetched as raw bytes, not JSON.
+const FILE_TIMEOUT_MS = 300000;
+
+async function rawRequest(method, path, { body, contentType, signal } = {}) {
+  const headers = {};
+  if (store.session?.token) headers.Authorization = `Bearer ${store.session.token}`;
+  if (contentType) headers["Content-Type"] = contentType;
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(new DOMException("timeout", "TimeoutError")), FILE_TIMEOUT_MS);
+  const onOuterAbort = () => controller.abort(signal.reason);
+  if (signal) {
+    if (signal.aborted) controller.abort(signal.reason);
+    else signal.addEventListener("abort", onOuterAbort, { once: true });
+  }
+  let response;
+  try {
+    response = await fetch(path, { method, headers, body, signal: controller.signal, credentials: "same-origin" });
+  } catch {
+    if (signal?.aborted) throw new DOMException("aborted", "AbortError");
+    throw new ApiError(0, "network_error", "Cannot reach the server. Check your connection.");
+  } finally {
+    clearTimeout(timer);
+    signal?.removeEventListener("abort", onOuterAbort);
+  }
+  if (!response.ok) {
+    let err = null;
+    try { err = (await response.json())?.error; } catch { err = null; }
+    throw new ApiError(
+      response.status,
+      err ? err.code : `http_${response.status}`,
+      err ? err.message : `${response.status} ${response.statusText || "error"}`,
+      parseRetryAfter(response.headers.get("Retry-After")),
+    );
+  }
+  return response;
+}
+
+// file: a File -> {mediaId, contentType, size, sha256}
+export async function uploadMedia(file, signal) {
+  const response = await rawRequest("POST", "/v1/media", {
+    body: file, contentType: file.type || "application/octet-stream", signal,
+  });
+  return response.json();
+}
+
+// -> the Response: headers only for HEAD, the bytes for GET
+export const fetchMedia = (mediaId, method = "GET", signal) =>
+  rawRequest(method, `/v1/media/${enc(mediaId)}`, { signal });

@@ -34,6 +34,7 @@ export function freshChat() {
     rows: new Map(), // conversation key -> {li, signature}: the list's rendered rows
     shownKey: null, // the conversation whose messages are on screen
     shownMessages: new Map(), // message key -> element
+    media: new Map(), // mediaId -> promise of {type, size, url}: files fetched this session
   };
 }
 

@@ -1,13 +1,14 @@
 // The message pane: the open conversation's header and messages, the composer, and sending
 // (with retries under one Idempotency-Key, so a retry never stores a message twice).
 
-import { ApiError, deleteMessage, editMessage, errorText, postMessage, postTyping } from "../api.js";
+import { ApiError, deleteMessage, editMessage, errorText, postMessage, postTyping, uploadMedia } from "../api.js";
 import { $, el, formatTime, sleep, tsNumber, uuid } from "../dom.js";
 import { convTitle, displayName, nameNode } from "../names.js";
 import { onScreen, scheduleRender, updateTitle } from "../render.js";
 import { insertSorted, selectedConversation, store } from "../state.js";
 import { sessionRejected } from "../status.js";
 import { loadHistory, markRead } from "../sync.js";
+import { attachmentsElement, pendingFilesElement } from "./attachments.js";
 
 const SEND_ATTEMPTS = 4;
 const MAX_MESSAGE_CHARS = 4096;
@@ -47,6 +48,8 @@ function messageElement(conv, m) {
   else body = el("p", { className: "msg-text" }, m.message);
   const node = el("article", { className: classes.join(" "), dataset: { key: m.key, messageId: m.messageId } },
     meta, body);
+  if (!m.deleted && m.attachments?.length) node.append(attachmentsElement(m.attachments));
+  else if (m.files?.length) node.append(pendingFilesElement(m.files));
   if (mine && m.messageId && !m.pending && !m.failed && !m.deleted && !m.editing) {
     node.append(el("div", { className: "msg-actions" },
       el("button", { type: "button", className: "btn btn-small msg-edit", onclick: () => startEdit(m) }, "Edit"),
@@ -223,8 +226,9 @@ export function renderChat() {
 
 // ---------------------------------------------------------------- sending
 
-function sendMessage(conv, text) {
+function sendMessage(conv, text, files = []) {
   const item = {
+    files,
     key: `local:${uuid()}`,
     idempotencyKey: uuid(),
     pending: true,
@@ -253,6 +257,14 @@ async function deliver(conv, item) {
   let lastError = null;
   for (let attempt = 0; attempt < SEND_ATTEMPTS; attempt += 1) {
     try {
+      // Files go up first (once each: a retry reuses what was uploaded), then the message.
+      item.uploaded = item.uploaded || [];
+      while (item.uploaded.length < item.files.length) {
+        const media = await uploadMedia(item.files[item.uploaded.length], st.abort.signal);
+        if (store.chat !== st) return;
+        item.uploaded.push(media.mediaId);
+      }
+      if (item.uploaded.length) body.attachments = item.uploaded;
       const stored = await postMessage(conv.kind, body, item.idempotencyKey, st.abort.signal);
       if (store.chat !== st) return;
       const index = conv.messages.indexOf(item);
@@ -318,16 +330,19 @@ function submit(event) {
   event.preventDefault();
   const input = $("composer-input");
   const conv = store.chat && selectedConversation();
-  const text = input.value;
-  if (!conv || !text.trim()) return;
+  let text = input.value;
+  const files = conv?.files || [];
+  if (!conv || (!text.trim() && !files.length)) return;
+  if (!text.trim()) text = files.map((f) => f.name).join(", "); // a message has text
   if ([...text].length > MAX_MESSAGE_CHARS) {
     conv.error = `A message can be at most ${MAX_MESSAGE_CHARS} characters.`;
     scheduleRender();
     return;
   }
   input.value = "";
+  conv.files = [];
   autosize();
-  sendMessage(conv, text);
+  sendMessage(conv, text, files);
   input.focus();
 }
 

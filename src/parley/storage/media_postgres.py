@@ -1,0 +1,67 @@
+"""Media records in PostgreSQL (tables in ``media_sql``)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from parley.domain.models import MediaRecord, MediaRef
+from parley.storage.media_port import MediaPort
+from parley.storage.media_sql import MEDIA_COLUMNS, REF_COLUMNS, media_row, parse_media, parse_ref
+
+
+class PostgresMedia(MediaPort):
+    """Needs the adapter's ``_fetch`` and ``_execute`` (bounded, failures as 503)."""
+
+    _fetch: Callable[..., Awaitable[list[Any]]]
+    _execute: Callable[..., Awaitable[str]]
+
+    async def add_media(self, record: MediaRecord) -> None:
+        await self._execute(
+            f"INSERT INTO media ({MEDIA_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)",
+            *media_row(record),
+        )
+
+    async def get_media(self, media_id: str) -> MediaRecord | None:
+        rows = await self._fetch(f"SELECT {MEDIA_COLUMNS} FROM media WHERE id = $1", media_id)
+        return parse_media(rows[0]) if rows else None
+
+    async def add_media_refs(self, refs: Sequence[MediaRef]) -> None:
+        if not refs:
+            return
+        columns = list(zip(*[(r.media_id, r.message_id, r.type, r.sender_id, r.recipient_id)
+                             for r in refs], strict=True))  # fmt: skip
+        await self._execute(
+            f"INSERT INTO media_refs ({REF_COLUMNS})"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])"
+            " ON CONFLICT DO NOTHING",
+            *[list(c) for c in columns],
+        )
+
+    async def media_refs(self, media_id: str) -> list[MediaRef]:
+        rows = await self._fetch(
+            f"SELECT {REF_COLUMNS} FROM media_refs WHERE media_id = $1", media_id
+        )
+        return [parse_ref(r) for r in rows]
+
+    async def unreferenced_media(self, created_before: int, limit: int) -> list[MediaRecord]:
+        rows = await self._fetch(
+            f"SELECT {MEDIA_COLUMNS} FROM media WHERE created_at < $1 AND NOT EXISTS"
+            " (SELECT 1 FROM media_refs WHERE media_id = media.id)"
+            " ORDER BY created_at LIMIT $2",
+            created_before,
+            limit,
+        )
+        return [parse_media(r) for r in rows]
+
+    async def delete_media(self, media_id: str) -> bool:
+        status = await self._execute(
+            "DELETE FROM media WHERE id = $1 AND NOT EXISTS"
+            " (SELECT 1 FROM media_refs WHERE media_id = media.id)",
+            media_id,
+        )
+        return status != "DELETE 0"
+
+    async def media_with_sha(self, sha256: str) -> bool:
+        rows = await self._fetch("SELECT 1 FROM media WHERE sha256 = $1 LIMIT 1", sha256)
+        return bool(rows)
