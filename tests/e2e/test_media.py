@@ -176,6 +176,37 @@ async def test_authorization_matrix(api: Harness) -> None:
     assert await status(api, group_file, hr) == 200
 
 
+async def test_a_deleted_message_takes_its_files_with_it(api: Harness) -> None:
+    """Deleting a message (op=delete) drops its attachments: it shows none any more, and
+    whoever could download a file only through that message gets 404; the uploader keeps
+    access to their own upload."""
+    alice, ha = await api.user("alice")
+    bob, hb = await api.user("bob")
+    group = await new_group(api, ha)
+    await group_op(api, group, "add", ha, bob)
+    private_file = await upload(api, ha, b"private bytes", "text/plain")
+    group_file = await upload(api, ha, b"group bytes", "text/plain")
+    sent = []
+    for kind, to, media in (("private", {"receiverId": bob}, private_file),
+                            ("group", {"groupId": group}, group_file)):  # fmt: skip
+        r = await send(api, ha, kind, senderId=alice, message="x", attachments=[media], **to)
+        assert r.status_code == 200, r.text
+        sent.append(r.json()["messageId"])
+    assert await status(api, private_file, hb) == 200
+    assert await status(api, group_file, hb) == 200
+    for message_id in sent:
+        r = await api.client.post(f"/v1/messages/{message_id}?op=delete", headers=ha)
+        assert r.status_code == 200, r.text
+        assert r.json()["deleted"] is True and "attachments" not in r.json()
+    assert await status(api, private_file, hb) == 404
+    assert await status(api, group_file, hb) == 404
+    assert await status(api, private_file, ha) == 200  # the uploader's own file
+    r = await api.client.get(f"/v1/messages/{bob}", headers=hb)
+    assert r.status_code == 200, r.text
+    shown = [m for m in r.json()["messages"] if m["messageId"] in sent]
+    assert len(shown) == 2 and all("attachments" not in m for m in shown), shown
+
+
 async def test_attachment_rules(api: Harness) -> None:
     alice, ha = await api.user("alice")
     bob, hb = await api.user("bob")

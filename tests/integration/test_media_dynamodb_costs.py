@@ -88,10 +88,10 @@ PINNED = {
     "send private, no attachment": {"update_item": 2, "batch_write_item": 1},
     "send private, 1 attachment": {"get_item": 1, "update_item": 3, "batch_write_item": 1},
     "send private, 3 attachments": {"get_item": 3, "update_item": 5, "batch_write_item": 1},
-    "send group, 1 attachment": {"get_item": 1, "put_item": 1, "update_item": 3},
+    "send group, 1 attachment": {"get_item": 1, "batch_write_item": 1, "update_item": 3},
     "download, uploader": {"get_item": 1},
-    "download, private peer": {"get_item": 1},
-    "download, group member": {"get_item": 1},
+    "download, private peer": {"get_item": 3},
+    "download, group member": {"get_item": 3},
     "download, stranger (404)": {"get_item": 1},
 }  # fmt: skip
 
