@@ -5,6 +5,9 @@ Nothing here connects at import time; :meth:`Parley.start` opens storage.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -21,6 +24,8 @@ from parley.services.users import UserService
 from parley.settings import Settings, SettingsError
 from parley.startup import check_auth_mode
 from parley.storage.base import Storage
+
+log = logging.getLogger("parley")
 
 if TYPE_CHECKING:
     from parley.cache.redis_link import RedisLink
@@ -69,6 +74,7 @@ class Parley:
     metrics: Metrics = field(default_factory=Metrics)
     redis: RedisLink | None = None  # scale-out: the shared cache, when PARLEY_REDIS_URL is set
     wakeups: RedisWakeups | None = None
+    _sweep: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
 
     async def start(self) -> None:
         await self.storage.open()
@@ -82,8 +88,22 @@ class Parley:
         if self.wakeups is not None:
             await self.wakeups.start()
         await self.changes.start(await self.storage.last_position())
+        # Deletions a crash interrupted are finished before the first request, then swept.
+        try:
+            finished = await self.accounts.finish_deletions()
+        except Exception:  # storage trouble: the sweep tries again
+            log.warning("finishing interrupted account deletions failed", exc_info=True)
+        else:
+            if finished:
+                log.info("finished %d interrupted account deletion(s)", len(finished))
+        self._sweep = asyncio.create_task(self.accounts.sweep())
 
     async def stop(self) -> None:
+        if self._sweep is not None:
+            self._sweep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweep
+            self._sweep = None
         if self.wakeups is not None:
             await self.wakeups.stop()
         if self.redis is not None:
