@@ -5,11 +5,13 @@ Per user: ``private_per_user`` private messages (5 of them in the last minute) a
 membership in a group of ``group_size``; per group: ``group_messages`` messages (2 of them in
 the last minute). A check with ``timestamp = recent_after`` therefore returns about 5 private
 and 2 group messages, the model's "~7 messages per check". Two extra groups of 100 and
-1,000 members take the fan-out sends.
+1,000 members take the fan-out sends. With ``devices`` > 1 every user has that many
+signed-in devices (tokens); the benchmark signs in with the first.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ from pathlib import Path
 
 from parley.domain.models import GroupRecord, Message, UserRecord, new_id
 from parley.services.access import new_token
+from parley.services.accounts import mint
 from parley.storage.base import BulkData, Storage
 
 Progress = Callable[[str], None]
@@ -32,6 +35,20 @@ class Dataset:
     users_file: Path
 
 
+async def add_devices(
+    storage: Storage, ids: list[str], extra: int, progress: Progress, at_once: int = 64
+) -> None:
+    progress(f"adding {extra} more device(s) to each of {len(ids):,} users")
+    pending = [(user_id, k) for user_id in ids for k in range(extra)]
+    for start in range(0, len(pending), at_once):
+        await asyncio.gather(
+            *(
+                storage.add_token(mint(user_id, f"device {k + 2}").record)
+                for user_id, k in pending[start : start + at_once]
+            )
+        )
+
+
 async def populate(
     storage: Storage,
     users: int,
@@ -40,6 +57,7 @@ async def populate(
     progress: Progress,
     group_size: int = 5,
     batch: int = 50_000,
+    devices: int = 1,
 ) -> Dataset:
     now = time.time_ns() // 1_000_000
     recent_after = now - 60_000
@@ -74,6 +92,8 @@ async def populate(
         if len(data.users) >= batch:
             await flush(force=True)
     await flush(force=True)
+    if devices > 1:  # more signed-in devices per user (the benchmark uses the first)
+        await add_devices(storage, ids, devices - 1, progress)
 
     group_ids = [new_id("g_") for _ in range(groups_count)]
     data.groups = [GroupRecord(g, f"group{i}") for i, g in enumerate(group_ids)]
