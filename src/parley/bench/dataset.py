@@ -5,8 +5,8 @@ Per user: ``private_per_user`` private messages (5 of them in the last minute) a
 membership in a group of ``group_size``; per group: ``group_messages`` messages (2 of them in
 the last minute). A check with ``timestamp = recent_after`` therefore returns about 5 private
 and 2 group messages, the model's "~7 messages per check". Two extra groups of 100 and
-1,000 members take the fan-out sends. With ``devices`` > 1 every user has that many
-signed-in devices (tokens); the benchmark signs in with the first.
+1,000 members take the fan-out sends. Every user has ``devices`` signed-in devices (rows
+of the device table); the benchmark signs in with the first.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from parley.domain.models import GroupRecord, Message, UserRecord, new_id
+from parley.domain.models import GroupRecord, Message, TokenRecord, UserRecord, new_id
 from parley.services.access import new_token
 from parley.services.accounts import mint
 from parley.storage.base import BulkData, Storage
@@ -36,17 +36,19 @@ class Dataset:
 
 
 async def add_devices(
-    storage: Storage, ids: list[str], extra: int, progress: Progress, at_once: int = 64
+    storage: Storage,
+    first: list[TokenRecord],
+    extra: int,
+    progress: Progress,
+    at_once: int = 64,
 ) -> None:
-    progress(f"adding {extra} more device(s) to each of {len(ids):,} users")
-    pending = [(user_id, k) for user_id in ids for k in range(extra)]
-    for start in range(0, len(pending), at_once):
-        await asyncio.gather(
-            *(
-                storage.add_token(mint(user_id, f"device {k + 2}").record)
-                for user_id, k in pending[start : start + at_once]
-            )
-        )
+    """Store each user's sign-up token as its first device (``bulk_load`` writes users,
+    not devices), and ``extra`` more devices per user."""
+    progress(f"adding {1 + extra} device(s) to each of {len(first):,} users")
+    records = [*first]
+    records += [mint(t.user_id, f"device {k + 2}").record for t in first for k in range(extra)]
+    for start in range(0, len(records), at_once):
+        await asyncio.gather(*(storage.add_token(r) for r in records[start : start + at_once]))
 
 
 async def populate(
@@ -67,6 +69,7 @@ async def populate(
     old_span = 7 * 24 * 3600 * 1000
 
     ids: list[str] = []
+    first: list[TokenRecord] = []
     lines: list[str] = []
     data = BulkData()
     done = 0
@@ -87,13 +90,13 @@ async def populate(
         user_id = new_id("u_")
         token, token_hash = new_token(user_id)
         ids.append(user_id)
+        first.append(TokenRecord(new_id("t_"), user_id, token_hash, "bench", now, now))
         data.users.append(UserRecord(user_id, f"user{n}", token_hash))
         lines.append(f"{user_id} {token}")
         if len(data.users) >= batch:
             await flush(force=True)
     await flush(force=True)
-    if devices > 1:  # more signed-in devices per user (the benchmark uses the first)
-        await add_devices(storage, ids, devices - 1, progress)
+    await add_devices(storage, first, max(0, devices - 1), progress)
 
     group_ids = [new_id("g_") for _ in range(groups_count)]
     data.groups = [GroupRecord(g, f"group{i}") for i, g in enumerate(group_ids)]
