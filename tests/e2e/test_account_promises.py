@@ -6,7 +6,10 @@ library comes from the server itself, under a policy that lets no other origin i
 
 from __future__ import annotations
 
+import asyncio
+import math
 import re
+import time
 from pathlib import Path
 
 import httpx
@@ -139,3 +142,44 @@ async def test_the_qr_code_is_drawn_by_the_page_itself(api: Harness) -> None:
                                  text), path  # fmt: skip
     devices = (STATIC / "js" / "views" / "devices.js").read_text()
     assert "globalThis.qrcode" in devices and "canvas" in devices
+
+
+async def test_idle_checks_from_several_devices_make_no_storage_calls(api: Harness) -> None:
+    """Three signed-in devices of one user, each checking with its own token: once each has
+    been seen, their idle checks touch no storage (with Redis: those that ran inside one
+    trust lease of the shared cache, as in test_idle_checks.py)."""
+    alice, ha = await api.user("alice")
+    devices = [ha]
+    for name in ("laptop", "tablet"):
+        r = await api.client.post(f"/v1/users/{alice}/tokens", json={"deviceName": name},
+                                  headers=ha)  # fmt: skip
+        devices.append(bearer(r.json()["token"]))
+    r = await api.client.get(f"/v1/messages/{alice}", headers=ha)
+    cursor = r.json()["nextTimestamp"]
+    for headers in devices:  # each token seen once
+        r = await api.client.get(f"/v1/messages/{alice}?timestamp={cursor}", headers=headers)
+        assert r.status_code == 200
+    calls = api.parley.storage.calls
+    link = api.parley.redis
+    covered = 0
+    trusted_until = math.inf if link is None else 0.0  # the lease as the last check ended
+    for n in range(150):
+        if link is not None:
+            for _ in range(200):
+                if link.usable:
+                    break
+                await asyncio.sleep(0.01)
+        # A check counts when the lease held from the previous check to the end of this
+        # one: after a lapse the process may read storage again, which is right.
+        unbroken = time.monotonic() < trusted_until
+        lease_end = link.trusted_until if link is not None else math.inf
+        ahead = dict(calls)
+        r = await api.client.get(f"/v1/messages/{alice}?timestamp={cursor}",
+                                 headers=devices[n % 3])  # fmt: skip
+        assert r.json() == {"messages": [], "nextTimestamp": cursor, "hasMore": False}
+        if unbroken and time.monotonic() < lease_end:
+            covered += 1
+            made = {k: v - ahead.get(k, 0) for k, v in calls.items() if v != ahead.get(k, 0)}
+            assert not made, made
+        trusted_until = link.trusted_until if link is not None else math.inf
+    assert covered >= 75
