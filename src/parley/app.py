@@ -5,6 +5,9 @@ Nothing here connects at import time; :meth:`Parley.start` opens storage.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -25,6 +28,8 @@ from parley.services.users import UserService
 from parley.settings import Settings, SettingsError
 from parley.startup import check_auth_mode
 from parley.storage.base import Storage
+
+log = logging.getLogger("parley")
 
 if TYPE_CHECKING:
     from parley.cache.redis_link import RedisLink
@@ -89,6 +94,7 @@ class Parley:
     media: MediaService | None = None  # attachments (``make_blobs``)
     redis: RedisLink | None = None  # scale-out: the shared cache, when PARLEY_REDIS_URL is set
     wakeups: RedisWakeups | None = None
+    _sweep: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
 
     async def start(self) -> None:
         await self.storage.open()
@@ -104,8 +110,22 @@ class Parley:
         await self.changes.start(await self.storage.last_position())
         if self.media is not None:
             await self.media.blobs.open()
+        # Deletions a crash interrupted are finished before the first request, then swept.
+        try:
+            finished = await self.accounts.finish_deletions()
+        except Exception:  # storage trouble: the sweep tries again
+            log.warning("finishing interrupted account deletions failed", exc_info=True)
+        else:
+            if finished:
+                log.info("finished %d interrupted account deletion(s)", len(finished))
+        self._sweep = asyncio.create_task(self.accounts.sweep())
 
     async def stop(self) -> None:
+        if self._sweep is not None:
+            self._sweep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweep
+            self._sweep = None
         if self.media is not None:
             await self.media.blobs.close()
         if self.wakeups is not None:

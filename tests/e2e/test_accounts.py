@@ -272,6 +272,51 @@ async def test_deleting_is_idempotent_under_concurrent_retries(api: Harness) -> 
     assert (await api.client.get(f"/v1/users/{alice}", headers=hb)).status_code == 404
 
 
+async def test_a_running_server_finishes_interrupted_deletions(api: Harness) -> None:
+    """A deletion that stopped after the erase (its process died, its tokens are gone, so
+    the user cannot repeat the call) is finished by any other process: the sweep finishes
+    what was already under way at its previous round, and leaves a just-started one be."""
+    alice, ha = await api.user("alice")
+    bob, hb = await api.user("bob")
+    await send(api, alice, bob, "words", ha)
+    storage, service = api.parley.storage, api.parley.accounts
+    assert await storage.begin_deletion(alice)
+    await storage.erase_account(alice)  # ... and the process that did it died here
+    assert (await api.client.request("DELETE", f"/v1/users/{alice}", headers=ha)).status_code == 401
+    assert await storage.deleting_users() == [alice]
+
+    answers: list[list[str]] = []
+    real = storage.deleting_users
+
+    async def counted() -> list[str]:
+        answers.append(await real())
+        return answers[-1]
+
+    storage.deleting_users = counted  # type: ignore[method-assign]
+    sweep = asyncio.create_task(service.sweep(every=0.001))
+    try:
+        for _ in range(5000):  # bounded: each round is a few storage calls
+            await asyncio.sleep(0.001)
+            if answers and answers[-1] == []:
+                break
+    finally:
+        sweep.cancel()
+        await asyncio.gather(sweep, return_exceptions=True)
+    # a round to note it, a round to finish it, and one that finds nothing left
+    assert answers[:2] == [[alice], [alice]] and answers[-1] == [], answers
+    assert await storage.account_state(alice) == "deleted"
+    assert await storage.deleting_users() == []
+    assert (await api.client.get(f"/v1/users/{alice}", headers=hb)).status_code == 404
+
+    # the first round only notes what is under way; finishing comes at the next one
+    carol, _ = await api.user("carol")
+    assert await storage.begin_deletion(carol)
+    assert await service.finish_deletions(set()) == []
+    assert await storage.account_state(carol) == "deleting"
+    assert await service.finish_deletions({carol}) == [carol]
+    assert await storage.account_state(carol) == "deleted"
+
+
 # export -------------------------------------------------------------------------------------
 async def test_export_has_everything_and_no_secrets(
     api: Harness, monkeypatch: pytest.MonkeyPatch

@@ -81,6 +81,28 @@ async def test_deletion_states(storage: Storage) -> None:
     assert await storage.get_user(user.id) is None
 
 
+async def test_deletions_under_way_are_listed_until_finished(storage: Storage) -> None:
+    first, _ = await new_user(storage, "first")
+    second, _ = await new_user(storage, "second")
+    await new_user(storage, "stays")
+    assert await storage.deleting_users() == []
+    assert await storage.begin_deletion(first.id)
+    assert await storage.begin_deletion(second.id)
+    assert await storage.begin_deletion(first.id)  # a retry: listed once
+    assert await storage.deleting_users() == sorted([first.id, second.id])
+    await storage.erase_account(first.id)
+    assert await storage.deleting_users() == sorted([first.id, second.id])  # erased, not done
+    await storage.finish_deletion(first.id)
+    await storage.finish_deletion(first.id)  # idempotent
+    assert await storage.deleting_users() == [second.id]
+    assert await storage.begin_deletion(first.id) is False  # deleted stays deleted
+    assert await storage.deleting_users() == [second.id]
+    await storage.erase_account(second.id)
+    await storage.finish_deletion(second.id)
+    assert await storage.deleting_users() == []
+    assert await storage.account_state(second.id) == "deleted"
+
+
 async def test_erase_removes_everything_but_message_tombstones(storage: Storage) -> None:
     gone, _ = await new_user(storage, "gone")
     stays, stays_token = await new_user(storage, "stays")
@@ -134,6 +156,7 @@ async def test_concurrent_deletions_finish_once(storage: Storage) -> None:
 
     await asyncio.gather(*(delete() for _ in range(4)))
     assert await storage.account_state(user.id) == "deleted"
+    assert await storage.deleting_users() == []
     await settle(storage)
     page = await storage.read_messages([user.id], None, None, 10)
     assert [m.body for m in page.messages] == [""]

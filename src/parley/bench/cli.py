@@ -400,6 +400,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="live streams held open after the runs to measure memory per connection (0: skip)",
     )
     parser.add_argument("--workers", type=int, default=2, help="server processes (postgres)")
+    parser.add_argument(
+        "--devices", type=int, default=1, help="signed-in devices (tokens) per user (1)"
+    )
     parser.add_argument("--warmup", type=float, help="seconds of warm-up (default: by users)")
     parser.add_argument(
         "--database-url",
@@ -501,7 +504,7 @@ async def _run(
     store, server_env = _store(args, data_dir, schema)
     await store.open()
     started = time.monotonic()
-    data = await populate(store, args.users, args.messages, workdir, say)
+    data = await populate(store, args.users, args.messages, workdir, say, devices=args.devices)
     await store.close()
     say(f"data set loaded in {time.monotonic() - started:.1f} s")
 

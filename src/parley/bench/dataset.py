@@ -5,18 +5,21 @@ Per user: ``private_per_user`` private messages (5 of them in the last minute) a
 membership in a group of ``group_size``; per group: ``group_messages`` messages (2 of them in
 the last minute). A check with ``timestamp = recent_after`` therefore returns about 5 private
 and 2 group messages, the model's "~7 messages per check". Two extra groups of 100 and
-1,000 members take the fan-out sends.
+1,000 members take the fan-out sends. Every user has ``devices`` signed-in devices (rows
+of the device table); the benchmark signs in with the first.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from parley.domain.models import GroupRecord, Message, UserRecord, new_id
+from parley.domain.models import GroupRecord, Message, TokenRecord, UserRecord, new_id
 from parley.services.access import new_token
+from parley.services.accounts import mint
 from parley.storage.base import BulkData, Storage
 
 Progress = Callable[[str], None]
@@ -32,6 +35,22 @@ class Dataset:
     users_file: Path
 
 
+async def add_devices(
+    storage: Storage,
+    first: list[TokenRecord],
+    extra: int,
+    progress: Progress,
+    at_once: int = 64,
+) -> None:
+    """Store each user's sign-up token as its first device (``bulk_load`` writes users,
+    not devices), and ``extra`` more devices per user."""
+    progress(f"adding {1 + extra} device(s) to each of {len(first):,} users")
+    records = [*first]
+    records += [mint(t.user_id, f"device {k + 2}").record for t in first for k in range(extra)]
+    for start in range(0, len(records), at_once):
+        await asyncio.gather(*(storage.add_token(r) for r in records[start : start + at_once]))
+
+
 async def populate(
     storage: Storage,
     users: int,
@@ -40,6 +59,7 @@ async def populate(
     progress: Progress,
     group_size: int = 5,
     batch: int = 50_000,
+    devices: int = 1,
 ) -> Dataset:
     now = time.time_ns() // 1_000_000
     recent_after = now - 60_000
@@ -49,6 +69,7 @@ async def populate(
     old_span = 7 * 24 * 3600 * 1000
 
     ids: list[str] = []
+    first: list[TokenRecord] = []
     lines: list[str] = []
     data = BulkData()
     done = 0
@@ -69,11 +90,13 @@ async def populate(
         user_id = new_id("u_")
         token, token_hash = new_token(user_id)
         ids.append(user_id)
+        first.append(TokenRecord(new_id("t_"), user_id, token_hash, "bench", now, now))
         data.users.append(UserRecord(user_id, f"user{n}", token_hash))
         lines.append(f"{user_id} {token}")
         if len(data.users) >= batch:
             await flush(force=True)
     await flush(force=True)
+    await add_devices(storage, first, max(0, devices - 1), progress)
 
     group_ids = [new_id("g_") for _ in range(groups_count)]
     data.groups = [GroupRecord(g, f"group{i}") for i, g in enumerate(group_ids)]

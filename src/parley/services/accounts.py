@@ -25,15 +25,20 @@ Deletion
     Three steps, each idempotent: mark the user ``deleting`` (from then on every lookup
     treats it as gone), erase (tokens, password, memberships, blocks both ways, the text of
     its messages: they stay as tombstones with their id and timestamp), then ``deleted``.
-    A crash anywhere leaves a ``deleting`` user that nobody can see, and repeating the
-    call (authenticated by the account's password, since its tokens may already be gone)
-    finishes it. ``PARLEY_TEST_EXIT_DURING_DELETE`` (tests only) kills the process
-    between the steps.
+    A crash anywhere leaves a ``deleting`` user that nobody can see. Every server
+    finishes such deletions when it starts (``finish_deletions``, before it answers) and
+    then every ``SWEEP_S`` seconds (``sweep``), so an interrupted deletion is completed
+    without the user: after the erase its tokens are gone and it could not repeat the call.
+    Until then, repeating the call (its tokens outlive the mark until the erase) finishes
+    it too. ``PARLEY_TEST_EXIT_DURING_DELETE=<step>`` (tests only) kills the server's
+    process group with SIGKILL right after a step of a request's deletion: ``marked``,
+    ``hidden``, ``erased``, ``forgotten``, ``finished``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import secrets
 import signal
@@ -56,6 +61,9 @@ DEVICE_NAME_MAX = 64
 DEFAULT_DEVICE = "unnamed device"
 EXPORT_PAGE = 1000
 FAULT = "PARLEY_TEST_EXIT_DURING_DELETE"
+SWEEP_S = 600.0  # how often each process looks for deletions a crash interrupted
+
+log = logging.getLogger("parley.accounts")
 
 
 def now_ms() -> int:
@@ -254,16 +262,53 @@ class AccountService:
                     raise Unauthenticated("password is wrong", Code.BAD_CREDENTIALS)
             await self.storage.begin_deletion(user_id)
         self._fault("marked")
+        await self.finish_deletion(user_id, faults=True)
+
+    async def finish_deletion(self, user_id: str, faults: bool = False) -> None:
+        """Erase a user marked ``deleting`` and mark it ``deleted``. Every step is
+        idempotent, so this may run again after a crash, and in several processes at once.
+        (``faults``: a request's deletion, where a fault test may kill the server.)"""
         await self.directory.user_deleted(user_id)  # lookups and tokens: gone everywhere
+        if faults:
+            self._fault("hidden")
         await self.storage.erase_account(user_id)
-        self._fault("erased")
+        if faults:
+            self._fault("erased")
         await self.directory.user_deleted(user_id)  # memberships and blocks, too
+        if faults:
+            self._fault("forgotten")
         await self.storage.finish_deletion(user_id)
+        if faults:
+            self._fault("finished")
+
+    async def finish_deletions(self, only: set[str] | None = None) -> list[str]:
+        """Finish every deletion that started and did not finish (all of them, or those in
+        ``only``); returns the users it finished. The server runs this at start-up and
+        then every ``SWEEP_S`` seconds (``sweep``)."""
+        finished = []
+        for user_id in await self.storage.deleting_users():
+            if only is None or user_id in only:
+                await self.finish_deletion(user_id)
+                finished.append(user_id)
+        return finished
+
+    async def sweep(self, every: float = SWEEP_S) -> None:
+        """Until cancelled: every ``every`` seconds, finish the deletions that were already
+        under way at the previous sweep (one that has just started is left to the request
+        that started it; finishing it twice would be harmless, only wasted work)."""
+        seen: set[str] = set()
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.finish_deletions(seen)
+                seen = set(await self.storage.deleting_users())
+            except Exception:  # storage down: the next sweep tries again
+                log.warning("finishing interrupted account deletions failed", exc_info=True)
 
     @staticmethod
     def _fault(step: str) -> None:
-        if os.environ.get(FAULT) == step:  # a fault test: kill -9 right after this step
-            os.kill(os.getpid(), signal.SIGKILL)
+        if os.environ.get(FAULT) == step:  # a fault test: kill -9 right after this step,
+            os.killpg(os.getpgrp(), signal.SIGKILL)  # the whole server (no worker respawn)
 
     # export ----------------------------------------------------------------------------
     async def export(self, actor: Actor, user_id: str) -> Export:

@@ -229,6 +229,11 @@ class Storage(MediaPort, ABC):
     async def finish_deletion(self, user_id: str) -> None:
         """``deleting`` -> ``deleted`` (after ``erase_account``)."""
 
+    @abstractmethod
+    async def deleting_users(self) -> list[str]:
+        """Every user in state ``deleting``: deletions that started and did not finish (a
+        crash, or one running now)."""
+
     # groups ----------------------------------------------------------------------------
     @abstractmethod
     async def create_group(self, group: GroupRecord, first_member: str | None) -> None: ...

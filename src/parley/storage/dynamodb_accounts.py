@@ -8,6 +8,10 @@
   and idempotency claims by a filtered Scan (no index serves "by sender" or "blocked by";
   deletions are rare, and an index would cost every send and every block). Each step is
   idempotent, so a repeated call finishes an interrupted one.
+* Deletions under way: one item in ``users`` (key ``PENDING``, which no user id can be)
+  holds the ids of the users marked ``deleting`` in a string set. Marking a user and
+  adding it to the set is one transaction, and so are ``deleted`` and taking it out, so
+  ``deleting_users`` is one strongly consistent read and never misses one.
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from parley.domain.models import TokenRecord
+from parley.errors import Unavailable
 from parley.storage.base import AccountState
-from parley.storage.dynamodb_client import ConditionFailed, DynamoClient
-from parley.storage.dynamodb_groups import Rosters
+from parley.storage.dynamodb_client import ConditionFailed, DynamoClient, DynamoUnavailable
+from parley.storage.dynamodb_groups import CANCELLED, Rosters
 from parley.storage.dynamodb_items import Item, n, s
 
 SCAN_PAGES_MAX = 100_000
@@ -44,6 +49,10 @@ def parse_token(item: Item) -> TokenRecord:
         int(item["created_at"]["N"]),
         int(item["last_used_at"]["N"]),
     )
+
+
+PENDING = "#deleting"  # the users item listing deletions under way (not a user id)
+TRANSACTION_TRIES = 5
 
 
 def user_status(item: Item | None) -> AccountState | None:
@@ -141,15 +150,46 @@ class DynamoAccounts:
         return user_status(await self._get("users", {"user_id": s(user_id)}))
 
     async def begin_deletion(self, user_id: str) -> bool:
-        return await self._update(
-            "users",
-            {"user_id": s(user_id)},
-            UpdateExpression="SET #st = :d",
-            ConditionExpression="attribute_exists(user_id) AND (attribute_not_exists(#st)"
+        mark = {
+            "TableName": self.tables["users"],
+            "Key": {"user_id": s(user_id)},
+            "UpdateExpression": "SET #st = :d",
+            "ConditionExpression": "attribute_exists(user_id) AND (attribute_not_exists(#st)"
             " OR #st = :d)",
-            ExpressionAttributeNames={"#st": "status"},
-            ExpressionAttributeValues={":d": s("deleting")},
-        )
+            "ExpressionAttributeNames": {"#st": "status"},
+            "ExpressionAttributeValues": {":d": s("deleting")},
+        }
+        for _ in range(TRANSACTION_TRIES):
+            if await self._pending(mark, "ADD", user_id):
+                return True
+            if await self.account_state(user_id) not in ("active", "deleting"):
+                return False  # unknown, or deleted (else a conflict: again)
+        return await self.account_state(user_id) == "deleting"
+
+    async def _pending(self, update: Item, action: str, user_id: str) -> bool:
+        """``update`` on a user item and ``action`` (ADD or DELETE) of its id in the set of
+        deletions under way, in one transaction; False if a condition (or a conflict)
+        stopped it."""
+        self._ready()
+        pending = {
+            "TableName": self.tables["users"],
+            "Key": {"user_id": s(PENDING)},
+            "UpdateExpression": f"{action} ids :u",
+            "ExpressionAttributeValues": {":u": {"SS": [user_id]}},
+        }
+        try:
+            await self.client.call(
+                "transact_write_items", TransactItems=[{"Update": update}, {"Update": pending}]
+            )
+        except DynamoUnavailable as exc:
+            if exc.aws_code in (CANCELLED, "TransactionConflictException"):
+                return False
+            raise
+        return True
+
+    async def deleting_users(self) -> list[str]:
+        item = await self._get("users", {"user_id": s(PENDING)})
+        return sorted(item["ids"]["SS"]) if item is not None and "ids" in item else []
 
     async def erase_account(self, user_id: str) -> None:
         if await self.account_state(user_id) != "deleting":
@@ -201,11 +241,17 @@ class DynamoAccounts:
             await self._delete("tokens", {"user_id": s(user_id), "token_id": s(token.id)})
 
     async def finish_deletion(self, user_id: str) -> None:
-        await self._update(
-            "users",
-            {"user_id": s(user_id)},
-            UpdateExpression="SET #st = :x",
-            ConditionExpression="#st = :d",
-            ExpressionAttributeNames={"#st": "status"},
-            ExpressionAttributeValues={":x": s("deleted"), ":d": s("deleting")},
-        )
+        done = {
+            "TableName": self.tables["users"],
+            "Key": {"user_id": s(user_id)},
+            "UpdateExpression": "SET #st = :x",
+            "ConditionExpression": "#st = :d",
+            "ExpressionAttributeNames": {"#st": "status"},
+            "ExpressionAttributeValues": {":x": s("deleted"), ":d": s("deleting")},
+        }
+        for _ in range(TRANSACTION_TRIES):
+            if await self._pending(done, "DELETE", user_id):
+                return
+            if await self.account_state(user_id) != "deleting":
+                return  # finished already (else a conflict: again)
+        raise Unavailable("the deletion could not be finished; repeating it will")

@@ -147,6 +147,9 @@ class MemoryStorage(MemoryMedia, Storage):
         if self._states.get(user_id) == "deleting":
             self._states[user_id] = "deleted"
 
+    async def deleting_users(self) -> list[str]:
+        return sorted(u for u, state in self._states.items() if state == "deleting")
+
     async def create_group(self, group: GroupRecord, first_member: str | None) -> None:
         self._groups[group.id] = group
         self._members[group.id] = {}

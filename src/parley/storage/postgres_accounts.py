@@ -206,3 +206,8 @@ class PostgresAccounts:
             "UPDATE users SET status = 'deleted' WHERE id = $1 AND status = 'deleting'",
             user_id,
         )
+
+    async def deleting_users(self) -> list[str]:
+        # No index: a scan of users, made at start-up and by the rare sweep.
+        rows = await self._fetch("SELECT id FROM users WHERE status = 'deleting' ORDER BY id")
+        return [row[0] for row in rows]

@@ -166,3 +166,8 @@ class SqliteAccounts:
                 (user_id,),
             )
         )
+
+    async def deleting_users(self) -> list[str]:
+        # No index: a scan of users, made at start-up and by the rare sweep.
+        rows = self._rows("SELECT id FROM users WHERE status = 'deleting' ORDER BY id", ())
+        return [row[0] for row in rows]
