@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from parley.domain.models import Event, Message, new_id
+from parley.domain.models import Event, Message, UserRecord, new_id
 from parley.storage.base import EventDraft, Storage
 from tests.backends import MakeStorage
 from tests.integration.test_storage_contract import Clock, draft, settle, tracker_of
@@ -202,3 +202,28 @@ async def test_edit_and_delete_keep_id_and_timestamp(storage: Storage) -> None:
     raw = await raw_store(storage)
     assert "first words" not in raw and "second words" not in raw
     assert "group words" in raw
+
+
+async def test_erasing_an_account_erases_the_texts_its_edits_kept(storage: Storage) -> None:
+    """Account deletion erases a user's messages, and with them the earlier texts their
+    edit events carry (a retry of the erase changes nothing more)."""
+    for user in ("u_a", "u_b"):
+        await storage.create_user(UserRecord(user, user))
+    private, _ = await storage.append_message(draft("u_a", "u_b", "private words"))
+    group, _ = await storage.append_message(draft("u_a", "g_1", "group words", "group"))
+    kept, _ = await storage.append_message(draft("u_b", "u_a", "words of bob"))
+    for message, streams in ((private, ("u_a", "u_b")), (group, ("g_1",))):
+        edit = edit_event("message_edited", message, *streams, text="edited words")
+        assert await storage.edit_message(message.id, "u_a", "edited words", [edit]) is not None
+    assert await storage.begin_deletion("u_a")
+    for _ in range(2):  # idempotent
+        await storage.erase_account("u_a")
+    raw = await raw_store(storage)
+    for words in ("private words", "group words", "edited words"):
+        assert words not in raw
+    assert "words of bob" in raw
+    await settle(storage)
+    page = await storage.read_messages(["u_b", "g_1"], None, None, 500, ["u_b", "g_1"])
+    assert {m.id: m.body for m in page.messages} == {private.id: "", group.id: ""}
+    assert all("message" not in e.fields for e in page.events)
+    assert kept.body == "words of bob"

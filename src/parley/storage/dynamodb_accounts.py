@@ -228,6 +228,16 @@ class DynamoAccounts:
                 table, FilterExpression="sender_id = :u AND body <> :e",
                 ExpressionAttributeValues=erase, ConsistentRead=True,
             ):  # fmt: skip
+                # Earlier texts kept by the message's edit events go first (a retry finds
+                # the message again while its body is not yet erased).
+                for entry in item.get("edits", {}).get("L", []):
+                    stream, key = (part["S"] for part in entry["L"])
+                    await self._update(
+                        "messages",
+                        {"recipient_id": s(stream), "sk": s(key)},
+                        UpdateExpression="REMOVE message",
+                        ConditionExpression="attribute_exists(id)",
+                    )
                 await self._update(
                     table,
                     {k: item[k] for k in keys},

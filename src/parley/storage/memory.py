@@ -138,6 +138,11 @@ class MemoryStorage(MemoryMedia, Storage):
             for i, message in enumerate(stream):
                 if message.sender_id == user_id and message.body:
                     stream[i] = msgspec.structs.replace(message, body="")
+                if message.sender_id == user_id:
+                    for edit in self._edits.pop(message.id, []):  # earlier texts go too
+                        kept = scrubbed(edit.fields)
+                        edit.fields.clear()
+                        edit.fields.update(kept)
         for key, message in list(self._sends.items()):
             if message.sender_id == user_id:
                 self._sends[key] = msgspec.structs.replace(message, body="")

@@ -17,7 +17,7 @@ import asyncpg
 from parley.domain.models import TokenRecord
 from parley.domain.roles import Member, decide_remove
 from parley.errors import Unavailable
-from parley.storage.base import AccountState
+from parley.storage.base import AccountState, decode_fields, encode_fields, scrubbed
 
 log = logging.getLogger("parley.storage.postgres")
 
@@ -187,6 +187,20 @@ class PostgresAccounts:
             blockers = await conn.fetch(
                 "DELETE FROM blocks WHERE blocked_id = $1 RETURNING blocker_id", user_id
             )
+            # Earlier texts kept by the edit events of its messages go too.
+            edits = await conn.fetch(
+                "SELECT e.seq, e.fields FROM events e JOIN messages m ON e.subject = m.id"
+                " WHERE m.sender_id = $1 AND e.type = 'message_edited'",
+                user_id,
+            )
+            for edit in edits:
+                kept = decode_fields(edit["fields"])
+                if "message" in kept:
+                    await conn.execute(
+                        "UPDATE events SET fields = $1 WHERE seq = $2",
+                        encode_fields(scrubbed(kept)),
+                        edit["seq"],
+                    )
             for statement in ERASE:
                 await conn.execute(statement, user_id)
             # The cached sets this made stale, in the cache log (parley.cache.redis).

@@ -13,7 +13,7 @@ from typing import Any, cast
 
 from parley.domain.models import TokenRecord
 from parley.domain.roles import Member, decide_remove
-from parley.storage.base import AccountState
+from parley.storage.base import AccountState, decode_fields, encode_fields, scrubbed
 
 MIGRATION = """
 ALTER TABLE users ADD COLUMN status TEXT NOT NULL DEFAULT 'active';
@@ -74,6 +74,17 @@ def _erase(c: sqlite3.Connection, user_id: str) -> None:
         c.execute("DELETE FROM members WHERE user_id = ?", (user_id,))
         c.execute("DELETE FROM blocks WHERE blocker_id = ?", (user_id,))
         c.execute("DELETE FROM blocks WHERE blocked_id = ?", (user_id,))
+        # Earlier texts kept by the edit events of its messages go too.
+        edits = c.execute(
+            "SELECT e.seq, e.fields FROM events e JOIN messages m ON e.subject = m.id"
+            " WHERE m.sender_id = ? AND e.type = 'message_edited'",
+            (user_id,),
+        ).fetchall()
+        for seq, fields in edits:
+            kept = decode_fields(fields)
+            if "message" in kept:
+                clean = encode_fields(scrubbed(kept))
+                c.execute("UPDATE events SET fields = ? WHERE seq = ?", (clean, seq))
         # Private messages through their index; group ones by a scan (deletions are rare,
         # and an index on every message's sender would cost every send).
         c.execute(
