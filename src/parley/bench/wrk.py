@@ -55,6 +55,9 @@ local function build()
   local u = users[idx]
   if mode == "hello" then return wrk.format("GET", "/") end
   if mode == "idle" or mode == "check" then return check(u) end
+  if mode == "idle-events" then
+    return wrk.format("GET", "/v1/messages/" .. u[1] .. "?include=events&timestamp=" .. T, auth(u))
+  end
   if mode == "private" then return send_private(u) end
   if mode == "group" then return send_group(u) end
   if mode == "mix" then
