@@ -228,3 +228,20 @@ async def test_a_history_page_touches_only_its_conversation(storage: Storage) ->
         plan = await storage._fetch("EXPLAIN " + sql, a, b, start + 10_000)  # type: ignore[attr-defined]
         text = " ".join(r[0] for r in plan)
         assert "messages_by_pair" in text and "Seq Scan" not in text, text
+
+
+async def test_a_deleted_message_is_not_unread(storage: Storage) -> None:
+    a, b = "u_a" + new_id(""), "u_b" + new_id("")
+    group = GroupRecord(new_id("g_"), "g")
+    await storage.create_group(group, a)
+    await storage.add_member(group.id, b)
+    private = [await send(storage, b, a) for _ in range(3)]
+    public = [await send(storage, b, group.id, "group") for _ in range(3)]
+    await settle(storage)
+    assert await storage.edit_message(private[1].id, b, None, []) is not None
+    assert await storage.edit_message(public[0].id, b, None, []) is not None
+    await settle(storage)
+    assert await storage.unread_count(Conversation("private", a, b), 0, 100) == 2
+    assert await storage.unread_count(Conversation("group", a, group.id), 0, 100) == 2
+    page = await storage.history(Conversation("private", a, b), None, 10)
+    assert [m.deleted for m in page.messages] == [False, True, False]

@@ -145,10 +145,12 @@ class DynamoConversations:
             if conv.other == conv.user_id:
                 return 0
             key = self._keys(conv, "sk > :lo", values)[0]  # the peer -> user direction
+            key["FilterExpression"] = "attribute_not_exists(#del)"
         else:
             key = self._keys(conv, "sk > :lo", values)[0]
-            key["FilterExpression"] = "sender_id <> :me"
+            key["FilterExpression"] = "sender_id <> :me AND attribute_not_exists(#del)"
             key["ExpressionAttributeValues"][":me"] = s(conv.user_id)
+        key["ExpressionAttributeNames"] = {"#del": "deleted"}
         count = 0
         start: Item | None = None
         for _ in range(1_000):

@@ -343,11 +343,14 @@ class MemoryStorage(MemoryMedia, Storage):
             inbox = self._inbox.get(conv.user_id, [])
             pair = self._pairs.get((conv.user_id, conv.other), [])
             start = bisect_right(pair, after, key=lambda i: inbox[i].ts)
-            return min(len(pair) - start, cap)
-        stream = self._inbox.get(conv.other, [])
+            stream: Iterator[Message] = (inbox[i] for i in itertools.islice(pair, start, None))
+        else:
+            group = self._inbox.get(conv.other, [])
+            start = bisect_right(group, after, key=lambda m: m.ts)
+            stream = itertools.islice(group, start, None)
         count = 0
-        for message in stream[bisect_right(stream, after, key=lambda m: m.ts) :]:
-            if message.sender_id != conv.user_id:
+        for message in stream:
+            if message.sender_id != conv.user_id and not message.deleted:
                 count += 1
                 if count >= cap:
                     break

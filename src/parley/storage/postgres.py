@@ -32,6 +32,7 @@ import logging
 import os
 import zlib
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any, TypeVar
 
 import asyncpg
@@ -910,7 +911,9 @@ class PostgresStorage(PostgresConversations, PostgresMedia, PostgresAccounts, St
     async def _write_batch(self, batch: list[_Append]) -> int:
         """Write one batch; settle every future; return how far the clock leads (ms)."""
         try:
-            rows = await self._fetch(APPEND_SQL, *self._columns(batch), *self._new_peers(batch))
+            columns = self._columns(batch, self._known_peers)
+            self._pending_peers = set(zip(columns[6], columns[7], strict=True))  # type: ignore[arg-type]
+            rows = await self._fetch(APPEND_SQL, *columns)
         except Unavailable as exc:
             if len(batch) > 1 and isinstance(exc.__cause__, ROW_ERRORS):
                 # Possibly one bad row: write them one by one so it fails alone.
@@ -944,25 +947,22 @@ class PostgresStorage(PostgresConversations, PostgresMedia, PostgresAccounts, St
                 await self._replay(job)
         return ts - now_ms
 
-    def _new_peers(self, batch: Sequence[_Append]) -> tuple[list[str], list[str]]:
-        """The ``peers`` rows of the batch's private messages this process has not
-        written before (remembered once the batch has committed)."""
-        pairs = {
-            pair
-            for job in batch
-            if job.draft.type == "private"
-            for pair in (
-                (job.draft.sender_id, job.draft.recipient_id),
-                (job.draft.recipient_id, job.draft.sender_id),
-            )
-            if pair not in self._known_peers
-        }
-        self._pending_peers = pairs
-        return [u for u, _ in pairs], [p for _, p in pairs]
-
     @staticmethod
-    def _columns(batch: Sequence[_Append]) -> list[list[str | None]]:
+    def _columns(
+        batch: Sequence[_Append], known: AbstractSet[tuple[str, str]] = frozenset()
+    ) -> list[list[str | None]]:
+        """APPEND_SQL's arguments: the drafts' columns, then the ``peers`` rows of their
+        private messages (both directions) other than those ``known`` to be stored."""
         drafts = [job.draft for job in batch]
+        pairs = sorted(
+            {
+                pair
+                for d in drafts
+                if d.type == "private"
+                for pair in ((d.sender_id, d.recipient_id), (d.recipient_id, d.sender_id))
+            }
+            - known
+        )
         return [
             [d.id for d in drafts],
             [d.type for d in drafts],
@@ -971,6 +971,8 @@ class PostgresStorage(PostgresConversations, PostgresMedia, PostgresAccounts, St
             [d.body for d in drafts],
             [d.send_key for d in drafts],
             [join_ids(d.attachments) for d in drafts],
+            [u for u, _ in pairs],
+            [p for _, p in pairs],
         ]
 
     async def _replay(self, job: _Append) -> None:

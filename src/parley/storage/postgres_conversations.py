@@ -69,11 +69,11 @@ ORDER BY seq
 """
 PRIVATE_UNREAD = """
 SELECT count(*) AS n FROM (SELECT 1 FROM messages WHERE type = 'private'
-    AND recipient_id = $1 AND sender_id = $2 AND ts > $3 LIMIT $4) u
+    AND recipient_id = $1 AND sender_id = $2 AND ts > $3 AND NOT deleted LIMIT $4) u
 """
 GROUP_UNREAD = """
 SELECT count(*) AS n FROM (SELECT 1 FROM messages
-    WHERE recipient_id = $1 AND ts > $3 AND sender_id <> $2 LIMIT $4) u
+    WHERE recipient_id = $1 AND ts > $3 AND sender_id <> $2 AND NOT deleted LIMIT $4) u
 """
 # The conditional upsert: a row back only if it moved the marker.
 MARK_READ = """

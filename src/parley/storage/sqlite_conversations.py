@@ -120,13 +120,13 @@ class SqliteConversations:
                 return 0
             sql = (
                 "SELECT count(*) FROM (SELECT 1 FROM messages WHERE type = 'private'"
-                " AND recipient_id = ? AND sender_id = ? AND ts > ? LIMIT ?)"
+                " AND recipient_id = ? AND sender_id = ? AND ts > ? AND deleted = 0 LIMIT ?)"
             )
             rows = self._query(sql, (conv.user_id, conv.other, after, cap))
         else:
             sql = (
                 "SELECT count(*) FROM (SELECT 1 FROM messages WHERE recipient_id = ?"
-                " AND ts > ? AND sender_id != ? LIMIT ?)"
+                " AND ts > ? AND sender_id != ? AND deleted = 0 LIMIT ?)"
             )
             rows = self._query(sql, (conv.other, after, conv.user_id, cap))
         return int(rows[0][0])
