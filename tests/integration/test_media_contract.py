@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from parley.domain.models import GroupRecord, MediaRecord, MediaRef, new_id
+from parley.errors import Code, InvalidInput
 from parley.storage.base import MessageDraft, Storage
 
 
@@ -72,3 +75,15 @@ async def test_messages_keep_their_attachments(storage: Storage) -> None:
     assert by_id[keyed.id].attachments == files[:1]
     replay = await storage.find_send("u_a", "key-2")
     assert replay is not None and replay.attachments == files[:1]
+
+
+async def test_a_file_collected_meanwhile_cannot_be_attached(storage: Storage) -> None:
+    kept, collected = record(), record()
+    for r in (kept, collected):
+        await storage.add_media(r)
+    assert await storage.delete_media(collected.id) is True
+    refs = [MediaRef(m.id, "m_9", "private", "u_a", "u_b") for m in (kept, collected)]
+    with pytest.raises(InvalidInput) as caught:
+        await storage.add_media_refs(refs)
+    assert caught.value.code == Code.BAD_ATTACHMENT
+    assert await storage.media_refs(collected.id) == []

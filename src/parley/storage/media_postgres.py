@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from parley.domain.models import MediaRecord, MediaRef
-from parley.storage.media_port import MediaPort
+from parley.storage.media_port import MediaPort, gone
 from parley.storage.media_sql import MEDIA_COLUMNS, REF_COLUMNS, media_row, parse_media, parse_ref
 
 
@@ -31,12 +31,21 @@ class PostgresMedia(MediaPort):
             return
         columns = list(zip(*[(r.media_id, r.message_id, r.type, r.sender_id, r.recipient_id)
                              for r in refs], strict=True))  # fmt: skip
-        await self._execute(
-            f"INSERT INTO media_refs ({REF_COLUMNS})"
-            " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])"
-            " ON CONFLICT DO NOTHING",
+        # Only refs to records that exist; each record row is locked (FOR SHARE) until the
+        # insert commits, so the collector's DELETE waits and then sees the reference.
+        rows = await self._fetch(
+            "WITH r AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],"
+            " $5::text[]) AS r(media_id, message_id, type, sender_id, recipient_id)),"
+            " m AS (SELECT id FROM media WHERE id = ANY($1::text[]) FOR SHARE),"
+            f" ins AS (INSERT INTO media_refs ({REF_COLUMNS})"
+            " SELECT r.* FROM r JOIN m ON m.id = r.media_id ON CONFLICT DO NOTHING)"
+            " SELECT id FROM m",
             *[list(c) for c in columns],
         )
+        found = {row["id"] for row in rows}
+        for ref in refs:
+            if ref.media_id not in found:
+                raise gone(ref.media_id)
 
     async def media_refs(self, media_id: str) -> list[MediaRef]:
         rows = await self._fetch(
