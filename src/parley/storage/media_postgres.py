@@ -5,9 +5,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import asyncpg
+
 from parley.domain.models import MediaRecord, MediaRef
+from parley.errors import Unavailable
 from parley.storage.media_port import MediaPort, gone
 from parley.storage.media_sql import MEDIA_COLUMNS, REF_COLUMNS, media_row, parse_media, parse_ref
+
+FAILURES = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 class PostgresMedia(MediaPort):
@@ -15,6 +20,8 @@ class PostgresMedia(MediaPort):
 
     _fetch: Callable[..., Awaitable[list[Any]]]
     _execute: Callable[..., Awaitable[str]]
+    _ready: Callable[[], asyncpg.Pool]
+    _bounded: Callable[[Awaitable[Any]], Awaitable[Any]]
 
     async def add_media(self, record: MediaRecord) -> None:
         await self._execute(
@@ -64,12 +71,26 @@ class PostgresMedia(MediaPort):
         return [parse_media(r) for r in rows]
 
     async def delete_media(self, media_id: str) -> bool:
-        status = await self._execute(
-            "DELETE FROM media WHERE id = $1 AND NOT EXISTS"
-            " (SELECT 1 FROM media_refs WHERE media_id = media.id)",
-            media_id,
-        )
-        return status != "DELETE 0"
+        """Lock the record row first, then look for references with a statement of its
+        own: it sees every reference committed by a send that held the row (``FOR SHARE``
+        in ``add_media_refs``), which one DELETE's snapshot would not."""
+
+        async def run() -> bool:
+            async with self._ready().acquire() as conn, conn.transaction():
+                if await conn.fetchval("SELECT 1 FROM media WHERE id = $1 FOR UPDATE", media_id):
+                    carried = await conn.fetchval(
+                        "SELECT 1 FROM media_refs WHERE media_id = $1 LIMIT 1", media_id
+                    )
+                    if carried is None:
+                        await conn.execute("DELETE FROM media WHERE id = $1", media_id)
+                        return True
+            return False
+
+        try:
+            deleted: bool = await self._bounded(run())
+        except FAILURES as exc:
+            raise Unavailable("storage unavailable") from exc
+        return deleted
 
     async def media_with_sha(self, sha256: str) -> bool:
         rows = await self._fetch("SELECT 1 FROM media WHERE sha256 = $1 LIMIT 1", sha256)
