@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import re
 import socket
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,10 @@ class Served:
 
 @contextlib.asynccontextmanager
 async def served(env: dict[str, str]) -> AsyncIterator[Served]:
-    settings = Settings.from_env({"PARLEY_RATE_LIMITS": "off", **env})
+    scratch = tempfile.TemporaryDirectory(prefix="parley-openapi-")  # uploaded files
+    settings = Settings.from_env(
+        {"PARLEY_RATE_LIMITS": "off", "PARLEY_DATA_DIR": scratch.name, **env}
+    )
     parley = build(settings, MemoryStorage())
     await parley.start()
     app = create_app(parley)
@@ -97,6 +101,7 @@ async def served(env: dict[str, str]) -> AsyncIterator[Served]:
             yield s
     finally:
         await parley.stop()
+        scratch.cleanup()
 
 
 @pytest.mark.parametrize("env", [{}, CHANGED], ids=["defaults", "changed"])

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from parley.domain.models import GroupRecord, MediaRecord, MediaRef, new_id
+from parley.errors import Code, InvalidInput
 from parley.storage.base import MessageDraft, Storage
 
 
@@ -72,3 +75,37 @@ async def test_messages_keep_their_attachments(storage: Storage) -> None:
     assert by_id[keyed.id].attachments == files[:1]
     replay = await storage.find_send("u_a", "key-2")
     assert replay is not None and replay.attachments == files[:1]
+
+
+async def test_a_file_collected_meanwhile_cannot_be_attached(storage: Storage) -> None:
+    kept, collected = record(), record()
+    for r in (kept, collected):
+        await storage.add_media(r)
+    assert await storage.delete_media(collected.id) is True
+    refs = [MediaRef(m.id, "m_9", "private", "u_a", "u_b") for m in (kept, collected)]
+    with pytest.raises(InvalidInput) as caught:
+        await storage.add_media_refs(refs)
+    assert caught.value.code == Code.BAD_ATTACHMENT
+    assert await storage.media_refs(collected.id) == []
+
+
+async def test_a_send_and_the_collector_never_both_win(storage: Storage) -> None:
+    """Attaching a file and collecting it, at the same time: either the file stays with its
+    reference, or it is gone and the attaching failed; never a reference to nothing."""
+    for i in range(20):
+        media = record()
+        await storage.add_media(media)
+        ref = MediaRef(media.id, f"m_{i}", "private", "u_a", "u_b")
+
+        async def attach(ref: MediaRef = ref) -> bool:
+            try:
+                await storage.add_media_refs([ref])
+            except InvalidInput:
+                return False
+            return True
+
+        attached, deleted = await asyncio.gather(attach(), storage.delete_media(media.id))
+        assert attached != deleted, (attached, deleted)
+        exists = await storage.get_media(media.id) is not None
+        assert exists == attached
+        assert bool(await storage.media_refs(media.id)) == attached

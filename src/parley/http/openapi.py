@@ -381,6 +381,9 @@ def _parameters(spec: RouteSpec, limits: Limits) -> list[dict[str, Any]]:
 
 
 MAX_MEDIA_NOTE = "26214400 bytes by default"
+# A file: any bytes. Uploads take any Content-Type and downloads answer the file's own; the
+# document names the generic one, which clients and generators understand.
+BINARY = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
 MEDIA_HEADERS = {
     name: {"schema": {"type": "string"}, "description": text}
     for name, text in (
@@ -399,7 +402,7 @@ def _responses(spec: RouteSpec, token_mode: bool) -> dict[str, Any]:
     elif spec.content_type == "text/event-stream":
         ok["content"] = {spec.content_type: {"schema": SSE_EVENT}}
     elif spec.content_type == "application/octet-stream":
-        ok["content"] = {"*/*": {}}  # the file's own type; any bytes
+        ok["content"] = BINARY  # in fact the file's own Content-Type
         ok["headers"] = MEDIA_HEADERS
     elif spec.content_type != "application/json":
         ok["content"] = {spec.content_type: {"schema": {"type": "string"}}}
@@ -407,7 +410,7 @@ def _responses(spec: RouteSpec, token_mode: bool) -> dict[str, Any]:
     if spec.content_type == "application/octet-stream":
         responses["206"] = {
             "description": "Partial content: the single byte range asked for with Range",
-            "content": {"*/*": {}},
+            "content": BINARY,
         }
         responses["304"] = {"description": "Not modified: If-None-Match matched the ETag"}
     for status in sorted({*spec.statuses(token_mode), *TRANSPORT_STATUSES}):
@@ -458,7 +461,7 @@ def _operation(spec: RouteSpec, token_mode: bool, limits: Limits) -> dict[str, A
             "required": True,
             "description": f"The file's bytes, with its Content-Type, at most "
             f"{MAX_MEDIA_NOTE} (PARLEY_MAX_MEDIA; 413 above).",
-            "content": {"*/*": {}},
+            "content": BINARY,
         }
     if spec.request is not None:
         op["requestBody"] = {

@@ -22,10 +22,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from parley.domain.models import MediaRecord, MediaRef, MessageType
-from parley.errors import Code, InvalidInput
 from parley.storage.dynamodb_client import ConditionFailed, DynamoClient
 from parley.storage.dynamodb_items import Item, n, s
-from parley.storage.media_port import MediaPort
+from parley.storage.media_port import MediaPort, gone
 
 UNATTACHED = "unattached"
 REF = "r#"
@@ -98,9 +97,7 @@ class DynamoMedia(MediaPort):
                     },
                 )
             except ConditionFailed:
-                raise InvalidInput(
-                    f"attachment {ref.media_id[:140]!r} no longer exists", Code.BAD_ATTACHMENT
-                ) from None
+                raise gone(ref.media_id) from None
 
     async def media_refs(self, media_id: str) -> list[MediaRef]:
         item = await self._get("media", {"media_id": s(media_id)})

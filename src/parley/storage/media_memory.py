@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from parley.domain.models import MediaRecord, MediaRef
-from parley.storage.media_port import MediaPort
+from parley.storage.media_port import MediaPort, gone
 
 
 class MemoryMedia(MediaPort):
@@ -21,6 +21,9 @@ class MemoryMedia(MediaPort):
         return self._media.get(media_id)
 
     async def add_media_refs(self, refs: Sequence[MediaRef]) -> None:
+        for ref in refs:
+            if ref.media_id not in self._media:
+                raise gone(ref.media_id)
         for ref in refs:
             self._media_refs.setdefault(ref.media_id, {}).setdefault(ref.message_id, ref)
 

@@ -17,6 +17,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 from parley.domain.models import MediaRecord, MediaRef, Message
+from parley.errors import Code, InvalidInput
+
+
+def gone(media_id: str) -> InvalidInput:
+    """The error for attaching a file whose record no longer exists."""
+    return InvalidInput(f"attachment {media_id[:140]!r} no longer exists", Code.BAD_ATTACHMENT)
 
 
 class MediaPort(ABC):
@@ -29,7 +35,10 @@ class MediaPort(ABC):
 
     @abstractmethod
     async def add_media_refs(self, refs: Sequence[MediaRef]) -> None:
-        """Record that messages carry media files; repeating one changes nothing."""
+        """Record that messages carry media files; repeating one changes nothing. Raises
+        ``InvalidInput`` (``bad_attachment``) for a file whose record is gone (collected
+        since the send checked it); SQL adapters then write none of them, DynamoDB the
+        ones before it (which only keep those files from the collector)."""
 
     @abstractmethod
     async def media_refs(self, media_id: str) -> list[MediaRef]:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from parley.domain.models import MediaRecord, MediaRef, Message
-from parley.storage.media_port import MediaPort
+from parley.storage.media_port import MediaPort, gone
 from parley.storage.media_sql import (
     MEDIA_COLUMNS,
     REF_COLUMNS,
@@ -39,11 +39,19 @@ class SqliteMedia(MediaPort):
 
     async def add_media_refs(self, refs: Sequence[MediaRef]) -> None:
         rows = [ref_row(r) for r in refs]
-        await self._write(
-            lambda c: c.executemany(
+
+        def op(c: sqlite3.Connection) -> None:
+            for ref in refs:  # in the same transaction as the insert (the one writer)
+                if (
+                    c.execute("SELECT 1 FROM media WHERE id = ?", (ref.media_id,)).fetchone()
+                    is None
+                ):
+                    raise gone(ref.media_id)
+            c.executemany(
                 f"INSERT OR IGNORE INTO media_refs ({REF_COLUMNS}) VALUES (?, ?, ?, ?, ?)", rows
             )
-        )
+
+        await self._write(op)
 
     async def media_refs(self, media_id: str) -> list[MediaRef]:
         rows = self._query(f"SELECT {REF_COLUMNS} FROM media_refs WHERE media_id = ?", (media_id,))
