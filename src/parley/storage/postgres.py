@@ -912,7 +912,7 @@ class PostgresStorage(PostgresConversations, PostgresMedia, PostgresAccounts, St
         """Write one batch; settle every future; return how far the clock leads (ms)."""
         try:
             columns = self._columns(batch, self._known_peers)
-            self._pending_peers = set(zip(columns[6], columns[7], strict=True))  # type: ignore[arg-type]
+            self._pending_peers = set(zip(columns[7], columns[8], strict=True))  # type: ignore[arg-type]
             rows = await self._fetch(APPEND_SQL, *columns)
         except Unavailable as exc:
             if len(batch) > 1 and isinstance(exc.__cause__, ROW_ERRORS):
