@@ -10,12 +10,13 @@ and 2 group messages, the model's "~7 messages per check". Two extra groups of 1
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from parley.domain.models import GroupRecord, Message, UserRecord, new_id
+from parley.domain.models import GroupRecord, Message, TokenRecord, UserRecord, new_id
 from parley.services.access import new_token
 from parley.storage.base import BulkData, Storage
 
@@ -50,6 +51,7 @@ async def populate(
 
     ids: list[str] = []
     lines: list[str] = []
+    tokens: list[TokenRecord] = []
     data = BulkData()
     done = 0
     started = time.monotonic()
@@ -70,10 +72,16 @@ async def populate(
         token, token_hash = new_token(user_id)
         ids.append(user_id)
         data.users.append(UserRecord(user_id, f"user{n}", token_hash))
+        tokens.append(TokenRecord(new_id("t_"), user_id, token_hash, "bench", now, now))
         lines.append(f"{user_id} {token}")
         if len(data.users) >= batch:
             await flush(force=True)
     await flush(force=True)
+    # Bearer tokens are device rows (``Storage.add_token``), not part of the user row: add
+    # them concurrently (the adapters batch concurrent writes).
+    for start in range(0, len(tokens), 500):
+        await asyncio.gather(*(storage.add_token(t) for t in tokens[start : start + 500]))
+    progress(f"added {len(tokens):,} tokens")
 
     group_ids = [new_id("g_") for _ in range(groups_count)]
     data.groups = [GroupRecord(g, f"group{i}") for i, g in enumerate(group_ids)]
