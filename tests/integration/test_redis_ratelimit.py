@@ -36,7 +36,7 @@ async def links() -> AsyncIterator[list[RedisLink]]:
     made = [RedisLink(REDIS_URL, prefix, NoEpochs(), timeout=5.0) for _ in range(2)]
     yield made
     for link in made:
-        await link.client.aclose()
+        await link.stop()
 
 
 async def attempt(limiter: SharedRateLimiter, actor: str) -> bool:

@@ -25,7 +25,7 @@ async def links() -> AsyncIterator[list[RedisLink]]:
     made = [RedisLink(REDIS_URL, prefix, NoEpochs(), timeout=5.0) for _ in range(2)]
     yield made
     for link in made:
-        await link.client.aclose()
+        await link.stop()
 
 
 async def tries(throttle: SignInThrottle, user: str, address: str) -> bool:

@@ -40,7 +40,7 @@ async def add_devices(
     first: list[TokenRecord],
     extra: int,
     progress: Progress,
-    at_once: int = 64,
+    at_once: int = 500,
 ) -> None:
     """Store each user's sign-up token as its first device (``bulk_load`` writes users,
     not devices), and ``extra`` more devices per user."""

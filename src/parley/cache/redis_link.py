@@ -53,6 +53,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
+from parley.cache import redis_wire
 from parley.cache.base import sent_stream
 from parley.errors import ParleyError, Unavailable
 
@@ -139,6 +140,16 @@ MAX_MESSAGES = 100_000  # messages one poll catches up; more: a new namespace
 
 
 # Shared counters (``count``): add one to each key, set its lifetime when it is new.
+def _info(raw: bytes) -> dict[str, str]:
+    """The fields of an ``INFO`` reply."""
+    fields = {}
+    for line in raw.decode().splitlines():
+        name, colon, value = line.partition(":")
+        if colon and not name.startswith("#"):
+            fields[name] = value
+    return fields
+
+
 COUNT = """
 local counts = {}
 for i, key in ipairs(KEYS) do
@@ -198,6 +209,9 @@ class RedisLink:
         self.poll = poll
         self.lease = lease
         self.client = self.connect(timeout)
+        # The request path's scripts and commands share one pipelined connection (see
+        # ``redis_wire``); the poller, pub/sub and probes keep redis-py.
+        self.wire = redis_wire.Wire(url, max(timeout, 0.05)) if redis_wire.supported(url) else None
         self.epoch_key = prefix + "epoch"
         self.epoch = 0  # the epoch PostgreSQL said, as last polled
         self.ready = 0  # the epoch whose namespace this process saw open in Redis
@@ -235,6 +249,8 @@ class RedisLink:
     # lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
         self._stopping = False
+        if self.wire is not None:
+            self.wire = redis_wire.Wire(self.url, self.wire.connect_timeout)
         await self._poll_once()
         self._tasks.append(asyncio.create_task(self._poll_loop(), name="parley-redis-epoch"))
 
@@ -249,6 +265,8 @@ class RedisLink:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         self._tasks.clear()
+        if self.wire is not None:
+            self.wire.shutdown()
         await self.client.aclose()
 
     # state -----------------------------------------------------------------------------
@@ -277,6 +295,10 @@ class RedisLink:
         if not self.healthy:
             return None
         try:
+            if self.wire is not None:
+                return await self.wire.evalsha(
+                    script.sha, script.script, keys, args, timeout=self.timeout * 2
+                )
             async with asyncio.timeout(self.timeout * 2):
                 return await script(keys=list(keys), args=list(args))
         except FAILURES as exc:
@@ -288,6 +310,8 @@ class RedisLink:
         if not self.healthy:
             return None
         try:
+            if self.wire is not None:
+                return await self.wire.execute(command, *args, timeout=self.timeout * 2)
             async with asyncio.timeout(self.timeout * 2):
                 return await self.client.execute_command(command, *args)  # type: ignore[no-untyped-call]
         except FAILURES as exc:
@@ -311,6 +335,8 @@ class RedisLink:
             )
         self.healthy = False
         self.trusted_until = 0.0  # only a fresh poll (which checks the server) restores trust
+        if self.wire is not None:
+            self.wire.close()  # its calls in flight fail too; the next call reconnects
         if (self._probe is None or self._probe.done()) and not self._stopping:
             self._probe = asyncio.create_task(self._probe_loop(), name="parley-redis-probe")
 
@@ -456,15 +482,24 @@ class RedisLink:
     async def _still_served(self, epoch: int) -> tuple[int, int] | None:
         """Does Redis still serve namespace ``epoch``, on the server it was opened on?
         If so: how far it has applied the cache log and confirmed message watermarks."""
+        names = [
+            self.epoch_key,
+            *(self.key(str(epoch), n) for n in (":boot", ":applied", ":confirmed")),
+        ]
         try:
-            async with asyncio.timeout(self.timeout * 2):
-                pipe = self.client.pipeline(transaction=False)
-                pipe.get(self.epoch_key)
-                pipe.get(self.key(str(epoch), ":boot"))
-                pipe.get(self.key(str(epoch), ":applied"))
-                pipe.get(self.key(str(epoch), ":confirmed"))
-                pipe.info("server")
-                served, boot, applied, confirmed, info = await pipe.execute()
+            if self.wire is not None:
+                *values, raw = await self.wire.many(
+                    [*(("GET", n) for n in names), ("INFO", "server")], timeout=self.timeout * 2
+                )
+                served, boot, applied, confirmed = values
+                info = _info(raw)
+            else:
+                async with asyncio.timeout(self.timeout * 2):
+                    pipe = self.client.pipeline(transaction=False)
+                    for name in names:
+                        pipe.get(name)
+                    pipe.info("server")
+                    served, boot, applied, confirmed, info = await pipe.execute()
         except FAILURES as exc:
             self.failed(exc)
             return None
