@@ -13,16 +13,22 @@ to the server's ``postgres`` database), so a fresh server needs no set-up.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import os
 import secrets
+import sys
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import redis
 
 from parley.storage.postgres import PostgresStorage
+from tests.conftest import unavailable
+from tests.e2e.server import Server
 
 DATABASE_URL = os.environ.get(
     "PARLEY_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -129,3 +135,39 @@ def _forget_prefixes() -> None:
         pass
     finally:
         client.close()
+
+
+@contextlib.asynccontextmanager
+async def postgres_servers(
+    folder: Path, envs: Sequence[dict[str, str]], *, redis: bool = True
+) -> AsyncIterator[list[Server]]:
+    """Real ``parley serve --storage postgres`` processes, one per entry of ``envs`` (each
+    entry's variables on top of a fresh schema, token mode and no rate limits; with
+    ``redis``, a Redis namespace of their own unless the entry names one). Unavailable
+    (skipped, or failed under CI) when a service is unreachable. Stopped, and the schema
+    dropped, on the way out."""
+    reason = await postgres_unreachable() or (redis_unreachable() if redis else None)
+    if reason:
+        unavailable(reason)
+    schema = new_schema()
+    common = {
+        "PARLEY_DATABASE_URL": DATABASE_URL,
+        "PARLEY_DATABASE_SCHEMA": schema,
+        **(redis_env() if redis else {}),
+        "PARLEY_AUTH": "token",
+        "PARLEY_RATE_LIMITS": "off",
+    }
+    command = [sys.executable, "-m", "parley", "serve", "--storage", "postgres"]
+    servers = [
+        Server(folder / f"p{i}", command=command, **{**common, **env}) for i, env in enumerate(envs)
+    ]
+    started: list[Server] = []
+    try:
+        for server in servers:  # in a thread: proxies may live on this event loop
+            await asyncio.to_thread(server.start)
+            started.append(server)
+        yield servers
+    finally:
+        for server in started:
+            await asyncio.to_thread(server.stop)
+        await drop_schema(schema)

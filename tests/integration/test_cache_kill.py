@@ -11,7 +11,6 @@ answers 409 (or replays the send).
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,7 +19,6 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import unavailable
 from tests.e2e.server import Server, free_port
 from tests.integration import services
 
@@ -74,35 +72,11 @@ class Pair:
 
 @pytest.fixture
 async def pair(tmp_path: Path) -> AsyncIterator[Pair]:
-    reason = await services.postgres_unreachable() or services.redis_unreachable()
-    if reason:
-        unavailable(reason)
-    schema = services.new_schema()
-    env = {
-        "PARLEY_DATABASE_URL": services.DATABASE_URL,
-        "PARLEY_DATABASE_SCHEMA": schema,
-        **services.redis_env(),
-        "PARLEY_AUTH": "token",
-        "PARLEY_RATE_LIMITS": "off",
-    }
-    command = [sys.executable, "-m", "parley", "serve", "--storage", "postgres"]
     faults = {"PARLEY_TEST_EXIT_AFTER_COMMIT": "add_block,remove_member,send"}
-    servers = [
-        Server(tmp_path / "p0", command=command, **env, **faults),
-        Server(tmp_path / "p1", command=command, **env),
-    ]
-    started: list[Server] = []
-    try:
-        for server in servers:
-            await asyncio.to_thread(server.start)
-            started.append(server)
+    async with services.postgres_servers(tmp_path, [faults, {}]) as servers:
         running = Pair(servers)
         yield running
         await running.client.aclose()
-    finally:
-        for server in started:
-            await asyncio.to_thread(server.stop)
-        await services.drop_schema(schema)
 
 
 async def test_a_process_killed_after_its_commit_leaves_no_process_wrong(pair: Pair) -> None:

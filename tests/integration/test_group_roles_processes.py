@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,6 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import unavailable
 from tests.e2e.server import Server
 from tests.integration import services
 
@@ -45,32 +43,11 @@ class Pair:
 
 @pytest.fixture
 async def pair(tmp_path: Path) -> AsyncIterator[Pair]:
-    reason = await services.postgres_unreachable()
-    if reason:
-        unavailable(reason)
-    schema = services.new_schema()
-    env = {
-        "PARLEY_DATABASE_URL": services.DATABASE_URL,
-        "PARLEY_DATABASE_SCHEMA": schema,
-        "PARLEY_CACHE": "none",
-        "PARLEY_AUTH": "token",
-        "PARLEY_RATE_LIMITS": "off",
-        "PARLEY_MAX_GROUP_MEMBERS": str(CAP),
-    }
-    command = [sys.executable, "-m", "parley", "serve", "--storage", "postgres"]
-    servers = [Server(tmp_path / f"p{i}", command=command, **env) for i in range(2)]
-    started: list[Server] = []
-    try:
-        for server in servers:
-            await asyncio.to_thread(server.start)
-            started.append(server)
+    env = {"PARLEY_CACHE": "none", "PARLEY_MAX_GROUP_MEMBERS": str(CAP)}
+    async with services.postgres_servers(tmp_path, [env, env], redis=False) as servers:
         running = Pair(servers)
         yield running
         await running.client.aclose()
-    finally:
-        for server in started:
-            await asyncio.to_thread(server.stop)
-        await services.drop_schema(schema)
 
 
 async def test_one_owner_and_an_exact_cap_across_two_processes(pair: Pair) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -21,7 +20,6 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import unavailable
 from tests.e2e.server import Server
 from tests.integration import services
 from tests.integration.redis_proxy import TcpProxy
@@ -62,39 +60,17 @@ class Fleet:
 
 @pytest.fixture
 async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
-    reason = await services.postgres_unreachable() or services.redis_unreachable()
-    if reason:
-        unavailable(reason)
     port = int(services.REDIS_URL.rsplit(":", 1)[1].split("/")[0])
     proxy = await TcpProxy(port).start()
-    schema = services.new_schema()
-    env = {
-        "PARLEY_DATABASE_URL": services.DATABASE_URL,
-        "PARLEY_DATABASE_SCHEMA": schema,
-        "PARLEY_REDIS_PREFIX": services.new_prefix(),
-        "PARLEY_AUTH": "token",
-        "PARLEY_RATE_LIMITS": "off",
-    }
-    command = [sys.executable, "-m", "parley", "serve", "--storage", "postgres"]
-    servers = []
-    for index in range(3):
-        redis_url = proxy.url if index == 2 else services.REDIS_URL
-        servers.append(
-            Server(tmp_path / f"p{index}", command=command, PARLEY_REDIS_URL=redis_url, **env)
-        )
-    started: list[Server] = []
     try:
-        for server in servers:  # in a thread: the proxy lives on this event loop
-            await asyncio.to_thread(server.start)
-            started.append(server)
-        running = Fleet(servers, proxy)
-        yield running
-        await running.client.aclose()
+        # the third process reaches Redis through a proxy the tests can cut
+        envs = [{}, {}, {"PARLEY_REDIS_URL": proxy.url}]
+        async with services.postgres_servers(tmp_path, envs) as servers:
+            running = Fleet(servers, proxy)
+            yield running
+            await running.client.aclose()
     finally:
-        for server in started:
-            await asyncio.to_thread(server.stop)
         await proxy.stop()
-        await services.drop_schema(schema)
 
 
 async def ready(fleet: Fleet, index: int) -> dict[str, Any]:

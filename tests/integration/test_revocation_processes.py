@@ -10,7 +10,6 @@ Redis comes back.
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,7 +18,6 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import unavailable
 from tests.e2e.server import Server
 from tests.integration import services
 from tests.integration.redis_proxy import TcpProxy
@@ -61,36 +59,17 @@ class Pair:
 
 @pytest.fixture
 async def pair(tmp_path: Path) -> AsyncIterator[Pair]:
-    reason = await services.postgres_unreachable() or services.redis_unreachable()
-    if reason:
-        unavailable(reason)
     port = int(services.REDIS_URL.rsplit(":", 1)[1].split("/")[0])
     proxy = await TcpProxy(port).start()
-    schema = services.new_schema()
-    env = {
-        "PARLEY_DATABASE_URL": services.DATABASE_URL,
-        "PARLEY_DATABASE_SCHEMA": schema,
-        **services.redis_env(),
-        "PARLEY_REDIS_URL": proxy.url,
-        "PARLEY_AUTH": "token",
-        "PARLEY_RATE_LIMITS": "off",
-    }
-    command = [sys.executable, "-m", "parley", "serve", "--storage", "postgres"]
-    servers = [Server(tmp_path / f"p{i}", command=command, **env) for i in range(2)]
-    started: list[Server] = []
     try:
-        for server in servers:
-            await asyncio.to_thread(server.start)
-            started.append(server)
-        running = Pair(servers, proxy)
-        await running.wait_redis("ok")
-        yield running
-        await running.client.aclose()
+        env = {"PARLEY_REDIS_URL": proxy.url}  # Redis through a proxy the tests can cut
+        async with services.postgres_servers(tmp_path, [env, env]) as servers:
+            running = Pair(servers, proxy)
+            await running.wait_redis("ok")
+            yield running
+            await running.client.aclose()
     finally:
-        for server in started:
-            await asyncio.to_thread(server.stop)
         await proxy.stop()
-        await services.drop_schema(schema)
 
 
 async def _signed_up(pair: Pair) -> tuple[str, str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,6 @@ import pytest
 
 from parley.cache.base import Watch
 from tests.backends import Harness
-from tests.conftest import unavailable
 from tests.e2e.server import Server
 from tests.integration import services
 
@@ -114,30 +112,8 @@ async def sse(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
 
 @pytest.fixture
 async def two_processes(tmp_path: Path) -> AsyncIterator[list[Server]]:
-    reason = await services.postgres_unreachable() or services.redis_unreachable()
-    if reason:
-        unavailable(reason)
-    schema = services.new_schema()
-    env = {
-        "PARLEY_DATABASE_URL": services.DATABASE_URL,
-        "PARLEY_DATABASE_SCHEMA": schema,
-        "PARLEY_REDIS_URL": services.REDIS_URL,
-        "PARLEY_REDIS_PREFIX": services.new_prefix(),
-        "PARLEY_AUTH": "token",
-        "PARLEY_RATE_LIMITS": "off",
-    }
-    command = [sys.executable, "-m", "parley", "serve", "--storage", "postgres"]
-    servers = [Server(tmp_path / f"p{i}", command=command, **env) for i in range(2)]
-    started: list[Server] = []
-    try:
-        for server in servers:
-            await asyncio.to_thread(server.start)
-            started.append(server)
+    async with services.postgres_servers(tmp_path, [{}, {}]) as servers:
         yield servers
-    finally:
-        for server in started:
-            await asyncio.to_thread(server.stop)
-        await services.drop_schema(schema)
 
 
 @pytest.mark.slow
