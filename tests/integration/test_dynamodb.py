@@ -464,3 +464,41 @@ def test_clock_state_frontier() -> None:
     state = ClockState(ts=120, pending={"a.1": 99, "b.7": 110}, aborted=frozenset(), epoch=1)
     assert state.frontier == 99 and state.is_pending(100) and not state.is_pending(120)
     assert ClockState(ts=120, pending={}, aborted=frozenset(), epoch=1).frontier == 120
+
+
+async def test_a_repeated_delete_finishes_erasing_what_a_crash_left(stores: Stores) -> None:
+    """A delete that died after its first write (the inbox item) left the text in the
+    sender's sent: copy and in an edit event: repeating the delete erases both."""
+    from parley.storage.base import EventDraft
+    from parley.storage.dynamodb_items import LOCATOR_PREFIX
+
+    store = await stores()
+    message, _ = await store.append_message(draft("u_a", "u_b", "first words"))
+    edit = EventDraft(new_id("e_"), "message_edited", ("u_a", "u_b"),
+                      {"messageId": message.id, "conversationId": "u_b",
+                       "message": "second words"})  # fmt: skip
+    assert await store.edit_message(message.id, "u_a", "second words", [edit]) is not None
+    # the first write of a delete, and nothing after it
+    locator = await store._get(
+        "messages", {"recipient_id": string(LOCATOR_PREFIX + message.id), "sk": string("id")}
+    )
+    assert locator is not None
+    await store.client.call(
+        "update_item",
+        TableName=store.tables["messages"],
+        Key={"recipient_id": locator["to"], "sk": locator["msk"]},
+        UpdateExpression="SET body = :b, deleted = :d",
+        ExpressionAttributeValues={":b": string(""), ":d": {"BOOL": True}},
+    )
+
+    async def raw() -> str:
+        r = await store.client.call("scan", TableName=store.tables["messages"])
+        return repr(r.get("Items", []))
+
+    assert "second words" in await raw()  # what the crash left
+    gone = EventDraft(new_id("e_"), "message_deleted", ("u_a", "u_b"),
+                      {"messageId": message.id, "conversationId": "u_b"})  # fmt: skip
+    assert await store.edit_message(message.id, "u_a", None, [gone]) is None  # already deleted
+    assert "second words" not in await raw() and "first words" not in await raw()
+    sent = await store.read_messages([], "u_a", None, 10)
+    assert [(m.id, m.body, m.deleted) for m in sent.messages] == [(message.id, "", True)]

@@ -698,11 +698,15 @@ class DynamoStorage(DynamoConversations, DynamoMedia, DynamoAccounts, Storage):
         A crash after the message changed but before the release leaves the reservation
         to expire: readers abort it, the event items (if any) stay hidden, the message
         shows its new state; retrying the edit or delete converges (a second delete finds
-        it deleted and changes nothing)."""
+        it deleted, finishes erasing what the first may have left — the sent: copy, the
+        edits' texts — and changes nothing else)."""
         found = await self._located(message_id)
         if found is None:
             return None
         current, locator = found
+        if body is None and current.deleted and current.sender_id == sender_id:
+            await self._finish_erasing(current, locator)
+            return None
         if current.sender_id != sender_id or current.deleted:
             return None
         reservation = await self.clock.reserve()
@@ -766,6 +770,22 @@ class DynamoStorage(DynamoConversations, DynamoMedia, DynamoAccounts, Storage):
         else:
             changed = msgspec.structs.replace(current, body=body, edited_at=ts)
         return changed, stored
+
+    async def _finish_erasing(self, message: Message, locator: Item) -> None:
+        """A deleted message's text gone from every item that may still hold it (a delete
+        that died after its first write left the others). Idempotent."""
+        if message.type == "private":
+            with contextlib.suppress(ConditionFailed):
+                await self.client.call(
+                    "update_item",
+                    TableName=self.tables["messages"],
+                    Key={"recipient_id": s(sent_stream(message.sender_id)), "sk": locator["msk"]},
+                    UpdateExpression="SET body = :b, deleted = :d REMOVE attachments",
+                    ConditionExpression="attribute_exists(id)",
+                    ExpressionAttributeValues={":b": s(""), ":d": {"BOOL": True}},
+                )
+        item = await self._get("messages", {"recipient_id": locator["to"], "sk": locator["msk"]})
+        await self._erase_edits(item or {}, locator)
 
     async def _erase_edits(self, old: Item, locator: Item) -> None:
         """A delete: remove the text from the message's earlier edit events and from its
