@@ -3,10 +3,12 @@
 An event is addressed to streams: user ids (a user's own ``read`` marker, the peer's
 ``receipt``, a private message's edit or delete: both users) and group ids (a group
 message's edit or delete, membership, role and name changes: every current member).
-:meth:`EventService.emit` is the one way to raise one: it stores the event through
+:meth:`EventService.emit` raises one: it stores the event through
 ``Storage.append_event`` (the message clock, the commit frontier), marks the streams'
 ``ev:`` entries in the change cache and wakes long-polls and live streams that read
-events. Checks with ``include=events`` deliver it through the same cursor as messages.
+events. A change stored with its events in one write (an edit, a group change: see
+``parley.services.groups``) passes them to :meth:`EventService.stored` for the marks and
+wake-ups. Checks with ``include=events`` deliver it through the same cursor as messages.
 """
 
 from __future__ import annotations
