@@ -118,7 +118,18 @@ class Parley:
         else:
             if finished:
                 log.info("finished %d interrupted account deletion(s)", len(finished))
-        self._sweep = asyncio.create_task(self.accounts.sweep())
+        # So are group changes whose events a crash left pending (DynamoDB only).
+        try:
+            pending = await self.groups.finish_events()
+        except Exception:  # storage trouble: the sweep tries again
+            log.warning("finishing pending group events failed", exc_info=True)
+        else:
+            if pending:
+                log.info("stored %d pending group change event(s)", pending)
+        self._sweep = asyncio.create_task(self._sweeps())
+
+    async def _sweeps(self) -> None:
+        await asyncio.gather(self.accounts.sweep(), self.groups.sweep())
 
     async def stop(self) -> None:
         if self._sweep is not None:
@@ -176,7 +187,7 @@ def build(
     users = UserService(storage, directory, settings.limits, settings.token_mode, secret_key)
     groups = GroupService(storage, directory, users, settings.limits)
     events = EventService(storage, changes, notifier)
-    groups.change_listeners.append(events.group_changed)
+    groups.event_listeners.append(events.stored)
     messages = MessageService(
         storage, directory, users, groups, changes, settings.limits, notifier, events
     )

@@ -229,7 +229,8 @@ EXPECTED_CALLS: dict[str, tuple[int, int]] = {
     "create group": (1, 1),
     "block": (3, 1),
     "unblock": (3, 1),
-    # a group change also stores its event: reserve, write, release (3 calls)
+    # a group change: reserve, one transaction (the change, its event, the pending record),
+    # release, delete the pending record (docs/dynamodb.md)
     "add member": (6, 4),
     "remove member": (7, 5),  # reads the group (roles, owner hand-over) before the write
     "send private": (6, 3),

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 
-from parley.domain.models import Event, Message, UserRecord, new_id
-from parley.storage.base import EventDraft, Storage
+from parley.domain.models import Event, GroupRecord, Message, UserRecord, new_id
+from parley.domain.roles import GroupWrite
+from parley.storage.base import EventDraft, GroupEvents, Storage
+from parley.storage.dynamodb import DynamoStorage
+from parley.storage.dynamodb_pending import transact
 from tests.backends import MakeStorage
 from tests.integration.test_storage_contract import Clock, draft, settle, tracker_of
 
@@ -227,3 +230,89 @@ async def test_erasing_an_account_erases_the_texts_its_edits_kept(storage: Stora
     assert {m.id: m.body for m in page.messages} == {private.id: "", group.id: ""}
     assert all("message" not in e.fields for e in page.events)
     assert kept.body == "words of bob"
+
+
+def _added(group: str, user: str) -> EventDraft:
+    return event("member_added", group, groupId=group, userId=user, by="")
+
+
+async def test_group_changes_store_their_events_with_them(storage: Storage) -> None:
+    """Each of the four group writes stores its events itself; a refused one stores none."""
+    await storage.create_group(GroupRecord("g_ev", "g"), "u_a")
+    added = GroupEvents(lambda write: [_added("g_ev", "u_b")])
+    assert await storage.join_group("g_ev", "u_b", by="u_a", cap=None, events=added) == "done"
+    again = GroupEvents(lambda write: [_added("g_ev", "u_b")])
+    assert await storage.join_group("g_ev", "u_b", by="u_a", cap=None, events=again) == (
+        "unchanged"
+    )
+    assert again.stored == []
+    role = GroupEvents(lambda w: [event("role_changed", "g_ev", userId="u_b", role="admin")])
+    assert await storage.set_role("g_ev", "u_b", "admin", by="u_a", events=role) == "done"
+    name = GroupEvents(lambda w: [event("group_renamed", "g_ev", groupName="h")])
+    assert await storage.rename_group("g_ev", "h", by="u_b", events=name) == "done"
+
+    def left(write: GroupWrite) -> list[EventDraft]:
+        heir = [event("role_changed", "g_ev", userId=write.new_owner, role="owner")]
+        return [event("member_removed", "g_ev", "u_a", userId="u_a"), *heir]
+
+    gone = GroupEvents(left)
+    assert (await storage.leave_group("g_ev", "u_a", by="u_a", events=gone)).new_owner == "u_b"
+    stored = [*added.stored, *role.stored, *name.stored, *gone.stored]
+    assert [streams for _, streams in stored] == [("g_ev",)] * 3 + [("g_ev", "u_a"), ("g_ev",)]
+    await settle(storage)
+    page = await storage.read_messages(["g_ev"], None, None, 500, ["g_ev"])
+    assert [e.id for e in page.events] == [e.id for e, _ in stored]  # each once, in order
+    assert [e.type for e in page.events][-2:] == ["member_removed", "role_changed"]
+    mine = await storage.read_messages(["u_a"], None, None, 500, ["u_a"])
+    assert [e.type for e in mine.events] == ["member_removed"]
+    assert await storage.finish_group_events() == []  # nothing was left pending
+    page = await storage.read_messages(["g_ev"], None, None, 500, ["g_ev"])
+    assert len(page.events) == 5
+
+
+async def test_pending_group_events_are_stored_exactly_once(storage: Storage) -> None:
+    """The states a process can die in between a change's commit and its events: only
+    DynamoDB has any (the others store both in one transaction, so nothing is pending)."""
+    await storage.create_group(GroupRecord("g_pe", "g"), "u_a")
+    if not isinstance(storage, DynamoStorage):
+        assert await storage.finish_group_events() == []
+        return
+    clock, pending = storage.clock, storage.pending
+
+    async def written(draft: EventDraft, *, release: bool) -> int:
+        """The change's transaction committed; then the process died (before the release:
+        a reader aborts the position when the lease ends; or after it)."""
+        reservation = await clock.reserve()
+        items, _ = pending.writes("g_pe", reservation.ts, [draft])
+        assert await transact(storage.client, items)
+        await (clock.release(reservation) if release else clock.abort(reservation))
+        return reservation.ts
+
+    async def events() -> list[Event]:
+        await settle(storage)
+        return (await storage.read_messages(["g_pe"], None, None, 500, ["g_pe"])).events
+
+    # died before releasing: the items are hidden; finishing stores them again, once
+    first = _added("g_pe", "u_b")
+    aborted = await written(first, release=False)
+    assert await events() == []
+    [(again, streams)] = await storage.finish_group_events()
+    assert again.id == first.id and again.ts > aborted and streams == ("g_pe",)
+    assert [e.id for e in await events()] == [first.id]
+    assert await storage.finish_group_events() == []
+    # died after releasing: visible already; finishing only clears the record
+    second = _added("g_pe", "u_c")
+    released = await written(second, release=True)
+    [(same, _)] = await storage.finish_group_events()
+    assert same.ts == released
+    assert [e.id for e in await events()] == [first.id, second.id]
+    assert await storage.finish_group_events() == []
+    # the group's next change finishes the pending events before it commits
+    third = _added("g_pe", "u_d")
+    await written(third, release=False)
+    after = GroupEvents(lambda write: [_added("g_pe", "u_e")])
+    assert await storage.join_group("g_pe", "u_e", by="u_a", cap=None, events=after) == "done"
+    assert len(after.stored) == 2 and after.stored[0][0].id == third.id
+    ids = [e.id for e in await events()]
+    assert ids[:3] == [first.id, second.id, third.id] and len(ids) == 4
+    assert await storage.finish_group_events() == []

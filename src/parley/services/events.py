@@ -3,10 +3,12 @@
 An event is addressed to streams: user ids (a user's own ``read`` marker, the peer's
 ``receipt``, a private message's edit or delete: both users) and group ids (a group
 message's edit or delete, membership, role and name changes: every current member).
-:meth:`EventService.emit` is the one way to raise one: it stores the event through
+:meth:`EventService.emit` raises one: it stores the event through
 ``Storage.append_event`` (the message clock, the commit frontier), marks the streams'
 ``ev:`` entries in the change cache and wakes long-polls and live streams that read
-events. Checks with ``include=events`` deliver it through the same cursor as messages.
+events. A change stored with its events in one write (an edit, a group change: see
+``parley.services.groups``) passes them to :meth:`EventService.stored` for the marks and
+wake-ups. Checks with ``include=events`` deliver it through the same cursor as messages.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from collections.abc import Mapping, Sequence
 
 from parley.cache.base import Changes, Wakeups, event_stream
 from parley.domain.models import Event, new_id
-from parley.services.groups import GroupChange
 from parley.storage.base import EventDraft, Storage
 
 RESERVED = frozenset(("eventId", "type", "timestamp"))  # the envelope's own fields
@@ -43,21 +44,3 @@ class EventService:
         marks = [(event_stream(stream), event.ts) for stream in dict.fromkeys(streams)]
         await self.changes.marked(marks)
         self.notifier.notify_all([stream for stream, _ in marks])
-
-    async def group_changed(self, change: GroupChange) -> None:
-        """A ``GroupService`` change listener: the change as an event for every member
-        (the group's stream) and, when someone was removed, for them too."""
-        by = change.actor or ""
-        group = change.group_id
-        if change.kind == "group_renamed":
-            fields = {"groupId": group, "groupName": change.name or "", "by": by}
-            await self.emit(change.kind, [group], fields)
-        elif change.kind == "role_changed":
-            fields = {"groupId": group, "userId": change.user_id or "", "role": change.role or ""}
-            await self.emit(change.kind, [group], fields)
-        elif change.kind == "member_removed":
-            fields = {"groupId": group, "userId": change.user_id or "", "by": by}
-            await self.emit(change.kind, [group, change.user_id or group], fields)
-        else:
-            fields = {"groupId": group, "userId": change.user_id or "", "by": by}
-            await self.emit(change.kind, [group], fields)

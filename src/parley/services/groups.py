@@ -7,28 +7,39 @@ transaction as the write; this service checks what it can answer without a write
 (unknown ids, non-members, blocks) and turns storage's outcome into an answer. In open
 mode (``actor`` None) nobody's role is checked, as in the original course design.
 
-Listeners (``change_listeners``) are called after every committed change with a
-:class:`GroupChange`, in commit order per request: membership and role changes, renames.
+Every change is stored with its change events (SPEC §7: ``member_added``,
+``member_removed``, ``role_changed``, ``group_renamed``; see ``change_event``), by the
+same write (``Storage.GroupEvents``), so a committed change never lacks its events. The
+stored events go to ``event_listeners`` (the change cache and wake-ups); events that a
+process died before storing (DynamoDB's pending record) are finished by
+``finish_events``, at start-up and by ``sweep``.
+``PARLEY_TEST_EXIT_DURING_GROUP_CHANGE=committed`` (tests only) kills the server right
+after a change was stored, before its events are announced.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+import os
+import signal
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from parley.cache.base import Directory
-from parley.domain.models import GroupRecord, new_id
-from parley.domain.roles import Member, Outcome, Role
+from parley.domain.models import Event, GroupRecord, new_id
+from parley.domain.roles import GroupWrite, Member, Outcome, Role
 from parley.domain.rules import Limits, check_id, clean_name
 from parley.domain.validation import check_text, well_formed_id
 from parley.errors import Code, Conflict, Forbidden, NotFound
 from parley.services.access import Actor, require_self
 from parley.services.users import UserService
-from parley.storage.base import Storage
+from parley.storage.base import EventDraft, GroupEvents, Storage
 
 log = logging.getLogger("parley.groups")
+FAULT = "PARLEY_TEST_EXIT_DURING_GROUP_CHANGE"
+SWEEP_S = 600.0  # how often each process finishes group events a crash left pending
 
 ChangeKind = Literal["member_added", "member_removed", "role_changed", "group_renamed"]
 
@@ -46,7 +57,28 @@ class GroupChange:
     name: str | None = None
 
 
-ChangeListener = Callable[[GroupChange], Awaitable[None]]
+EventListener = Callable[[Event, Sequence[str]], Awaitable[None]]
+
+
+def change_event(change: GroupChange) -> EventDraft:
+    """The event of a change, for every member (the group's stream) and, when someone was
+    removed, for them too (they no longer read the group)."""
+    by = change.actor or ""
+    group = change.group_id
+    streams: tuple[str, ...] = (group,)
+    if change.kind == "group_renamed":
+        fields = {"groupId": group, "groupName": change.name or "", "by": by}
+    elif change.kind == "role_changed":
+        fields = {"groupId": group, "userId": change.user_id or "", "role": change.role or ""}
+    else:
+        fields = {"groupId": group, "userId": change.user_id or "", "by": by}
+        if change.kind == "member_removed" and change.user_id:
+            streams = (group, change.user_id)
+    return EventDraft(new_id("e_"), change.kind, streams, fields)
+
+
+def events_of(*changes: GroupChange) -> GroupEvents:
+    return GroupEvents(lambda write: [change_event(change) for change in changes])
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +107,9 @@ class GroupService:
         # Called with a user id after that user joined or left a group (wakes its long-polls,
         # which must start waiting on the new set of groups).
         self.membership_listeners: list[Callable[[str], None]] = []
-        # Called after every committed group change (membership, role, name); a listener's
-        # failure is logged and does not undo the change or fail the request.
-        self.change_listeners: list[ChangeListener] = []
+        # Called with every stored change event (membership, role, name) and its streams; a
+        # listener's failure is logged and does not undo the change or fail the request.
+        self.event_listeners: list[EventListener] = []
 
     async def require(self, group_id: str) -> GroupRecord:
         # A malformed id names nothing stored: answered as an unknown one, without storage.
@@ -121,15 +153,17 @@ class GroupService:
             raise Forbidden("this user has blocked you", Code.BLOCKED)
         # The conditional write decides, not the cache; and a 409 forgets the cached
         # memberships too, since it may be the answer to a cache that was wrong.
+        events = events_of(GroupChange("member_added", group_id, actor, user_id, "member"))
         outcome = await self.storage.join_group(
-            group_id, user_id, by=actor, cap=self.limits.group_members_max
+            group_id, user_id, by=actor, cap=self.limits.group_members_max, events=events
         )
         await self.directory.memberships_changed(group_id, user_id)
+        await self._refused(outcome, events)
         if outcome == "unchanged":
             raise Conflict("user is already a member", Code.ALREADY_MEMBER)
         self._refuse(outcome, "add")
         self._membership_changed(user_id)
-        await self._changed(GroupChange("member_added", group_id, actor, user_id, "member"))
+        await self._announce(events)
 
     async def remove(self, actor: Actor, group_id: str, user_id: str) -> None:
         check_id(user_id, "userId")
@@ -137,18 +171,23 @@ class GroupService:
         if actor != user_id:  # anyone may leave; removing others needs membership
             await self._require_member(actor, group_id)
         await self.users.require(user_id)
-        write = await self.storage.leave_group(group_id, user_id, by=actor)
+        removed = GroupChange("member_removed", group_id, actor, user_id)
+
+        def drafts(write: GroupWrite) -> list[EventDraft]:
+            heir = write.new_owner  # an owner who left handed the group over
+            handed = [GroupChange("role_changed", group_id, actor, heir, "owner")] if heir else []
+            return [change_event(change) for change in (removed, *handed)]
+
+        events = GroupEvents(drafts)
+        write = await self.storage.leave_group(group_id, user_id, by=actor, events=events)
         # A 409 too: the cache may still hold the membership the database no longer has.
         await self.directory.memberships_changed(group_id, user_id)
+        await self._refused(write.outcome, events)
         if write.outcome == "unchanged":
             raise Conflict("user is not a member", Code.NOT_IN_GROUP)
         self._refuse(write.outcome, "remove")
         self._membership_changed(user_id)
-        await self._changed(GroupChange("member_removed", group_id, actor, user_id))
-        if write.new_owner is not None:
-            await self._changed(
-                GroupChange("role_changed", group_id, actor, write.new_owner, "owner")
-            )
+        await self._announce(events)
 
     async def set_role(self, actor: Actor, group_id: str, user_id: str, role: Role) -> None:
         """Promote (``admin``) or demote (``member``) a member: the owner only."""
@@ -156,33 +195,66 @@ class GroupService:
         await self.require(group_id)
         await self._require_member(actor, group_id)
         await self.users.require(user_id)
-        outcome = await self.storage.set_role(group_id, user_id, role, by=actor)
+        events = events_of(GroupChange("role_changed", group_id, actor, user_id, role))
+        outcome = await self.storage.set_role(group_id, user_id, role, by=actor, events=events)
+        await self._refused(outcome, events)
         if outcome == "unchanged":
             raise Conflict(
                 f"user already has the role {role}",
                 Code.ALREADY_ADMIN if role == "admin" else Code.ALREADY_MEMBER,
             )
         self._refuse(outcome, "role")
-        await self._changed(GroupChange("role_changed", group_id, actor, user_id, role))
+        await self._announce(events)
 
     async def rename(self, actor: Actor, group_id: str, name: str) -> GroupRecord:
         clean = clean_name(check_text(name, "groupName"), "groupName", self.limits.group_name_max)
         await self.require(group_id)
         await self._require_member(actor, group_id)
-        self._refuse(await self.storage.rename_group(group_id, clean, by=actor), "rename")
-        await self._changed(GroupChange("group_renamed", group_id, actor, name=clean))
+        events = events_of(GroupChange("group_renamed", group_id, actor, name=clean))
+        outcome = await self.storage.rename_group(group_id, clean, by=actor, events=events)
+        await self._refused(outcome, events)
+        self._refuse(outcome, "rename")
+        await self._announce(events)
         return GroupRecord(group_id, clean)
 
     def _membership_changed(self, user_id: str) -> None:
         for listener in self.membership_listeners:
             listener(user_id)
 
-    async def _changed(self, change: GroupChange) -> None:
-        for listener in self.change_listeners:
+    async def _announce(self, events: GroupEvents) -> None:
+        if os.environ.get(FAULT) == "committed":  # a fault test: kill -9 after the commit
+            os.killpg(os.getpgrp(), signal.SIGKILL)  # the whole server (no worker respawn)
+        await self._tell(events.stored)
+
+    async def _refused(self, outcome: Outcome, events: GroupEvents) -> None:
+        """A refused write stores no events of its own, but may have finished an earlier
+        change's pending ones first (DynamoDB): those are announced all the same."""
+        if outcome != "done":
+            await self._tell(events.stored)
+
+    async def _tell(self, stored: Sequence[tuple[Event, Sequence[str]]]) -> None:
+        for event, streams in stored:
+            for listener in self.event_listeners:
+                try:
+                    await listener(event, streams)
+                except Exception:  # the change is committed; a listener cannot undo it
+                    log.exception("group event listener failed for %s", event.type)
+
+    async def finish_events(self) -> int:
+        """Store the events of changes a crash left without them (DynamoDB's pending
+        records) and announce them; returns how many. At start-up and every ``SWEEP_S``."""
+        stored = await self.storage.finish_group_events()
+        await self._tell(stored)
+        return len(stored)
+
+    async def sweep(self, every: float = SWEEP_S) -> None:
+        """Until cancelled: every ``every`` seconds, ``finish_events``."""
+        while True:
+            await asyncio.sleep(every)
             try:
-                await listener(change)
-            except Exception:  # the change is committed; a listener cannot undo it
-                log.exception("group change listener failed for %s", change.kind)
+                await self.finish_events()
+            except Exception:  # storage down: the next sweep tries again
+                log.warning("finishing pending group events failed", exc_info=True)
 
     async def _current(self, group_id: str) -> GroupRecord:
         # The name can change (rename), so it is read from storage, not from the cache

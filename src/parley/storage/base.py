@@ -94,6 +94,20 @@ def event_subject(draft: EventDraft) -> str | None:
     return draft.fields.get("messageId")
 
 
+class GroupEvents:
+    """The change events of one group write (``join_group``, ``leave_group``, ``set_role``,
+    ``rename_group``): ``make`` drafts them from what the write did; storage stores them
+    with the write, so that a committed change always has its events, and puts each stored
+    event in ``stored`` with its streams (for the change cache and wake-ups)."""
+
+    def __init__(self, make: Callable[[GroupWrite], list[EventDraft]]) -> None:
+        self.make = make
+        self.stored: list[tuple[Event, tuple[str, ...]]] = []
+
+    def drafts(self, write: GroupWrite) -> list[EventDraft]:
+        return self.make(write) if write.outcome == "done" else []
+
+
 EMPTY_STREAM = "-"  # no id has this shape: a stream with no messages, for ``Storage.cursor``
 
 
@@ -255,21 +269,43 @@ class Storage(MediaPort, ABC):
     # members, in order.
     @abstractmethod
     async def join_group(
-        self, group_id: str, user_id: str, *, by: str | None, cap: int | None
+        self,
+        group_id: str,
+        user_id: str,
+        *,
+        by: str | None,
+        cap: int | None,
+        events: GroupEvents | None = None,
     ) -> Outcome:
-        """Add ``user_id`` if ``by`` may add members and the group has fewer than ``cap``."""
+        """Add ``user_id`` if ``by`` may add members and the group has fewer than ``cap``.
+
+        With ``events``, every one of these four writes stores the change's events with the
+        change (the same transaction, or on DynamoDB the pending record; see
+        ``finish_group_events``)."""
 
     @abstractmethod
-    async def leave_group(self, group_id: str, user_id: str, *, by: str | None) -> GroupWrite:
+    async def leave_group(
+        self, group_id: str, user_id: str, *, by: str | None, events: GroupEvents | None = None
+    ) -> GroupWrite:
         """Remove ``user_id`` (by itself, or by someone who may); an owner who leaves hands
         the group over to its successor in the same transaction."""
 
     @abstractmethod
-    async def set_role(self, group_id: str, user_id: str, role: Role, *, by: str | None) -> Outcome:
+    async def set_role(
+        self,
+        group_id: str,
+        user_id: str,
+        role: Role,
+        *,
+        by: str | None,
+        events: GroupEvents | None = None,
+    ) -> Outcome:
         """Make a member an admin or an admin a member (the owner only)."""
 
     @abstractmethod
-    async def rename_group(self, group_id: str, name: str, *, by: str | None) -> Outcome:
+    async def rename_group(
+        self, group_id: str, name: str, *, by: str | None, events: GroupEvents | None = None
+    ) -> Outcome:
         """Rename the group (the owner and admins)."""
 
     @abstractmethod
@@ -331,6 +367,12 @@ class Storage(MediaPort, ABC):
         """Store a change event durably, once per stream of ``draft.streams``, at a
         position taken from the same clock and under the same commit frontier as
         messages; return it with its timestamp. The only write of an event."""
+
+    async def finish_group_events(self) -> list[tuple[Event, tuple[str, ...]]]:
+        """Store the events of group changes that committed without them (a process died
+        in between) and return them with their streams. Only DynamoDB can leave any: the
+        others store a change and its events in one transaction."""
+        return []
 
     @abstractmethod
     async def get_message(self, message_id: str) -> Message | None:

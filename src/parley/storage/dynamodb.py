@@ -37,6 +37,7 @@ from parley.errors import ParleyError, Unavailable
 from parley.storage.base import (
     BulkData,
     EventDraft,
+    GroupEvents,
     MessageDraft,
     Storage,
     counted,
@@ -73,6 +74,7 @@ from parley.storage.dynamodb_items import (
 from parley.storage.dynamodb_items import (
     send_key as claim_key,
 )
+from parley.storage.dynamodb_pending import PendingEvents
 from parley.storage.dynamodb_tables import TABLES, TableSpec, create_table_kwargs, table_names
 from parley.storage.media_dynamodb import DynamoMedia
 
@@ -119,7 +121,12 @@ class DynamoStorage(DynamoConversations, DynamoMedia, DynamoAccounts, Storage):
         self.create_missing = endpoint is not None if create_tables is None else create_tables
         self.client = DynamoClient(endpoint=endpoint, region=region, timeout=timeout)
         self.clock = Clock(self.client, self.tables["streams"], lease_ms=lease_ms)
-        self.rosters = Rosters(self.client, self.tables["groups"], self.tables["members"])
+        self.pending = PendingEvents(
+            self.client, self.tables["messages"], self.clock, self._released_to
+        )
+        self.rosters = Rosters(
+            self.client, self.tables["groups"], self.tables["members"], self.pending
+        )
         self.max_batch = max_batch
         self.max_inflight = max_inflight
         self.batches = 0
@@ -323,24 +330,49 @@ class DynamoStorage(DynamoConversations, DynamoMedia, DynamoAccounts, Storage):
             return False
         return True
 
-    # roles: parley.storage.dynamodb_groups
+    # roles: parley.storage.dynamodb_groups; their events: parley.storage.dynamodb_pending
     async def join_group(
-        self, group_id: str, user_id: str, *, by: str | None, cap: int | None
+        self,
+        group_id: str,
+        user_id: str,
+        *,
+        by: str | None,
+        cap: int | None,
+        events: GroupEvents | None = None,
     ) -> Outcome:
         self._ready()
-        return await self.rosters.join(group_id, user_id, by, cap)
+        return await self.rosters.join(group_id, user_id, by, cap, events)
 
-    async def leave_group(self, group_id: str, user_id: str, *, by: str | None) -> GroupWrite:
+    async def leave_group(
+        self, group_id: str, user_id: str, *, by: str | None, events: GroupEvents | None = None
+    ) -> GroupWrite:
         self._ready()
-        return await self.rosters.leave(group_id, user_id, by)
+        return await self.rosters.leave(group_id, user_id, by, events)
 
-    async def set_role(self, group_id: str, user_id: str, role: Role, *, by: str | None) -> Outcome:
+    async def set_role(
+        self,
+        group_id: str,
+        user_id: str,
+        role: Role,
+        *,
+        by: str | None,
+        events: GroupEvents | None = None,
+    ) -> Outcome:
         self._ready()
-        return await self.rosters.set_role(group_id, user_id, role, by)
+        return await self.rosters.set_role(group_id, user_id, role, by, events)
 
-    async def rename_group(self, group_id: str, name: str, *, by: str | None) -> Outcome:
+    async def rename_group(
+        self, group_id: str, name: str, *, by: str | None, events: GroupEvents | None = None
+    ) -> Outcome:
         self._ready()
-        return await self.rosters.rename(group_id, name, by)
+        return await self.rosters.rename(group_id, name, by, events)
+
+    async def finish_group_events(self) -> list[tuple[Event, tuple[str, ...]]]:
+        self._ready()
+        return await self.pending.finish_all()
+
+    def _released_to(self, ts: int) -> None:
+        self._released = max(self._released, ts)
 
     async def group_roster(self, group_id: str) -> list[Member]:
         self._ready()

@@ -23,8 +23,9 @@ from parley.domain.models import TokenRecord
 from parley.errors import Unavailable
 from parley.storage.base import AccountState
 from parley.storage.dynamodb_client import ConditionFailed, DynamoClient, DynamoUnavailable
-from parley.storage.dynamodb_groups import CANCELLED, Rosters
+from parley.storage.dynamodb_groups import Rosters
 from parley.storage.dynamodb_items import Item, n, s
+from parley.storage.dynamodb_pending import CANCELLED
 
 SCAN_PAGES_MAX = 100_000
 
@@ -206,7 +207,7 @@ class DynamoAccounts:
             ConsistentRead=True,
         ):  # fmt: skip
             # through the roster: an owner hands the group over, the count goes down
-            await self.rosters.leave(item["group_id"]["S"], user_id, None)
+            await self.rosters.leave(item["group_id"]["S"], user_id, None, None)
             await self._delete("members", {"user_id": s(user_id), "group_id": item["group_id"]})
         for item in await self._query(
             "blocks", KeyConditionExpression="blocker_id = :u", ExpressionAttributeValues=uid,

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import time
 import weakref
@@ -52,11 +53,13 @@ from parley.domain.roles import (
     may_rename,
 )
 from parley.errors import Unavailable
-from parley.storage.dynamodb_client import ConditionFailed, DynamoClient, DynamoUnavailable
+from parley.storage.base import GroupEvents
+from parley.storage.dynamodb_client import ConditionFailed, DynamoClient
 from parley.storage.dynamodb_items import Item, group_item, n, s
+from parley.storage.dynamodb_pending import PendingEvents, transact
 
+log = logging.getLogger("parley.dynamodb")
 ATTEMPTS = 200  # tries of a change overtaken by concurrent ones before answering 503
-CANCELLED = "TransactionCanceledException"
 
 
 def entry(role: Role, joined: int) -> Item:
@@ -81,10 +84,13 @@ def parse_roster(item: Item) -> dict[str, Member] | None:
 
 
 class Rosters:
-    def __init__(self, client: DynamoClient, groups_table: str, members_table: str) -> None:
+    def __init__(
+        self, client: DynamoClient, groups_table: str, members_table: str, pending: PendingEvents
+    ) -> None:
         self.client = client
         self.groups = groups_table
         self.members = members_table
+        self.pending = pending
         self._turns: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     @contextlib.asynccontextmanager
@@ -125,12 +131,33 @@ class Rosters:
 
     async def _transact(self, items: list[Item]) -> bool:
         """True if the transaction committed, False if a condition (or a conflict) stopped it."""
+        return await transact(self.client, items)
+
+    async def _commit(
+        self, group_id: str, items: list[Item], events: GroupEvents | None, write: GroupWrite
+    ) -> bool:
+        """The change's transaction; with events, under a clock reservation, with their
+        items and the group's pending record (``parley.storage.dynamodb_pending``)."""
+        drafts = events.drafts(write) if events is not None else []
+        if events is None or not drafts:
+            return await self._transact(items)
+        clock = self.pending.clock
+        reservation = await clock.reserve()
+        extra, stored = self.pending.writes(group_id, reservation.ts, drafts)
         try:
-            await self.client.call("transact_write_items", TransactItems=items)
-        except DynamoUnavailable as exc:
-            if exc.aws_code in (CANCELLED, "TransactionConflictException"):
-                return False
+            committed = await self._transact(items + extra)
+        except BaseException:  # it may have committed: then the record's finisher stores them
+            await asyncio.shield(clock.abort(reservation))
             raise
+        if not committed:
+            await clock.release(reservation)  # nothing was written under it
+            # An earlier change's events may be pending: they go first (the next try).
+            events.stored += await self.pending.finish(group_id)
+            return False
+        try:
+            events.stored += await self.pending.settle(group_id, reservation, stored)
+        except Exception:  # the change is made; the pending record's finisher does the rest
+            log.warning("group %s: its events are left pending", group_id, exc_info=True)
         return True
 
     @staticmethod
@@ -140,7 +167,14 @@ class Rosters:
     def _membership(self, group_id: str, user_id: str) -> Item:
         return {"group_id": s(group_id), "user_id": s(user_id)}
 
-    async def _join(self, group_id: str, user_id: str, by: str | None, cap: int | None) -> Outcome:
+    async def _join(
+        self,
+        group_id: str,
+        user_id: str,
+        by: str | None,
+        cap: int | None,
+        events: GroupEvents | None,
+    ) -> Outcome:
         for attempt in range(ATTEMPTS):
             names = {"#r": "roster", "#u": user_id, "#n": "n"}
             values: dict[str, Any] = {":e": entry("member", time.time_ns()), ":one": n(1)}
@@ -161,7 +195,9 @@ class Rosters:
                 "ExpressionAttributeValues": values,
             }
             put = {"TableName": self.members, "Item": self._membership(group_id, user_id)}
-            if await self._transact([{"Update": update}, {"Put": put}]):
+            if await self._commit(
+                group_id, [{"Update": update}, {"Put": put}], events, GroupWrite("done")
+            ):
                 return "done"
             read = await self._read(group_id)
             if read is None:
@@ -175,7 +211,9 @@ class Rosters:
             await self._pause(attempt)
         raise Unavailable("too many concurrent changes to this group")
 
-    async def _leave(self, group_id: str, user_id: str, by: str | None) -> GroupWrite:
+    async def _leave(
+        self, group_id: str, user_id: str, by: str | None, events: GroupEvents | None
+    ) -> GroupWrite:
         for attempt in range(ATTEMPTS):
             read = await self._read(group_id)
             if read is None:
@@ -205,12 +243,16 @@ class Rosters:
                 "ExpressionAttributeValues": values,
             }
             delete = {"TableName": self.members, "Key": self._membership(group_id, user_id)}
-            if await self._transact([{"Update": update}, {"Delete": delete}]):
+            if await self._commit(
+                group_id, [{"Update": update}, {"Delete": delete}], events, write
+            ):
                 return write
             await self._pause(attempt)
         raise Unavailable("too many concurrent changes to this group")
 
-    async def _set_role(self, group_id: str, user_id: str, role: Role, by: str | None) -> Outcome:
+    async def _set_role(
+        self, group_id: str, user_id: str, role: Role, by: str | None, events: GroupEvents | None
+    ) -> Outcome:
         for attempt in range(ATTEMPTS):
             read = await self._read(group_id)
             if read is None:
@@ -231,12 +273,14 @@ class Rosters:
                 values[":owner"] = s("owner")
                 condition += " AND #r.#b.#role = :owner"
             update = "SET #r.#u.#role = :role, #v = #v + :one"
-            if await self._update_group(group_id, update, condition, names, values):
+            if await self._update_group(group_id, update, condition, names, values, events):
                 return "done"
             await self._pause(attempt)
         raise Unavailable("too many concurrent changes to this group")
 
-    async def _rename(self, group_id: str, name: str, by: str | None) -> Outcome:
+    async def _rename(
+        self, group_id: str, name: str, by: str | None, events: GroupEvents | None
+    ) -> Outcome:
         for attempt in range(ATTEMPTS):
             read = await self._read(group_id)
             if read is None:
@@ -250,7 +294,8 @@ class Rosters:
                 names |= {"#r": "roster", "#b": by, "#role": "r"}
                 values |= {":owner": s("owner"), ":admin": s("admin")}
                 condition += " AND #r.#b.#role IN (:owner, :admin)"
-            if await self._update_group(group_id, "SET #name = :name", condition, names, values):
+            update = "SET #name = :name"
+            if await self._update_group(group_id, update, condition, names, values, events):
                 return "done"
             await self._pause(attempt)
         raise Unavailable("too many concurrent changes to this group")
@@ -262,8 +307,20 @@ class Rosters:
         condition: str,
         names: dict[str, str],
         values: dict[str, Any],
+        events: GroupEvents | None,
     ) -> bool:
-        """One conditional write of the group item; False when the condition failed."""
+        """One conditional write of the group item; False when the condition failed. With
+        events, a transaction (``_commit``)."""
+        if events is not None:
+            change = {
+                "TableName": self.groups,
+                "Key": {"group_id": s(group_id)},
+                "UpdateExpression": update,
+                "ConditionExpression": condition,
+                "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": values,
+            }
+            return await self._commit(group_id, [{"Update": change}], events, GroupWrite("done"))
         try:
             await self.client.call(
                 "update_item",
@@ -278,21 +335,34 @@ class Rosters:
             return False
         return True
 
-    async def join(self, group_id: str, user_id: str, by: str | None, cap: int | None) -> Outcome:
+    async def join(
+        self,
+        group_id: str,
+        user_id: str,
+        by: str | None,
+        cap: int | None,
+        events: GroupEvents | None,
+    ) -> Outcome:
         async with self._turn(group_id):
-            return await self._join(group_id, user_id, by, cap)
+            return await self._join(group_id, user_id, by, cap, events)
 
-    async def leave(self, group_id: str, user_id: str, by: str | None) -> GroupWrite:
+    async def leave(
+        self, group_id: str, user_id: str, by: str | None, events: GroupEvents | None
+    ) -> GroupWrite:
         async with self._turn(group_id):
-            return await self._leave(group_id, user_id, by)
+            return await self._leave(group_id, user_id, by, events)
 
-    async def set_role(self, group_id: str, user_id: str, role: Role, by: str | None) -> Outcome:
+    async def set_role(
+        self, group_id: str, user_id: str, role: Role, by: str | None, events: GroupEvents | None
+    ) -> Outcome:
         async with self._turn(group_id):
-            return await self._set_role(group_id, user_id, role, by)
+            return await self._set_role(group_id, user_id, role, by, events)
 
-    async def rename(self, group_id: str, name: str, by: str | None) -> Outcome:
+    async def rename(
+        self, group_id: str, name: str, by: str | None, events: GroupEvents | None
+    ) -> Outcome:
         async with self._turn(group_id):
-            return await self._rename(group_id, name, by)
+            return await self._rename(group_id, name, by, events)
 
     async def roster(self, group_id: str) -> list[Member]:
         item = await self._item(group_id)

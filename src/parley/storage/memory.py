@@ -30,6 +30,7 @@ from parley.storage.base import (
     AccountState,
     Conversation,
     EventDraft,
+    GroupEvents,
     MessageDraft,
     Storage,
     counted,
@@ -169,7 +170,13 @@ class MemoryStorage(MemoryMedia, Storage):
         self._memberships.setdefault(user_id, set()).add(group_id)
 
     async def join_group(
-        self, group_id: str, user_id: str, *, by: str | None, cap: int | None
+        self,
+        group_id: str,
+        user_id: str,
+        *,
+        by: str | None,
+        cap: int | None,
+        events: GroupEvents | None = None,
     ) -> Outcome:
         roster = self._members.get(group_id)
         if roster is None:
@@ -177,9 +184,18 @@ class MemoryStorage(MemoryMedia, Storage):
         outcome = decide_add(roster, user_id, by, cap)
         if outcome == "done":
             self._add(group_id, user_id, "member")
+        await self._group_events(events, GroupWrite(outcome))
         return outcome
 
-    async def leave_group(self, group_id: str, user_id: str, *, by: str | None) -> GroupWrite:
+    async def _group_events(self, events: GroupEvents | None, write: GroupWrite) -> None:
+        """A group change's events, stored right after it (nothing in between can fail)."""
+        if events is not None:
+            for draft in events.drafts(write):
+                events.stored.append((await self.append_event(draft), draft.streams))
+
+    async def leave_group(
+        self, group_id: str, user_id: str, *, by: str | None, events: GroupEvents | None = None
+    ) -> GroupWrite:
         roster = self._members.get(group_id)
         if roster is None:
             return GroupWrite("no_group")
@@ -190,24 +206,37 @@ class MemoryStorage(MemoryMedia, Storage):
             if write.new_owner is not None:
                 heir = roster[write.new_owner]
                 roster[heir.user_id] = Member(heir.user_id, "owner", heir.joined)
+        await self._group_events(events, write)
         return write
 
-    async def set_role(self, group_id: str, user_id: str, role: Role, *, by: str | None) -> Outcome:
+    async def set_role(
+        self,
+        group_id: str,
+        user_id: str,
+        role: Role,
+        *,
+        by: str | None,
+        events: GroupEvents | None = None,
+    ) -> Outcome:
         roster = self._members.get(group_id)
         if roster is None:
             return "no_group"
         outcome = decide_role(roster, user_id, role, by)
         if outcome == "done":
             roster[user_id] = Member(user_id, role, roster[user_id].joined)
+        await self._group_events(events, GroupWrite(outcome))
         return outcome
 
-    async def rename_group(self, group_id: str, name: str, *, by: str | None) -> Outcome:
+    async def rename_group(
+        self, group_id: str, name: str, *, by: str | None, events: GroupEvents | None = None
+    ) -> Outcome:
         roster = self._members.get(group_id)
         if roster is None:
             return "no_group"
         if not may_rename(roster, by):
             return "denied"
         self._groups[group_id] = GroupRecord(group_id, name)
+        await self._group_events(events, GroupWrite("done"))
         return "done"
 
     async def group_roster(self, group_id: str) -> list[Member]:

@@ -54,6 +54,7 @@ from parley.errors import Unavailable
 from parley.storage.base import (
     BulkData,
     EventDraft,
+    GroupEvents,
     MessageDraft,
     Storage,
     counted,
@@ -731,9 +732,41 @@ class PostgresStorage(PostgresConversations, PostgresMedia, PostgresAccounts, St
         rows = await self._fetch("SELECT id, name FROM groups WHERE id = $1", group_id)
         return GroupRecord(rows[0][0], rows[0][1]) if rows else None
 
+    @staticmethod
+    async def _store_events(
+        conn: asyncpg.Connection,
+        events: GroupEvents | None,
+        write: GroupWrite,
+        stored: list[tuple[Event, tuple[str, ...]]],
+    ) -> None:
+        """A group change's events, in the change's transaction (each takes the clock row's
+        lock last, after the group row's: the order every group write takes them in)."""
+        if events is None:
+            return
+        stored.clear()  # a retried transaction starts again
+        for draft in events.drafts(write):
+            row = await conn.fetchrow(
+                EVENT_SQL,
+                draft.id,
+                draft.type,
+                encode_fields(draft.fields),
+                event_subject(draft),
+                list(dict.fromkeys(draft.streams)),
+            )
+            event = Event(draft.id, draft.type, dict(draft.fields), int(row["ts"]), row["seq"])
+            stored.append((event, draft.streams))
+
     async def join_group(
-        self, group_id: str, user_id: str, *, by: str | None, cap: int | None
+        self,
+        group_id: str,
+        user_id: str,
+        *,
+        by: str | None,
+        cap: int | None,
+        events: GroupEvents | None = None,
     ) -> Outcome:
+        stored: list[tuple[Event, tuple[str, ...]]] = []
+
         async def run() -> Outcome:
             # Under the group row's lock, a summary of the roster (not the roster: an add
             # to a large group reads one row), then the insert and its cache log.
@@ -764,6 +797,7 @@ class PostgresStorage(PostgresConversations, PostgresMedia, PostgresAccounts, St
                         int(row["top"]) + 1,
                     )
                     await self._log_keys(conn, ["m:" + group_id, "g:" + user_id])
+                await self._store_events(conn, events, GroupWrite(outcome), stored)
                 return outcome
 
         try:
@@ -773,9 +807,15 @@ class PostgresStorage(PostgresConversations, PostgresMedia, PostgresAccounts, St
             raise Unavailable("storage unavailable") from exc
         if "add_member" in self.exit_after_commit:
             os._exit(EXIT_AFTER_COMMIT)  # a fault test: the process dies right after commit
+        if events is not None:
+            events.stored += stored
         return result
 
-    async def leave_group(self, group_id: str, user_id: str, *, by: str | None) -> GroupWrite:
+    async def leave_group(
+        self, group_id: str, user_id: str, *, by: str | None, events: GroupEvents | None = None
+    ) -> GroupWrite:
+        stored: list[tuple[Event, tuple[str, ...]]] = []
+
         async def work(conn: asyncpg.Connection, roster: Roster) -> GroupWrite:
             write = decide_remove(roster, user_id, by)
             if write.outcome == "done":
@@ -789,11 +829,25 @@ class PostgresStorage(PostgresConversations, PostgresMedia, PostgresAccounts, St
                         write.new_owner,
                     )
                 await self._log_keys(conn, ["m:" + group_id, "g:" + user_id])
+            await self._store_events(conn, events, write, stored)
             return write
 
-        return await self._locked_group("remove_member", group_id, work) or GroupWrite("no_group")
+        result = await self._locked_group("remove_member", group_id, work)
+        if events is not None:
+            events.stored += stored
+        return result or GroupWrite("no_group")
 
-    async def set_role(self, group_id: str, user_id: str, role: Role, *, by: str | None) -> Outcome:
+    async def set_role(
+        self,
+        group_id: str,
+        user_id: str,
+        role: Role,
+        *,
+        by: str | None,
+        events: GroupEvents | None = None,
+    ) -> Outcome:
+        stored: list[tuple[Event, tuple[str, ...]]] = []
+
         async def work(conn: asyncpg.Connection, roster: Roster) -> Outcome:
             outcome = decide_role(roster, user_id, role, by)
             if outcome == "done":
@@ -803,18 +857,30 @@ class PostgresStorage(PostgresConversations, PostgresMedia, PostgresAccounts, St
                     user_id,
                     role,
                 )
+            await self._store_events(conn, events, GroupWrite(outcome), stored)
             return outcome
 
-        return await self._locked_group("set_role", group_id, work) or "no_group"
+        result = await self._locked_group("set_role", group_id, work)
+        if events is not None:
+            events.stored += stored
+        return result or "no_group"
 
-    async def rename_group(self, group_id: str, name: str, *, by: str | None) -> Outcome:
+    async def rename_group(
+        self, group_id: str, name: str, *, by: str | None, events: GroupEvents | None = None
+    ) -> Outcome:
+        stored: list[tuple[Event, tuple[str, ...]]] = []
+
         async def work(conn: asyncpg.Connection, roster: Roster) -> Outcome:
             if not may_rename(roster, by):
                 return "denied"
             await conn.execute("UPDATE groups SET name = $2 WHERE id = $1", group_id, name)
+            await self._store_events(conn, events, GroupWrite("done"), stored)
             return "done"
 
-        return await self._locked_group("rename_group", group_id, work) or "no_group"
+        result = await self._locked_group("rename_group", group_id, work)
+        if events is not None:
+            events.stored += stored
+        return result or "no_group"
 
     async def group_roster(self, group_id: str) -> list[Member]:
         rows = await self._fetch(

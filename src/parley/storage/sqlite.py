@@ -49,6 +49,7 @@ from parley.errors import Unavailable
 from parley.storage.base import (
     BulkData,
     EventDraft,
+    GroupEvents,
     MessageDraft,
     Storage,
     counted,
@@ -702,13 +703,40 @@ class SqliteStorage(SqliteConversations, SqliteMedia, SqliteAccounts, Storage):
         ).fetchall()
         return {u: Member(u, r, j) for u, r, j in rows}
 
+    async def _group_write(
+        self, op: Callable[[sqlite3.Connection], GroupWrite], events: GroupEvents | None
+    ) -> GroupWrite:
+        """Run a group write; with ``events``, store its events in the same transaction, at
+        one new position (so a change that committed has its events, whatever happens)."""
+        if events is None:
+            result: GroupWrite = await self._write(op)
+            return result
+
+        def both(c: sqlite3.Connection) -> tuple[GroupWrite, list[tuple[Event, tuple[str, ...]]]]:
+            write = op(c)
+            return write, [(_insert_event(c, d, ts), d.streams) for d in events.drafts(write)]
+
+        async with self.positions.writing() as ts:
+            done: tuple[GroupWrite, list[tuple[Event, tuple[str, ...]]]] = await self._write(both)
+        write, stored = done
+        if stored and ts > self._last_ts:
+            self._last_ts = ts
+        events.stored += stored
+        return write
+
     async def join_group(
-        self, group_id: str, user_id: str, *, by: str | None, cap: int | None
+        self,
+        group_id: str,
+        user_id: str,
+        *,
+        by: str | None,
+        cap: int | None,
+        events: GroupEvents | None = None,
     ) -> Outcome:
-        def op(c: sqlite3.Connection) -> Outcome:
+        def op(c: sqlite3.Connection) -> GroupWrite:
             roster = self._roster(c, group_id)
             if roster is None:
-                return "no_group"
+                return GroupWrite("no_group")
             outcome = decide_add(roster, user_id, by, cap)
             if outcome == "done":
                 joined = max((m.joined for m in roster.values()), default=0) + 1
@@ -717,12 +745,13 @@ class SqliteStorage(SqliteConversations, SqliteMedia, SqliteAccounts, Storage):
                     " VALUES (?, ?, 'member', ?)",
                     (group_id, user_id, joined),
                 )
-            return outcome
+            return GroupWrite(outcome)
 
-        result: Outcome = await self._write(op)
-        return result
+        return (await self._group_write(op, events)).outcome
 
-    async def leave_group(self, group_id: str, user_id: str, *, by: str | None) -> GroupWrite:
+    async def leave_group(
+        self, group_id: str, user_id: str, *, by: str | None, events: GroupEvents | None = None
+    ) -> GroupWrite:
         def op(c: sqlite3.Connection) -> GroupWrite:
             roster = self._roster(c, group_id)
             if roster is None:
@@ -739,37 +768,44 @@ class SqliteStorage(SqliteConversations, SqliteMedia, SqliteAccounts, Storage):
                     )
             return write
 
-        result: GroupWrite = await self._write(op)
-        return result
+        return await self._group_write(op, events)
 
-    async def set_role(self, group_id: str, user_id: str, role: Role, *, by: str | None) -> Outcome:
-        def op(c: sqlite3.Connection) -> Outcome:
+    async def set_role(
+        self,
+        group_id: str,
+        user_id: str,
+        role: Role,
+        *,
+        by: str | None,
+        events: GroupEvents | None = None,
+    ) -> Outcome:
+        def op(c: sqlite3.Connection) -> GroupWrite:
             roster = self._roster(c, group_id)
             if roster is None:
-                return "no_group"
+                return GroupWrite("no_group")
             outcome = decide_role(roster, user_id, role, by)
             if outcome == "done":
                 c.execute(
                     "UPDATE members SET role = ? WHERE group_id = ? AND user_id = ?",
                     (role, group_id, user_id),
                 )
-            return outcome
+            return GroupWrite(outcome)
 
-        result: Outcome = await self._write(op)
-        return result
+        return (await self._group_write(op, events)).outcome
 
-    async def rename_group(self, group_id: str, name: str, *, by: str | None) -> Outcome:
-        def op(c: sqlite3.Connection) -> Outcome:
+    async def rename_group(
+        self, group_id: str, name: str, *, by: str | None, events: GroupEvents | None = None
+    ) -> Outcome:
+        def op(c: sqlite3.Connection) -> GroupWrite:
             roster = self._roster(c, group_id)
             if roster is None:
-                return "no_group"
+                return GroupWrite("no_group")
             if not may_rename(roster, by):
-                return "denied"
+                return GroupWrite("denied")
             c.execute("UPDATE groups SET name = ? WHERE id = ?", (name, group_id))
-            return "done"
+            return GroupWrite("done")
 
-        result: Outcome = await self._write(op)
-        return result
+        return (await self._group_write(op, events)).outcome
 
     async def _changes(self, sql: str, args: tuple[str, str]) -> bool:
         changed: int = await self._write(lambda c: c.execute(sql, args).rowcount)
