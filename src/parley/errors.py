@@ -45,6 +45,7 @@ class Code(StrEnum):
     BAD_PASSWORD = "bad_password"  # a new password shorter or longer than allowed
     BAD_ATTACHMENT = "bad_attachment"  # over 10, unknown, or not uploaded by the sender
     BAD_CONTENT_TYPE = "bad_content_type"  # an upload's Content-Type is not a media type
+    EMPTY_FILE = "empty_file"  # an upload with no bytes
     # 401: who is calling is unknown
     UNAUTHENTICATED = "unauthenticated"
     MISSING_TOKEN = "missing_token"

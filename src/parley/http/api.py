@@ -975,8 +975,9 @@ ROUTES: tuple[RouteSpec, ...] = (
         handler=media_routes.upload_media,
         method="POST",
         path="/v1/media",
-        summary="Upload a file (the raw body, with its Content-Type; at most PARLEY_MAX_MEDIA "
-        "bytes, 413 above). Attach it to a send with `attachments: [mediaId]`.",
+        summary="Upload a file (the raw body, with its Content-Type; at least 1 and at most "
+        "PARLEY_MAX_MEDIA bytes: 400 `empty_file` below, 413 above). Attach it to a send "
+        "with `attachments: [mediaId]`.",
         auth="token",
         response=s.MediaOut,
         errors=(400, 401, 408, 413, 429, 503),

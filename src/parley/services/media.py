@@ -84,6 +84,8 @@ class MediaService:
         kind = check_content_type(content_type)
         if declared is not None and declared > self.max_size:
             raise PayloadTooLarge(f"files are limited to {self.max_size} bytes")
+        if declared == 0:
+            raise InvalidInput("the file is empty", Code.EMPTY_FILE)
         spool = await asyncio.to_thread(self.blobs.spool)
         try:
             async for chunk in chunks:
@@ -91,6 +93,8 @@ class MediaService:
                     raise PayloadTooLarge(f"files are limited to {self.max_size} bytes")
                 if spool.add(chunk):
                     await asyncio.to_thread(spool.flush)
+            if spool.size == 0:  # no Content-Length, and nothing came
+                raise InvalidInput("the file is empty", Code.EMPTY_FILE)
             await self.blobs.keep(spool)
         except BaseException:
             await asyncio.to_thread(spool.discard)
