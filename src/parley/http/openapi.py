@@ -384,6 +384,10 @@ MAX_MEDIA_NOTE = "26214400 bytes by default"
 # A file: any bytes. Uploads take any Content-Type and downloads answer the file's own; the
 # document names the generic one, which clients and generators understand.
 BINARY = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+# an upload: at least one byte (400 `empty_file`)
+UPLOAD = {
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary", "minLength": 1}}
+}
 MEDIA_HEADERS = {
     name: {"schema": {"type": "string"}, "description": text}
     for name, text in (
@@ -459,9 +463,9 @@ def _operation(spec: RouteSpec, token_mode: bool, limits: Limits) -> dict[str, A
     if spec.upload:
         op["requestBody"] = {
             "required": True,
-            "description": f"The file's bytes, with its Content-Type, at most "
-            f"{MAX_MEDIA_NOTE} (PARLEY_MAX_MEDIA; 413 above).",
-            "content": BINARY,
+            "description": f"The file's bytes, with its Content-Type: at least one (400 "
+            f"`empty_file`), at most {MAX_MEDIA_NOTE} (PARLEY_MAX_MEDIA; 413 above).",
+            "content": UPLOAD,
         }
     if spec.request is not None:
         op["requestBody"] = {
