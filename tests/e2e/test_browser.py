@@ -22,6 +22,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -151,6 +152,23 @@ def browser() -> Iterator[Browser]:
 
 def _shot(page: Page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=False)
+
+
+@contextmanager
+def two_people(browser: Browser, **options: Any) -> Iterator[tuple[Page, Page, list[str]]]:
+    """Alice's and Bob's pages, each in a browser context of its own (two people, or two
+    devices), with every uncaught page error collected; the contexts close on the way out."""
+    errors: list[str] = []
+    contexts = [browser.new_context(viewport=DESKTOP, **options) for _ in range(2)]
+    try:
+        pages = [context.new_page() for context in contexts]
+        for who, page in zip(("alice", "bob"), pages, strict=True):
+            page.set_default_timeout(EXPECT_TIMEOUT_MS)
+            page.on("pageerror", lambda exc, who=who: errors.append(f"{who}: {exc}"))
+        yield pages[0], pages[1], errors
+    finally:
+        for context in contexts:
+            context.close()
 
 
 def _sign_up(page: Page, base: str, username: str) -> str:
@@ -398,15 +416,7 @@ def test_sign_in_again_unblock_members_and_leave(server_url: str, browser: Brows
     from playwright.sync_api import expect
 
     expect.set_options(timeout=EXPECT_TIMEOUT_MS)
-    errors: list[str] = []
-    alice_ctx = browser.new_context(viewport=DESKTOP)
-    bob_ctx = browser.new_context(viewport=DESKTOP)
-    try:
-        alice = alice_ctx.new_page()
-        bob = bob_ctx.new_page()
-        for who, page in (("alice", alice), ("bob", bob)):
-            page.set_default_timeout(EXPECT_TIMEOUT_MS)
-            page.on("pageerror", lambda exc, who=who: errors.append(f"{who}: {exc}"))
+    with two_people(browser) as (alice, bob, errors):
         _sign_up(alice, server_url, "Alice")
         bob_id = _sign_up(bob, server_url, "Bob")
         token = alice.evaluate("() => JSON.parse(localStorage.getItem('parley.session')).token")
@@ -443,7 +453,7 @@ def test_sign_in_again_unblock_members_and_leave(server_url: str, browser: Brows
         expect(alice.locator("#chat-empty")).to_be_visible()
 
         # A second tab follows the first one's sign-out.
-        second = alice_ctx.new_page()
+        second = alice.context.new_page()
         second.on("pageerror", lambda exc: errors.append(f"alice tab 2: {exc}"))
         second.goto(f"{server_url}/")
         expect(second.locator("#me-name")).to_have_text("Alice")
@@ -463,9 +473,6 @@ def test_sign_in_again_unblock_members_and_leave(server_url: str, browser: Brows
         _open_conversation(alice, "Bob")  # the history came back from the server
         expect(_sent(alice, "Hello Bob")).to_be_visible()
         assert not errors, f"uncaught errors in the page: {errors}"
-    finally:
-        alice_ctx.close()
-        bob_ctx.close()
 
 
 def test_link_a_device_sign_it_out_password_and_delete(server_url: str, browser: Browser) -> None:
@@ -560,15 +567,7 @@ def test_edit_delete_and_typing(server_url: str, browser: Browser) -> None:
     from playwright.sync_api import expect
 
     expect.set_options(timeout=EXPECT_TIMEOUT_MS)
-    errors: list[str] = []
-    alice_ctx = browser.new_context(viewport=DESKTOP)
-    bob_ctx = browser.new_context(viewport=DESKTOP)
-    try:
-        alice = alice_ctx.new_page()
-        bob = bob_ctx.new_page()
-        for who, page in (("alice", alice), ("bob", bob)):
-            page.set_default_timeout(EXPECT_TIMEOUT_MS)
-            page.on("pageerror", lambda exc, who=who: errors.append(f"{who}: {exc}"))
+    with two_people(browser) as (alice, bob, errors):
         alice_id = _sign_up(alice, server_url, "Alice")
         bob_id = _sign_up(bob, server_url, "Bob")
 
@@ -621,9 +620,6 @@ def test_edit_delete_and_typing(server_url: str, browser: Browser) -> None:
         _shot(alice, "21-alice-sees-bob-typing")
         expect(typing_line).to_be_hidden(timeout=12_000)  # the notice lasts 5 seconds
         assert alice_id != bob_id
-    finally:
-        alice_ctx.close()
-        bob_ctx.close()
     assert not errors, errors
 
 
@@ -648,17 +644,10 @@ def test_unread_counts_read_ticks_and_history_pages(server_url: str, browser: Br
     from playwright.sync_api import expect
 
     expect.set_options(timeout=EXPECT_TIMEOUT_MS)
-    errors: list[str] = []
-    alice_ctx = browser.new_context(viewport=DESKTOP)
-    bob_ctx = browser.new_context(viewport=DESKTOP)
-    try:
-        alice = alice_ctx.new_page()
-        bob = bob_ctx.new_page()
-        for who, page in (("alice", alice), ("bob", bob)):
-            page.set_default_timeout(EXPECT_TIMEOUT_MS)
-            page.on("pageerror", lambda exc, who=who: errors.append(f"{who}: {exc}"))
+    with two_people(browser) as (alice, bob, errors):
         alice_id = _sign_up(alice, server_url, "Alice")
         bob_id = _sign_up(bob, server_url, "Bob")
+        alice_context = alice.context
         alice.close()
 
         bob.get_by_label("New private conversation — paste a user id").fill(alice_id)
@@ -672,7 +661,7 @@ def test_unread_counts_read_ticks_and_history_pages(server_url: str, browser: Br
         expect(bob.locator("#messages .msg-tick").first).to_have_text("✓")
 
         # --- Alice's page opens: the server's unread count --------------------------------
-        alice = alice_ctx.new_page()
+        alice = alice_context.new_page()
         alice.set_default_timeout(EXPECT_TIMEOUT_MS)
         alice.on("pageerror", lambda exc: errors.append(f"alice: {exc}"))
         alice.goto(f"{server_url}/")
@@ -709,7 +698,4 @@ def test_unread_counts_read_ticks_and_history_pages(server_url: str, browser: Br
         expect(_conversation(alice, "Bob").locator(".badge")).to_have_count(0)
         _api_send(server_url, token, bob_id, alice_id, "one more")
         expect(_conversation(alice, "Bob").locator(".badge")).to_have_text("1")
-    finally:
-        alice_ctx.close()
-        bob_ctx.close()
     assert not errors, errors

@@ -18,6 +18,7 @@ from tests.e2e.test_browser import (  # noqa: F401  (fixtures, registered by bei
     _sign_up,
     browser,
     server_url,
+    two_people,
 )
 
 if TYPE_CHECKING:
@@ -63,14 +64,7 @@ def test_files_by_picker_and_by_drop(server_url: str, browser: Browser, tmp_path
     from playwright.sync_api import expect
 
     expect.set_options(timeout=EXPECT_TIMEOUT_MS)
-    errors: list[str] = []
-    alice_ctx = browser.new_context(viewport=DESKTOP, accept_downloads=True)
-    bob_ctx = browser.new_context(viewport=DESKTOP, accept_downloads=True)
-    try:
-        alice, bob = alice_ctx.new_page(), bob_ctx.new_page()
-        for who, page in (("alice", alice), ("bob", bob)):
-            page.set_default_timeout(EXPECT_TIMEOUT_MS)
-            page.on("pageerror", lambda exc, who=who: errors.append(f"{who}: {exc}"))
+    with two_people(browser, accept_downloads=True) as (alice, bob, errors):
         alice_id = _sign_up(alice, server_url, "Alice")
         bob_id = _sign_up(bob, server_url, "Bob")
         alice.get_by_label("New private conversation — paste a user id").fill(bob_id)
@@ -125,7 +119,4 @@ def test_files_by_picker_and_by_drop(server_url: str, browser: Browser, tmp_path
         width = dropped.locator("img.msg-image").evaluate("(img) => img.naturalWidth")
         assert width == 32
         _shot(alice, "media-02-alice-dropped-picture")
-    finally:
-        alice_ctx.close()
-        bob_ctx.close()
     assert not errors, errors
