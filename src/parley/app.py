@@ -181,6 +181,7 @@ def build(
     elif settings.cache == "none":  # several processes on one database, without Redis
         directory = UncachedDirectory(storage)
         changes = NoChanges(directory)
+        notifier.reliable = False  # the other processes' wake-ups never arrive
     else:
         directory = MemoryDirectory(storage)
         changes = LocalChanges(directory)
@@ -196,8 +197,9 @@ def build(
         settings.signin_per_user, settings.signin_per_address, settings.signin_window
     )
     accounts = AccountService(
-        storage, directory, Passwords(), SignInThrottle(limits, redis), settings.token_mode
-    )
+        storage, directory, Passwords(), SignInThrottle(limits, redis), settings.token_mode,
+        notifier,
+    )  # fmt: skip
     media = MediaService(
         storage, blobs if blobs is not None else make_blobs(settings), directory,
         settings.max_media,

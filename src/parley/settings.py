@@ -71,6 +71,8 @@ class Settings:
     log_level: str = "info"
     access_log: bool = False
     request_timeout: float = 30.0
+    # a live stream writes a keep-alive comment this often; an idle stream does nothing else
+    keepalive_seconds: int = 15
     max_concurrency: int = 10_000
     # open connections per process (idle, keep-alive and in progress); above
     # max_concurrency, so a full process can still answer 503 and /healthz
@@ -124,6 +126,7 @@ class Settings:
             ),
             access_log=read.flag("PARLEY_ACCESS_LOG", False),
             request_timeout=float(read.integer("PARLEY_REQUEST_TIMEOUT", 30, 1, 3600)),
+            keepalive_seconds=read.integer("PARLEY_KEEPALIVE_SECONDS", 15, 1, 3600),
             max_concurrency=read.integer("PARLEY_MAX_CONCURRENCY", 10_000, 16, 1_000_000),
             max_connections=read.integer("PARLEY_MAX_CONNECTIONS", 0, 0, 2_000_000),
             limits=Limits(

@@ -116,3 +116,52 @@ async def test_live_delivery_and_resume_without_loss(server: Server) -> None:
                 if "data" in event:
                     received += [m["messageId"] for m in json.loads(event["data"])["messages"]]
         assert received == [*sent_live, *sent_offline, sent_later]  # nothing lost or repeated
+
+
+def _idle_checks(metrics: str) -> int:
+    for line in metrics.splitlines():
+        if line.startswith("parley_idle_checks_total"):
+            return int(float(line.split()[-1]))
+    raise AssertionError("parley_idle_checks_total not in /metrics")
+
+
+async def test_an_idle_stream_looks_only_at_its_keep_alives(tmp_path: Path) -> None:
+    """Between keep-alives an idle stream sleeps: no re-check, no timer of its own. Over a
+    window of W seconds with keep-alives every K, each stream checks at most once per
+    keep-alive: at most W / K + 1 times; a stream that re-checked every second would
+    check about W times (7 or 8 here)."""
+    streams, keepalive, window = 8, 2.0, 8.0
+    server = Server(tmp_path / "data", PARLEY_AUTH="token", PARLEY_KEEPALIVE_SECONDS="2")
+    server.start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            users = [await create(client, f"u{i}") for i in range(streams)]
+            keepalives = [0] * streams
+
+            async def hold(i: int, user: str, headers: dict[str, str]) -> None:
+                url = f"/v1/messages/{user}/stream"
+                async with client.stream("GET", url, headers=headers) as r:
+                    assert r.status_code == 200
+                    async for event in events(r):
+                        if "comment" in event:
+                            keepalives[i] += 1
+
+            held = [asyncio.ensure_future(hold(i, *u)) for i, u in enumerate(users)]
+            try:
+                for _ in range(500):  # every stream connected (its first keep-alive came)
+                    if all(keepalives):
+                        break
+                    await asyncio.sleep(0.02)
+                assert all(keepalives)
+                before, seen = _idle_checks((await client.get("/metrics")).text), list(keepalives)
+                await asyncio.sleep(window)
+                after = _idle_checks((await client.get("/metrics")).text)
+                fresh = [k - s for k, s in zip(keepalives, seen, strict=True)]
+            finally:
+                for task in held:
+                    task.cancel()
+                await asyncio.gather(*held, return_exceptions=True)
+    finally:
+        server.stop()
+    assert all(n >= 1 for n in fresh), fresh  # the streams stayed alive: keep-alives came
+    assert after - before <= streams * (window / keepalive + 1), (after - before, fresh)

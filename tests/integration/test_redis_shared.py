@@ -17,6 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from parley.app import build
+from parley.cache.base import Watch
 from parley.cache.redis_link import RedisLink
 from parley.http.server import create_app
 from parley.settings import Settings
@@ -314,3 +315,82 @@ async def test_a_fill_that_raced_a_write_is_refused(make_app: MakeApp) -> None:
     assert await reading == set()  # the stale answer of a read that began first
     storage.user_groups = original  # type: ignore[method-assign]
     assert await directory.groups_of(bob) == {group}  # but it was not cached
+
+
+async def _kill_subscription(app: Harness) -> None:
+    """Drop this app's pub/sub connection in Redis, as a network fault would."""
+    wakeups = app.parley.wakeups
+    assert wakeups is not None
+    direct = aioredis.Redis.from_url(services.REDIS_URL, decode_responses=True)
+    try:
+        name = f"parley-wake-{wakeups.origin}"
+        ids = [c["id"] for c in await direct.client_list() if c.get("name") == name]
+        assert ids, f"no connection named {name}"
+        for client_id in ids:
+            await direct.client_kill_filter(_id=client_id)
+    finally:
+        await direct.aclose()
+
+
+async def test_a_patient_waiter_misses_no_wake_up_across_a_lost_subscription(
+    make_app: MakeApp,
+) -> None:
+    """A live stream sleeps until it is woken or its keep-alive is due (``patient``): no
+    re-check of its own while the wake-ups are reliable. When b's subscription is lost,
+    a wake-up published meanwhile never reaches b; b pokes every waiter when it loses the
+    subscription and again when it has it back, so the waiter finds the message then,
+    not at its 30-second deadline."""
+    a, b = await make_app(), await make_app()
+    assert b.parley.wakeups is not None
+    b.parley.wakeups.resubscribe_after = 2.0  # a gap long enough to send through a in it
+    alice, _ = await a.user("alice")
+    bob, _ = await a.user("bob")
+    await wait_until(lambda: b.parley.notifier.reliable)
+    subscribed = b.parley.wakeups.subscriptions
+    cursor = int((await check(b, bob))["nextTimestamp"])
+    waiter = asyncio.ensure_future(
+        b.parley.messages.check(None, bob, cursor, wait=30, patient=True)
+    )
+    await asyncio.sleep(0.3)
+    assert not waiter.done()
+    started = time.monotonic()
+    await _kill_subscription(b)
+    await wait_until(lambda: not b.parley.notifier.reliable)
+    assert (await send(a, alice, bob, "sent while b was deaf")).status_code == 200
+    assert not b.parley.notifier.reliable  # the wake-up was published into the gap
+    page = await asyncio.wait_for(waiter, 25)
+    assert [m.body for m in page.messages] == ["sent while b was deaf"]
+    assert time.monotonic() - started < 25
+    await wait_until(lambda: b.parley.wakeups is not None
+                     and b.parley.wakeups.subscriptions > subscribed)  # fmt: skip
+    assert b.parley.notifier.reliable
+
+
+async def test_a_revocation_pokes_a_patient_waiter_on_another_process(make_app: MakeApp) -> None:
+    """Revoking a token signals the user's waiters in every process: a live stream
+    sleeping until a keep-alive far away ends at once."""
+    a, b = await make_app(auth="token"), await make_app(auth="token")
+    alice, headers = await a.user("alice")
+    r = await a.client.post(f"/v1/users/{alice}/tokens", json={"deviceName": "laptop"},
+                            headers=headers)  # fmt: skip
+    assert r.status_code == 200, r.text
+    laptop = r.json()
+    await wait_until(lambda: b.parley.notifier.reliable)
+    watch = Watch()
+    b.parley.messages.listen(alice, watch)
+    r = await b.client.get(
+        f"/v1/messages/{alice}", headers={"Authorization": f"Bearer {laptop['token']}"}
+    )
+    assert r.status_code == 200, r.text
+    cursor = int(r.json()["nextTimestamp"])
+    waiter = asyncio.ensure_future(
+        b.parley.messages.check(alice, alice, cursor, wait=30, watch=watch, patient=True)
+    )
+    await asyncio.sleep(0.3)
+    assert not waiter.done()
+    r = await a.client.delete(f"/v1/users/{alice}/tokens/{laptop['tokenId']}", headers=headers)
+    assert r.status_code == 200
+    page = await asyncio.wait_for(waiter, 10)
+    assert page.messages == [] and watch.poked
+    assert not await b.parley.accounts.still_signed_in(alice, laptop["tokenId"])
+    b.parley.messages.unlisten(alice, watch)

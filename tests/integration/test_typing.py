@@ -33,7 +33,7 @@ async def test_typing_reaches_the_others_but_not_who_blocked_the_typer(api: Harn
     bob, hb = await api.user("bob")
     carol, hc = await api.user("carol")
     group = await group_of(api, ha, bob, carol)
-    watches = {user: Watch() for user in (alice, bob, carol)}
+    watches = {user: Watch(typing=True) for user in (alice, bob, carol)}
     for user, watch in watches.items():
         api.parley.messages.listen(user, watch)
 

@@ -126,32 +126,45 @@ class Changes(Protocol):
         ...
 
 
+SIGNED_OUT = {"type": "signed_out"}  # a signal: re-check your token now
+
+
 class Watch:
-    """One waiting client: the future it waits on now, and whether it has gone away.
-    ``stop()`` (its connection closed) marks it gone and wakes the current wait.
+    """One waiting client (a long-poll or a live stream): the future it waits on now, and
+    whether it has gone away. ``stop()`` (its connection closed) marks it gone and wakes
+    the current wait.
 
-    A live stream that shows ephemeral signals (typing) also collects them here:
-    ``signal()`` queues one and wakes the current wait (``poked``)."""
+    A waiter also hears *signals* for its user (``Wakeups.listen``): ``signal()`` queues
+    one and wakes the current wait (``poked``). Typing notices are queued only for a
+    waiter that shows them (``typing``); the others are only poked, to re-check their
+    token (``SIGNED_OUT``) or everything (``poke``)."""
 
-    __slots__ = ("future", "gone", "poked", "signals")
+    __slots__ = ("future", "gone", "poked", "signals", "typing")
 
     SIGNALS_MAX = 100  # signals kept for a stream that is not reading them
 
-    def __init__(self) -> None:
+    def __init__(self, typing: bool = False) -> None:
         self.future: asyncio.Future[bool] | None = None
         self.gone = False
         self.poked = False
+        self.typing = typing
         self.signals: list[dict[str, str]] = []
 
     def stop(self) -> None:
         self.gone = True
-        if self.future is not None and not self.future.done():
-            self.future.set_result(False)
+        self._wake()
+
+    def poke(self) -> None:
+        """End the current wait: the waiter re-checks its token and its streams."""
+        self.poked = True
+        self._wake()
 
     def signal(self, fields: dict[str, str]) -> None:
-        if len(self.signals) < self.SIGNALS_MAX:
+        if self.typing and fields.get("type") == "typing" and len(self.signals) < self.SIGNALS_MAX:
             self.signals.append(fields)
-        self.poked = True
+        self.poke()
+
+    def _wake(self) -> None:
         if self.future is not None and not self.future.done():
             self.future.set_result(False)
 
@@ -162,7 +175,15 @@ class Watch:
 
 class Wakeups(Protocol):
     """Wakes long-polls when their streams may have changed. A wake-up is only a hint to
-    read again: a waiter that wakes early or twice reads nothing new and waits again."""
+    read again: a waiter that wakes early or twice reads nothing new and waits again.
+
+    ``reliable`` says whether every wake-up and signal meant for this process's waiters
+    reaches it (one process; or Redis pub/sub while subscribed). While it is true a waiter
+    sleeps until it is woken or its own deadline (a stream's keep-alive); while it is
+    false it re-checks on its own every few seconds. An implementation that loses or
+    regains reliability pokes every waiter, so each re-checks at once."""
+
+    reliable: bool
 
     async def wait(
         self, streams: Iterable[str], timeout: float, watch: Watch | None = None
@@ -176,7 +197,8 @@ class Wakeups(Protocol):
         ...
 
     def listen(self, user_id: str, watch: Watch) -> None:
-        """Pass the signals (``signal``) for ``user_id`` to ``watch`` until it is gone."""
+        """Pass the signals (``signal``) for ``user_id`` to ``watch`` until it is gone or
+        ``unlisten``."""
         ...
 
     def unlisten(self, user_id: str, watch: Watch) -> None: ...

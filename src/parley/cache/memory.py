@@ -328,9 +328,12 @@ class Notifier:
         self.broadcast: Callable[[list[str]], None] | None = None
         # Set by the same channel: called with every signal raised in this process.
         self.broadcast_signal: Callable[[list[str], dict[str, str]], None] | None = None
-        self._listeners: dict[str, set[Watch]] = {}
-        self._listened = 0
+        # Users' listening waiters: one Watch, or a set of them when a user has several.
+        self._listeners: dict[str, Watch | set[Watch]] = {}
         self.signals = 0
+        # Every wake-up for this process's waiters reaches it: true for one process; the
+        # cross-process channel keeps it true only while it is subscribed.
+        self.reliable = True
 
     async def wait(
         self, streams: Iterable[str], timeout: float, watch: Watch | None = None
@@ -383,19 +386,23 @@ class Notifier:
             self.broadcast(list(streams))
 
     def listen(self, user_id: str, watch: Watch) -> None:
-        self._listened += 1
-        if self._listened % 1024 == 0:  # forget streams that ended without unlistening
-            for key in list(self._listeners):
-                self._listeners[key] = {w for w in self._listeners[key] if not w.gone}
-                if not self._listeners[key]:
-                    del self._listeners[key]
-        self._listeners.setdefault(user_id, set()).add(watch)
+        present = self._listeners.get(user_id)
+        if present is None or present is watch:
+            self._listeners[user_id] = watch
+        elif isinstance(present, set):
+            present.add(watch)
+        else:
+            self._listeners[user_id] = {present, watch}
 
     def unlisten(self, user_id: str, watch: Watch) -> None:
-        watches = self._listeners.get(user_id)
-        if watches is not None:
-            watches.discard(watch)
-            if not watches:
+        present = self._listeners.get(user_id)
+        if present is watch:
+            del self._listeners[user_id]
+        elif isinstance(present, set):
+            present.discard(watch)
+            if len(present) == 1:
+                self._listeners[user_id] = next(iter(present))
+            elif not present:
                 del self._listeners[user_id]
 
     def signal(self, user_ids: Sequence[str], fields: dict[str, str]) -> None:
@@ -406,19 +413,31 @@ class Notifier:
             self.broadcast_signal(list(user_ids), fields)
 
     def deliver(self, user_ids: Iterable[str], fields: dict[str, str]) -> None:
-        """Pass a signal to this process's listening streams of these users."""
+        """Pass a signal to this process's listening waiters of these users."""
         for user_id in user_ids:
-            watches = self._listeners.get(user_id)
-            if not watches:
+            present = self._listeners.get(user_id)
+            if present is None:
                 continue
-            for watch in list(watches):
-                if watch.gone:  # a stream that ended without saying so
-                    watches.discard(watch)
+            for watch in list(present) if isinstance(present, set) else (present,):
+                if watch.gone:  # a waiter that ended without saying so
+                    self.unlisten(user_id, watch)
                 else:
                     watch.signal(fields)
                     self.signals += 1
-            if not watches:
-                del self._listeners[user_id]
+
+    def poke_all(self) -> None:
+        """Wake every waiter here to re-check now: wake-ups may have been lost, or may be
+        lost from now on (the cross-process channel went down or came back)."""
+        for waiting in list(self._waiters.values()):
+            for future in list(waiting) if isinstance(waiting, set) else (waiting,):
+                if not future.done():
+                    future.set_result(True)
+        for user_id, present in list(self._listeners.items()):
+            for watch in list(present) if isinstance(present, set) else (present,):
+                if watch.gone:
+                    self.unlisten(user_id, watch)
+                else:
+                    watch.poke()
 
     def notify(self, stream: str) -> None:
         present = self._waiters.get(stream)

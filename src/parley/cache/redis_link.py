@@ -235,10 +235,12 @@ class RedisLink:
         self._stopping = False
         self._counter: Any = None
 
-    def connect(self, timeout: float | None) -> aioredis.Redis:
-        """A client with no retries: a failed call fails fast and opens the circuit."""
+    def connect(self, timeout: float | None, name: str | None = None) -> aioredis.Redis:
+        """A client with no retries: a failed call fails fast and opens the circuit.
+        ``name``: the connections' name in Redis (``CLIENT LIST``)."""
         client: aioredis.Redis = aioredis.Redis.from_url(
             self.url,
+            client_name=name,
             socket_timeout=timeout,
             socket_connect_timeout=max(self.timeout, 0.05),
             retry=Retry(NoBackoff(), 0),

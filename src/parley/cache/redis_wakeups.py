@@ -6,6 +6,13 @@ long-polls and live streams of those streams. A wake-up is a hint: one that is l
 (Redis down, a dropped connection) only delays an answer until the waiter's next check,
 and the waiters re-check on their own while Redis cannot be trusted.
 
+While the process is subscribed, every wake-up published after the subscription reaches it
+(Redis delivers a channel's messages in order on a live connection, and a subscriber that
+falls too far behind is disconnected, never skipped): ``Notifier.reliable`` is true and
+waiters sleep until woken. When the subscription is lost, and again once it is back,
+every local waiter is poked (``Notifier.poke_all``): it re-checks at once, and while
+unsubscribed it re-checks on its own every few seconds.
+
 Publishing never blocks a request: streams queue up and one task publishes them in
 batches, after the watermarks were raised (``marked`` runs before ``notify_all``), so a
 woken waiter finds the change.
@@ -49,16 +56,19 @@ class RedisWakeups:
         self.channel = link.key("wake")
         self.origin = os.urandom(6).hex()
         self.received = 0
+        self.subscriptions = 0  # subscriptions confirmed (the first, then one per loss)
+        self.resubscribe_after = 0.1  # seconds after a lost subscription, doubling to 2
         self._pending: list[str] = []
         self._signals: list[Signal] = []
         self._ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         # Subscriptions hold a connection and wait on it: their own client, no read timeout.
-        self._listener = link.connect(None)
+        self._listener = link.connect(None, name=f"parley-wake-{self.origin}")
 
     async def start(self) -> None:
         self._stopping = False
+        self._reliable(False)  # until subscribed
         self.notifier.broadcast = self.publish
         self.notifier.broadcast_signal = self.publish_signal
         self._tasks = [
@@ -101,25 +111,33 @@ class RedisWakeups:
 
     # listening -------------------------------------------------------------------------
     async def _listen_loop(self) -> None:
-        delay = 0.1
+        lost = 0  # subscriptions lost in a row
         while not self._stopping:
             pubsub: PubSub = self._listener.pubsub()
             try:
                 await pubsub.subscribe(self.channel)
-                delay = 0.1
                 await self._listen(pubsub)
             except FAILURES as exc:
                 log.debug("redis subscription lost: %s", exc)
             finally:
+                if self.notifier.reliable:
+                    lost = 0
+                self._reliable(False)
                 with contextlib.suppress(*FAILURES):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            first = self.resubscribe_after
+            await asyncio.sleep(min(first * 2**lost, max(2.0, first)))
+            lost = min(lost + 1, 8)
+
+    def _reliable(self, value: bool) -> None:
+        """Record whether this process hears every wake-up, and poke every waiter."""
+        self.notifier.reliable = value
+        self.notifier.poke_all()
 
     async def _listen(self, pubsub: PubSub) -> None:
         idle = 0
         while not self._stopping:
-            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            message = await pubsub.get_message(timeout=1.0)
             if message is None:
                 idle += 1
                 if idle >= 5:  # a silent channel: make sure the connection is alive
@@ -128,6 +146,12 @@ class RedisWakeups:
                         await pubsub.ping()
                 continue
             idle = 0
+            if message.get("type") == "subscribe":
+                # From here on every wake-up reaches this process; those published while
+                # it was not subscribed were lost: every waiter re-checks now.
+                self.subscriptions += 1
+                self._reliable(True)
+                continue
             if message.get("type") != "message":
                 continue
             try:

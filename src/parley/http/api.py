@@ -6,6 +6,7 @@ router, the OpenAPI document and the authorization tests are all generated from 
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import itertools
 import logging
@@ -162,8 +163,7 @@ SEND_TYPE = Param(
 
 CONVERSATIONS_MAX = 200  # conversations per page of the list
 MAX_TIMESTAMP = 10**18 - 1  # cursors are unix milliseconds: at most 18 digits
-HEARTBEAT_SECONDS = 15.0  # a live stream sends a comment at least this often
-RECHECK_TOKEN_SECONDS = 1.0  # open long-polls and streams re-check their token this often
+RECHECK_TOKEN_SECONDS = 1.0  # waiters re-check their token this often without reliable wake-ups
 TOKEN_ID = "parley.token_id"  # where the calling token's id is kept in the request scope
 PASSWORD_NOTE = ", ".join(f"{k} {v}" for k, v in PARAMETERS.items())
 _request_ids = itertools.count(1)
@@ -230,21 +230,25 @@ class _Events:
     """A live stream's chunks, made one at a time when the stream asks: ``retry``, then one
     ``messages`` event per page, its id the page's nextTimestamp (pages never split a
     timestamp, so resuming from the last id neither skips nor repeats), and a keep-alive
-    comment at first and after ``HEARTBEAT_SECONDS`` without one. It waits in slices of
-    ``RECHECK_TOKEN_SECONDS``, re-checking the token in between, and ends within a second
-    of the token being revoked. Small, because a process holds one per open stream."""
+    comment at first and after ``keepalive`` seconds without a chunk.
+
+    Between chunks the stream sleeps until it is woken (a message or event on one of its
+    streams, a typing notice, its token revoked) or its keep-alive is due; it re-checks
+    its token every time it wakes, before it writes anything. While the process's
+    wake-ups are not reliable it also wakes every second. Small, because a process holds
+    one per open stream."""
 
     __slots__ = (
         "actor",
         "api",
         "call",
         "cursor",
+        "due",
         "first",
         "include_events",
         "include_sent",
-        "quiet",
-        "typing",
         "user_id",
+        "watch",
     )
 
     def __init__(
@@ -265,31 +269,34 @@ class _Events:
         self.cursor = first.next_ts
         self.include_sent = include
         self.include_events = include_events
-        self.typing: list[bytes] = []  # typing notices waiting to be sent (events only)
-        self.quiet = -1.0  # seconds since the last chunk; -1: ``retry`` not sent yet
+        self.due = -1.0  # loop time the next keep-alive is due; -1: ``retry`` not sent yet
+        self.watch: Watch | None = None
 
     async def next_chunk(self, watch: Watch) -> bytes | None:
-        if self.quiet < 0:
-            self.quiet = 0.0
-            if self.include_events:
-                self.api.messages.listen(self.user_id, watch)
+        clock = asyncio.get_running_loop().time
+        if self.due < 0:
+            self.due = 0.0  # the first keep-alive goes out with the first page
+            watch.typing = self.include_events
+            self.watch = watch
+            self.api.messages.listen(self.user_id, watch)
             return b"retry: 2000\n\n"
         page = self.first
         self.first = None
+        keepalive = self.api.keepalive
         while True:
             if page is not None:
                 self.cursor = page.next_ts
                 if page.messages or page.events:
-                    self.quiet = 0.0
+                    self.due = clock() + keepalive
                     data = encode(s.MessagesOut.of(page, self.include_events))
                     return b"id: %d\nevent: messages\ndata: %s\n\n" % (page.next_ts, data)
-                if self.quiet >= HEARTBEAT_SECONDS or self.quiet == 0.0:
-                    self.quiet = 0.0
-                    return b": keep-alive\n\n"
+            if clock() >= self.due:
+                self.due = clock() + keepalive
+                return b": keep-alive\n\n"
             if watch.poked:
                 typing = _fresh(watch.take_signals())
                 if typing:
-                    self.quiet = 0.0
+                    self.due = clock() + keepalive
                     data = encode(s.MessagesOut([], str(self.cursor), False, typing))
                     return b"id: %d\nevent: messages\ndata: %s\n\n" % (self.cursor, data)
             page = await self.api.messages.check(
@@ -298,18 +305,19 @@ class _Events:
                 self.cursor,
                 None,
                 self.include_sent,
-                RECHECK_TOKEN_SECONDS,
+                self.api.slice(self.due - clock()),
                 watch,
                 self.include_events,
+                patient=True,
             )
-            if watch.gone:
-                self.api.messages.unlisten(self.user_id, watch)
+            if watch.gone or not await self.api._signed_in(self.call, self.actor):
                 return None
-            if not watch.poked:
-                self.quiet += RECHECK_TOKEN_SECONDS
-            if not await self.api._signed_in(self.call, self.actor):
-                self.api.messages.unlisten(self.user_id, watch)
-                return None
+
+    def close(self) -> None:
+        """The stream is over: stop passing it signals."""
+        if self.watch is not None:
+            self.api.messages.unlisten(self.user_id, self.watch)
+            self.watch = None
 
 
 class Api:
@@ -327,6 +335,8 @@ class Api:
         self.body_max = parley.settings.limits.body_max_bytes
         self.body_timeout = parley.settings.request_timeout
         self.page_max = parley.settings.limits.page_max
+        self.keepalive = float(parley.settings.keepalive_seconds)
+        self.wakeups = parley.notifier
         limits = parley.settings.rate_limits
         self.limiter: RateLimiter | None = None
         self.waiting: Waiting | None = None
@@ -392,6 +402,12 @@ class Api:
             caller = await self.accounts.authenticate(token.strip())
         call.scope[TOKEN_ID] = caller.token_id
         return caller.user_id
+
+    def slice(self, left: float) -> float:
+        """How long a waiter may sleep before it re-checks its token on its own: until its
+        deadline while wake-ups are reliable (a revocation pokes it), else a second."""
+        left = max(left, 0.0)
+        return left if self.wakeups.reliable else min(left, RECHECK_TOKEN_SECONDS)
 
     async def _signed_in(self, call: Call, actor: Actor) -> bool:
         """Is the token of an open long-poll or stream still live? (Open mode: always.)"""
@@ -530,16 +546,15 @@ class Api:
         page = await self.messages.check(actor, user_id, after, limit, sent, include_events=events)
         left = float(wait or 0)
         if not (page.messages or page.events) and left > 0 and after is not None:
-            # A long-poll with events also answers early with typing notices.
-            watch = Watch() if events else None
-            if watch is not None:
-                self.messages.listen(user_id, watch)
+            # A revocation pokes the poll through its watch; with events, typing notices
+            # answer it early too.
+            watch = Watch(typing=events)
+            self.messages.listen(user_id, watch)
             try:
                 page = await self._long_poll(call, actor, user_id, page, limit, sent, left, watch)
             finally:
-                if watch is not None:
-                    self.messages.unlisten(user_id, watch)
-            if watch is not None and watch.poked and not (page.messages or page.events):
+                self.messages.unlisten(user_id, watch)
+            if events and watch.poked and not (page.messages or page.events):
                 typing = _fresh(watch.take_signals())
                 out = s.MessagesOut([], str(page.next_ts), page.has_more, typing)
                 return ok(out)
@@ -554,23 +569,26 @@ class Api:
         limit: int | None,
         sent: bool,
         left: float,
-        watch: Watch | None,
+        watch: Watch,
     ) -> Page:
-        """Wait in slices, re-checking the token in between: a revoked token's poll ends
-        (401) within a second."""
-        events = watch is not None
+        """Wait until there is something to answer, re-checking the token whenever the wait
+        ends: a revoked token's poll ends (401) as soon as the revocation pokes it (within
+        a second without reliable wake-ups)."""
+        events = watch.typing
+        clock = asyncio.get_running_loop().time
+        deadline = clock() + left
         while not page.messages and not page.events and left > 0:
-            step = min(left, RECHECK_TOKEN_SECONDS)
             page = await self.messages.check(
-                actor, user_id, page.next_ts, limit, sent, step, watch, include_events=events
-            )
-            left -= step
+                actor, user_id, page.next_ts, limit, sent, self.slice(left), watch,
+                include_events=events,
+            )  # fmt: skip
+            left = deadline - clock()
             if not await self._signed_in(call, actor):
                 raise errors.Unauthenticated("the token was revoked", errors.Code.BAD_TOKEN)
-            if watch is not None and watch.poked:
+            if watch.poked:
                 if _fresh(list(watch.signals)):
                     break
-                watch.take_signals()  # only expired ones: wait on
+                watch.take_signals()  # only expired ones, or a poke: wait on
         return page
 
     # conversations ---------------------------------------------------------------------
@@ -661,7 +679,7 @@ class Api:
             actor, user_id, after, None, sent, include_events=with_events
         )
         events = _Events(self, call, actor, user_id, first, sent, with_events)
-        return EventStream(events.next_chunk, call.receive)
+        return EventStream(events.next_chunk, call.receive, events.close)
 
     # operations ------------------------------------------------------------------------
     async def healthz(self, call: Call, actor: Actor) -> Reply:

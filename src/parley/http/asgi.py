@@ -71,11 +71,15 @@ class EventStream(Reply):
     of its own, and it ends the wait through the stream's :class:`Watch`."""
 
     def __init__(
-        self, next_chunk: Callable[[Watch], Awaitable[bytes | None]], receive: Receive
+        self,
+        next_chunk: Callable[[Watch], Awaitable[bytes | None]],
+        receive: Receive,
+        close: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(b"", 200, content_type=b"text/event-stream")
         self.next_chunk = next_chunk
         self.receive = receive
+        self.close = close
 
     async def send(self, send: Send) -> None:
         headers = [
@@ -98,6 +102,8 @@ class EventStream(Reply):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             departure.close()
+            if self.close is not None:
+                self.close()
 
 
 class _Departure:

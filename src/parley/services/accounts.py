@@ -11,9 +11,12 @@ Tokens
 Revocation
     ``revoke`` deletes the row, then ``Directory.token_removed``, which returns only when
     no process can accept the token any more (with Redis: the cache epoch is bumped and
-    every trust lease on the old one has run out; see ``parley.cache.redis_directory``). Long
-    polls and live streams re-check their token at least once a second
-    (``still_signed_in``) and end when it is gone.
+    every trust lease on the old one has run out; see ``parley.cache.redis_directory``), then
+    signals ``SIGNED_OUT`` to the user's waiting long-polls and live streams in every
+    process: each re-checks its token (``still_signed_in``) and ends. A waiter also
+    re-checks it before it answers or writes anything, so a revoked device is never
+    shown a message even if that signal is lost; while wake-ups are not reliable
+    (``Wakeups.reliable``) waiters re-check it every second as well.
 
 Passwords and sign-in
     argon2id (``services.passwords``); 8-1024 characters; never logged or returned.
@@ -46,7 +49,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from parley.cache.base import Directory
+from parley.cache.base import SIGNED_OUT, Directory, Wakeups
 from parley.domain.models import GroupRecord, Message, TokenRecord, UserRecord, new_id
 from parley.domain.rules import clean_name
 from parley.domain.validation import check_text, well_formed_id
@@ -114,9 +117,11 @@ class AccountService:
         passwords: Passwords,
         throttle: SignInThrottle,
         token_mode: bool,
+        wakeups: Wakeups | None = None,
     ) -> None:
         self.storage = storage
         self.directory = directory
+        self.wakeups = wakeups
         self.passwords = passwords
         self.throttle = throttle
         self.token_mode = token_mode
@@ -148,6 +153,11 @@ class AccountService:
             return False
         tokens = (await self.directory.tokens(user_id)).values()
         return any(t.id == token_id for t in tokens)
+
+    def _signed_out(self, user_id: str) -> None:
+        """The user's waiting requests, here and in every process: re-check your token."""
+        if self.wakeups is not None:
+            self.wakeups.signal([user_id], SIGNED_OUT)
 
     def _touch(self, token: TokenRecord) -> None:
         at = now_ms()
@@ -205,6 +215,7 @@ class AccountService:
         if not well_formed_id(token_id) or not await self.storage.delete_token(user_id, token_id):
             raise NotFound("token not found", Code.TOKEN_NOT_FOUND)
         await self.directory.token_removed(user_id, token_id)
+        self._signed_out(user_id)
 
     # passwords -------------------------------------------------------------------------
     async def set_password(
@@ -269,6 +280,7 @@ class AccountService:
         idempotent, so this may run again after a crash, and in several processes at once.
         (``faults``: a request's deletion, where a fault test may kill the server.)"""
         await self.directory.user_deleted(user_id)  # lookups and tokens: gone everywhere
+        self._signed_out(user_id)
         if faults:
             self._fault("hidden")
         await self.storage.erase_account(user_id)

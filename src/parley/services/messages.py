@@ -233,11 +233,18 @@ class MessageService:
         wait: float = 0.0,
         watch: Watch | None = None,
         include_events: bool = False,
+        patient: bool = False,
     ) -> Page:
         """Messages newer than ``after``; with ``wait``, hold the answer up to that many
-        seconds until there is one (long-poll). ``watch`` (a live stream's) ends the wait
-        early, with an empty page, once its client has gone. ``include_events``: the
-        change events of the user and its groups too, through the same cursor."""
+        seconds until there is one (long-poll). ``watch`` ends the wait early, with an
+        empty page, once its client has gone or it was poked. ``include_events``: the
+        change events of the user and its groups too, through the same cursor.
+
+        A waiter re-checks every ``RECHECK_SECONDS`` even when nobody woke it, since a
+        wake-up from another process can be lost; a ``patient`` one (a live stream, whose
+        ``wait`` ends at its next keep-alive) sleeps through while the wake-ups are
+        reliable (``Wakeups.reliable``), so an idle stream costs nothing between its
+        keep-alives."""
         require_self(actor, user_id)
         page_size = self._page_size(limit)
         await self.users.require(user_id)
@@ -254,8 +261,13 @@ class MessageService:
                 # Wake-ups are hints (one from another process can be lost): re-check now
                 # and then even without one.
                 streams = streams_of(user_id, look.groups, include_sent, ev)
-                await self.notifier.wait(streams, min(left, RECHECK_SECONDS), watch)
+                whole = patient and self.notifier.reliable
+                woken = await self.notifier.wait(
+                    streams, left if whole else min(left, RECHECK_SECONDS), watch
+                )
                 if watch is not None and (watch.gone or watch.poked):
+                    break
+                if whole and not woken:  # the deadline: the caller's next check looks again
                     break
             else:
                 # Stored but not yet below the frontier (it trails the clock by 1 ms), or
