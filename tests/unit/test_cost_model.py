@@ -397,8 +397,10 @@ def test_unknown_figures_are_never_priced_as_zero() -> None:
     assert fargate.monthly is None
     assert result.total is None and result.design_scope_total is None
     assert result.unknown == ("memory per idle connection",)
+    # the known part counts the Fargate CPU bound as a floor: 11 tasks x 36.0401 (ceil 10.24)
+    assert fargate.floor == pytest.approx(11 * 36.0401)
     known = sum(i.monthly for i in result.line_items if i.included and i.monthly is not None)
-    assert result.known_total == pytest.approx(known) and result.known_total > 0
+    assert result.known_total == pytest.approx(known + fargate.floor) and known > 0
     # database and Redis CPU absent from the bench file: unknown, not zero
     bare = OperationProfile(requests_per_second=2000, cpu_seconds_per_request=0.0003)
     bench = BenchFile(
@@ -497,11 +499,13 @@ def test_cheapest_highly_available_shape_against_the_budget() -> None:
     sqlite, pg = results
     assert not sqlite.highly_available and pg.highly_available
     assert pg.total is not None
-    fits = cheapest_highly_available(results, 30_000, pg.total + 1)
-    assert fits.best is pg and fits.within is True
-    over = cheapest_highly_available(results, 30_000, pg.total - 10)
+    fits = cheapest_highly_available(results, 30_000, pg.total + 1, "realistic")
+    assert fits.best is pg and fits.within is True and fits.workload == "realistic"
+    over = cheapest_highly_available(results, 30_000, pg.total - 10, "realistic")
     assert over.within is False
     assert "over $" in over.text and "by $10.00" in over.text
     single_az = dataclasses.replace(INPUTS, rds_multi_az=False)
     none = estimate(bench, [30_000], Prices(), single_az, workloads=("realistic",))
-    assert cheapest_highly_available(none, 30_000, 1e9).best is None
+    assert cheapest_highly_available(none, 30_000, 1e9, "realistic").best is None
+    # the verdict's workload is the stream one by default: none in these results
+    assert cheapest_highly_available(results, 30_000, 1e9).text.startswith("no highly")
