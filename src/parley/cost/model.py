@@ -808,32 +808,43 @@ def _cost_sqlite(
     missing = _missing_labels(load) + missing
     gb, stored = _storage(load.users, workload, sb, inputs)
     notes: list[str] = []
-    if held is None or base is None or load.missing_operations:
-        what = "CPU and memory" if load.missing_operations else "memory"
+    if held is None or base is None:
         instance = LineItem(
             "EC2 instance",
             "compute",
             None,
-            f"{what} unknown: {', '.join(missing)} not measured",
+            f"memory unknown: {', '.join(missing)} not measured",
             unknown=missing,
         )
     else:
         need_gib = (held + base) / GIB / inputs.memory_utilisation
         cls, count = pick_class(prices.ec2_classes, load.app_vcpus, required_gib=need_gib)
-        if count > 1:
+        if count > 1:  # also when the CPU figure is a lower bound: it cannot fit
             feasible = False
             notes.append(
                 f"EXCEEDS ONE INSTANCE: {load.app_vcpus:.2f} vCPU and {need_gib:,.1f} GiB needed"
             )
-        instance = LineItem(
-            "EC2 instance",
-            "compute",
-            cls.hourly * hours,
-            f"1 x {cls.name} ({load.app_vcpus:.2f} vCPU needed at "
-            f"{inputs.target_utilisation:.0%}, {need_gib:,.2f} GiB with "
-            f"{load.connections:,.0f} connections)",
-            driver=_driver(load, sb, "app CPU", "cpu_seconds_per_request", "ms", 1e3),
-        )
+        need = f"{load.app_vcpus:.2f} vCPU needed at {inputs.target_utilisation:.0%}"
+        with_connections = f"{need_gib:,.2f} GiB with {load.connections:,.0f} connections"
+        if load.missing_operations:
+            # CPU covers the measured operations only: the class that fits them is a floor
+            instance = LineItem(
+                "EC2 instance",
+                "compute",
+                None,
+                f">= 1 x {cls.name} (>= {need}, {with_connections}); CPU unknown: "
+                f"{', '.join(missing)} not measured",
+                unknown=missing,
+                floor=cls.hourly * hours,
+            )
+        else:
+            instance = LineItem(
+                "EC2 instance",
+                "compute",
+                cls.hourly * hours,
+                f"1 x {cls.name} ({need}, {with_connections})",
+                driver=_driver(load, sb, "app CPU", "cpu_seconds_per_request", "ms", 1e3),
+            )
     items = [
         instance,
         LineItem(
@@ -849,7 +860,7 @@ def _cost_sqlite(
     notes.append(
         f"one process serves up to {ceiling:,} users at {inputs.target_utilisation:.0%}"
         + (
-            f" (at most: {', '.join(_missing_labels(load))} not measured)"
+            f" (an upper bound: {', '.join(_missing_labels(load))} not measured)"
             if load.missing_operations
             else ""
         )

@@ -520,7 +520,7 @@ def write_chart(report: Report, path: Path) -> None:
                 xs, ys = zip(*points, strict=True)
                 label = f"{shape}, {WORKLOAD_LABELS[name]}"
                 if floor:
-                    unknown = sorted({u for r in mine for u in r.unknown})
+                    unknown = list(dict.fromkeys(u for r in mine for u in r.unknown))
                     label += f" (lower bound: {', '.join(unknown)} not measured)"
                 (line,) = ax.plot(
                     xs,
