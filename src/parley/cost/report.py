@@ -270,7 +270,8 @@ def _parley_section(report: Report) -> list[str]:
             if report.bench.idle_connection_bytes is not None
             else "memory per idle connection unknown, "
         )
-        + f"{mi.stored_bytes_per_message:g} B/message kept {mi.retention_days:g} days",
+        + f"{mi.stored_bytes_per_message:g} B/message (input, where a shape has no measured "
+        f"figure) kept {mi.retention_days:g} days",
         2,
     )
     out.append("")
