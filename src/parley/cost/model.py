@@ -780,6 +780,7 @@ def _elasticache(
             + f"; at least {1 + inputs.cache_replicas} x the cheapest class",
             unknown=_why(load, "Redis CPU"),
             floor=(1 + inputs.cache_replicas) * min(c.hourly for c in prices.cache_classes) * hours,
+            driver="the smallest node and its replica",
         )
     cls, shards = pick_class(prices.cache_classes, load.cache_vcpus, _redis_usable)
     nodes = shards * (1 + inputs.cache_replicas)
@@ -896,6 +897,7 @@ def _cost_postgres(
             + f"; at least {az} x the cheapest class",
             unknown=_why(load, "PostgreSQL CPU"),
             floor=az * min(c.hourly for c in prices.rds_classes) * hours,
+            driver="the smallest class" + (" and its standby" if az == 2 else ""),
         )
     else:
         cls, count = pick_class(prices.rds_classes, load.storage_vcpus)
