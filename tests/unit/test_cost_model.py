@@ -790,3 +790,21 @@ def test_old_bench_files_still_load_and_new_fields_are_checked() -> None:
     shape["operations"]["poll"] = shape["operations"]["tick"]
     with pytest.raises(BenchError, match="unknown poll"):
         parse_bench(json.dumps(new))
+
+
+def test_a_stream_operation_is_never_named_as_a_throughput_limit() -> None:
+    busy_tick = msgspec.structs.replace(TICK, cpu_seconds_per_request=0.0001)
+    shape = msgspec.structs.replace(
+        STREAM_SHAPE, operations={**STREAM_SHAPE.operations, "tick": busy_tick}
+    )
+    load = compute_load(USERS, WORKLOAD, shape, STREAM_INPUTS, live_stream=True)
+    # CPU (0.06 + 0.5 + 0.015 + 0.05) / 0.5 = 1.25; throughput (60/500 + 0.565/2) / 0.5 x 2
+    # = 1.61: throughput-bound, and the busiest operation is the tick (5,000 x 0.0001 / 2 = 0.25)
+    assert load.app_vcpus_by_cpu == pytest.approx(1.25)
+    assert load.app_vcpus == pytest.approx(1.61)
+    fargate = next(i for i in _stream(shape)["postgres-redis"].line_items if i.name == "Fargate")
+    assert fargate.driver == "app CPU of a keep-alive tick of an idle stream (0.1 ms)"
+    sends = next(
+        i for i in _stream(STREAM_SHAPE)["postgres-redis"].line_items if i.name == "Fargate"
+    )
+    assert sends.driver.startswith("throughput of the measured process(es) on a send")

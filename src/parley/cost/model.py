@@ -550,11 +550,13 @@ def _fargate(
     held, base, missing = _connection_memory(load, sb, bench.idle_connection_bytes)
     missing = _missing_labels(load) + missing
     cpu_text = f"{vcpus:.2f} vCPU needed at {inputs.target_utilisation:.0%}{extra_note}"
-    if load.app_vcpus_by_cpu >= load.app_vcpus_by_throughput:
+    rates = {o: r for o, r in load.requests_per_second.items() if o in sb.operations}
+    busiest = max(rates, key=lambda o: rates[o] * _busy_per_request(o, sb), default="")
+    if load.app_vcpus_by_cpu >= load.app_vcpus_by_throughput or busiest in STREAM_OPERATIONS:
+        # a live-stream operation is sized by its CPU, not by a measured throughput
         cpu_driver = _driver(load, sb, "app CPU", "cpu_seconds_per_request", "ms", 1e3)
     else:
-        rates = {o: r for o, r in load.requests_per_second.items() if o in sb.operations}
-        op = max(rates, key=lambda o: rates[o] * _busy_per_request(o, sb))
+        op = busiest
         what = _OP_NAMES.get(op, op)
         cpu_driver = (
             f"throughput of the measured process(es) on {'an' if what[0] in 'aeiou' else 'a'} "
@@ -1187,7 +1189,8 @@ def cheapest_highly_available(
         stop = (
             f"the largest, {top.name}, would have to fall by {_money(excess)} ({share:.0%}, to "
             f"{_money(monthly - excess)}): in proportion, {top.driver or 'its price'} would have "
-            f"to fall to {1 - share:.0%} of what was measured"
+            f"to fall to {1 - share:.0%} of "
+            + ("the input" if "input, not measured" in top.driver else "what was measured")
         )
     else:
         needed, running = [], 0.0
