@@ -238,11 +238,69 @@ def test_the_bench_example_in_the_docs_is_valid() -> None:
     assert bench.shapes["dynamodb-fargate"].operations["check"].read_units_per_read == 0.5
 
 
-def test_text_shows_both_workloads_and_the_verdict(capsys: pytest.CaptureFixture[str]) -> None:
+def test_text_shows_the_three_workloads_and_both_verdicts(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     assert main(["--users", "1M"]) == 0
     out = capsys.readouterr().out
-    assert "postgres-redis, original" in out and "postgres-redis, realistic" in out
-    assert "realistic workload: $" in out and "original workload: $" in out
+    for name in ("original", "realistic", "stream"):
+        assert f"postgres-redis, {name}" in out
+        assert f"postgres-redis at 1,000,000 users, {name} workload: $" in out
     assert "NLB (TCP, TLS in Parley)" in out and "ALB" in out
-    assert "Highly available at 1,000,000 users" in out
-    assert "cheapest highly available shape: postgres-redis" in " ".join(out.split())
+    assert "keep-alive ticks/s" in out and "streams held" in out
+    flat = " ".join(out.split())
+    stream = flat.index("Highly available at 1,000,000 users, stream workload (the verdict")
+    polling = flat.index("Highly available at 1,000,000 users, realistic workload (beside it")
+    assert stream < polling
+    assert flat[stream:polling].count("cheapest highly available shape: postgres-redis") == 1
+    assert "cheapest highly available shape: postgres-redis" in flat[polling:]
+
+
+def test_sample_has_live_stream_figures_for_every_shape() -> None:
+    for shape in sample_bench().shapes.values():
+        for op in ("tick", "push", "open"):
+            profile = shape.operations[op]
+            # written as parley bench writes them: requests_per_second = 1 / CPU
+            assert profile.requests_per_second == pytest.approx(
+                1 / profile.cpu_seconds_per_request, rel=1e-3
+            )
+
+
+def test_json_carries_the_three_workloads_and_both_verdicts(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    doc = _json_run(capsys, "--users", "1M", "--set", "online_share=0.5")
+    parley = doc["parley"]
+    assert {r["workload"] for r in parley["results"]} == {  # type: ignore[index]
+        "original",
+        "realistic",
+        "stream",
+    }
+    assert parley["inputs"]["online_share"] == 0.5  # type: ignore[index]
+    verdicts = parley["verdicts"]  # type: ignore[index]
+    assert set(verdicts) == {"stream", "realistic"}
+    assert parley["verdict"] == verdicts["stream"]  # type: ignore[index]
+    assert verdicts["stream"]["shape"] == "postgres-redis"
+    assert _total(doc, "postgres-redis", 1_000_000, "stream") < _total(
+        doc, "postgres-redis", 1_000_000, "realistic"
+    )
+
+
+def test_a_measured_bench_without_stream_figures_prices_the_stream_as_unknown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = json.loads((REPO / "docs" / "bench-results.json").read_text())
+    for shape in doc["shapes"].values():  # as written before parley bench measured streams
+        shape.pop("stored_bytes_per_message", None)
+        for op in ("tick", "push", "open"):
+            shape["operations"].pop(op, None)
+    bench = _write(tmp_path, doc)
+    assert main(["--bench", str(bench), "--users", "1M"]) == 0
+    flat = " ".join(capsys.readouterr().out.split())
+    assert "postgres-redis, stream unknown (>= " in flat
+    assert (
+        "stream workload (the verdict, on what a real client does; budget $440.00: a tenth of "
+        "the course design's $4,401.26): verdict: unknown" in flat
+    )
+    assert "not measured: live-stream tick, live-stream push, live-stream open" in flat
+    assert "realistic workload (beside it, for a client that polls" in flat

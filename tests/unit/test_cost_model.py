@@ -9,7 +9,14 @@ import math
 import msgspec
 import pytest
 
-from parley.cost.measured import BenchFile, OperationProfile, ShapeBench, Workload, parse_bench
+from parley.cost.measured import (
+    BenchError,
+    BenchFile,
+    OperationProfile,
+    ShapeBench,
+    Workload,
+    parse_bench,
+)
 from parley.cost.model import (
     LineItem,
     ModelError,
@@ -20,6 +27,7 @@ from parley.cost.model import (
     estimate,
     pick_class,
     single_process_ceiling,
+    stream_rates,
     with_settings,
 )
 from parley.cost.prices import InstanceClass, Prices
@@ -74,7 +82,7 @@ def _one(shape: str, users: int = USERS, inputs: ModelInputs = INPUTS) -> ShapeC
     return result
 
 
-def _items(result: ShapeCost) -> dict[str, float]:
+def _items(result: ShapeCost) -> dict[str, float | None]:
     return {i.name: i.monthly for i in result.line_items}
 
 
@@ -397,8 +405,10 @@ def test_unknown_figures_are_never_priced_as_zero() -> None:
     assert fargate.monthly is None
     assert result.total is None and result.design_scope_total is None
     assert result.unknown == ("memory per idle connection",)
+    # the known part counts the Fargate CPU bound as a floor: 11 tasks x 36.0401 (ceil 10.24)
+    assert fargate.floor == pytest.approx(11 * 36.0401)
     known = sum(i.monthly for i in result.line_items if i.included and i.monthly is not None)
-    assert result.known_total == pytest.approx(known) and result.known_total > 0
+    assert result.known_total == pytest.approx(known + fargate.floor) and known > 0
     # database and Redis CPU absent from the bench file: unknown, not zero
     bare = OperationProfile(requests_per_second=2000, cpu_seconds_per_request=0.0003)
     bench = BenchFile(
@@ -497,11 +507,304 @@ def test_cheapest_highly_available_shape_against_the_budget() -> None:
     sqlite, pg = results
     assert not sqlite.highly_available and pg.highly_available
     assert pg.total is not None
-    fits = cheapest_highly_available(results, 30_000, pg.total + 1)
-    assert fits.best is pg and fits.within is True
-    over = cheapest_highly_available(results, 30_000, pg.total - 10)
+    fits = cheapest_highly_available(results, 30_000, pg.total + 1, "realistic")
+    assert fits.best is pg and fits.within is True and fits.workload == "realistic"
+    over = cheapest_highly_available(results, 30_000, pg.total - 10, "realistic")
     assert over.within is False
     assert "over $" in over.text and "by $10.00" in over.text
     single_az = dataclasses.replace(INPUTS, rds_multi_az=False)
     none = estimate(bench, [30_000], Prices(), single_az, workloads=("realistic",))
-    assert cheapest_highly_available(none, 30_000, 1e9).best is None
+    assert cheapest_highly_available(none, 30_000, 1e9, "realistic").best is None
+    # the verdict's workload is the stream one by default: none in these results
+    assert cheapest_highly_available(results, 30_000, 1e9).text.startswith("no highly")
+
+
+# --- the stream workload: a live stream per online user ---
+
+# Live-stream operations: requests_per_second is 1 / CPU, as `parley bench` writes it.
+TICK = OperationProfile(
+    requests_per_second=50_000,
+    cpu_seconds_per_request=0.00002,
+    storage_reads_per_request=0,
+    storage_writes_per_request=0,
+    storage_cpu_seconds_per_request=0,
+    cache_ops_per_request=1,
+    cache_cpu_seconds_per_request=0.000001,
+    request_bytes=0,
+    response_bytes=20,
+)
+PUSH = OperationProfile(
+    requests_per_second=5_000,
+    cpu_seconds_per_request=0.0002,
+    storage_reads_per_request=1,
+    storage_writes_per_request=0,
+    read_units_per_read=0.5,
+    storage_cpu_seconds_per_request=0.00004,
+    cache_ops_per_request=2,
+    cache_cpu_seconds_per_request=0.000004,
+    request_bytes=0,
+    response_bytes=400,
+)
+OPEN = OperationProfile(
+    requests_per_second=2_000,
+    cpu_seconds_per_request=0.0005,
+    storage_reads_per_request=2,
+    storage_writes_per_request=0,
+    read_units_per_read=0.5,
+    storage_cpu_seconds_per_request=0.0001,
+    cache_ops_per_request=4,
+    cache_cpu_seconds_per_request=0.00001,
+    request_bytes=300,
+    response_bytes=500,
+)
+STREAM_SHAPE = ShapeBench(
+    operations={"check": CHECK, "send": SEND, "tick": TICK, "push": PUSH, "open": OPEN},
+    process_vcpus=2,
+    process_base_bytes=100e6,
+)
+# Half the users online, a keep-alive a minute, 1.2 reconnects an hour, a kept-alive client.
+STREAM_INPUTS = dataclasses.replace(
+    INPUTS,
+    online_share=0.5,
+    keepalive_seconds=60,
+    reconnects_per_user_per_hour=1.2,
+    new_connections_per_request=0,
+    load_balancer="cheaper",
+)
+
+
+def _stream(shape: ShapeBench, stored: float | None = None) -> dict[str, ShapeCost]:
+    sb = msgspec.structs.replace(shape, stored_bytes_per_message=stored)
+    bench = BenchFile(
+        format="parley-bench/1",
+        sample=False,
+        idle_connection_bytes=0,
+        workload=WORKLOAD,
+        shapes={"postgres-redis": sb, "dynamodb-fargate": sb},
+    )
+    results = estimate(bench, [USERS], Prices(), STREAM_INPUTS, workloads=("stream",))
+    return {r.shape: r for r in results}
+
+
+def test_stream_rates_by_hand() -> None:
+    rates = stream_rates(USERS, WORKLOAD, STREAM_INPUTS)
+    # send 600,000 x 8.64 / 86,400 = 60/s; tick 300,000 online / 60 s = 5,000/s;
+    # push 60 x 2.5 recipients x 0.5 online = 75/s; open 300,000 x 1.2 / 3,600 = 100/s
+    assert rates == pytest.approx({"send": 60, "tick": 5_000, "push": 75, "open": 100})
+
+
+def test_stream_load_by_hand() -> None:
+    load = compute_load(USERS, WORKLOAD, STREAM_SHAPE, STREAM_INPUTS, live_stream=True)
+    assert load.live_stream and load.missing_operations == ()
+    assert "check" not in load.requests_per_second  # a live stream replaces the checks
+    # HTTP requests are sends and opens (ticks and pushes are bytes on an open response)
+    assert load.total_requests_per_second == pytest.approx(160)  # 60 + 100
+    assert load.messages_delivered_per_second == pytest.approx(150)  # 60 x 2.5
+    # CPU: (60 x 0.001 + 5,000 x 0.00002 + 75 x 0.0002 + 100 x 0.0005) / 0.5
+    #    = (0.06 + 0.1 + 0.015 + 0.05) / 0.5 = 0.45 vCPU
+    assert load.app_vcpus_by_cpu == pytest.approx(0.45)
+    # throughput: sends by their measured rate, stream operations by CPU only (over 2 vCPU):
+    # 60/500 + 0.165/2 = 0.2025 processes; / 0.5 x 2 vCPU = 0.81 vCPU. (By 1 / their written
+    # requests_per_second they would count twice: 0.12 + 0.165 = 0.285 -> 1.14 vCPU.)
+    assert load.process_busy == pytest.approx(0.2025)
+    assert load.app_vcpus_by_throughput == pytest.approx(0.81)
+    assert load.app_vcpus == pytest.approx(0.81)
+    # storage calls: 75 x 1 + 100 x 2 + 60 x 2 = 395 reads/s; 60 x 2 = 120 writes/s
+    assert load.storage_reads_per_second == pytest.approx(395)
+    assert load.storage_writes_per_second == pytest.approx(120)
+    # request units: 395 x 0.5 = 197.5 RRU/s; 120 x 2 = 240 WRU/s
+    assert load.read_units_per_second == pytest.approx(197.5)
+    assert load.write_units_per_second == pytest.approx(240)
+    # database CPU (75 x 0.00004 + 100 x 0.0001 + 60 x 0.0005) / 0.5 = 0.043 / 0.5 = 0.086
+    assert load.storage_vcpus == pytest.approx(0.086)
+    # Redis: 5,000 x 1 + 75 x 2 + 100 x 4 + 60 x 3 = 5,730 ops/s;
+    # (0.005 + 0.0003 + 0.001 + 0.0012) / 0.5 = 0.015 vCPU
+    assert load.cache_ops_per_second == pytest.approx(5_730)
+    assert load.cache_vcpus == pytest.approx(0.015)
+    # bytes in 100 x 300 + 60 x 500 = 60,000 B/s;
+    # out 5,000 x 20 + 75 x 400 + 100 x 500 + 60 x 500 = 210,000 B/s
+    assert load.bytes_in_per_second == pytest.approx(60_000)
+    assert load.bytes_out_per_second == pytest.approx(210_000)
+    # streams held: 600,000 x 0.5; new connections: the opens
+    assert load.connections == pytest.approx(300_000)
+    assert load.new_connections_per_second == pytest.approx(100)
+
+
+def test_stream_dynamodb_fargate_by_hand() -> None:
+    result = _stream(STREAM_SHAPE)["dynamodb-fargate"]
+    items = {i.name: i for i in result.line_items}
+    monthly = {name: i.monthly for name, i in items.items()}
+    # 0.81 vCPU + 100 handshakes/s x 2 ms / 0.5 = 0.4 for TLS behind nlb-tcp: ceil(1.21) = 2
+    # tasks = min_tasks: 2 x (0.04048 + 2 x 0.004445) x 730 = 2 x 36.0401
+    assert monthly["Fargate"] == pytest.approx(72.0802)
+    # ALB: active 300,000 / 3,000 = 100 LCU beats 100/25 = 4 new and 0.972 GB/h:
+    # (0.0225 + 100 x 0.008) x 730
+    assert monthly["ALB"] == pytest.approx(600.425)
+    # NLB TCP: active 300,000 / 100,000 = 3 NLCU beats 100/800 = 0.125 new and
+    # (60,000 + 210,000) x 3,600 / 1e9 = 0.972 GB/h: (0.0225 + 3 x 0.006) x 730
+    assert monthly["NLB (TCP, TLS in Parley)"] == pytest.approx(29.565)
+    assert "by active connections" in items["NLB (TCP, TLS in Parley)"].detail
+    # NLB TLS: 300,000 / 3,000 = 100 NLCU: (0.0225 + 100 x 0.006) x 730
+    assert monthly["NLB (TLS listener)"] == pytest.approx(454.425)
+    assert items["NLB (TCP, TLS in Parley)"].included and not items["ALB"].included
+    # on-demand: 197.5 x 2.628 x 0.125 + 240 x 2.628 x 0.625 = 64.87875 + 394.2
+    assert monthly["DynamoDB on-demand"] == pytest.approx(459.07875)
+    # provisioned at 50 %: 395 RCU + 480 WCU = (0.05135 + 0.312) x 730, the cheaper
+    assert monthly["DynamoDB provisioned"] == pytest.approx(265.2455)
+    assert items["DynamoDB provisioned"].included
+    # 600,000 x 8.64 x 100 days x 1,000 B (the input) = 518.4 GB x 0.25
+    assert monthly["DynamoDB storage"] == pytest.approx(129.6)
+    assert "1,000 B, input, not measured" in items["DynamoDB storage"].detail
+    # 0.015 vCPU of Redis: cache.t4g.micro, primary + replica = 2 x 0.016 x 730
+    assert monthly["ElastiCache"] == pytest.approx(23.36)
+    # 210,000 B/s x 2,628,000 s = 551.88 GB x 0.09
+    assert monthly["Data transfer out"] == pytest.approx(49.6692)
+    assert "keep-alive tick" in items["Data transfer out"].driver  # 5,000 x 20 B: the most
+    # 72.0802 + 265.2455 + 129.6 + 23.36 + 29.565 + 49.6692
+    assert result.total == pytest.approx(569.5199)
+    assert result.workload == "stream" and result.highly_available
+
+
+def test_stream_postgres_redis_by_hand() -> None:
+    items = {i.name: i.monthly for i in _stream(STREAM_SHAPE)["postgres-redis"].line_items}
+    # 0.086 vCPU of PostgreSQL: db.t4g.micro (0.2 sustained), Multi-AZ = 2 x 0.016 x 730
+    assert items["RDS PostgreSQL"] == pytest.approx(23.36)
+    # 518.4 GB x 2 (Multi-AZ) x 0.115
+    assert items["RDS storage"] == pytest.approx(119.232)
+
+
+def test_measured_stored_bytes_override_the_input() -> None:
+    result = _stream(STREAM_SHAPE, stored=250)["dynamodb-fargate"]
+    storage = next(i for i in result.line_items if i.name == "DynamoDB storage")
+    # 600,000 x 8.64 x 100 days x 250 B = 129.6 GB x 0.25
+    assert storage.monthly == pytest.approx(32.4)
+    assert "250 B, measured" in storage.detail and "input" not in storage.detail
+    pg = next(i for i in _stream(STREAM_SHAPE, stored=250)["postgres-redis"].line_items
+              if i.name == "RDS storage")  # fmt: skip
+    assert pg.monthly == pytest.approx(129.6 * 2 * 0.115)  # 29.808
+    assert "250 B, measured" in pg.driver
+
+
+def test_stream_is_unknown_when_the_bench_has_no_stream_figures() -> None:
+    result = _stream(SHAPE)["dynamodb-fargate"]  # check and send only: an older bench file
+    assert result.total is None and result.design_scope_total is None
+    assert result.unknown == ("live-stream tick", "live-stream push", "live-stream open")
+    items = {i.name: i for i in result.line_items}
+    for name in ("Fargate", "DynamoDB", "ElastiCache", "NLB (TCP, TLS in Parley)"):
+        assert items[name].monthly is None, name
+        assert items[name].unknown == result.unknown, name
+    assert items["Data transfer out"].monthly is None
+    assert "live-stream tick, live-stream push, live-stream open not measured" in (
+        items["Data transfer out"].detail
+    )
+    # what is known still counts, as a lower bound: storage 129.6; Fargate at least 2 tasks
+    # (72.0802: sends need 0.24 vCPU + 0.4 for TLS); NLB TCP at least 3 NLCU (29.565, active
+    # streams); ElastiCache at least 2 x cache.t4g.micro (23.36); DynamoDB no floor
+    assert items["DynamoDB storage"].monthly == pytest.approx(129.6)
+    assert items["Fargate"].floor == pytest.approx(72.0802)
+    assert items["NLB (TCP, TLS in Parley)"].floor == pytest.approx(29.565)
+    assert items["ElastiCache"].floor == pytest.approx(23.36)
+    assert result.known_total == pytest.approx(254.6052)  # 129.6 + 72.0802 + 29.565 + 23.36
+    assert any("no live-stream figures" in n for n in result.notes)
+    # only the operations that are missing are named
+    partial = msgspec.structs.replace(SHAPE, operations={**SHAPE.operations, "tick": TICK})
+    assert _stream(partial)["postgres-redis"].unknown == ("live-stream push", "live-stream open")
+    # nobody online: no stream runs, so nothing is missing
+    offline = dataclasses.replace(STREAM_INPUTS, online_share=0.0)
+    assert compute_load(USERS, WORKLOAD, SHAPE, offline, live_stream=True).missing_operations == ()
+
+
+def test_stream_verdict_names_the_missing_figures_and_the_known_floor() -> None:
+    results = list(_stream(SHAPE).values())
+    verdict = cheapest_highly_available(results, USERS, 200.0)
+    assert verdict.workload == "stream" and verdict.best is None
+    assert verdict.within is False  # 254.61 of known costs exceed 200 whatever the rest
+    assert "not measured: live-stream tick, live-stream push, live-stream open" in verdict.text
+    assert "exceeds $200.00 by $54.61" in verdict.text
+    assert "Fargate >= $72.08" in verdict.text
+    unknown = cheapest_highly_available(results, USERS, 1_000.0)
+    assert unknown.within is None and unknown.text.startswith("unknown")
+    priced = cheapest_highly_available(list(_stream(STREAM_SHAPE).values()), USERS, 440.0)
+    assert priced.best is not None and priced.within is True
+    # postgres-redis: Fargate 72.0802 + RDS 23.36 + RDS storage 119.232 + ElastiCache 23.36
+    # + NLB 29.565 + transfer 49.6692 = 317.2664 (DynamoDB's provisioned 265.25 makes it 569.52)
+    assert priced.best.shape == "postgres-redis"
+    assert priced.best.total == pytest.approx(317.2664)
+    assert "within $440.00" in priced.text
+
+
+def test_single_process_ceiling_of_the_stream_workload() -> None:
+    one_vcpu = msgspec.structs.replace(STREAM_SHAPE, process_vcpus=1.0)
+    # per user: sends (8.64/86,400)/500 = 2e-7; stream CPU (0.5/60 x 0.00002 + 1e-4 x 2.5 x 0.5
+    # x 0.0002 + 0.5 x 1.2/3,600 x 0.0005) = 1.6667e-7 + 2.5e-8 + 8.3333e-8 = 2.75e-7;
+    # 0.5 / 4.75e-7 = 1,052,631.6
+    ceiling = single_process_ceiling(WORKLOAD, one_vcpu, STREAM_INPUTS, live_stream=True)
+    assert ceiling == 1_052_631
+    # the same on 2 vCPU: 2e-7 + 2.75e-7 / 2 = 3.375e-7 -> 1,481,481.5
+    two = single_process_ceiling(WORKLOAD, STREAM_SHAPE, STREAM_INPUTS, live_stream=True)
+    assert two == 1_481_481
+
+
+def test_stream_inputs_are_validated_and_settable() -> None:
+    for bad in ({"online_share": 1.5}, {"online_share": -0.1}, {"keepalive_seconds": 0.0}):
+        with pytest.raises(ModelError):
+            dataclasses.replace(ModelInputs(), **bad).validate()  # type: ignore[arg-type]
+    inputs, _ = with_settings(
+        ModelInputs(), WORKLOAD, {"online_share": "0.3", "keepalive_seconds": "120"}
+    )
+    assert inputs.online_share == 0.3 and inputs.keepalive_seconds == 120.0
+    defaults = ModelInputs()
+    assert defaults.online_share == 1.0 and defaults.keepalive_seconds == 60.0
+
+
+def test_old_bench_files_still_load_and_new_fields_are_checked() -> None:
+    old = {
+        "format": "parley-bench/1",
+        "sample": False,
+        "shapes": {
+            "postgres-redis": {
+                "operations": {
+                    "check": {"requests_per_second": 100, "cpu_seconds_per_request": 0.001},
+                    "idle": {"requests_per_second": 400, "cpu_seconds_per_request": 0.0002},
+                    "send": {"requests_per_second": 50, "cpu_seconds_per_request": 0.002},
+                }
+            }
+        },
+    }
+    bench = parse_bench(json.dumps(old))
+    assert bench.shapes["postgres-redis"].stored_bytes_per_message is None
+    assert set(bench.shapes["postgres-redis"].operations) == {"check", "idle", "send"}
+    new = json.loads(json.dumps(old))
+    shape = new["shapes"]["postgres-redis"]
+    shape["stored_bytes_per_message"] = 420.5
+    shape["operations"]["tick"] = {"requests_per_second": 50_000, "cpu_seconds_per_request": 2e-5}
+    assert parse_bench(json.dumps(new)).shapes["postgres-redis"].stored_bytes_per_message == 420.5
+    shape["stored_bytes_per_message"] = -1
+    with pytest.raises(BenchError, match=r"postgres-redis\.stored_bytes_per_message"):
+        parse_bench(json.dumps(new))
+    del shape["stored_bytes_per_message"]
+    shape["stored_bytes"] = 400  # unknown fields are still rejected
+    with pytest.raises(BenchError, match="stored_bytes"):
+        parse_bench(json.dumps(new))
+    del shape["stored_bytes"]
+    shape["operations"]["poll"] = shape["operations"]["tick"]
+    with pytest.raises(BenchError, match="unknown poll"):
+        parse_bench(json.dumps(new))
+
+
+def test_a_stream_operation_is_never_named_as_a_throughput_limit() -> None:
+    busy_tick = msgspec.structs.replace(TICK, cpu_seconds_per_request=0.0001)
+    shape = msgspec.structs.replace(
+        STREAM_SHAPE, operations={**STREAM_SHAPE.operations, "tick": busy_tick}
+    )
+    load = compute_load(USERS, WORKLOAD, shape, STREAM_INPUTS, live_stream=True)
+    # CPU (0.06 + 0.5 + 0.015 + 0.05) / 0.5 = 1.25; throughput (60/500 + 0.565/2) / 0.5 x 2
+    # = 1.61: throughput-bound, and the busiest operation is the tick (5,000 x 0.0001 / 2 = 0.25)
+    assert load.app_vcpus_by_cpu == pytest.approx(1.25)
+    assert load.app_vcpus == pytest.approx(1.61)
+    fargate = next(i for i in _stream(shape)["postgres-redis"].line_items if i.name == "Fargate")
+    assert fargate.driver == "app CPU of a keep-alive tick of an idle stream (0.1 ms)"
+    sends = next(
+        i for i in _stream(STREAM_SHAPE)["postgres-redis"].line_items if i.name == "Fargate"
+    )
+    assert sends.driver.startswith("throughput of the measured process(es) on a send")

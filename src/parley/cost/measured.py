@@ -33,6 +33,11 @@ request units per call), ``storage_cpu_seconds_per_request`` (CPU spent by the d
 CPU), ``request_bytes`` / ``response_bytes`` (on the wire). Every optional figure may be
 ``null`` (or absent): *not measured*. The model prints it as unknown and never prices it as
 zero; a line item that depends on it has no figure.
+
+The live-stream operations (``tick``, ``push``, ``open``) are not run to saturation: ``parley
+bench`` writes their ``requests_per_second`` as ``1 / cpu_seconds_per_request``, and the model
+sizes them by CPU only. A shape without them cannot price the ``stream`` workload (unknown, with
+the missing operations named).
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ __all__ = [
     "OPERATIONS",
     "OPTIONAL_OPERATIONS",
     "SHAPES",
+    "STREAM_OPERATIONS",
     "WORKLOADS",
     "BenchError",
     "BenchFile",
@@ -60,8 +66,13 @@ __all__ = [
 
 FORMAT: Final = "parley-bench/1"
 OPERATIONS: Final = ("check", "send")  # required in every shape
-OPTIONAL_OPERATIONS: Final = ("idle",)  # a check that finds nothing new
-WORKLOADS: Final = ("original", "realistic")
+# A live stream's operations: one keep-alive interval of an idle stream, one message pushed on
+# an open stream, one stream opened. Sized by CPU only (their requests_per_second is written as
+# 1 / cpu_seconds_per_request, not a measured saturation).
+STREAM_OPERATIONS: Final = ("tick", "push", "open")
+OPTIONAL_OPERATIONS: Final = ("idle", *STREAM_OPERATIONS)  # idle: a check that finds nothing new
+# original and realistic poll once a minute; stream holds a live stream per online user.
+WORKLOADS: Final = ("original", "realistic", "stream")
 SHAPES: Final = ("sqlite-single", "postgres-redis", "dynamodb-fargate")
 
 
@@ -106,10 +117,14 @@ class Workload(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         return self.sends_per_user_per_day * self.recipients_per_send / checks_per_day
 
     def scenario(self, name: str) -> Workload:
-        """This workload as the named scenario (``original`` or ``realistic``)."""
+        """This workload as the named scenario (``original``, ``realistic`` or ``stream``).
+
+        ``stream`` keeps the realistic messages per check for reference; its rates come from
+        sends, recipients and the live-stream inputs (``parley.cost.model``), not from checks.
+        """
         if name == "original":
             return self
-        if name == "realistic":
+        if name in ("realistic", "stream"):
             return msgspec.structs.replace(
                 self, messages_per_check=self.realistic_messages_per_check
             )
@@ -137,6 +152,9 @@ class ShapeBench(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     operations: dict[str, OperationProfile]
     process_vcpus: float = 1.0
     process_base_bytes: float | None = None  # resident memory of one process, no connections
+    # Measured storage per stored message (row or items, keys and indexes); None: not measured,
+    # the model uses its ``stored_bytes_per_message`` input instead and says so.
+    stored_bytes_per_message: float | None = None
     note: str = ""
 
 
@@ -177,8 +195,10 @@ def _validate(bench: BenchFile, source: str) -> BenchFile:
         if shape not in SHAPES:
             raise BenchError(f"{source}: unknown shape {shape!r}; known: {', '.join(SHAPES)}")
         _check_number(f"{source}: $.shapes.{shape}.process_vcpus", sb.process_vcpus, positive=True)
-        if sb.process_base_bytes is not None:
-            _check_number(f"{source}: $.shapes.{shape}.process_base_bytes", sb.process_base_bytes)
+        for name in ("process_base_bytes", "stored_bytes_per_message"):
+            value = getattr(sb, name)
+            if value is not None:
+                _check_number(f"{source}: $.shapes.{shape}.{name}", value)
         missing = [op for op in OPERATIONS if op not in sb.operations]
         extra = [op for op in sb.operations if op not in (*OPERATIONS, *OPTIONAL_OPERATIONS)]
         if missing or extra:

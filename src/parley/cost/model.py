@@ -19,7 +19,14 @@ from typing import Final
 
 import msgspec
 
-from parley.cost.measured import SHAPES, WORKLOADS, BenchFile, ShapeBench, Workload
+from parley.cost.measured import (
+    SHAPES,
+    STREAM_OPERATIONS,
+    WORKLOADS,
+    BenchFile,
+    ShapeBench,
+    Workload,
+)
 from parley.cost.prices import InstanceClass, Prices
 
 __all__ = [
@@ -29,6 +36,7 @@ __all__ = [
     "FARGATE_SIZES",
     "HIGHLY_AVAILABLE_SHAPES",
     "LOAD_BALANCERS",
+    "STREAM_LABELS",
     "LineItem",
     "Load",
     "ModelError",
@@ -41,6 +49,7 @@ __all__ = [
     "estimate_shape",
     "pick_class",
     "single_process_ceiling",
+    "stream_rates",
     "with_settings",
 ]
 
@@ -109,7 +118,12 @@ class ModelInputs:
     # live stream is that connection): new connections are reconnects, not requests.
     new_connections_per_request: float = 0.0  # 1 = a new connection for every request
     reconnects_per_user_per_hour: float = 1.0  # network changes, idle timeouts, app restarts
-    active_connections_per_user: float = 1.0  # connections each user holds open
+    active_connections_per_user: float = 1.0  # connections each user holds open (polling)
+    # The stream workload: the share of users holding a live stream at any moment (1: every
+    # user all the time, as the course design's every user checking every minute), and the
+    # keep-alive interval (PARLEY_KEEPALIVE_SECONDS; below the load balancer's idle timeout).
+    online_share: float = 1.0
+    keepalive_seconds: float = 60.0
     alb_rules_per_request: float = 1.0
     load_balancer: str = "cheaper"  # cheaper | alb | nlb-tcp | nlb-tls
     tls_handshake_cpu_seconds: float = 0.002  # Parley's CPU per TLS handshake (nlb-tcp only)
@@ -140,6 +154,10 @@ class ModelInputs:
             raise ModelError(f"load_balancer must be one of {', '.join(LOAD_BALANCERS)}")
         if not 0 < self.memory_utilisation <= 1:
             raise ModelError("memory_utilisation must be in (0, 1]")
+        if not 0 <= self.online_share <= 1:
+            raise ModelError("online_share must be in [0, 1]")
+        if not (math.isfinite(self.keepalive_seconds) and self.keepalive_seconds > 0):
+            raise ModelError("keepalive_seconds must be a finite number > 0")
         if self.min_tasks < 1 or self.cache_replicas < 0:
             raise ModelError("min_tasks must be >= 1 and cache_replicas >= 0")
         for name in (
@@ -214,12 +232,16 @@ def with_settings(
 class Load:
     """What ``users`` users ask of one shape, per second. ``*_vcpus`` are sized for the peak.
 
-    A ``None`` figure depends on something the bench did not measure.
+    A ``None`` figure depends on something the bench did not measure. ``missing_operations``
+    names the operations the workload runs but the bench has no profile for (a stream workload
+    on a bench without live-stream figures): every figure that needs them is ``None``, and the
+    CPU figures cover the other operations only (a lower bound).
     """
 
     users: int
-    requests_per_second: dict[str, float]  # check (finds messages), idle (finds none), send
-    total_requests_per_second: float
+    # polling: check (finds messages), idle (finds none), send; stream: send, push, tick, open
+    requests_per_second: dict[str, float]
+    total_requests_per_second: float  # HTTP requests (a stream's ticks and pushes are not)
     messages_sent_per_second: float
     messages_delivered_per_second: float
     busy_check_share: float  # checks that find something: min(1, messages per check)
@@ -239,6 +261,16 @@ class Load:
     connections: float  # held open at once
     new_connections_per_second: float
     connection_bytes: float | None  # memory every held connection needs in the app processes
+    live_stream: bool = False  # the stream workload (else a polling one)
+    missing_operations: tuple[str, ...] = ()
+
+
+# How the report names a live-stream operation the bench did not measure.
+STREAM_LABELS: Final = {
+    "tick": "live-stream tick",
+    "push": "live-stream push",
+    "open": "live-stream open",
+}
 
 
 def _rates(users: float, workload: Workload, bench: ShapeBench) -> tuple[dict[str, float], float]:
@@ -257,19 +289,61 @@ def _rates(users: float, workload: Workload, bench: ShapeBench) -> tuple[dict[st
     return rates, busy
 
 
-def compute_load(users: int, workload: Workload, bench: ShapeBench, inputs: ModelInputs) -> Load:
-    rates, busy = _rates(users, workload, bench)
+def stream_rates(users: float, workload: Workload, inputs: ModelInputs) -> dict[str, float]:
+    """The stream workload's rates: every online user holds one live stream.
+
+    send = users x sends a day / 86,400; tick = online users / keep-alive interval; push = send x
+    recipients x online share (a message reaches each online recipient's open stream); open =
+    online users x reconnects an hour / 3,600.
+    """
+    online = users * inputs.online_share
+    send = users * workload.sends_per_user_per_day / 86_400
+    return {
+        "send": send,
+        "tick": online / inputs.keepalive_seconds,
+        "push": send * workload.recipients_per_send * inputs.online_share,
+        "open": online * inputs.reconnects_per_user_per_hour / 3600,
+    }
+
+
+def _busy_per_request(op: str, bench: ShapeBench) -> float:
+    """Share of one measured server one request keeps busy: 1 / the measured throughput, or for
+    a live-stream operation (not run to saturation) its CPU over the server's vCPUs."""
+    profile = bench.operations[op]
+    if op in STREAM_OPERATIONS:
+        return profile.cpu_seconds_per_request / bench.process_vcpus
+    return 1 / profile.requests_per_second
+
+
+def compute_load(
+    users: int,
+    workload: Workload,
+    bench: ShapeBench,
+    inputs: ModelInputs,
+    *,
+    live_stream: bool = False,
+) -> Load:
+    """The load of the polling workload ``workload`` describes, or with ``live_stream`` the
+    stream workload (rates from ``stream_rates``)."""
+    if live_stream:
+        rates, busy = stream_rates(users, workload, inputs), 0.0
+    else:
+        rates, busy = _rates(users, workload, bench)
     peak, util = inputs.peak_factor, inputs.target_utilisation
     ops = bench.operations
+    missing = tuple(op for op, rate in rates.items() if op not in ops and rate > 0)
+    known = {op: rate for op, rate in rates.items() if op in ops}
 
     def total(per_request: Callable[[str], float]) -> float:
-        return sum(rates[op] * per_request(op) for op in rates)
+        return sum(rate * per_request(op) for op, rate in known.items())
 
     def measured(name: str, scale: Callable[[str], float] = lambda op: 1.0) -> float | None:
         """sum(rate x figure), or None when an operation that runs has no figure."""
+        if missing:
+            return None
         result = 0.0
         for op, rate in rates.items():
-            value: float | None = getattr(ops[op], name)
+            value: float | None = getattr(ops[op], name) if op in ops else None
             if value is None:
                 if rate > 0:
                     return None
@@ -281,20 +355,28 @@ def compute_load(users: int, workload: Workload, bench: ShapeBench, inputs: Mode
         value = measured(name)
         return None if value is None else peak * value / util
 
-    process_busy = peak * total(lambda op: 1 / ops[op].requests_per_second)
+    process_busy = peak * total(lambda op: _busy_per_request(op, bench))
     by_cpu = peak * total(lambda op: ops[op].cpu_seconds_per_request) / util
     by_throughput = process_busy / util * bench.process_vcpus
-    connections = users * inputs.active_connections_per_user
-    new_connections = (
-        sum(rates.values()) * inputs.new_connections_per_request
-        + connections * inputs.reconnects_per_user_per_hour / 3600
-    )
+    if live_stream:
+        connections = users * inputs.online_share
+        new_connections = rates["open"] + rates["send"] * inputs.new_connections_per_request
+        http_requests = rates["send"] + rates["open"]
+        delivered = rates["send"] * workload.recipients_per_send
+    else:
+        connections = users * inputs.active_connections_per_user
+        http_requests = sum(rates.values())
+        new_connections = (
+            http_requests * inputs.new_connections_per_request
+            + connections * inputs.reconnects_per_user_per_hour / 3600
+        )
+        delivered = workload.rates(users)["check"] * workload.messages_per_check
     return Load(
         users=users,
         requests_per_second=rates,
-        total_requests_per_second=sum(rates.values()),
+        total_requests_per_second=http_requests,
         messages_sent_per_second=rates["send"],
-        messages_delivered_per_second=workload.rates(users)["check"] * workload.messages_per_check,
+        messages_delivered_per_second=delivered,
         busy_check_share=busy,
         process_busy=process_busy,
         app_vcpus_by_cpu=by_cpu,
@@ -316,7 +398,26 @@ def compute_load(users: int, workload: Workload, bench: ShapeBench, inputs: Mode
         connections=connections,
         new_connections_per_second=new_connections,
         connection_bytes=None,
+        live_stream=live_stream,
+        missing_operations=missing,
     )
+
+
+def _missing_labels(load: Load) -> tuple[str, ...]:
+    return tuple(STREAM_LABELS.get(op, op) for op in load.missing_operations)
+
+
+def _why(load: Load, *own: str) -> tuple[str, ...]:
+    """The unmeasured figures that leave an item without a price: the missing operations when
+    there are any (they decide everything that sums over operations), else ``own``."""
+    return _missing_labels(load) or own
+
+
+def _not_measured(load: Load, what: str) -> str:
+    """The detail of an item without a price."""
+    if load.missing_operations:
+        return f"{', '.join(_missing_labels(load))} not measured"
+    return f"{what} not measured"
 
 
 CATEGORIES: Final = ("compute", "database", "cache", "storage", "network")
@@ -331,6 +432,7 @@ class LineItem:
     detail: str
     included: bool = True  # False for an alternative shown beside the one that counts
     unknown: tuple[str, ...] = ()  # the unmeasured figures that leave it without a price
+    floor: float = 0.0  # without a price: what it costs at least (from the figures known)
     driver: str = ""  # the measured figure (or price) that sets it, for the closing note
 
 
@@ -345,7 +447,8 @@ class ShapeCost:
     notes: tuple[str, ...]
     load: Load = field(repr=False)
     workload: str = "original"  # which workload scenario (WORKLOADS)
-    known_total: float = 0.0  # the counted items that have a figure: a lower bound of the total
+    # the counted items' figures plus the floors of those without one: a lower bound of the total
+    known_total: float = 0.0
     unknown: tuple[str, ...] = ()  # figures the bench did not measure that the total needs
     highly_available: bool = False
 
@@ -373,22 +476,36 @@ def _redis_usable(c: InstanceClass) -> float:
     return min(1.0, c.sustained_vcpu)  # Redis executes commands on one thread
 
 
-def single_process_ceiling(workload: Workload, bench: ShapeBench, inputs: ModelInputs) -> int:
-    """Most users one process serves at the target utilisation (the ``sqlite-single`` ceiling)."""
-    rates, _ = _rates(1, workload, bench)
+def single_process_ceiling(
+    workload: Workload, bench: ShapeBench, inputs: ModelInputs, *, live_stream: bool = False
+) -> int:
+    """Most users one process serves at the target utilisation (the ``sqlite-single`` ceiling).
+
+    Operations the bench has no profile for are left out: then it is an upper bound."""
+    if live_stream:
+        rates = stream_rates(1, workload, inputs)
+    else:
+        rates, _ = _rates(1, workload, bench)
     per_user = inputs.peak_factor * sum(
-        rate / bench.operations[op].requests_per_second for op, rate in rates.items()
+        rate * _busy_per_request(op, bench) for op, rate in rates.items() if op in bench.operations
     )
     return math.floor(inputs.target_utilisation / per_user) if per_user > 0 else 0
 
 
-_OP_NAMES: Final = {"check": "check finding messages", "idle": "idle check", "send": "send"}
+_OP_NAMES: Final = {
+    "check": "check finding messages",
+    "idle": "idle check",
+    "send": "send",
+    "tick": "keep-alive tick of an idle stream",
+    "push": "message pushed on a stream",
+    "open": "stream opened",
+}
 
 
 def _driver(load: Load, sb: ShapeBench, label: str, name: str, unit: str, scale: float) -> str:
     """``label`` of the operation that contributes most to ``name``, with its figure."""
     rates = load.requests_per_second
-    figures = {op: getattr(sb.operations[op], name) for op in rates}
+    figures = {op: getattr(sb.operations[op], name) for op in rates if op in sb.operations}
     known = {op: v for op, v in figures.items() if v is not None}
     if not known:
         return label
@@ -430,33 +547,38 @@ def _fargate(
     hours = inputs.hours_per_month
     vcpus = load.app_vcpus + extra_vcpus
     by_cpu = max(inputs.min_tasks, math.ceil(vcpus / inputs.task_vcpu - 1e-9))
-    per_task = inputs.task_vcpu * prices.fargate_vcpu_hour + (
-        inputs.task_memory_gb * prices.fargate_gb_hour
-    )
     held, base, missing = _connection_memory(load, sb, bench.idle_connection_bytes)
+    missing = _missing_labels(load) + missing
     cpu_text = f"{vcpus:.2f} vCPU needed at {inputs.target_utilisation:.0%}{extra_note}"
-    if load.app_vcpus_by_cpu >= load.app_vcpus_by_throughput:
+    rates = {o: r for o, r in load.requests_per_second.items() if o in sb.operations}
+    busiest = max(rates, key=lambda o: rates[o] * _busy_per_request(o, sb), default="")
+    if load.app_vcpus_by_cpu >= load.app_vcpus_by_throughput or busiest in STREAM_OPERATIONS:
+        # a live-stream operation is sized by its CPU, not by a measured throughput
         cpu_driver = _driver(load, sb, "app CPU", "cpu_seconds_per_request", "ms", 1e3)
     else:
-        rates = load.requests_per_second
-        op = max(rates, key=lambda o: rates[o] / sb.operations[o].requests_per_second)
+        op = busiest
         what = _OP_NAMES.get(op, op)
         cpu_driver = (
             f"throughput of the measured process(es) on {'an' if what[0] in 'aeiou' else 'a'} "
             f"{what} "
             f"({sb.operations[op].requests_per_second:,.0f} req/s on {sb.process_vcpus:g} vCPU)"
         )
-    size = f"{inputs.task_vcpu:g} vCPU / {inputs.task_memory_gb:g} GB"
     if held is None or base is None:
+        # the memory bound is unknown: the CPU bound at the smallest size is a floor
+        per_task = inputs.task_vcpu * prices.fargate_vcpu_hour + (
+            inputs.task_memory_gb * prices.fargate_gb_hour
+        )
+        size = f"{inputs.task_vcpu:g} vCPU / {inputs.task_memory_gb:g} GB"
         return LineItem(
             "Fargate",
             "compute",
             None,
-            f">= {by_cpu} tasks x {size} ({cpu_text}); memory-bound count unknown: "
+            f">= {by_cpu} tasks x {size} ({cpu_text}); task count unknown: "
             + ", ".join(missing)
             + " not measured",
             unknown=missing,
             driver=cpu_driver,
+            floor=by_cpu * per_task * hours,
         )
     sizes = _memory_sizes(inputs) if inputs.size_task_memory else [inputs.task_memory_gb]
     options = []
@@ -477,16 +599,32 @@ def _fargate(
     memory_bound = by_memory > by_cpu
     per_connection = (bench.idle_connection_bytes or 0) / 1024
     size = f"{inputs.task_vcpu:g} vCPU / {memory_gb:g} GB"
+    memory_text = (
+        f"memory {by_memory} ({load.connections:,.0f} connections x {per_connection:.1f} KiB, "
+        f"{usable / GIB:.2f} GiB usable per task)"
+    )
+    memory_driver = f"memory per idle connection ({per_connection:.1f} KiB)"
+    if load.missing_operations:
+        # CPU covers the measured operations only: the cheapest option is a floor
+        return LineItem(
+            "Fargate",
+            "compute",
+            None,
+            f">= {tasks} tasks x {size}: CPU >= {by_cpu} ({cpu_text}, without "
+            f"{', '.join(load.missing_operations)}), {memory_text}; task count unknown: "
+            + ", ".join(missing)
+            + " not measured",
+            unknown=missing,
+            driver=memory_driver if memory_bound else cpu_driver,
+            floor=monthly,
+        )
     return LineItem(
         "Fargate",
         "compute",
         monthly,
         f"{tasks} tasks x {size}, {'memory' if memory_bound else 'CPU'}-bound: CPU "
-        f"{by_cpu} ({cpu_text}), memory {by_memory} ({load.connections:,.0f} connections x "
-        f"{per_connection:.1f} KiB, {usable / GIB:.2f} GiB usable per task)",
-        driver=(
-            f"memory per idle connection ({per_connection:.1f} KiB)" if memory_bound else cpu_driver
-        ),
+        f"{by_cpu} ({cpu_text}), {memory_text}",
+        driver=memory_driver if memory_bound else cpu_driver,
     )
 
 
@@ -525,10 +663,8 @@ _LB: Final = {
 }
 
 
-def _load_balancer(
-    kind: str, load: Load, inputs: ModelInputs, prices: Prices
-) -> tuple[LineItem, float]:
-    """The line item for one load-balancer option, and its known lower bound."""
+def _load_balancer(kind: str, load: Load, inputs: ModelInputs, prices: Prices) -> LineItem:
+    """The line item for one load-balancer option (with its floor when bytes are unknown)."""
     name, unit, unit_name = _LB[kind]
     hourly, unit_hour = (
         (prices.alb_hour, prices.alb_lcu_hour)
@@ -537,32 +673,34 @@ def _load_balancer(
     )
     hours = inputs.hours_per_month
     units, floor, dimension = _lb_units(load, inputs, unit)
-    floor_monthly = (hourly + floor * unit_hour) * hours
     if units is None:
-        return (
-            LineItem(
-                name,
-                "network",
-                None,
-                f">= {floor:,.1f} {unit_name} (by {dimension}); processed bytes not measured",
-                unknown=_unknown(
+        return LineItem(
+            name,
+            "network",
+            None,
+            f">= {floor:,.1f} {unit_name} (by {dimension}); "
+            + _not_measured(load, "processed bytes"),
+            unknown=_why(
+                load,
+                *_unknown(
                     ("request bytes", load.bytes_in_per_second),
                     ("response bytes", load.bytes_out_per_second),
                 ),
-                driver=dimension,
             ),
-            floor_monthly,
-        )
-    return (
-        LineItem(
-            name,
-            "network",
-            (hourly + units * unit_hour) * hours,
-            f"1 load balancer + {units:,.1f} {unit_name} (by {dimension})",
             driver=dimension,
-        ),
-        floor_monthly,
+            floor=(hourly + floor * unit_hour) * hours,
+        )
+    return LineItem(
+        name,
+        "network",
+        (hourly + units * unit_hour) * hours,
+        f"1 load balancer + {units:,.1f} {unit_name} (by {dimension})",
+        driver=dimension,
     )
+
+
+def _at_least(item: LineItem) -> float:
+    return item.floor if item.monthly is None else item.monthly
 
 
 def _front(
@@ -580,8 +718,8 @@ def _front(
         extra = tls_vcpus if kind == "nlb-tcp" else 0.0
         note = f", incl. {extra:.2f} for TLS handshakes" if extra else ""
         compute = _fargate(load, sb, bench, inputs, prices, extra, note)
-        lb, floor = _load_balancer(kind, load, inputs, prices)
-        known = (compute.monthly or 0.0) + (lb.monthly if lb.monthly is not None else floor)
+        lb = _load_balancer(kind, load, inputs, prices)
+        known = _at_least(compute) + _at_least(lb)
         options[kind] = (compute, lb, known)
     chosen = (
         min(options, key=lambda k: options[k][2])
@@ -602,8 +740,8 @@ def _data_transfer(load: Load, sb: ShapeBench, prices: Prices, hours: float) -> 
             "Data transfer out",
             "network",
             None,
-            "response bytes not measured",
-            unknown=("response bytes",),
+            _not_measured(load, "response bytes"),
+            unknown=_why(load, "response bytes"),
         )
     gb = load.bytes_out_per_second * hours * 3600 / GB
     return LineItem(
@@ -615,14 +753,21 @@ def _data_transfer(load: Load, sb: ShapeBench, prices: Prices, hours: float) -> 
     )
 
 
-def _storage_gb(users: int, workload: Workload, inputs: ModelInputs) -> float:
-    return (
-        users
-        * workload.sends_per_user_per_day
-        * inputs.retention_days
-        * inputs.stored_bytes_per_message
-        / GB
-    )
+def _stored_bytes(sb: ShapeBench, inputs: ModelInputs) -> tuple[float, str]:
+    """Bytes one stored message takes, and where the figure comes from: the shape's measurement,
+    else the ``stored_bytes_per_message`` input."""
+    if sb.stored_bytes_per_message is not None:
+        return sb.stored_bytes_per_message, "measured"
+    return inputs.stored_bytes_per_message, "input, not measured"
+
+
+def _storage(
+    users: int, workload: Workload, sb: ShapeBench, inputs: ModelInputs
+) -> tuple[float, str]:
+    """(GB of stored messages, what sets it) for ``users`` users over the retention period."""
+    per_message, source = _stored_bytes(sb, inputs)
+    gb = users * workload.sends_per_user_per_day * inputs.retention_days * per_message / GB
+    return gb, f"stored bytes per message ({per_message:,.0f} B, {source})"
 
 
 def _elasticache(
@@ -633,8 +778,11 @@ def _elasticache(
             "ElastiCache",
             "cache",
             None,
-            "Redis CPU per request not measured",
-            unknown=("Redis CPU",),
+            _not_measured(load, "Redis CPU per request")
+            + f"; at least {1 + inputs.cache_replicas} x the cheapest class",
+            unknown=_why(load, "Redis CPU"),
+            floor=(1 + inputs.cache_replicas) * min(c.hourly for c in prices.cache_classes) * hours,
+            driver="the smallest node and its replica",
         )
     cls, shards = pick_class(prices.cache_classes, load.cache_vcpus, _redis_usable)
     nodes = shards * (1 + inputs.cache_replicas)
@@ -660,7 +808,8 @@ def _cost_sqlite(
     hours = inputs.hours_per_month
     feasible = load.process_busy <= inputs.target_utilisation
     held, base, missing = _connection_memory(load, sb, bench.idle_connection_bytes)
-    gb = _storage_gb(load.users, workload, inputs)
+    missing = _missing_labels(load) + missing
+    gb, stored = _storage(load.users, workload, sb, inputs)
     notes: list[str] = []
     if held is None or base is None:
         instance = LineItem(
@@ -673,27 +822,52 @@ def _cost_sqlite(
     else:
         need_gib = (held + base) / GIB / inputs.memory_utilisation
         cls, count = pick_class(prices.ec2_classes, load.app_vcpus, required_gib=need_gib)
-        if count > 1:
+        if count > 1:  # also when the CPU figure is a lower bound: it cannot fit
             feasible = False
             notes.append(
                 f"EXCEEDS ONE INSTANCE: {load.app_vcpus:.2f} vCPU and {need_gib:,.1f} GiB needed"
             )
-        instance = LineItem(
-            "EC2 instance",
-            "compute",
-            cls.hourly * hours,
-            f"1 x {cls.name} ({load.app_vcpus:.2f} vCPU needed at "
-            f"{inputs.target_utilisation:.0%}, {need_gib:,.2f} GiB with "
-            f"{load.connections:,.0f} connections)",
-            driver=_driver(load, sb, "app CPU", "cpu_seconds_per_request", "ms", 1e3),
-        )
+        need = f"{load.app_vcpus:.2f} vCPU needed at {inputs.target_utilisation:.0%}"
+        with_connections = f"{need_gib:,.2f} GiB with {load.connections:,.0f} connections"
+        if load.missing_operations:
+            # CPU covers the measured operations only: the class that fits them is a floor
+            instance = LineItem(
+                "EC2 instance",
+                "compute",
+                None,
+                f">= 1 x {cls.name} (>= {need}, {with_connections}); CPU unknown: "
+                f"{', '.join(missing)} not measured",
+                unknown=missing,
+                floor=cls.hourly * hours,
+            )
+        else:
+            instance = LineItem(
+                "EC2 instance",
+                "compute",
+                cls.hourly * hours,
+                f"1 x {cls.name} ({need}, {with_connections})",
+                driver=_driver(load, sb, "app CPU", "cpu_seconds_per_request", "ms", 1e3),
+            )
     items = [
         instance,
-        LineItem("EBS storage", "storage", gb * prices.ebs_storage_gb_month, f"{gb:,.1f} GB gp3"),
+        LineItem(
+            "EBS storage",
+            "storage",
+            gb * prices.ebs_storage_gb_month,
+            f"{gb:,.1f} GB gp3; {stored}",
+            driver=stored,
+        ),
         _data_transfer(load, sb, prices, hours),
     ]
-    ceiling = single_process_ceiling(workload, sb, inputs)
-    notes.append(f"one process serves up to {ceiling:,} users at {inputs.target_utilisation:.0%}")
+    ceiling = single_process_ceiling(workload, sb, inputs, live_stream=load.live_stream)
+    notes.append(
+        f"one process serves up to {ceiling:,} users at {inputs.target_utilisation:.0%}"
+        + (
+            f" (an upper bound: {', '.join(_missing_labels(load))} not measured)"
+            if load.missing_operations
+            else ""
+        )
+    )
     notes.append("not highly available: one process on one instance in one zone")
     if load.process_busy > inputs.target_utilisation:
         notes.insert(
@@ -714,15 +888,18 @@ def _cost_postgres(
 ) -> tuple[bool, list[LineItem], list[str]]:
     hours = inputs.hours_per_month
     az = 2 if inputs.rds_multi_az else 1
-    gb = _storage_gb(load.users, workload, inputs)
+    gb, stored = _storage(load.users, workload, sb, inputs)
     front, notes = _front(load, sb, bench, inputs, prices)
     if load.storage_vcpus is None:
         rds = LineItem(
             "RDS PostgreSQL",
             "database",
             None,
-            "PostgreSQL CPU per request not measured",
-            unknown=("PostgreSQL CPU",),
+            _not_measured(load, "PostgreSQL CPU per request")
+            + f"; at least {az} x the cheapest class",
+            unknown=_why(load, "PostgreSQL CPU"),
+            floor=az * min(c.hourly for c in prices.rds_classes) * hours,
+            driver="the smallest class" + (" and its standby" if az == 2 else ""),
         )
     else:
         cls, count = pick_class(prices.rds_classes, load.storage_vcpus)
@@ -748,8 +925,8 @@ def _cost_postgres(
             "RDS storage",
             "storage",
             gb * az * prices.rds_storage_gb_month,
-            f"{gb:,.1f} GB gp3{' x 2 (Multi-AZ)' if az == 2 else ''}",
-            driver=f"stored bytes per message ({inputs.stored_bytes_per_message:g} B, an input)",
+            f"{gb:,.1f} GB gp3{' x 2 (Multi-AZ)' if az == 2 else ''}; {stored}",
+            driver=stored,
         ),
         _elasticache(load, sb, inputs, prices, hours),
         *front[1:],
@@ -769,16 +946,16 @@ def _cost_dynamodb(
     hours = inputs.hours_per_month
     seconds = hours * 3600
     front, notes = _front(load, sb, bench, inputs, prices)
-    gb = _storage_gb(load.users, workload, inputs)
+    gb, stored = _storage(load.users, workload, sb, inputs)
     rru, wru = load.read_units_per_second, load.write_units_per_second
     if rru is None or wru is None:
-        missing = _unknown(("DynamoDB reads", rru), ("DynamoDB writes", wru))
+        missing = _why(load, *_unknown(("DynamoDB reads", rru), ("DynamoDB writes", wru)))
         database = [
             LineItem(
                 "DynamoDB",
                 "database",
                 None,
-                "request units per request not measured",
+                _not_measured(load, "request units per request"),
                 unknown=missing,
             )
         ]
@@ -826,8 +1003,8 @@ def _cost_dynamodb(
             "DynamoDB storage",
             "storage",
             gb * prices.dynamodb_storage_gb_month,
-            f"{gb:,.1f} GB",
-            driver=f"stored bytes per message ({inputs.stored_bytes_per_message:g} B, an input)",
+            f"{gb:,.1f} GB; {stored}",
+            driver=stored,
         ),
         _elasticache(load, sb, inputs, prices, hours),
         *front[1:],
@@ -866,19 +1043,27 @@ def estimate_shape(
         file = msgspec.structs.replace(
             file, idle_connection_bytes=inputs.idle_connection_kib * 1024
         )
-    load = compute_load(users, workload, sb, inputs)
+    live_stream = workload_name == "stream"
+    load = compute_load(users, workload, sb, inputs, live_stream=live_stream)
     load = dataclasses.replace(load, connection_bytes=file.idle_connection_bytes)
     cost = _SHAPE_COSTS.get(shape)
     if cost is None:
         raise ModelError(f"unknown shape {shape!r}")
     feasible, items, notes = cost(load, sb, file, workload, inputs, prices)
-    if "idle" not in sb.operations:
+    if load.missing_operations:
+        notes.append(
+            "no live-stream figures for "
+            + ", ".join(load.missing_operations)
+            + " in the bench: the stream workload cannot be priced (unknown, never zero); "
+            "`parley bench` measures them"
+        )
+    elif not live_stream and "idle" not in sb.operations:
         notes.append(
             "no idle-check figures in the bench: every check is priced as one that finds messages"
         )
     counted = [i for i in items if i.included]
     unknown = tuple(dict.fromkeys(u for i in counted for u in i.unknown))
-    known_total = sum(i.monthly for i in counted if i.monthly is not None)
+    known_total = sum(_at_least(i) for i in counted)
     complete = feasible and not unknown
     total = known_total if complete else None
     design_scope = (
@@ -912,7 +1097,7 @@ def estimate(
 ) -> list[ShapeCost]:
     """Costs for every shape in the bench (in ``SHAPES`` order) at every user count, under
     each named workload (``original``: the course design's 7 messages a check; ``realistic``:
-    derived from sends and checks)."""
+    derived from sends and checks; ``stream``: a live stream per online user)."""
     p = prices or Prices()
     mi = (inputs or ModelInputs()).validate()
     w = workload or bench.workload
@@ -937,6 +1122,7 @@ class Verdict:
     best: ShapeCost | None  # None when no highly available shape has a complete total
     within: bool | None  # None when unknown
     text: str
+    workload: str = "stream"
 
 
 def _money(x: float) -> str:
@@ -944,7 +1130,7 @@ def _money(x: float) -> str:
 
 
 def cheapest_highly_available(
-    results: Sequence[ShapeCost], users: int, budget: float, workload: str = "realistic"
+    results: Sequence[ShapeCost], users: int, budget: float, workload: str = "stream"
 ) -> Verdict:
     """Name the cheapest highly available shape and whether it fits ``budget``; if not, the line
     item (and the measured figure behind it) that stops it, and by how much."""
@@ -954,7 +1140,9 @@ def cheapest_highly_available(
         if r.users == users and r.workload == workload and r.highly_available and r.feasible
     ]
     if not candidates:
-        return Verdict(users, budget, None, None, "no highly available shape in the bench")
+        return Verdict(
+            users, budget, None, None, "no highly available shape in the bench", workload
+        )
     complete = [r for r in candidates if r.total is not None]
     if not complete:
         floor = min(candidates, key=lambda r: r.known_total)
@@ -966,24 +1154,26 @@ def cheapest_highly_available(
         )
         if floor.known_total > budget:
             known = sorted(
-                (i for i in floor.line_items if i.included and i.monthly),
-                key=lambda i: -(i.monthly or 0.0),
+                (i for i in floor.line_items if i.included and _at_least(i) > 0),
+                key=lambda i: -_at_least(i),
             )
             verdict += (
                 f" Its known part alone exceeds {_money(budget)} by "
-                f"{_money(floor.known_total - budget)}: "
+                f"{_money(floor.known_total - budget)}, whatever the missing figures: "
                 + "; ".join(
-                    f"{i.name} {_money(i.monthly or 0.0)} (set by {i.driver or 'its price'})"
+                    f"{i.name} {'>= ' if i.monthly is None else ''}{_money(_at_least(i))} "
+                    f"(set by {i.driver or 'its price'})"
                     for i in known
                 )
                 + "."
             )
-        return Verdict(users, budget, None, False if floor.known_total > budget else None, verdict)
+        within = False if floor.known_total > budget else None
+        return Verdict(users, budget, None, within, verdict, workload)
     best = min(complete, key=lambda r: r.total or 0.0)
     total = best.total or 0.0
     head = f"cheapest highly available shape: {best.shape} at {_money(total)}/month"
     if total <= budget:
-        return Verdict(users, budget, best, True, f"{head}, within {_money(budget)}.")
+        return Verdict(users, budget, best, True, f"{head}, within {_money(budget)}.", workload)
     excess = total - budget
     counted = sorted(
         (i for i in best.line_items if i.included and i.monthly),
@@ -999,7 +1189,8 @@ def cheapest_highly_available(
         stop = (
             f"the largest, {top.name}, would have to fall by {_money(excess)} ({share:.0%}, to "
             f"{_money(monthly - excess)}): in proportion, {top.driver or 'its price'} would have "
-            f"to fall to {1 - share:.0%} of what was measured"
+            f"to fall to {1 - share:.0%} of "
+            + ("the input" if "input, not measured" in top.driver else "what was measured")
         )
     else:
         needed, running = [], 0.0
@@ -1018,4 +1209,4 @@ def cheapest_highly_available(
         f"{head}, over {_money(budget)} by {_money(excess)}. Items, largest first: "
         f"{'; '.join(parts)}. To fit, {stop}."
     )
-    return Verdict(users, budget, best, False, text)
+    return Verdict(users, budget, best, False, text, workload)

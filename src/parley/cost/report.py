@@ -40,7 +40,13 @@ _SAMPLE_LINE_3: Final = "pass --bench FILE with measured figures (format: docs/c
 VERDICT_USERS: Final = 1_000_000
 # A tenth of the course design's estimate for 1,000,000 users.
 BUDGET: Final = round(design.SCENARIOS[-1].stated.total / 10)
-WORKLOAD_LABELS: Final = {"original": "original workload", "realistic": "realistic workload"}
+WORKLOAD_LABELS: Final = {
+    "original": "original workload",
+    "realistic": "realistic workload",
+    "stream": "stream workload",
+}
+# The verdict is on what a real client does (a live stream); the polling one is shown beside it.
+VERDICT_WORKLOADS: Final = ("stream", "realistic")
 
 
 class ChartUnavailable(RuntimeError):
@@ -58,7 +64,8 @@ class Report:
     inputs: ModelInputs
     workload: Workload
     results: tuple[ShapeCost, ...]
-    verdict: Verdict
+    verdict: Verdict  # on the stream workload
+    polling_verdict: Verdict  # the same question on the realistic (polling) workload
 
     @classmethod
     def build(
@@ -75,9 +82,19 @@ class Report:
         pool = (
             results if at in users else estimate(bench, [at], prices, inputs, workload, WORKLOADS)
         )
-        verdict = cheapest_highly_available(pool, at, BUDGET)
+        verdict, polling = (
+            cheapest_highly_available(pool, at, BUDGET, w) for w in VERDICT_WORKLOADS
+        )
         return cls(
-            bench_source, bench, tuple(users), prices, inputs, workload, tuple(results), verdict
+            bench_source,
+            bench,
+            tuple(users),
+            prices,
+            inputs,
+            workload,
+            tuple(results),
+            verdict,
+            polling,
         )
 
 
@@ -227,6 +244,16 @@ def _parley_section(report: Report) -> list[str]:
         2,
     )
     out += _wrap(
+        "stream:",
+        f"no polling: {mi.online_share:.0%} of users hold a live stream; each send is pushed to "
+        f"{w.recipients_per_send * mi.online_share:g} open streams ({w.recipients_per_send:g} "
+        f"recipients x {mi.online_share:g} online), each stream gets a keep-alive every "
+        f"{mi.keepalive_seconds:g} s (PARLEY_KEEPALIVE_SECONDS; must stay below the load "
+        f"balancer's idle timeout) and is reopened {mi.reconnects_per_user_per_hour:g} "
+        "time(s) an hour",
+        2,
+    )
+    out += _wrap(
         "inputs:",
         f"target utilisation {mi.target_utilisation:.0%}, peak x{mi.peak_factor:g}, Fargate "
         f"task {mi.task_vcpu:g} vCPU / {mi.task_memory_gb:g} GB (min {mi.min_tasks}), RDS "
@@ -243,7 +270,8 @@ def _parley_section(report: Report) -> list[str]:
             if report.bench.idle_connection_bytes is not None
             else "memory per idle connection unknown, "
         )
-        + f"{mi.stored_bytes_per_message:g} B/message kept {mi.retention_days:g} days",
+        + f"{mi.stored_bytes_per_message:g} B/message (input, where a shape has no measured "
+        f"figure) kept {mi.retention_days:g} days",
         2,
     )
     out.append("")
@@ -286,6 +314,7 @@ def _parley_section(report: Report) -> list[str]:
     for r in report.results:
         out += _result_lines(r)
     out += _verdict_lines(report.verdict)
+    out += _verdict_lines(report.polling_verdict, means=False)
     out += _prices_section(report.prices)
     return out
 
@@ -303,15 +332,26 @@ def _result_lines(r: ShapeCost) -> list[str]:
     ld = r.load
     bound = "CPU" if ld.app_vcpus_by_cpu >= ld.app_vcpus_by_throughput else "throughput"
     rates = ld.requests_per_second
-    checks = rates["check"] + rates.get("idle", 0.0)
-    idle = f" ({rates['idle']:,.1f} idle)" if "idle" in rates else ""
     reads = _maybe(ld.storage_reads_per_second, "{:,.0f} reads/s")
     writes = _maybe(ld.storage_writes_per_second, "{:,.0f} writes/s")
+    if ld.live_stream:
+        requests = (
+            f"{rates['send']:,.1f} sends/s, {rates['push']:,.1f} pushes/s, "
+            f"{rates['tick']:,.1f} keep-alive ticks/s, {rates['open']:,.1f} stream opens/s"
+        )
+        held = "streams"
+    else:
+        checks = rates["check"] + rates.get("idle", 0.0)
+        idle = f" ({rates['idle']:,.1f} idle)" if "idle" in rates else ""
+        requests = f"{checks:,.1f} checks/s{idle} + {rates['send']:,.1f} sends/s"
+        held = "connections"
+    app = f"app {ld.app_vcpus:.2f} vCPU ({bound}-bound)"
+    if ld.missing_operations:
+        app = f"app >= {ld.app_vcpus:.2f} vCPU (without {', '.join(ld.missing_operations)})"
     out = textwrap.wrap(head, width=_WIDTH, subsequent_indent="    ")
     out += _wrap(
         "load:",
-        f"{checks:,.1f} checks/s{idle} + {rates['send']:,.1f} sends/s; app {ld.app_vcpus:.2f} "
-        f"vCPU ({bound}-bound); storage {reads}, {writes}; {ld.connections:,.0f} connections "
+        f"{requests}; {app}; storage {reads}, {writes}; {ld.connections:,.0f} {held} "
         f"held, {ld.new_connections_per_second:,.1f} new/s",
         indent=4,
         width=0,
@@ -341,24 +381,30 @@ def _maybe(value: float | None, fmt: str) -> str:
     return "unknown" + fmt.partition("}")[2] if value is None else fmt.format(value)
 
 
-def _verdict_lines(verdict: Verdict) -> list[str]:
+def _verdict_lines(verdict: Verdict, means: bool = True) -> list[str]:
+    what = (
+        "the verdict, on what a real client does"
+        if verdict.workload == "stream"
+        else "beside it, for a client that polls"
+    )
     head = (
-        f"  Highly available at {verdict.users:,} users, realistic workload (budget "
-        f"${_money(verdict.budget)}: a tenth of the course design's "
+        f"  Highly available at {verdict.users:,} users, {WORKLOAD_LABELS[verdict.workload]} "
+        f"({what}; budget ${_money(verdict.budget)}: a tenth of the course design's "
         f"${_money(design.SCENARIOS[-1].stated.total)}):"
     )
-    return [
+    out = [
         *textwrap.wrap(head, width=_WIDTH, subsequent_indent="    "),
         *_wrap("verdict:", verdict.text, indent=4, width=0),
-        *_wrap(
+    ]
+    if means:
+        out += _wrap(
             "means:",
             "at least two app tasks (spread over two zones), a database with a standby (RDS "
             "Multi-AZ; DynamoDB keeps three zones itself), Redis with a replica",
             indent=4,
             width=0,
-        ),
-        "",
-    ]
+        )
+    return [*out, ""]
 
 
 def _prices_section(prices: Prices) -> list[str]:
@@ -416,17 +462,25 @@ def render_json(report: Report) -> str:
             "prices": report.prices,
             "price_sources": {k: {"status": s, "note": n} for k, (s, n) in SOURCES.items()},
             "results": report.results,
-            "verdict": {
-                "users": report.verdict.users,
-                "budget": report.verdict.budget,
-                "shape": report.verdict.best.shape if report.verdict.best else None,
-                "total": report.verdict.best.total if report.verdict.best else None,
-                "within_budget": report.verdict.within,
-                "text": report.verdict.text,
+            "verdict": _verdict_json(report.verdict),
+            "verdicts": {
+                v.workload: _verdict_json(v) for v in (report.verdict, report.polling_verdict)
             },
         },
     }
     return msgspec.json.format(msgspec.json.encode(doc), indent=2).decode() + "\n"
+
+
+def _verdict_json(verdict: Verdict) -> dict[str, Any]:
+    return {
+        "workload": verdict.workload,
+        "users": verdict.users,
+        "budget": verdict.budget,
+        "shape": verdict.best.shape if verdict.best else None,
+        "total": verdict.best.total if verdict.best else None,
+        "within_budget": verdict.within,
+        "text": verdict.text,
+    }
 
 
 def _chart_users(users: Sequence[int]) -> list[int]:
@@ -453,7 +507,7 @@ def write_chart(report: Report, path: Path) -> None:
     results = estimate(report.bench, grid, report.prices, report.inputs, report.workload, WORKLOADS)
     fig, ax = plt.subplots(figsize=(10, 6.4), dpi=110)
     colours = dict(zip(SHAPES, ("tab:blue", "tab:orange", "tab:green"), strict=True))
-    styles = {"original": "--", "realistic": "-"}
+    styles = {"original": ":", "realistic": "--", "stream": "-"}
     try:
         for name in WORKLOADS:
             for shape in (s for s in SHAPES if s in report.bench.shapes):
@@ -467,7 +521,7 @@ def write_chart(report: Report, path: Path) -> None:
                 xs, ys = zip(*points, strict=True)
                 label = f"{shape}, {WORKLOAD_LABELS[name]}"
                 if floor:
-                    unknown = sorted({u for r in mine for u in r.unknown})
+                    unknown = list(dict.fromkeys(u for r in mine for u in r.unknown))
                     label += f" (lower bound: {', '.join(unknown)} not measured)"
                 (line,) = ax.plot(
                     xs,

@@ -17,6 +17,18 @@ __all__ = ["SAMPLE", "sample_bench", "sample_json"]
 _CHECK_BYTES: Final = {"request_bytes": 350, "response_bytes": 1600}
 _SEND_BYTES: Final = {"request_bytes": 500, "response_bytes": 350}
 _IDLE_BYTES: Final = {"request_bytes": 350, "response_bytes": 330}
+# The live stream: a tick writes a ~20-byte keep-alive comment on an open response, a push one
+# SSE event with a message, an open the request, headers and the first (empty) page.
+_TICK_BYTES: Final = {"request_bytes": 0, "response_bytes": 20}
+_PUSH_BYTES: Final = {"request_bytes": 0, "response_bytes": 450}
+_OPEN_BYTES: Final = {"request_bytes": 350, "response_bytes": 400}
+
+
+def _stream(cpu: float, **figures: float) -> dict[str, Any]:
+    """A live-stream operation: its requests_per_second is 1 / its CPU, as ``parley bench``
+    writes it (these operations are sized by CPU only)."""
+    return {"requests_per_second": round(1 / cpu), "cpu_seconds_per_request": cpu, **figures}
+
 
 SAMPLE: Final[dict[str, Any]] = {
     "format": "parley-bench/1",
@@ -61,6 +73,21 @@ SAMPLE: Final[dict[str, Any]] = {
                     "storage_writes_per_request": 1,
                     **_SEND_BYTES,
                 },
+                "tick": _stream(
+                    0.00004,
+                    storage_reads_per_request=0,
+                    storage_writes_per_request=0,
+                    **_TICK_BYTES,
+                ),
+                "push": _stream(
+                    0.00015,
+                    storage_reads_per_request=1,
+                    storage_writes_per_request=0,
+                    **_PUSH_BYTES,
+                ),
+                "open": _stream(
+                    0.0004, storage_reads_per_request=2, storage_writes_per_request=0, **_OPEN_BYTES
+                ),
             },
         },
         "postgres-redis": {
@@ -98,6 +125,33 @@ SAMPLE: Final[dict[str, Any]] = {
                     "cache_cpu_seconds_per_request": 0.00001,
                     **_SEND_BYTES,
                 },
+                "tick": _stream(
+                    0.00005,
+                    storage_reads_per_request=0,
+                    storage_writes_per_request=0,
+                    storage_cpu_seconds_per_request=0,
+                    cache_ops_per_request=1,
+                    cache_cpu_seconds_per_request=0.000002,
+                    **_TICK_BYTES,
+                ),
+                "push": _stream(
+                    0.0002,
+                    storage_reads_per_request=1,
+                    storage_writes_per_request=0,
+                    storage_cpu_seconds_per_request=0.00004,
+                    cache_ops_per_request=2,
+                    cache_cpu_seconds_per_request=0.000004,
+                    **_PUSH_BYTES,
+                ),
+                "open": _stream(
+                    0.0006,
+                    storage_reads_per_request=2,
+                    storage_writes_per_request=0,
+                    storage_cpu_seconds_per_request=0.0001,
+                    cache_ops_per_request=4,
+                    cache_cpu_seconds_per_request=0.000008,
+                    **_OPEN_BYTES,
+                ),
             },
         },
         "dynamodb-fargate": {
@@ -135,6 +189,32 @@ SAMPLE: Final[dict[str, Any]] = {
                     "cache_cpu_seconds_per_request": 0.00001,
                     **_SEND_BYTES,
                 },
+                "tick": _stream(
+                    0.00005,
+                    storage_reads_per_request=0,
+                    storage_writes_per_request=0,
+                    cache_ops_per_request=1,
+                    cache_cpu_seconds_per_request=0.000002,
+                    **_TICK_BYTES,
+                ),
+                "push": _stream(
+                    0.00025,
+                    storage_reads_per_request=1,
+                    storage_writes_per_request=0,
+                    read_units_per_read=1,
+                    cache_ops_per_request=2,
+                    cache_cpu_seconds_per_request=0.000004,
+                    **_PUSH_BYTES,
+                ),
+                "open": _stream(
+                    0.0007,
+                    storage_reads_per_request=2,
+                    storage_writes_per_request=0,
+                    read_units_per_read=1,
+                    cache_ops_per_request=4,
+                    cache_cpu_seconds_per_request=0.000008,
+                    **_OPEN_BYTES,
+                ),
             },
         },
     },
