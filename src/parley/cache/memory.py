@@ -40,6 +40,7 @@ import asyncio
 import heapq
 import math
 from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
 
 from parley.cache.base import Directory, Look, Watch, event_stream, sent_stream
 from parley.domain.models import GroupRecord, TokenRecord, UserRecord
@@ -318,6 +319,32 @@ class Alarms:
         return sum(len(bucket) for bucket in self._buckets.values())
 
 
+T = TypeVar("T")
+
+
+def _put(table: dict[str, T | set[T]], key: str, item: T) -> None:
+    """Add ``item`` under ``key`` in a table holding one item, or a set of several."""
+    present = table.get(key)
+    if present is None or present is item:
+        table[key] = item
+    elif isinstance(present, set):
+        present.add(item)
+    else:
+        table[key] = {present, item}
+
+
+def _drop(table: dict[str, T | set[T]], key: str, item: T) -> None:
+    present = table.get(key)
+    if present is item:
+        del table[key]
+    elif isinstance(present, set):
+        present.discard(item)
+        if len(present) == 1:
+            table[key] = next(iter(present))
+        elif not present:
+            del table[key]
+
+
 class Notifier:
     def __init__(self) -> None:
         self._waiters: dict[str, Waiters] = {}
@@ -359,24 +386,10 @@ class Notifier:
                 watch.future = None
 
     def _add(self, key: str, future: asyncio.Future[bool]) -> None:
-        present = self._waiters.get(key)
-        if present is None:
-            self._waiters[key] = future
-        elif isinstance(present, set):
-            present.add(future)
-        else:
-            self._waiters[key] = {present, future}
+        _put(self._waiters, key, future)
 
     def _remove(self, key: str, future: asyncio.Future[bool]) -> None:
-        present = self._waiters.get(key)
-        if present is future:
-            del self._waiters[key]
-        elif isinstance(present, set):
-            present.discard(future)
-            if len(present) == 1:
-                self._waiters[key] = next(iter(present))
-            elif not present:
-                del self._waiters[key]
+        _drop(self._waiters, key, future)
 
     def notify_all(self, streams: Iterable[str]) -> None:
         """Wake the waiters of these streams here and, through ``broadcast``, elsewhere."""
@@ -386,24 +399,10 @@ class Notifier:
             self.broadcast(list(streams))
 
     def listen(self, user_id: str, watch: Watch) -> None:
-        present = self._listeners.get(user_id)
-        if present is None or present is watch:
-            self._listeners[user_id] = watch
-        elif isinstance(present, set):
-            present.add(watch)
-        else:
-            self._listeners[user_id] = {present, watch}
+        _put(self._listeners, user_id, watch)
 
     def unlisten(self, user_id: str, watch: Watch) -> None:
-        present = self._listeners.get(user_id)
-        if present is watch:
-            del self._listeners[user_id]
-        elif isinstance(present, set):
-            present.discard(watch)
-            if len(present) == 1:
-                self._listeners[user_id] = next(iter(present))
-            elif not present:
-                del self._listeners[user_id]
+        _drop(self._listeners, user_id, watch)
 
     def signal(self, user_ids: Sequence[str], fields: dict[str, str]) -> None:
         """Pass a signal to the listening streams here and, through
