@@ -11,6 +11,8 @@ CONTAINER_NAME: Final = "parley"
 CONTAINER_PORT: Final = 8080
 REDIS_PORT: Final = 6379
 SECRET_KEY_VARIABLE: Final = "PARLEY_SECRET_KEY"
+KEEPALIVE_SECONDS: Final = 60  # below the load balancer's idle timeout (90 s)
+IDLE_CONNECTION_SECONDS: Final = 120  # above it
 HEALTH_PATH: Final = "/healthz"
 READY_PATH: Final = "/readyz"
 
@@ -34,6 +36,12 @@ def environment(
         "PARLEY_DYNAMODB_TABLE_PREFIX": cfg.prefix,
         "PARLEY_REDIS_URL": f"redis://{redis_host}:{REDIS_PORT}",
         "PARLEY_AUTH": "token",
+        # Live streams write a keep-alive a minute, below the load balancer's idle timeout
+        # (ALB_IDLE_TIMEOUT); an idle stream costs nothing else. Idle client connections
+        # are kept longer than the load balancer keeps its own, so it never reuses one
+        # that Parley is closing.
+        "PARLEY_KEEPALIVE_SECONDS": str(KEEPALIVE_SECONDS),
+        "PARLEY_REQUEST_TIMEOUT": str(IDLE_CONNECTION_SECONDS),
         "AWS_REGION": cfg.region,
     }
     if media_bucket:

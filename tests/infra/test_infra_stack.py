@@ -419,6 +419,8 @@ def test_container_environment_and_port(base: Synth) -> None:
         "PARLEY_DYNAMODB_TABLE_PREFIX": "parley-test-",
         "PARLEY_REDIS_URL": "redis://parley-redis.cache.example:6379",
         "PARLEY_AUTH": "token",
+        "PARLEY_KEEPALIVE_SECONDS": "60",
+        "PARLEY_REQUEST_TIMEOUT": "120",
         "AWS_REGION": "eu-west-1",
         "PARLEY_MEDIA_URL": "s3://parley-media-abc123/media",
     }
@@ -488,6 +490,11 @@ def test_load_balancer_outlives_a_long_poll(base: Synth) -> None:
     assert alb["internal"] is False
     assert alb["loadBalancerType"] == "application"
     assert alb["idleTimeout"] > 60
+    # a stream's keep-alive comes before the load balancer drops it for idleness, and
+    # Parley keeps an idle connection longer than the load balancer does
+    env = {item["name"]: item["value"] for item in _container(base)["environment"]}
+    assert int(env["PARLEY_KEEPALIVE_SECONDS"]) < alb["idleTimeout"]
+    assert int(env["PARLEY_REQUEST_TIMEOUT"]) > alb["idleTimeout"]
     assert alb["securityGroups"] == ["parley-alb-sg-id"]
     assert alb["subnets"] == ["parley-public-0-id", "parley-public-1-id"]
 
