@@ -46,6 +46,7 @@ KEEPALIVE_SECONDS = 2  # PARLEY_KEEPALIVE_SECONDS of the bench's server
 MESSAGE = b'"messageId"'
 SETTLE_SECONDS = 3.0  # after opening streams: their first chunks and wake-ups pass
 ARRIVAL_TIMEOUT = 30.0  # at most this long for pushed messages to arrive
+TICK_EXTRA_SECONDS = 20.0  # at most this much longer when keep-alives come slower
 OPEN_TIMEOUT = 10.0  # one opening, head to first keep-alive
 SEND_CONCURRENCY = 8  # sends in flight at once
 OPEN_CONCURRENCY = 4  # clients opening streams at once
@@ -72,11 +73,15 @@ class Tap:
     totals: Totals
     tail: bytes = b""
     kept: bytearray = field(default_factory=bytearray)
+    keepalive_times: list[float] = field(default_factory=list)  # the last few
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes, now: float = 0.0) -> None:
         seen = self.tail + data
         self.totals.bytes += len(data)
-        self.totals.keepalives += seen.count(KEEPALIVE)
+        keepalives = seen.count(KEEPALIVE)
+        self.totals.keepalives += keepalives
+        if keepalives:
+            self.keepalive_times = [*self.keepalive_times[-3:], now]
         self.totals.messages += seen.count(MESSAGE)
         width = max(len(KEEPALIVE), len(MESSAGE)) - 1
         self.tail = seen[-width:]
@@ -89,7 +94,15 @@ async def _drain(reader: asyncio.StreamReader, tap: Tap) -> None:
         data = await reader.read(65536)
         if not data:
             return
-        tap.feed(data)
+        tap.feed(data, time.monotonic())
+
+
+def keepalive_interval(taps: list[Tap]) -> float | None:
+    """The median gap between a stream's last two keep-alives (None before any has two)."""
+    gaps = sorted(
+        t.keepalive_times[-1] - t.keepalive_times[-2] for t in taps if len(t.keepalive_times) >= 2
+    )
+    return gaps[len(gaps) // 2] if gaps else None
 
 
 def read_users(users_file: Path) -> list[tuple[str, str]]:
@@ -147,7 +160,9 @@ def push_usage(
     minus the same sends' own cost (``sent``, measured over ``base_sends`` sends to users
     without a stream) minus ``ticks`` keep-alive ticks at ``tick`` each (``tick`` is one
     tick's usage). Negative figures are clamped to 0 and named."""
-    rest = pushed - sent.scaled(sends / base_sends if base_sends else 0.0) - tick.scaled(ticks)
+    rest = pushed - sent.scaled(sends / base_sends if base_sends else 0.0)
+    if ticks:
+        rest = rest - tick.scaled(ticks)
     clamped: list[str] = []
     return (
         Usage(
@@ -170,6 +185,7 @@ class Streams:
         self.totals = Totals()
         self.held: list[Held] = []
         self.tasks: list[asyncio.Task[None]] = []
+        self.taps: list[Tap] = []
 
     async def open(self, users: list[tuple[str, str]], query: str) -> None:
         for start in range(0, len(users), 200):
@@ -180,6 +196,7 @@ class Streams:
             for reader, writer in opened:
                 self.held.append((reader, writer))
                 tap = Tap(self.totals)
+                self.taps.append(tap)
                 self.tasks.append(asyncio.create_task(_drain(reader, tap)))
 
     async def close(self) -> None:
@@ -220,18 +237,31 @@ async def measure_ticks(
         before, start = await read_usage(server, backends, counted), held.totals.copy()
         began = time.monotonic()
         await asyncio.sleep(seconds)
+        # A server that keeps a longer interval than asked (one without the setting sends
+        # one every 15 s): go on until most streams have sent two, within a bound.
+        deadline = began + seconds + TICK_EXTRA_SECONDS
+        while time.monotonic() < deadline and _paired(held.taps) < len(held.taps) // 2:
+            await asyncio.sleep(0.25)
         after, end = await read_usage(server, backends, counted), held.totals.copy()
         elapsed = time.monotonic() - began
+        interval = keepalive_interval(held.taps)
     finally:
         await held.close()
+    keepalives = end.keepalives - start.keepalives
     return after - before, {
         "streams": len(held.held) or streams,
         "seconds": round(elapsed, 2),
         "bytes": end.bytes - start.bytes,
-        "keepalives": end.keepalives - start.keepalives,
+        "keepalives": keepalives,
         "messages": end.messages - start.messages,
         "expected_ticks": round(streams * elapsed / KEEPALIVE_SECONDS, 1),
+        "interval_seconds": None if interval is None else round(interval, 3),
+        "ticks": round(streams * elapsed / interval, 1) if interval else 0,
     }
+
+
+def _paired(taps: list[Tap]) -> int:
+    return sum(1 for t in taps if len(t.keepalive_times) >= 2)
 
 
 async def _send_all(
@@ -387,20 +417,25 @@ async def measure_live(
     n = stream_count(tick_streams, len(users))
     say(f"tick: {n:,} idle live streams read for {seconds:.0f} s")
     tick_used, tick = await measure_ticks(server, backends, counted, users, n, seconds)
-    ticks = tick["keepalives"] or tick["expected_ticks"]
-    operations["tick"] = per_operation(tick_used, ticks, separate, 0.0, tick["bytes"])
+    ticks = tick["ticks"]  # no interval seen: the figures are unknown
+    wire = tick["bytes"] / tick["keepalives"] if tick["keepalives"] else None
+    operations["tick"] = per_operation(tick_used, ticks, separate, 0.0, None)
+    operations["tick"]["response_bytes"] = None if wire is None else round(wire, 1)
     details["tick"] = {
         **tick,
-        "ticks": ticks,
-        "method": "window usage / keep-alive comments read (all streams idle)",
+        "method": (
+            "window usage / ticks, ticks = streams x window / interval_seconds (the median "
+            "gap between a stream's keep-alives); response bytes: bytes read / keep-alives"
+        ),
     }
-    one_tick = tick_used.scaled(1 / ticks) if ticks else Usage(cpu=0.0)
+    none = Usage(0.0, 0.0, 0.0, 0.0, 0.0, 0.0)  # no tick measured: none subtracted
+    one_tick = tick_used.scaled(1 / ticks) if ticks else none
 
     k = max(1, min(push_streams, len(users) // 4))
     say(f"push: {push_messages:,} sends without streams, then to {k:,} users with streams")
     push = await measure_pushes(server, backends, counted, users, k, push_messages, "bench message")
     sent, pushed = push.pop("sent"), push.pop("pushed")
-    ka_wire = tick["bytes"] / tick["keepalives"] if tick["keepalives"] else 0.0
+    ka_wire = wire or 0.0
     used, clamped = push_usage(
         pushed, sent, push["sends"], push["base_sends"], push["keepalives"], one_tick
     )
@@ -418,6 +453,11 @@ async def measure_live(
         ),
     }
 
+    for op, figures in list(operations.items()):
+        if figures["cpu_seconds_per_request"] is None:  # nothing counted: not measured
+            del operations[op]
+            details[op]["not_measured"] = "no keep-alives or messages read in the window"
+
     say(f"open: opening and closing streams for {seconds:.0f} s")
     open_used, opened = await measure_opens(server, backends, counted, users, seconds)
     operations["open"] = per_operation(
@@ -427,4 +467,6 @@ async def measure_live(
         **opened,
         "method": "window usage / streams opened (recent cursor, read to first keep-alive)",
     }
+    if not opened["opens"]:
+        del operations["open"]
     return operations, details
