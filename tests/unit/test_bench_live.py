@@ -58,11 +58,12 @@ def test_per_tick_figures_divide_the_window_by_the_ticks() -> None:
     assert per_operation(used, 0, True, 0.0, 0.0)["cpu_seconds_per_request"] is None
 
 
-def test_a_push_is_the_window_minus_the_sends_and_the_ticks() -> None:
+def test_a_push_is_the_window_minus_the_sends_and_the_idle_streams() -> None:
     sent = Usage(cpu=0.8, storage_cpu=0.4, cache_cpu=0.1, cache_ops=4000, reads=800, writes=2000)
     pushed = Usage(cpu=1.3, storage_cpu=0.5, cache_cpu=0.2, cache_ops=6100, reads=1810, writes=2000)
-    tick = Usage(cpu=0.0001, storage_cpu=0.0, cache_cpu=0.0, cache_ops=0.1, reads=0.0, writes=0.0)
-    used, clamped = push_usage(pushed, sent, 2000, 2000, 1000, tick)
+    # one stream-second idle (keep-alives, wake-ups)
+    idle = Usage(cpu=0.0001, storage_cpu=0.0, cache_cpu=0.0, cache_ops=0.1, reads=0.0, writes=0.0)
+    used, clamped = push_usage(pushed, sent, 2000, 2000, 1000, idle)  # 500 streams for 2 s
     assert used.cpu == pytest.approx(0.4)  # 1.3 - 0.8 - 1000 x 0.0001
     assert used.cache_ops == pytest.approx(2000)  # 6100 - 4000 - 100
     assert used.reads == pytest.approx(1010)
@@ -73,7 +74,7 @@ def test_a_push_is_the_window_minus_the_sends_and_the_ticks() -> None:
     assert figures["storage_reads_per_request"] == pytest.approx(0.505)
     assert figures["response_bytes"] == pytest.approx(300)
     # the base sends scale to the pushed sends' count
-    half, _ = push_usage(pushed, sent.scaled(0.5), 2000, 1000, 0, tick)
+    half, _ = push_usage(pushed, sent.scaled(0.5), 2000, 1000, 0, idle)
     assert half.cpu == pytest.approx(0.5)
 
 

@@ -154,15 +154,21 @@ def _clamp(value: float | None, name: str, clamped: list[str]) -> float | None:
 
 
 def push_usage(
-    pushed: Usage, sent: Usage, sends: float, base_sends: float, ticks: float, tick: Usage
+    pushed: Usage,
+    sent: Usage,
+    sends: float,
+    base_sends: float,
+    stream_seconds: float,
+    idle: Usage,
 ) -> tuple[Usage, list[str]]:
     """What the pushes alone cost: the window with streams (``pushed``, ``sends`` sends)
     minus the same sends' own cost (``sent``, measured over ``base_sends`` sends to users
-    without a stream) minus ``ticks`` keep-alive ticks at ``tick`` each (``tick`` is one
-    tick's usage). Negative figures are clamped to 0 and named."""
+    without a stream) minus what the streams cost idle meanwhile (``stream_seconds``
+    stream-seconds at ``idle`` each: keep-alives and wake-ups). Negative figures are clamped
+    to 0 and named."""
     rest = pushed - sent.scaled(sends / base_sends if base_sends else 0.0)
-    if ticks:
-        rest = rest - tick.scaled(ticks)
+    if stream_seconds:
+        rest = rest - idle.scaled(stream_seconds)
     clamped: list[str] = []
     return (
         Usage(
@@ -429,7 +435,8 @@ async def measure_live(
         ),
     }
     none = Usage(0.0, 0.0, 0.0, 0.0, 0.0, 0.0)  # no tick measured: none subtracted
-    one_tick = tick_used.scaled(1 / ticks) if ticks else none
+    stream_seconds = tick["streams"] * tick["seconds"]
+    idle = tick_used.scaled(1 / stream_seconds) if ticks and stream_seconds else none
 
     k = max(1, min(push_streams, len(users) // 4))
     say(f"push: {push_messages:,} sends without streams, then to {k:,} users with streams")
@@ -437,7 +444,7 @@ async def measure_live(
     sent, pushed = push.pop("sent"), push.pop("pushed")
     ka_wire = wire or 0.0
     used, clamped = push_usage(
-        pushed, sent, push["sends"], push["base_sends"], push["keepalives"], one_tick
+        pushed, sent, push["sends"], push["base_sends"], k * push["seconds"], idle
     )
     event_bytes = max(0.0, push["bytes"] - push["keepalives"] * ka_wire)
     delivered = push["delivered"]
@@ -448,8 +455,9 @@ async def measure_live(
         "keepalive_wire_bytes": round(ka_wire, 1),
         "clamped": clamped,
         "method": (
-            "(window with streams - the same sends to users without one - keep-alives seen "
-            "x tick) / messages delivered; response bytes: stream bytes minus keep-alives"
+            "(window with streams - the same sends to users without one - the streams' idle "
+            "cost per second from the tick window x streams x seconds) / messages delivered; "
+            "response bytes: stream bytes minus keep-alives, per message"
         ),
     }
 
