@@ -53,7 +53,7 @@ from typing import Any
 
 from parley.bench import live, stored, wrk
 from parley.bench.dataset import Dataset, populate
-from parley.bench.latency import idle_streams
+from parley.bench.latency import idle_streams, open_files_for
 from parley.bench.procs import Server
 from parley.bench.usage import WRITES, Backends, say, storage_calls
 from parley.storage.base import Storage
@@ -444,6 +444,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     bad = set(storages) - {"sqlite", "postgres"}
     if bad or not storages:
         parser.error(f"--storage takes sqlite, postgres or sqlite,postgres, not {args.storage!r}")
+    # before any server starts: each inherits the limit, and holds one end of every stream
+    open_files_for(max(args.idle_streams, args.tick_streams))
     runs: dict[str, tuple[dict[str, Row], dict[str, Any]]] = {}
     ceilings: list[float] = []
     idle_bytes: list[float] = []
