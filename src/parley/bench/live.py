@@ -50,6 +50,8 @@ TICK_EXTRA_SECONDS = 20.0  # at most this much longer when keep-alives come slow
 OPEN_TIMEOUT = 10.0  # one opening, head to first keep-alive
 SEND_CONCURRENCY = 8  # sends in flight at once
 OPEN_CONCURRENCY = 4  # clients opening streams at once
+OPENS_MAX = 5000  # streams opened at most (each leaves a client port in TIME_WAIT for a minute)
+OPEN_FAILURES_MAX = 50  # give up opening after this many failures
 TAP_KEEP = 1 << 20  # bytes at most kept per stream (the rest is only counted)
 
 
@@ -384,7 +386,11 @@ async def measure_opens(
     stop = time.monotonic() + seconds
 
     async def client() -> None:
-        while time.monotonic() < stop:
+        while (
+            time.monotonic() < stop
+            and made["opens"] < OPENS_MAX
+            and made["failed"] < OPEN_FAILURES_MAX
+        ):
             user, token = users[next(turn) % len(users)]
             try:
                 sent, read = await _open_once(server.port, user, token, cursor)
