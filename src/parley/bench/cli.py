@@ -674,6 +674,10 @@ async def _run(
         "live_operations": live_ops,
         "live": live_details,
         "stored": stored_bytes,
+        "message_text": (
+            'data set: "hello <k>" private and "group <k>" group messages (7-9 characters); '
+            'the bench\'s sends: "bench message" (13); stored.mean_body_chars: the mean stored'
+        ),
     }
     return rows, meta
 
