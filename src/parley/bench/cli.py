@@ -16,8 +16,20 @@ PostgreSQL CPU (the backends serving the server's connections, /proc times), Red
 (INFO cpu) and commands (INFO stats), storage calls (/metrics), request and response bytes
 (the script's requests, wrk's bytes read). A figure it cannot measure is written as null and
 printed as "unknown". Then it holds --idle-streams live streams open and records the server's
-memory per connection. --json writes everything in the format ``parley cost --bench`` reads;
-with --storage sqlite,postgres one command measures both shapes into one file:
+memory per connection, and measures live-stream clients (parley.bench.live):
+
+  tick     one keep-alive interval of one idle live stream (the server sends a keep-alive
+           every PARLEY_KEEPALIVE_SECONDS, 2 in the bench), over --tick-streams streams
+  push     one message delivered to an open stream (sends to users holding a stream, minus
+           the same sends to users without one)
+  open     one stream opened by a reconnecting client (recent cursor, first keep-alive)
+
+Their requests_per_second is not a throughput the server was pushed to: it is
+1 / cpu_seconds_per_request, the rate one fully busy vCPU would sustain. Last it records the
+storage each stored message takes (stored_bytes_per_message; parley.bench.stored).
+
+--json writes everything in the format ``parley cost --bench`` reads; with --storage
+sqlite,postgres one command measures both shapes into one file:
 
   parley bench --storage sqlite,postgres --json docs/bench-results.json
 
@@ -31,7 +43,6 @@ import asyncio
 import json
 import os
 import platform
-import re
 import sys
 import tempfile
 import time
@@ -40,31 +51,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from parley.bench import resources, wrk
+from parley.bench import live, stored, wrk
 from parley.bench.dataset import Dataset, populate
-from parley.bench.latency import idle_streams
+from parley.bench.latency import idle_streams, open_files_for
 from parley.bench.procs import Server
+from parley.bench.usage import WRITES, Backends, say, storage_calls
 from parley.storage.base import Storage
 from parley.storage.sqlite import SqliteStorage
 
 SCENARIOS = ("idle", "check", "private", "group", "mix")
 EXTRA_SCENARIOS = ("idle-events",)  # run when asked for (--scenarios)
-WRITES = {
-    "create_user",
-    "create_group",
-    "add_member",
-    "remove_member",
-    "join_group",
-    "leave_group",
-    "set_role",
-    "rename_group",
-    "add_block",
-    "remove_block",
-    "append_message",
-    "bulk_load",
-}
 TARGETS = {  # one process, token auth, the full data set
     "idle": "≥ 20,000 req/s, p99 ≤ 10 ms, ≥ 0.4 of the ceiling",
     "check": "≥ 8,000 req/s",
@@ -92,51 +88,6 @@ class Row:
     redis_commands_per_request: float | None = None
     request_bytes: float | None = None
     response_bytes: float | None = None
-
-
-def say(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def storage_calls(url: str) -> dict[str, float]:
-    text = httpx.get(url + "/metrics", timeout=10).text
-    calls = {}
-    for match in re.finditer(r'parley_storage_calls_total\{operation="(\w+)"\} (\S+)', text):
-        calls[match.group(1)] = float(match.group(2))
-    return calls
-
-
-class Backends:
-    """CPU of what serves the Parley server: PostgreSQL backends and Redis (when used)."""
-
-    def __init__(self, server: Server | None, args: argparse.Namespace) -> None:
-        self.server = server
-        self.postgres = server is not None and args.storage == "postgres"
-        self.redis_url: str | None = args.redis_url if self.postgres else None
-        self.database_url: str = args.database_url
-        self.pids: set[int] = set()
-
-    async def _backend_pids(self) -> set[int]:
-        if not self.postgres or self.server is None:
-            return set()
-        try:
-            found = await resources.postgres_backend_pids(self.database_url, self.server.pids())
-        except (OSError, ImportError) as exc:
-            say(f"PostgreSQL backends not found ({exc}): PostgreSQL CPU unknown")
-            return set()
-        return set(found)
-
-    async def snapshot(self) -> tuple[dict[int, float], tuple[float, float] | None]:
-        self.pids |= await self._backend_pids()
-        per_pid = {pid: resources.cpu_seconds([pid]) for pid in self.pids}
-        redis = resources.redis_figures(self.redis_url) if self.redis_url else None
-        return per_pid, redis
-
-    def postgres_cpu(self, before: dict[int, float], after: dict[int, float]) -> float | None:
-        """Backend CPU over the window (a backend that appeared in it counts from zero)."""
-        if not self.postgres or not after:
-            return None
-        return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
 
 
 async def measure(
@@ -275,8 +226,9 @@ def shape_figures(rows: dict[str, Row], meta: dict[str, Any]) -> dict[str, Any]:
         for op, row in OPERATION_ROWS.items()
         if row in rows
     }
+    operations.update(meta.get("live_operations") or {})
     rss = meta.get("rss_bytes")
-    return {
+    shape: dict[str, Any] = {
         "process_vcpus": float(meta["processes"]),
         "process_base_bytes": round(rss / meta["processes"]) if rss else None,
         "note": (
@@ -285,11 +237,38 @@ def shape_figures(rows: dict[str, Row], meta: dict[str, Any]) -> dict[str, Any]:
         ),
         "operations": operations,
     }
+    per_message = (meta.get("stored") or {}).get("stored_bytes_per_message")
+    if per_message is not None:  # written only when measured (older readers lack it)
+        shape["stored_bytes_per_message"] = per_message
+    return shape
 
 
-def dynamodb_shape(postgres: dict[str, Any]) -> dict[str, Any]:
+LIVE_OPERATIONS = ("tick", "push", "open")
+
+
+def _live_reads(op: str, shapes: dict[str, Any]) -> dict[str, float | None]:
+    """DynamoDB calls of a live-stream operation: one call per storage-port call measured
+    in the PostgreSQL run (or, where several workers hid them, the SQLite run)."""
+    for name in ("postgres-redis", "sqlite-single"):
+        figures = shapes.get(name, {}).get("operations", {}).get(op, {})
+        if figures.get("storage_reads_per_request") is not None:
+            return {
+                "storage_reads_per_request": figures["storage_reads_per_request"],
+                "storage_writes_per_request": figures.get("storage_writes_per_request"),
+                "read_units_per_read": 1.0,
+            }
+    return {"storage_reads_per_request": None, "storage_writes_per_request": None}
+
+
+def dynamodb_shape(
+    postgres: dict[str, Any],
+    shapes: dict[str, Any] | None = None,
+    stored_bytes: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The DynamoDB shape: request units per call from the adapter's counters, everything the
-    app process spends (CPU, Redis, bytes, memory) from the PostgreSQL + Redis run."""
+    app process spends (CPU, Redis, bytes, memory) from the PostgreSQL + Redis run. Live-stream
+    operations count one DynamoDB call per storage-port call measured (``_live_reads``);
+    ``stored_bytes``: ``stored.dynamodb_stored_bytes``."""
     operations = {}
     for op, figures in postgres["operations"].items():
         own = dict(figures)
@@ -299,8 +278,10 @@ def dynamodb_shape(postgres: dict[str, Any]) -> dict[str, Any]:
             storage_cpu_seconds_per_request=0.0,  # billed per request unit, no server to size
         )
         own.update(DYNAMODB_CALLS.get(op, {}))
+        if op in LIVE_OPERATIONS:
+            own.update(_live_reads(op, shapes or {"postgres-redis": postgres}))
         operations[op] = own
-    return {
+    shape = {
         "process_vcpus": postgres["process_vcpus"],
         "process_base_bytes": postgres["process_base_bytes"],
         "note": (
@@ -310,6 +291,9 @@ def dynamodb_shape(postgres: dict[str, Any]) -> dict[str, Any]:
         ),
         "operations": operations,
     }
+    if stored_bytes and stored_bytes.get("stored_bytes_per_message") is not None:
+        shape["stored_bytes_per_message"] = stored_bytes["stored_bytes_per_message"]
+    return shape
 
 
 def cost_input(
@@ -324,8 +308,24 @@ def cost_input(
     for storage, (rows, run_meta) in runs.items():
         name = "postgres-redis" if storage == "postgres" else "sqlite-single"
         shapes[name] = shape_figures(rows, run_meta)
+    dynamo_stored: dict[str, Any] | None = None
     if "postgres-redis" in shapes:
-        shapes["dynamodb-fargate"] = dynamodb_shape(shapes["postgres-redis"])
+        pg_stored = runs["postgres"][1].get("stored") or {}
+        if pg_stored.get("mean_body_chars") is not None:  # sized with the run's bodies
+            dynamo_stored = stored.dynamodb_stored_bytes(pg_stored["mean_body_chars"])
+        shapes["dynamodb-fargate"] = dynamodb_shape(shapes["postgres-redis"], shapes, dynamo_stored)
+    details: dict[str, Any] = {
+        storage: {
+            "runs": {
+                name: {k: _known(v) if isinstance(v, float) else v for k, v in asdict(row).items()}
+                for name, row in rows.items()
+            },
+            **{k: v for k, v in run_meta.items() if k not in ("measured_at", "machine")},
+        }
+        for storage, (rows, run_meta) in runs.items()
+    }
+    if dynamo_stored is not None:
+        details["dynamodb"] = {"stored": dynamo_stored}
     return {
         "format": "parley-bench/1",
         "sample": False,
@@ -337,20 +337,10 @@ def cost_input(
             "checks_per_user_per_minute": 1,
             "sends_per_user_per_day": 10,
             "messages_per_check": 7,
+            "group_send_share": stored.GROUP_SEND_SHARE,
         },
         "shapes": shapes,
-        "details": {
-            storage: {
-                "runs": {
-                    name: {
-                        k: _known(v) if isinstance(v, float) else v for k, v in asdict(row).items()
-                    }
-                    for name, row in rows.items()
-                },
-                **{k: v for k, v in run_meta.items() if k not in ("measured_at", "machine")},
-            }
-            for storage, (rows, run_meta) in runs.items()
-        },
+        "details": details,
     }
 
 
@@ -401,6 +391,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=2000,
         help="live streams held open after the runs to measure memory per connection (0: skip)",
     )
+    parser.add_argument(
+        "--tick-streams",
+        type=int,
+        default=2000,
+        help="idle live streams read to measure a keep-alive tick (0: skip tick, push, open)",
+    )
+    parser.add_argument(
+        "--push-streams", type=int, default=500, help="users holding a stream for push (500)"
+    )
+    parser.add_argument(
+        "--push-messages", type=int, default=2000, help="messages pushed to them (2000)"
+    )
+    parser.add_argument(
+        "--stream-seconds",
+        type=float,
+        help="length of the tick and open windows (default: the larger of 10 and --seconds)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="server processes (postgres)")
     parser.add_argument(
         "--devices", type=int, default=1, help="signed-in devices (tokens) per user (1)"
@@ -437,6 +444,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     bad = set(storages) - {"sqlite", "postgres"}
     if bad or not storages:
         parser.error(f"--storage takes sqlite, postgres or sqlite,postgres, not {args.storage!r}")
+    # before any server starts: each inherits the limit, and holds one end of every stream
+    open_files_for(max(args.idle_streams, args.tick_streams))
     runs: dict[str, tuple[dict[str, Row], dict[str, Any]]] = {}
     ceilings: list[float] = []
     idle_bytes: list[float] = []
@@ -597,7 +606,10 @@ async def _run(
     ceiling = ceiling_row.rps
     rows: dict[str, Row] = {"ceiling": ceiling_row}
 
-    server = Server(data_dir, PARLEY_AUTH="token")
+    # keep-alives every 2 s, so that a tick window holds many (only live streams send them)
+    server = Server(
+        data_dir, PARLEY_AUTH="token", PARLEY_KEEPALIVE_SECONDS=str(live.KEEPALIVE_SECONDS)
+    )
     server.env.update(server_env)
     server.start()
     try:
@@ -616,8 +628,10 @@ async def _run(
                 streams = await idle_streams(server, args.idle_streams)
             except (RuntimeError, OSError) as exc:  # the runs' figures still count
                 say(f"idle streams not measured: {exc}")
+        live_ops, live_details = await _live(server, args, data)
     finally:
         server.stop()
+    stored_bytes = await _stored(args, data_dir, schema)
 
     print(table(list(rows.values())))
     print(
@@ -632,6 +646,13 @@ async def _run(
         print(
             f"idle live streams: {streams['connections']:,.0f} held, "
             f"{per_stream:.1f} KiB per connection"
+        )
+    if live_ops:
+        print(live_table(live_ops))
+    if stored_bytes.get("stored_bytes_per_message") is not None:
+        print(
+            f"stored bytes per message: {stored_bytes['stored_bytes_per_message']:,.0f} "
+            f"({stored_bytes['method']}; bodies of {stored_bytes['mean_body_chars']} chars)"
         )
     meta: dict[str, Any] = {
         "storage": args.storage,
@@ -650,5 +671,74 @@ async def _run(
         ),
         "redis_cpu_source": "INFO cpu, whole server" if args.storage == "postgres" else None,
         "kib_per_idle_stream": per_stream,
+        "live_operations": live_ops,
+        "live": live_details,
+        "stored": stored_bytes,
+        "message_text": (
+            'data set: "hello <k>" private and "group <k>" group messages (7-9 characters); '
+            'the bench\'s sends: "bench message" (13); stored.mean_body_chars: the mean stored'
+        ),
     }
     return rows, meta
+
+
+async def _live(
+    server: Server, args: argparse.Namespace, data: Dataset
+) -> tuple[dict[str, dict[str, float | None]], dict[str, Any]]:
+    """The tick, push and open figures (none when --tick-streams is 0 or they fail)."""
+    if args.tick_streams <= 0:
+        return {}, {}
+    counted = not (args.storage == "postgres" and args.workers > 1)
+    seconds = args.stream_seconds or max(10.0, args.seconds)
+    try:
+        return await live.measure_live(
+            server,
+            Backends(server, args),
+            counted,
+            data.users_file,
+            args.tick_streams,
+            args.push_streams,
+            args.push_messages,
+            seconds,
+            separate=args.storage == "postgres",
+        )
+    except (RuntimeError, OSError, TimeoutError) as exc:  # the runs' figures still count
+        say(f"live streams not measured: {exc}")
+        return {}, {"error": str(exc)}
+
+
+async def _stored(args: argparse.Namespace, data_dir: Path, schema: str) -> dict[str, Any]:
+    """Storage per stored message (``parley.bench.stored``); empty if it cannot be read."""
+    try:
+        if args.storage == "postgres":
+            return await stored.postgres_stored_bytes(args.database_url, schema)
+        return stored.sqlite_stored_bytes(data_dir / "parley.db")
+    except Exception as exc:  # the runs' figures still count
+        say(f"stored bytes per message not measured: {exc}")
+        return {"error": str(exc)}
+
+
+def live_table(operations: dict[str, dict[str, float | None]]) -> str:
+    """The live-stream operations, one line each (unknown where not measured)."""
+
+    def ms(value: float | None) -> float | None:
+        return None if value is None else value * 1000
+
+    head = (
+        f"{'live op':<9} {'per vCPU/s':>10} {'CPU ms':>8} {'reads':>7} {'writes':>7} "
+        f"{'PG ms':>8} {'Redis cmd':>9} {'Redis ms':>8} {'req B':>7} {'resp B':>7}"
+    )
+    lines = [head, "-" * len(head)]
+    for op, f in operations.items():
+        lines.append(
+            f"{op:<9} {_fmt(f['requests_per_second'], 10, 0)} "
+            f"{_fmt(ms(f['cpu_seconds_per_request']), 8, 4)} "
+            f"{_fmt(f['storage_reads_per_request'], 7)} "
+            f"{_fmt(f['storage_writes_per_request'], 7)} "
+            f"{_fmt(ms(f['storage_cpu_seconds_per_request']), 8, 4)} "
+            f"{_fmt(f['cache_ops_per_request'], 9, 2)} "
+            f"{_fmt(ms(f['cache_cpu_seconds_per_request']), 8, 4)} "
+            f"{_fmt(f['request_bytes'], 7, 0)} {_fmt(f['response_bytes'], 7, 0)}"
+        )
+    lines.append("(per operation; per vCPU/s = 1 / CPU seconds, not a measured throughput)")
+    return "\n".join(lines)

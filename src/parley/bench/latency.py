@@ -159,12 +159,13 @@ async def create_many(url: str, count: int, prefix: str) -> list[tuple[str, str]
 Held = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
-async def hold_stream(port: int, user: str, token: str) -> Held:
+async def hold_stream(port: int, user: str, token: str, query: str = "") -> Held:
     """One live stream on its own connection, open once its answer's head has arrived
-    (plain sockets: an HTTP client's pool slows down with tens of thousands of them)."""
+    (plain sockets: an HTTP client's pool slows down with tens of thousands of them).
+    ``query``: the URL's query, e.g. ``?timestamp=...``."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(
-        f"GET /v1/messages/{user}/stream HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"GET /v1/messages/{user}/stream{query} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
         f"Authorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n".encode()
     )
     head = await reader.readuntil(b"\r\n\r\n")
