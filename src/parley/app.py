@@ -216,6 +216,12 @@ def build(
         lambda: ((f'operation="{op}"', n) for op, n in sorted(storage.calls.items())),
     )
     parley.metrics.add_source(
+        "parley_stream_looks_skipped_total",
+        "Live streams' checks that needed no change-cache call: nothing was notified.",
+        "counter",
+        lambda: [("", messages.looks_skipped)],
+    )
+    parley.metrics.add_source(
         "parley_idle_checks_total",
         "Checks answered from the change cache without storage.",
         "counter",
@@ -259,10 +265,5 @@ def _shared_cache(
     changes = RedisChanges(link, directory)
     wakeups = RedisWakeups(link, notifier, changes)
 
-    def raised(streams: list[str]) -> None:
-        # A catch-up marked messages whose writer died before it could: wake their readers.
-        changes.heard(streams)
-        notifier.notify_all(streams)
-
-    link.on_raised = raised
+    link.on_caught_up = wakeups.caught_up
     return link, directory, changes, wakeups

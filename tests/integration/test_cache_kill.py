@@ -11,6 +11,7 @@ answers 409 (or replays the send).
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -151,3 +152,46 @@ async def test_a_process_killed_after_its_commit_leaves_no_process_wrong(pair: P
     r2 = await pair.call(1, "GET", f"/v1/messages/{carol}", carol_token,
                          params={"timestamp": cursor})  # fmt: skip
     assert [m["messageId"] for m in r2.json()["messages"]] == [r.json()["messageId"]]
+
+
+async def _first_message(response: httpx.Response) -> str:
+    """The first message's text on an open live stream."""
+    async for line in response.aiter_lines():
+        if line.startswith("data:"):
+            messages = json.loads(line[5:])["messages"]
+            if messages:
+                return str(messages[0]["message"])
+    raise AssertionError("the stream ended")
+
+
+async def test_a_sender_that_dies_before_its_wake_ups_still_wakes_a_sleeping_stream(
+    tmp_path: Path,
+) -> None:
+    """Process 0 dies after a send raised its watermarks and before it published the
+    wake-ups. Bob's live stream on process 1 sleeps until its keep-alive (30 s) and looks
+    at nothing in between; the catch-up that confirms the message (any process's poll,
+    within a trust lease) publishes its wake-up before confirming it, so the stream gets
+    the message long before its keep-alive."""
+    faults = {"PARLEY_TEST_EXIT_AFTER_COMMIT": "send_marked"}
+    quiet = {"PARLEY_KEEPALIVE_SECONDS": "30"}
+    async with services.postgres_servers(tmp_path, [faults, quiet]) as servers:
+        pair = Pair(servers)
+        try:
+            alice, alice_token = await pair.user("alice")
+            bob, bob_token = await pair.user("bob")
+            url = servers[1].url + f"/v1/messages/{bob}/stream?timestamp=1"
+            headers = {"Authorization": f"Bearer {bob_token}"}
+            async with pair.client.stream("GET", url, headers=headers, timeout=60) as r:
+                assert r.status_code == 200
+                first = asyncio.ensure_future(_first_message(r))
+                await asyncio.sleep(1.0)  # the stream has looked and sleeps
+                assert not first.done()
+                body = {"senderId": alice, "receiverId": bob, "message": "from the dead"}
+                with pytest.raises(httpx.TransportError):
+                    await pair.call(0, "POST", "/v1/messages/send?type=private", alice_token,
+                                    json=body)  # fmt: skip
+                died = time.monotonic()
+                assert await asyncio.wait_for(first, 20) == "from the dead"
+                assert time.monotonic() - died < 20  # not at the 30-second keep-alive
+        finally:
+            await pair.client.aclose()

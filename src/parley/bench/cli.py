@@ -53,7 +53,7 @@ from typing import Any
 
 from parley.bench import live, stored, wrk
 from parley.bench.dataset import Dataset, populate
-from parley.bench.latency import idle_streams, open_files_for
+from parley.bench.latency import idle_streams, open_files_for, stream_concurrency
 from parley.bench.procs import Server
 from parley.bench.usage import WRITES, Backends, say, storage_calls
 from parley.storage.base import Storage
@@ -608,7 +608,11 @@ async def _run(
 
     # keep-alives every 2 s, so that a tick window holds many (only live streams send them)
     server = Server(
-        data_dir, PARLEY_AUTH="token", PARLEY_KEEPALIVE_SECONDS=str(live.KEEPALIVE_SECONDS)
+        data_dir,
+        PARLEY_AUTH="token",
+        PARLEY_KEEPALIVE_SECONDS=str(live.KEEPALIVE_SECONDS),
+        # every held stream is a request in progress
+        PARLEY_MAX_CONCURRENCY=stream_concurrency(max(args.idle_streams, args.tick_streams)),
     )
     server.env.update(server_env)
     server.start()

@@ -17,7 +17,7 @@ messages the group's id, and the private messages a user sent :func:`sent_stream
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from typing import Protocol
 
@@ -184,6 +184,15 @@ class Wakeups(Protocol):
     regains reliability pokes every waiter, so each re-checks at once."""
 
     reliable: bool
+    # A token that stays equal while no wake-up meant for this process can have been
+    # lost (None: it cannot tell). A waiter that looked at its streams and has not been
+    # woken since, with the same token, knows that none of them changed.
+    mark: Callable[[], Hashable] | None
+    serial: int  # raised by every notification
+
+    def heard_since(self, serial: int, streams: Iterable[str]) -> bool:
+        """Was one of ``streams`` notified here after ``serial`` (a past ``serial``)?"""
+        ...
 
     async def wait(
         self, streams: Iterable[str], timeout: float, watch: Watch | None = None

@@ -39,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import TypeVar
 
 from parley.cache.base import Directory, Look, Watch, event_stream, sent_stream
@@ -345,6 +345,9 @@ def _drop(table: dict[str, T | set[T]], key: str, item: T) -> None:
             del table[key]
 
 
+HEARD_MAX = 100_000  # streams remembered by ``Notifier.heard_since`` (then: "maybe")
+
+
 class Notifier:
     def __init__(self) -> None:
         self._waiters: dict[str, Waiters] = {}
@@ -361,6 +364,15 @@ class Notifier:
         # Every wake-up for this process's waiters reaches it: true for one process; the
         # cross-process channel keeps it true only while it is subscribed.
         self.reliable = True
+        self.generation = 0  # raised whenever wake-ups may have been lost
+        # Which streams were notified when (``heard_since``): a waiter that was not
+        # waiting at that moment (it was writing) still learns of it.
+        self.serial = 0
+        self._heard: dict[str, int] = {}
+        self._heard_floor = 0
+        # What a waiter compares to know that no wake-up meant for it was lost since it
+        # last looked (None: it cannot know, and always looks again).
+        self.mark: Callable[[], Hashable] | None = lambda: self.generation
 
     async def wait(
         self, streams: Iterable[str], timeout: float, watch: Watch | None = None
@@ -438,7 +450,19 @@ class Notifier:
                 else:
                     watch.poke()
 
+    def heard_since(self, serial: int, streams: Iterable[str]) -> bool:
+        """Was one of ``streams`` notified after ``serial`` (a past ``self.serial``)?"""
+        if serial < self._heard_floor:
+            return True
+        heard = self._heard
+        return any(heard.get(stream, 0) > serial for stream in streams)
+
     def notify(self, stream: str) -> None:
+        self.serial += 1
+        if len(self._heard) >= HEARD_MAX:
+            self._heard.clear()
+            self._heard_floor = self.serial
+        self._heard[stream] = self.serial
         present = self._waiters.get(stream)
         if present is None:
             return

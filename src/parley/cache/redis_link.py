@@ -45,7 +45,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import redis.asyncio as aioredis
@@ -92,11 +92,11 @@ redis.call('SET', ns .. 'earliest', ARGV[3])
 return 1
 """
 
-# Catch namespace ARGV[2] up with PostgreSQL: forget the cached sets of the ARGV[6]
-# (set, log position) pairs that follow, with their fill leases, unless the set was
+# Catch namespace ARGV[2] up with PostgreSQL, first half: forget the cached sets of the
+# ARGV[6] (set, log position) pairs that follow, with their fill leases, unless the set was
 # filled from a read at or after that position; raise the watermarks of the (stream,
-# position) pairs after them; then raise ``applied`` to ARGV[3] and ``confirmed`` to
-# ARGV[4]. Returns the streams whose watermark it raised (their writers had not).
+# position) pairs after them. Returns the streams whose watermark it raised (their writers
+# had not). Both steps are idempotent: a catch-up that dies after this is done again.
 CATCH_UP = """
 if redis.call('GET', KEYS[1]) ~= ARGV[2] then return {0} end
 local ns = ARGV[1] .. ARGV[2] .. ':'
@@ -120,16 +120,27 @@ for i = 7 + n, #ARGV, 2 do
     raised[#raised + 1] = ARGV[i]
   end
 end
+if top > 0 then
+  local current = redis.call('GET', ns .. 'last')
+  if (not current) or tonumber(current) < top then redis.call('SET', ns .. 'last', top) end
+end
+return {1, raised}
+"""
+
+# Second half, once the wake-ups for the range were published: raise ``applied`` to
+# ARGV[3] and ``confirmed`` to ARGV[4] (never lowered).
+CONFIRM = """
+if redis.call('GET', KEYS[1]) ~= ARGV[2] then return 0 end
+local ns = ARGV[1] .. ARGV[2] .. ':'
 local function raise(name, value)
   local current = redis.call('GET', ns .. name)
   if (not current) or tonumber(current) < tonumber(value) then
     redis.call('SET', ns .. name, value)
   end
 end
-if top > 0 then raise('last', top) end
 raise('applied', ARGV[3])
 raise('confirmed', ARGV[4])
-return {1, raised}
+return 1
 """
 
 WATERMARK_TTL = 7 * 86400  # seconds a stream's watermark lives after its last message
@@ -222,9 +233,13 @@ class RedisLink:
         self._open = self.client.register_script(OPEN)
         self._seal = self.client.register_script(SEAL)
         self._catch_up_script = self.client.register_script(CATCH_UP)
+        self._confirm_script = self.client.register_script(CONFIRM)
         self.log: CacheLog | None = source if isinstance(source, CacheLog) else None
-        # Called with the streams whose watermarks a catch-up raised (wakes their waiters).
-        self.on_raised: Callable[[list[str]], None] | None = None
+        # Called by a catch-up with every stream that got a message, an event or a change of
+        # groups in its range, after their watermarks were raised and before the range is
+        # confirmed; publishes their wake-ups and says whether that worked.
+        # (Also with the streams whose watermark it had to raise.)
+        self.on_caught_up: Callable[[list[str], list[str]], Awaitable[bool]] | None = None
         self.caught_up = 0  # catch-ups that found work a writer had left undone
         self._pruned_at = 0.0
         self._tasks: list[asyncio.Task[None]] = []
@@ -477,9 +492,19 @@ class RedisLink:
         raised = [s.decode() for s in answer[1]]
         if keys or raised:
             self.caught_up += 1
-        if raised and self.on_raised is not None:
-            self.on_raised(raised)
-        return True
+        # Wake every reader of the range, not only those whose watermark had to be raised: a
+        # writer may have died after raising its watermarks and before publishing. Only
+        # then is the range confirmed, so a catch-up that dies in between is done again.
+        woken = [*received, *(sent_stream(s) for s in sent)]
+        woken += [key[2:] for key in keys if key.startswith("g:")]  # their groups changed
+        if woken and self.on_caught_up is not None and not await self.on_caught_up(woken, raised):
+            return False
+        confirmed = await self.run(
+            self._confirm_script,
+            [self.epoch_key],
+            [self.prefix, self.epoch, position, frontier],
+        )
+        return confirmed is not None and int(confirmed) == 1
 
     async def _still_served(self, epoch: int) -> tuple[int, int] | None:
         """Does Redis still serve namespace ``epoch``, on the server it was opened on?

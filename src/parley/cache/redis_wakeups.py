@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import Sequence
 
 import msgspec
 from redis.asyncio.client import PubSub
@@ -46,6 +47,8 @@ class Wakeup(msgspec.Struct, array_like=True):
     origin: str
     streams: list[str]
     signals: list[Signal] = []  # ephemeral signals (typing) for listening streams
+    # woken without counting as news for idle checks in flight (a catch-up's repeats)
+    again: list[str] = []
 
 
 class RedisWakeups:
@@ -59,6 +62,7 @@ class RedisWakeups:
         self.subscriptions = 0  # subscriptions confirmed (the first, then one per loss)
         self.resubscribe_after = 0.1  # seconds after a lost subscription, doubling to 2
         self._pending: list[str] = []
+        self._dropped = False  # wake-ups left out of a full queue: they count as failed
         self._signals: list[Signal] = []
         self._ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -71,6 +75,9 @@ class RedisWakeups:
         self._reliable(False)  # until subscribed
         self.notifier.broadcast = self.publish
         self.notifier.broadcast_signal = self.publish_signal
+        # With a cache log, catch-ups wake the readers of every range (a writer that died
+        # before publishing included); without one a waiter cannot know nothing was lost.
+        self.notifier.mark = self.mark if self.link.log is not None else None
         self._tasks = [
             asyncio.create_task(self._publish_loop(), name="parley-redis-publish"),
             asyncio.create_task(self._listen_loop(), name="parley-redis-listen"),
@@ -92,6 +99,8 @@ class RedisWakeups:
     def publish(self, streams: list[str]) -> None:
         if len(self._pending) < QUEUE_MAX:
             self._pending.extend(streams)
+        else:
+            self._dropped = True
         self._ready.set()
 
     def publish_signal(self, users: list[str], fields: dict[str, str]) -> None:
@@ -105,9 +114,35 @@ class RedisWakeups:
             self._ready.clear()
             streams, self._pending = list(dict.fromkeys(self._pending)), []
             signals, self._signals = self._signals, []
-            if (streams or signals) and self.link.healthy:
-                payload = msgspec.msgpack.encode(Wakeup(self.origin, streams, signals))
-                await self.link.call("PUBLISH", self.channel, payload)
+            dropped, self._dropped = self._dropped, False
+            if ((streams or signals) and not await self._send(streams, signals)) or dropped:
+                # Waiters elsewhere may sleep through these changes: retire the namespace,
+                # so every process's streams look again at their next keep-alive.
+                await self.link.write_failed(wait=False)
+
+    async def _send(
+        self, streams: list[str], signals: list[Signal], again: Sequence[str] = ()
+    ) -> bool:
+        if not self.link.healthy:
+            return False
+        payload = msgspec.msgpack.encode(Wakeup(self.origin, streams, signals, list(again)))
+        return await self.link.call("PUBLISH", self.channel, payload) is not None
+
+    async def caught_up(self, streams: list[str], raised: list[str]) -> bool:
+        """A catch-up's wake-ups (``RedisLink.on_caught_up``): here at once, and published
+        before the catch-up confirms its range. Only the watermarks it raised turn a
+        concurrent idle check's "no" into a "maybe" (``RedisChanges.heard``): the others
+        were raised by their writers, and a check that started after that sees them."""
+        self.changes.heard(raised)
+        for stream in streams:
+            self.notifier.notify(stream)
+        first = set(raised)
+        return await self._send(raised, [], [s for s in streams if s not in first])
+
+    def mark(self) -> tuple[int, int, bool]:
+        """``Notifier.mark`` with Redis: what changes when a wake-up may have been lost
+        (the subscription's generation, the cache epoch, trust in Redis)."""
+        return (self.notifier.generation, self.link.epoch, self.link.usable)
 
     # listening -------------------------------------------------------------------------
     async def _listen_loop(self) -> None:
@@ -132,6 +167,7 @@ class RedisWakeups:
     def _reliable(self, value: bool) -> None:
         """Record whether this process hears every wake-up, and poke every waiter."""
         self.notifier.reliable = value
+        self.notifier.generation += 1
         self.notifier.poke_all()
 
     async def _listen(self, pubsub: PubSub) -> None:
@@ -164,6 +200,8 @@ class RedisWakeups:
             if wake.streams:
                 self.changes.heard(wake.streams)
             for stream in wake.streams:
+                self.notifier.notify(stream)
+            for stream in wake.again:
                 self.notifier.notify(stream)
             for signal in wake.signals:
                 self.notifier.deliver(signal.users, signal.fields)

@@ -32,6 +32,7 @@ from parley.http.ratelimit import RateLimiter, SharedRateLimiter, Waiting
 from parley.http.streaming import JsonStream
 from parley.services.access import Actor
 from parley.services.accounts import Caller, Export
+from parley.services.messages import Resume
 from parley.services.passwords import PARAMETERS
 
 log = logging.getLogger("parley.http")
@@ -247,6 +248,7 @@ class _Events:
         "first",
         "include_events",
         "include_sent",
+        "resume",
         "user_id",
         "watch",
     )
@@ -271,6 +273,7 @@ class _Events:
         self.include_events = include_events
         self.due = -1.0  # loop time the next keep-alive is due; -1: ``retry`` not sent yet
         self.watch: Watch | None = None
+        self.resume = Resume()  # an idle stream's keep-alive needs no look
 
     async def next_chunk(self, watch: Watch) -> bytes | None:
         clock = asyncio.get_running_loop().time
@@ -309,6 +312,7 @@ class _Events:
                 watch,
                 self.include_events,
                 patient=True,
+                resume=self.resume,
             )
             if watch.gone or not await self.api._signed_in(self.call, self.actor):
                 return None

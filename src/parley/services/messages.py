@@ -10,7 +10,9 @@ position the client did not already hold.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import os
+from collections.abc import Hashable, Sequence
+from collections.abc import Set as AbstractSet
 
 import msgspec
 
@@ -35,8 +37,32 @@ from parley.services.media import MediaService
 from parley.services.users import UserService
 from parley.storage.base import EventDraft, MessageDraft, Storage
 
+# Fault tests: with ``send_marked`` in PARLEY_TEST_EXIT_AFTER_COMMIT, the process exits
+# after a send raised its watermarks and before it published the wake-ups.
+EXIT_AFTER_MARK = "send_marked" in os.environ.get("PARLEY_TEST_EXIT_AFTER_COMMIT", "").split(",")
+EXIT_AFTER_MARK_STATUS = 87
 RECHECK_SECONDS = 5.0  # a long-poll re-checks at least this often, woken or not
 TYPING_MS = 5_000  # a typing notice expires this long after it was sent
+
+
+class Resume:
+    """What a live stream keeps between its checks: the cursor and groups of its last look
+    that found nothing, and the notifier's ``mark`` taken just before that look. While the
+    wake-ups are reliable and the mark is unchanged, every change to those streams since
+    then was notified to this process; so a check at the same cursor, none of whose
+    streams was notified since (``Wakeups.heard_since``: also while the stream was busy
+    writing), can skip the look: an idle stream's keep-alive costs no Redis call."""
+
+    __slots__ = ("after", "groups", "mark", "serial")
+
+    def __init__(self) -> None:
+        self.after: int | None = None
+        self.groups: AbstractSet[str] = frozenset()
+        self.mark: Hashable | None = None
+        self.serial = 0  # the notifier's serial just before the look
+
+    def forget(self) -> None:
+        self.mark = None
 
 
 class MessageService:
@@ -61,6 +87,7 @@ class MessageService:
         self.events = events or EventService(storage, changes, notifier)
         groups.membership_listeners.append(lambda user_id: notifier.notify_all([user_id]))
         self.idle_checks = 0
+        self.looks_skipped = 0  # live streams' keep-alives that needed no look
         self.media: MediaService | None = None  # attachments (set by parley.app.build)
 
     # send ------------------------------------------------------------------------------
@@ -112,6 +139,8 @@ class MessageService:
         if message.type == "private":
             streams.append(sent_stream(message.sender_id))
         await self.changes.marked([(stream, message.ts) for stream in streams])
+        if EXIT_AFTER_MARK:
+            os._exit(EXIT_AFTER_MARK_STATUS)  # a fault test: dies before the wake-ups
         self.notifier.notify_all(streams)
 
     # edit and delete -------------------------------------------------------------------
@@ -234,6 +263,7 @@ class MessageService:
         watch: Watch | None = None,
         include_events: bool = False,
         patient: bool = False,
+        resume: Resume | None = None,
     ) -> Page:
         """Messages newer than ``after``; with ``wait``, hold the answer up to that many
         seconds until there is one (long-poll). ``watch`` ends the wait early, with an
@@ -244,12 +274,19 @@ class MessageService:
         wake-up from another process can be lost; a ``patient`` one (a live stream, whose
         ``wait`` ends at its next keep-alive) sleeps through while the wake-ups are
         reliable (``Wakeups.reliable``), so an idle stream costs nothing between its
-        keep-alives."""
+        keep-alives. A live stream passes the same ``resume`` to each of its checks."""
         require_self(actor, user_id)
         page_size = self._page_size(limit)
         await self.users.require(user_id)
         ev = include_events
-        look = await self.changes.look(user_id, after, include_sent, ev)
+        look = self._reuse(resume, user_id, after, include_sent, ev)
+        if look is None:
+            mark = self.notifier.mark() if self.notifier.mark is not None else None
+            serial = self.notifier.serial
+            look = await self.changes.look(user_id, after, include_sent, ev)
+            if resume is not None:
+                resume.after, resume.groups, resume.serial = after, look.groups, serial
+                resume.mark = mark if after is not None and not look.changed else None
         page = await self._check_once(user_id, after, page_size, include_sent, look, ev)
         if page.messages or page.events or wait <= 0 or after is None:
             return page
@@ -265,9 +302,13 @@ class MessageService:
                 woken = await self.notifier.wait(
                     streams, left if whole else min(left, RECHECK_SECONDS), watch
                 )
+                if resume is not None and (woken or not whole):
+                    resume.forget()  # woken, or re-checking on its own: look next time
                 if watch is not None and (watch.gone or watch.poked):
+                    if resume is not None:
+                        resume.forget()
                     break
-                if whole and not woken:  # the deadline: the caller's next check looks again
+                if whole and not woken:  # the deadline (a stream's keep-alive)
                     break
             else:
                 # Stored but not yet below the frontier (it trails the clock by 1 ms), or
@@ -282,6 +323,32 @@ class MessageService:
                 after = page.next_ts
                 look = await self.changes.look(user_id, after, include_sent, ev)
         return page
+
+    def _reuse(
+        self,
+        resume: Resume | None,
+        user_id: str,
+        after: int | None,
+        include_sent: bool,
+        include_events: bool,
+    ) -> Look | None:
+        """The last look of a stream, if nothing it reads was notified since."""
+        notifier = self.notifier
+        if (
+            resume is None
+            or resume.mark is None
+            or after is None
+            or resume.after != after
+            or not notifier.reliable
+            or notifier.mark is None
+            or notifier.mark() != resume.mark
+        ):
+            return None
+        streams = streams_of(user_id, resume.groups, include_sent, include_events)
+        if notifier.heard_since(resume.serial, streams):
+            return None
+        self.looks_skipped += 1
+        return Look(resume.groups, False)
 
     async def _check_once(
         self,
