@@ -241,3 +241,17 @@ def test_the_keepalive_interval_is_the_median_gap_between_a_streams_last_two() -
     assert keepalive_interval(taps) == pytest.approx(2.1)
     assert keepalive_interval([Tap(Totals())]) is None  # none seen twice yet
     assert totals.keepalives == 6
+
+
+def test_a_window_less_its_background_never_goes_below_zero() -> None:
+    window = Usage(cpu=1.0, storage_cpu=0.02, cache_cpu=None, cache_ops=50.0, reads=0.0)
+    background = Usage(cpu=0.1, storage_cpu=0.004, cache_cpu=0.001, cache_ops=20.0, reads=0.0)
+    less = (window - background.scaled(10.0)).floored()  # a 10 s window
+    assert less.cpu == 0.0  # 1.0 - 10 x 0.1
+    assert less.storage_cpu == 0.0  # 0.02 - 10 x 0.004 < 0
+    assert less.cache_cpu is None  # unknown stays unknown
+    assert less.cache_ops == 0.0  # 50 - 10 x 20 < 0
+    window = Usage(cpu=3.0, storage_cpu=0.05, cache_ops=300.0)
+    less = (window - background.scaled(10.0)).floored()
+    assert less.cpu == pytest.approx(2.0) and less.storage_cpu == pytest.approx(0.01)
+    assert less.cache_ops == pytest.approx(100.0)

@@ -170,8 +170,9 @@ async def hold_stream(port: int, user: str, token: str, query: str = "") -> Held
     )
     head = await reader.readuntil(b"\r\n\r\n")
     if not head.startswith(b"HTTP/1.1 200"):
+        body = await asyncio.wait_for(reader.read(300), 2)
         writer.close()
-        raise RuntimeError(f"stream refused: {head.splitlines()[0].decode()}")
+        raise RuntimeError(f"stream refused: {head.splitlines()[0].decode()} {body.decode()!r}")
     return reader, writer
 
 
@@ -183,7 +184,11 @@ async def idle_streams(server: Server, count: int) -> dict[str, float]:
     try:
         for start in range(0, count, 200):
             batch = users[start : start + 200]
-            opened += await asyncio.gather(*(hold_stream(server.port, u, t) for u, t in batch))
+            # a client that has been connected before: a recent cursor, nothing to replay
+            cursor = f"?timestamp={int(time.time() * 1000)}"
+            opened += await asyncio.gather(
+                *(hold_stream(server.port, u, t, cursor) for u, t in batch)
+            )
         await asyncio.sleep(2)
         after = server.rss_bytes()
         async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:

@@ -44,6 +44,7 @@ __all__ = [
 KEEPALIVE = b": keep-alive\n\n"
 KEEPALIVE_SECONDS = 2  # PARLEY_KEEPALIVE_SECONDS of the bench's server
 MESSAGE = b'"messageId"'
+BACKGROUND_SECONDS = 5.0  # a quiet window first: what the server spends with no load
 SETTLE_SECONDS = 3.0  # after opening streams: their first chunks and wake-ups pass
 ARRIVAL_TIMEOUT = 30.0  # at most this long for pushed messages to arrive
 TICK_EXTRA_SECONDS = 20.0  # at most this much longer when keep-alives come slower
@@ -238,6 +239,13 @@ async def measure_ticks(
 ) -> tuple[Usage, dict[str, Any]]:
     """Hold ``streams`` idle streams and read them for ``seconds``: the window's usage and
     what was read (the keep-alive comments are the ticks)."""
+    # The processes' own background work (each polls the cache epoch ten times a second)
+    # goes on whatever the load: measured alone first and taken out of the window.
+    quiet = await read_usage(server, backends, counted)
+    await asyncio.sleep(BACKGROUND_SECONDS)
+    background = (await read_usage(server, backends, counted) - quiet).scaled(
+        1 / BACKGROUND_SECONDS
+    )
     held = Streams(server)
     try:
         await held.open(users[:streams], _now_cursor())
@@ -256,7 +264,15 @@ async def measure_ticks(
     finally:
         await held.close()
     keepalives = end.keepalives - start.keepalives
-    return after - before, {
+    used = (after - before - background.scaled(elapsed)).floored()
+    return used, {
+        "background_per_second": {
+            "server_cpu": round(background.cpu, 6),
+            "storage_cpu": background.storage_cpu,
+            "cache_cpu": background.cache_cpu,
+            "cache_ops": background.cache_ops,
+            "note": "subtracted from the window: the processes' own polls, not the streams'",
+        },
         "streams": len(held.held) or streams,
         "seconds": round(elapsed, 2),
         "bytes": end.bytes - start.bytes,

@@ -112,6 +112,17 @@ class Usage:
             writes=_minus(self.writes, other.writes),
         )
 
+    def floored(self) -> Usage:
+        """Every figure at least 0 (a window less its background can dip below)."""
+        return Usage(
+            cpu=max(0.0, self.cpu),
+            storage_cpu=None if self.storage_cpu is None else max(0.0, self.storage_cpu),
+            cache_cpu=None if self.cache_cpu is None else max(0.0, self.cache_cpu),
+            cache_ops=None if self.cache_ops is None else max(0.0, self.cache_ops),
+            reads=None if self.reads is None else max(0.0, self.reads),
+            writes=None if self.writes is None else max(0.0, self.writes),
+        )
+
     def scaled(self, factor: float) -> Usage:
         return Usage(
             cpu=self.cpu * factor,
