@@ -157,6 +157,7 @@ async def create_many(url: str, count: int, prefix: str) -> list[tuple[str, str]
 
 
 Held = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+OPEN_BATCH = 50  # streams opened at once (each open checks a token the server may not hold)
 
 
 async def hold_stream(port: int, user: str, token: str, query: str = "") -> Held:
@@ -182,8 +183,8 @@ async def idle_streams(server: Server, count: int) -> dict[str, float]:
     before = server.rss_bytes()
     opened: list[Held] = []
     try:
-        for start in range(0, count, 200):
-            batch = users[start : start + 200]
+        for start in range(0, count, OPEN_BATCH):
+            batch = users[start : start + OPEN_BATCH]
             # a client that has been connected before: a recent cursor, nothing to replay
             cursor = f"?timestamp={int(time.time() * 1000)}"
             opened += await asyncio.gather(

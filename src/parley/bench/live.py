@@ -241,6 +241,7 @@ async def measure_ticks(
     what was read (the keep-alive comments are the ticks)."""
     # The processes' own background work (each polls the cache epoch ten times a second)
     # goes on whatever the load: measured alone first and taken out of the window.
+    await asyncio.sleep(SETTLE_SECONDS)  # connections of an earlier phase are closed
     quiet = await read_usage(server, backends, counted)
     await asyncio.sleep(BACKGROUND_SECONDS)
     background = (await read_usage(server, backends, counted) - quiet).scaled(
