@@ -118,18 +118,19 @@ async def test_live_delivery_and_resume_without_loss(server: Server) -> None:
         assert received == [*sent_live, *sent_offline, sent_later]  # nothing lost or repeated
 
 
-def _idle_checks(metrics: str) -> int:
+def _counter(metrics: str, name: str = "parley_idle_checks_total") -> int:
     for line in metrics.splitlines():
-        if line.startswith("parley_idle_checks_total"):
+        if line.startswith(name):
             return int(float(line.split()[-1]))
-    raise AssertionError("parley_idle_checks_total not in /metrics")
+    raise AssertionError(f"{name} not in /metrics")
 
 
 async def test_an_idle_stream_looks_only_at_its_keep_alives(tmp_path: Path) -> None:
     """Between keep-alives an idle stream sleeps: no re-check, no timer of its own. Over a
     window of W seconds with keep-alives every K, each stream checks at most once per
     keep-alive: at most W / K + 1 times; a stream that re-checked every second would
-    check about W times (7 or 8 here)."""
+    check about W times (7 or 8 here). Nothing was notified, so those checks reuse the
+    stream's last look: no change-cache call (``parley_stream_looks_skipped_total``)."""
     streams, keepalive, window = 8, 2.0, 8.0
     server = Server(tmp_path / "data", PARLEY_AUTH="token", PARLEY_KEEPALIVE_SECONDS="2")
     server.start()
@@ -153,9 +154,13 @@ async def test_an_idle_stream_looks_only_at_its_keep_alives(tmp_path: Path) -> N
                         break
                     await asyncio.sleep(0.02)
                 assert all(keepalives)
-                before, seen = _idle_checks((await client.get("/metrics")).text), list(keepalives)
+                metrics = (await client.get("/metrics")).text
+                before, seen = _counter(metrics), list(keepalives)
+                skipped = _counter(metrics, "parley_stream_looks_skipped_total")
                 await asyncio.sleep(window)
-                after = _idle_checks((await client.get("/metrics")).text)
+                metrics = (await client.get("/metrics")).text
+                after = _counter(metrics)
+                skipped = _counter(metrics, "parley_stream_looks_skipped_total") - skipped
                 fresh = [k - s for k, s in zip(keepalives, seen, strict=True)]
             finally:
                 for task in held:
@@ -165,3 +170,5 @@ async def test_an_idle_stream_looks_only_at_its_keep_alives(tmp_path: Path) -> N
         server.stop()
     assert all(n >= 1 for n in fresh), fresh  # the streams stayed alive: keep-alives came
     assert after - before <= streams * (window / keepalive + 1), (after - before, fresh)
+    # nothing was notified: the keep-alives reused the streams' last looks
+    assert skipped >= streams, skipped
