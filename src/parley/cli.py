@@ -13,6 +13,8 @@ import os
 import socket
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from parley.settings import AUTH_MODES, STORAGE_KINDS, Settings, SettingsError
 
@@ -43,6 +45,8 @@ FLAGS: tuple[tuple[str, str, str], ...] = (
     ("--s3-endpoint", "PARLEY_S3_ENDPOINT", "http(s)://... an S3-compatible endpoint"),
     ("--rate-limits", "PARLEY_RATE_LIMITS", "on (default) or off"),
     ("--request-timeout", "PARLEY_REQUEST_TIMEOUT", "seconds for a request's head and body (30)"),
+    ("--tls-cert", "PARLEY_TLS_CERT", "PEM certificate (chain): serve HTTPS (with --tls-key)"),
+    ("--tls-key", "PARLEY_TLS_KEY", "PEM private key of --tls-cert"),
     ("--log-level", "PARLEY_LOG_LEVEL", "debug, info (default), warning, error"),
 )
 SWITCHES = ("--allow-auth-change",)  # flags without a value: they set their variable to 1
@@ -109,7 +113,7 @@ def serve(settings: Settings) -> int:
         return _refuse(exc)
     except Unavailable as exc:
         return _refuse(f"storage {settings.storage} is unavailable: {exc}", 1)
-    url = f"http://{settings.host}:{settings.port}"
+    url = f"{'https' if settings.tls_cert else 'http'}://{settings.host}:{settings.port}"
     print(f"Parley listening on {url}  (storage: {settings.storage}, auth: {settings.auth})")
     print(f"API docs: {url}/docs   web chat: {url}/")
     sys.stdout.flush()
@@ -141,6 +145,9 @@ def serve(settings: Settings) -> int:
         # cut off (slow-loris, a socket that never sends, an idle keep-alive); a slow body
         # is bounded by the app (``Call.body``).
         http1_settings=HTTP1Settings(header_read_timeout=int(settings.request_timeout * 1000)),
+        # HTTPS when a certificate is given: behind a TCP load balancer (or none), Parley
+        # terminates TLS itself; TLS 1.2 at least.
+        **_tls(settings),
     )
     try:
         server.serve()
@@ -148,6 +155,18 @@ def serve(settings: Settings) -> int:
         if lock is not None:
             lock.release()
     return 0
+
+
+def _tls(settings: Settings) -> dict[str, Any]:
+    from granian.constants import SSLProtocols
+
+    if not settings.tls_cert:
+        return {}
+    return {
+        "ssl_cert": Path(settings.tls_cert),
+        "ssl_key": Path(settings.tls_key),
+        "ssl_protocol_min": SSLProtocols.tls12,
+    }
 
 
 async def _check_storage(settings: Settings) -> None:

@@ -73,6 +73,9 @@ class Settings:
     request_timeout: float = 30.0
     # a live stream writes a keep-alive comment this often; an idle stream does nothing else
     keepalive_seconds: int = 15
+    # TLS terminated by Parley itself (both, or neither: plain HTTP behind a proxy)
+    tls_cert: str = ""
+    tls_key: str = ""
     max_concurrency: int = 10_000
     # open connections per process (idle, keep-alive and in progress); above
     # max_concurrency, so a full process can still answer 503 and /healthz
@@ -127,6 +130,8 @@ class Settings:
             access_log=read.flag("PARLEY_ACCESS_LOG", False),
             request_timeout=float(read.integer("PARLEY_REQUEST_TIMEOUT", 30, 1, 3600)),
             keepalive_seconds=read.integer("PARLEY_KEEPALIVE_SECONDS", 15, 1, 3600),
+            tls_cert=read.text("PARLEY_TLS_CERT", ""),
+            tls_key=read.text("PARLEY_TLS_KEY", ""),
             max_concurrency=read.integer("PARLEY_MAX_CONCURRENCY", 10_000, 16, 1_000_000),
             max_connections=read.integer("PARLEY_MAX_CONNECTIONS", 0, 0, 2_000_000),
             limits=Limits(
@@ -166,6 +171,7 @@ class Settings:
             raise SettingsError("PARLEY_CACHE=none and PARLEY_REDIS_URL exclude each other")
         _check_dynamodb(settings)
         _check_secret_key(settings)
+        _check_tls(settings)
         if settings.media_url and not settings.media_url.startswith("s3://"):
             raise SettingsError("PARLEY_MEDIA_URL must look like s3://bucket/prefix")
         if settings.s3_endpoint and not settings.s3_endpoint.startswith(("http://", "https://")):
@@ -187,6 +193,17 @@ def _with_connections(settings: Settings) -> Settings:
 
 
 SECRET_KEY_MIN = 32  # characters of PARLEY_SECRET_KEY
+
+
+def _check_tls(settings: Settings) -> None:
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        raise SettingsError("PARLEY_TLS_CERT and PARLEY_TLS_KEY go together: set both or neither")
+    for name, path in (
+        ("PARLEY_TLS_CERT", settings.tls_cert),
+        ("PARLEY_TLS_KEY", settings.tls_key),
+    ):
+        if path and not Path(path).is_file():
+            raise SettingsError(f"{name}: no such file: {path}")
 
 
 def _check_secret_key(settings: Settings) -> None:

@@ -808,3 +808,20 @@ def test_a_stream_operation_is_never_named_as_a_throughput_limit() -> None:
         i for i in _stream(STREAM_SHAPE)["postgres-redis"].line_items if i.name == "Fargate"
     )
     assert sends.driver.startswith("throughput of the measured process(es) on a send")
+
+
+def test_the_tls_handshake_cost_is_the_set_figure_else_the_measured_else_assumed() -> None:
+    from parley.cost.measured import BenchFile
+    from parley.cost.model import TLS_HANDSHAKE_ASSUMED, tls_handshake
+
+    plain = BenchFile(format="parley-bench/1", sample=False, shapes={})
+    measured = BenchFile(
+        format="parley-bench/1", sample=False, shapes={}, tls_handshake_cpu_seconds=0.0007
+    )
+    assert tls_handshake(plain, ModelInputs()) == (TLS_HANDSHAKE_ASSUMED, "assumed")
+    assert tls_handshake(measured, ModelInputs()) == (0.0007, "measured")
+    chosen, _ = with_settings(ModelInputs(), WORKLOAD, {"tls_handshake_cpu_seconds": "0.001"})
+    assert tls_handshake(measured, chosen) == (0.001, "set")
+    for bad in ("-1", "inf"):
+        with pytest.raises(ModelError):
+            with_settings(ModelInputs(), WORKLOAD, {"tls_handshake_cpu_seconds": bad})

@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from parley.bench import live, stored, wrk
+from parley.bench import tls as tls_bench
 from parley.bench.dataset import Dataset, populate
 from parley.bench.latency import idle_streams, open_files_for, stream_concurrency
 from parley.bench.procs import Server
@@ -386,6 +387,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sqlite,postgres (one file with every shape)",
     )
     parser.add_argument(
+        "--tls-handshakes",
+        type=int,
+        default=2000,
+        help="connections to time TLS handshakes with (--json only; 0: skip)",
+    )
+    parser.add_argument(
         "--idle-streams",
         type=int,
         default=2000,
@@ -467,6 +474,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = cost_input(
             runs, max(ceilings), meta, round(max(idle_bytes)) if idle_bytes else None
         )
+        if args.tls_handshakes > 0:
+            say(f"TLS: {args.tls_handshakes:,} connections with and without a handshake")
+            with tempfile.TemporaryDirectory(prefix="parley-bench-tls-") as tmp:
+                try:
+                    tls = asyncio.run(tls_bench.measure_handshakes(Path(tmp), args.tls_handshakes))
+                except (RuntimeError, OSError) as exc:
+                    tls = {"tls_handshake_cpu_seconds": None, "why": str(exc)}
+            report["tls_handshake_cpu_seconds"] = tls["tls_handshake_cpu_seconds"]
+            report["details"]["tls"] = tls
+            handshake = tls["tls_handshake_cpu_seconds"]
+            say(
+                "TLS handshake: "
+                + ("unknown" if handshake is None else f"{handshake * 1000:.3f} ms of server CPU")
+            )
         report["note"] = f"parley bench {' '.join(argv)}"
         args.json.write_text(json.dumps(report, indent=2) + "\n")
         say(f"wrote {args.json}")

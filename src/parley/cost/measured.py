@@ -168,6 +168,8 @@ class BenchFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     machine: str | None = None
     ceiling_requests_per_second: float | None = None
     idle_connection_bytes: float | None = None  # memory per idle live-stream connection
+    # the server's CPU per TLS handshake it terminates (PARLEY_TLS_CERT), seconds
+    tls_handshake_cpu_seconds: float | None = None
     # Everything else a benchmark run recorded (per-scenario figures, memory, settings);
     # kept with the file, not used by the model.
     details: dict[str, Any] = {}
@@ -187,7 +189,11 @@ def _validate(bench: BenchFile, source: str) -> BenchFile:
     w = bench.workload
     for name in w.__struct_fields__:
         _check_number(f"{source}: $.workload.{name}", getattr(w, name))
-    for name in ("ceiling_requests_per_second", "idle_connection_bytes"):
+    for name in (
+        "ceiling_requests_per_second",
+        "idle_connection_bytes",
+        "tls_handshake_cpu_seconds",
+    ):
         value = getattr(bench, name)
         if value is not None:
             _check_number(f"{source}: $.{name}", value)

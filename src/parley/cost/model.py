@@ -126,7 +126,9 @@ class ModelInputs:
     keepalive_seconds: float = 60.0
     alb_rules_per_request: float = 1.0
     load_balancer: str = "cheaper"  # cheaper | alb | nlb-tcp | nlb-tls
-    tls_handshake_cpu_seconds: float = 0.002  # Parley's CPU per TLS handshake (nlb-tcp only)
+    # Parley's CPU per TLS handshake (nlb-tcp only); NaN (not set): the bench's measurement,
+    # or TLS_HANDSHAKE_ASSUMED when the bench has none.
+    tls_handshake_cpu_seconds: float = math.nan
     memory_utilisation: float = 0.8  # of a task's memory that connections and caches may fill
     # What-if for the memory per idle connection, in KiB; NaN (not set): the bench's measurement.
     idle_connection_kib: float = math.nan
@@ -165,7 +167,6 @@ class ModelInputs:
             "new_connections_per_request",
             "reconnects_per_user_per_hour",
             "active_connections_per_user",
-            "tls_handshake_cpu_seconds",
             "alb_rules_per_request",
             "stored_bytes_per_message",
             "retention_days",
@@ -174,10 +175,10 @@ class ModelInputs:
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ModelError(f"{name} must be a finite number >= 0")
-        if not math.isnan(self.idle_connection_kib) and not (
-            math.isfinite(self.idle_connection_kib) and self.idle_connection_kib >= 0
-        ):
-            raise ModelError("idle_connection_kib must be a finite number >= 0")
+        for name in ("idle_connection_kib", "tls_handshake_cpu_seconds"):
+            value = getattr(self, name)
+            if not math.isnan(value) and not (math.isfinite(value) and value >= 0):
+                raise ModelError(f"{name} must be a finite number >= 0")
         if self.peak_factor < 1:
             raise ModelError("peak_factor must be >= 1 (it scales the average up to the peak)")
         return self
@@ -699,6 +700,18 @@ def _load_balancer(kind: str, load: Load, inputs: ModelInputs, prices: Prices) -
     )
 
 
+TLS_HANDSHAKE_ASSUMED: Final = 0.002  # seconds of CPU per TLS handshake, when not measured
+
+
+def tls_handshake(bench: BenchFile, inputs: ModelInputs) -> tuple[float, str]:
+    """Parley's CPU per TLS handshake, and where the figure comes from."""
+    if not math.isnan(inputs.tls_handshake_cpu_seconds):
+        return inputs.tls_handshake_cpu_seconds, "set"
+    if bench.tls_handshake_cpu_seconds is not None:
+        return bench.tls_handshake_cpu_seconds, "measured"
+    return TLS_HANDSHAKE_ASSUMED, "assumed"
+
+
 def _at_least(item: LineItem) -> float:
     return item.floor if item.monthly is None else item.monthly
 
@@ -708,15 +721,20 @@ def _front(
 ) -> tuple[list[LineItem], list[str]]:
     """Fargate plus every load-balancer option; the chosen option (and its Fargate) counts.
 
-    Behind ``nlb-tcp`` Parley terminates TLS itself: each new connection costs it a handshake
-    (``tls_handshake_cpu_seconds``, an input: the bench speaks plain HTTP).
+    Behind ``nlb-tcp`` Parley terminates TLS itself (``PARLEY_TLS_CERT``): each new
+    connection costs it a handshake (the bench's ``tls_handshake_cpu_seconds``, or the input).
     """
     peak, util = inputs.peak_factor, inputs.target_utilisation
-    tls_vcpus = peak * load.new_connections_per_second * inputs.tls_handshake_cpu_seconds / util
+    handshake, source = tls_handshake(bench, inputs)
+    tls_vcpus = peak * load.new_connections_per_second * handshake / util
     options: dict[str, tuple[LineItem, LineItem, float]] = {}
     for kind in _LB:
         extra = tls_vcpus if kind == "nlb-tcp" else 0.0
-        note = f", incl. {extra:.2f} for TLS handshakes" if extra else ""
+        note = (
+            f", incl. {extra:.2f} for TLS handshakes ({handshake * 1000:.2f} ms each, {source})"
+            if extra
+            else ""
+        )
         compute = _fargate(load, sb, bench, inputs, prices, extra, note)
         lb = _load_balancer(kind, load, inputs, prices)
         known = _at_least(compute) + _at_least(lb)

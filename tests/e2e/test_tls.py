@@ -1,0 +1,68 @@
+"""``parley serve`` with a certificate answers HTTPS, streams included, and nothing in plain
+HTTP; a certificate without its key is refused at start."""
+
+from __future__ import annotations
+
+import shutil
+import ssl
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.server import Server
+
+pytestmark = pytest.mark.slow
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed: no certificate to serve")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+async def test_https_with_a_certificate(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    server = Server(
+        tmp_path / "data", PARLEY_AUTH="token", PARLEY_TLS_CERT=str(cert), PARLEY_TLS_KEY=str(key)
+    )
+    assert server.url.startswith("https://")
+    server.start()
+    try:
+        trusted = ssl.create_default_context(cafile=str(cert))
+        async with httpx.AsyncClient(base_url=server.url, verify=trusted, timeout=10) as client:
+            r = await client.post("/v1/users/create", json={"username": "alice"})
+            assert r.status_code == 200, r.text
+            alice, token = r.json()["userId"], r.json()["token"]
+            headers = {"Authorization": f"Bearer {token}"}
+            url = f"/v1/messages/{alice}/stream"
+            async with client.stream("GET", url, headers=headers) as stream:
+                assert stream.status_code == 200
+                lines = stream.aiter_lines()
+                assert await anext(lines) == "retry: 2000"
+        # plain HTTP on the same port gets no answer
+        async with httpx.AsyncClient(timeout=3) as plain:
+            with pytest.raises(httpx.HTTPError):
+                await plain.get(f"http://127.0.0.1:{server.port}/healthz")
+    finally:
+        server.stop()
+
+
+def test_a_certificate_without_its_key_is_refused(tmp_path: Path) -> None:
+    cert, _ = self_signed(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "parley", "serve", "--tls-cert", str(cert)],
+        capture_output=True, text=True, timeout=60,
+        env={"PATH": "/usr/bin:/bin", "PARLEY_DATA_DIR": str(tmp_path / "data")},
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "PARLEY_TLS_CERT and PARLEY_TLS_KEY go together" in done.stderr
