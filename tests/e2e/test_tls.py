@@ -3,7 +3,6 @@ HTTP; a certificate without its key is refused at start."""
 
 from __future__ import annotations
 
-import shutil
 import ssl
 import subprocess
 import sys
@@ -12,22 +11,17 @@ from pathlib import Path
 import httpx
 import pytest
 
+from parley.bench.tls import self_signed as certificate
 from tests.e2e.server import Server
 
 pytestmark = pytest.mark.slow
 
 
 def self_signed(folder: Path) -> tuple[Path, Path]:
-    if shutil.which("openssl") is None:
+    made = certificate(folder)
+    if made is None:
         pytest.skip("openssl is not installed: no certificate to serve")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return cert, key
+    return made
 
 
 async def test_https_with_a_certificate(tmp_path: Path) -> None:
