@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from parley.bench.tls import self_signed as certificate
+from tests.conftest import unavailable
 from tests.e2e.server import Server
 
 pytestmark = pytest.mark.slow
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.slow
 def self_signed(folder: Path) -> tuple[Path, Path]:
     made = certificate(folder)
     if made is None:
-        pytest.skip("openssl is not installed: no certificate to serve")
+        unavailable("openssl is not installed: no certificate to serve")
     return made
 
 

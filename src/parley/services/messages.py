@@ -279,14 +279,17 @@ class MessageService:
         page_size = self._page_size(limit)
         await self.users.require(user_id)
         ev = include_events
-        look = self._reuse(resume, user_id, after, include_sent, ev)
-        if look is None:
+        reused = None if resume is None else self._reuse(resume, user_id, after, include_sent, ev)
+        if reused is not None:
+            look = reused
+        elif resume is None:  # a poll: one look
+            look = await self.changes.look(user_id, after, include_sent, ev)
+        else:
             mark = self.notifier.mark() if self.notifier.mark is not None else None
             serial = self.notifier.serial
             look = await self.changes.look(user_id, after, include_sent, ev)
-            if resume is not None:
-                resume.after, resume.groups, resume.serial = after, look.groups, serial
-                resume.mark = mark if after is not None and not look.changed else None
+            resume.after, resume.groups, resume.serial = after, look.groups, serial
+            resume.mark = mark if after is not None and not look.changed else None
         page = await self._check_once(user_id, after, page_size, include_sent, look, ev)
         if page.messages or page.events or wait <= 0 or after is None:
             return page
@@ -326,7 +329,7 @@ class MessageService:
 
     def _reuse(
         self,
-        resume: Resume | None,
+        resume: Resume,
         user_id: str,
         after: int | None,
         include_sent: bool,
@@ -335,8 +338,7 @@ class MessageService:
         """The last look of a stream, if nothing it reads was notified since."""
         notifier = self.notifier
         if (
-            resume is None
-            or resume.mark is None
+            resume.mark is None
             or after is None
             or resume.after != after
             or not notifier.reliable
