@@ -222,6 +222,12 @@ def build(
         lambda: [("", messages.looks_skipped)],
     )
     parley.metrics.add_source(
+        "parley_poll_looks_skipped_total",
+        "Polls answered from the wake-ups this process heard, with no change-cache call.",
+        "counter",
+        lambda: [("", messages.polls_skipped)],
+    )
+    parley.metrics.add_source(
         "parley_idle_checks_total",
         "Checks answered from the change cache without storage.",
         "counter",

@@ -220,6 +220,36 @@ async def test_three_processes_keep_every_guarantee(fleet: Fleet) -> None:
     assert sum(n for status, n in fleet.statuses.items() if status >= 500) == 0
 
 
+async def test_a_write_through_one_process_is_seen_by_the_next_poll_anywhere(
+    fleet: Fleet,
+) -> None:
+    """Idle polls are answered from the wake-ups a process heard (no Redis call), yet a
+    message acknowledged through one process is in the very next poll through another."""
+    alice, alice_token = await fleet.user("alice")
+    bob, bob_token = await fleet.user("bob")
+    r = await fleet.call("GET", f"/v1/messages/{bob}", bob_token, via=0)
+    cursor = r.json()["nextTimestamp"]
+    name = "parley_poll_looks_skipped_total"
+    before = [await metric(fleet, i, name) for i in (0, 1)]
+    for i in range(60):
+        writer, reader = i % 2, 1 - i % 2
+        for _ in range(3):
+            r = await fleet.call("GET", f"/v1/messages/{bob}", bob_token, via=reader,
+                                 params={"timestamp": cursor})  # fmt: skip
+            assert r.status_code == 200 and r.json()["messages"] == [], r.text
+        body = {"senderId": alice, "receiverId": bob, "message": f"m{i}"}
+        r = await fleet.call("POST", "/v1/messages/send?type=private", alice_token,
+                             via=writer, json=body)  # fmt: skip
+        assert r.status_code == 200, r.text
+        r = await fleet.call("GET", f"/v1/messages/{bob}", bob_token, via=reader,
+                             params={"timestamp": cursor})  # fmt: skip
+        page = r.json()
+        assert [m["message"] for m in page["messages"]] == [f"m{i}"], (i, page)
+        cursor = page["nextTimestamp"]
+    after = [await metric(fleet, i, name) for i in (0, 1)]
+    assert sum(after) > sum(before)  # the polls between the writes needed no look
+
+
 KINDS = {"edit": "message_edited", "delete": "message_deleted"}
 
 

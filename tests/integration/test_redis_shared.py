@@ -13,12 +13,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
+import redis
 import redis.asyncio as aioredis
 
 from parley.app import build
 from parley.cache.base import Watch
 from parley.cache.redis_link import RedisLink
+from parley.cache.redis_wakeups import Wakeup
 from parley.http.server import create_app
 from parley.settings import Settings
 from parley.storage.postgres import PostgresStorage
@@ -158,8 +161,9 @@ async def test_idle_checks_touch_no_database_on_any_process(make_app: MakeApp) -
     for _ in range(5):
         assert (await check(b, bob, page["nextTimestamp"]))["messages"] == []
     assert db_calls(b) == after
-    # and an idle check is one Redis round trip: the groups and the watermarks together
-    # (the link's own poller, which may catch the namespace up at any moment, not counted)
+    # an idle check at a new cursor is one Redis round trip (the groups and the watermarks
+    # together); the same poll again, with nothing heard since, is none (the link's own
+    # poller, which may catch the namespace up at any moment, not counted)
     shared = link(b)
     original = shared.run
     poller = {shared._open, shared._seal, shared._catch_up_script}
@@ -171,9 +175,86 @@ async def test_idle_checks_touch_no_database_on_any_process(make_app: MakeApp) -
         return await original(script, keys, args)
 
     shared.run = counting  # type: ignore[method-assign]
-    assert (await check(b, bob, page["nextTimestamp"]))["messages"] == []
-    shared.run = original  # type: ignore[method-assign]
+    fresh = str(int(page["nextTimestamp"]) + 1)
+    assert (await check(b, bob, fresh))["messages"] == []
     assert len(calls) == 1, [str(getattr(c, "script", c)).split("\n")[1] for c in calls]
+    skipped = b.parley.messages.polls_skipped
+    for _ in range(5):
+        assert (await check(b, bob, fresh))["messages"] == []
+    shared.run = original  # type: ignore[method-assign]
+    assert len(calls) == 1
+    assert b.parley.messages.polls_skipped == skipped + 5
+
+
+async def test_a_poll_after_a_write_elsewhere_finds_it(make_app: MakeApp) -> None:
+    """Polls answered from the wake-ups (no Redis call) still see every write that was
+    acknowledged through another process before they started: a message, a message to a
+    group the poller was just added to, and after a lost subscription."""
+    a, b = await make_app(), await make_app()
+    alice, _ = await a.user("alice")
+    bob, _ = await a.user("bob")
+    await wait_until(lambda: b.parley.notifier.reliable)
+    cursor = (await check(b, bob))["nextTimestamp"]
+    for i in range(40):
+        # until one is answered without a look (a look that found nothing, then the same
+        # poll with the same mark: the mark moves if b's lease on Redis lapsed meanwhile)
+        skipped = b.parley.messages.polls_skipped
+        deadline = time.monotonic() + 5
+        while b.parley.messages.polls_skipped == skipped:
+            assert time.monotonic() < deadline, i
+            assert (await check(b, bob, cursor))["messages"] == []
+        if i % 4 == 3:  # a group made and joined through a, then a message to it
+            group = await group_with(a, alice, bob)
+            assert (await send(a, alice, group, f"m{i}", "group")).status_code == 200
+        else:
+            assert (await send(a, alice, bob, f"m{i}")).status_code == 200
+        page = await check(b, bob, cursor)
+        assert [m["message"] for m in page["messages"]] == [f"m{i}"], i
+        cursor = page["nextTimestamp"]
+    await check(b, bob, cursor)
+    await _kill_subscription(b)
+    await wait_until(lambda: not b.parley.notifier.reliable)
+    skipped = b.parley.messages.polls_skipped
+    assert (await send(a, alice, bob, "while b was deaf")).status_code == 200
+    page = await check(b, bob, cursor)
+    assert [m["message"] for m in page["messages"]] == ["while b was deaf"]
+    assert b.parley.messages.polls_skipped == skipped
+
+
+async def test_a_poll_with_wake_ups_unread_asks_redis(make_app: MakeApp) -> None:
+    """The barrier itself: a wake-up that reached this process's socket but was not
+    read yet (the event loop has not had its turn) makes the next poll look again."""
+    b = await make_app()
+    bob, _ = await b.user("bob")
+    wakeups = b.parley.wakeups
+    assert wakeups is not None
+    await wait_until(lambda: b.parley.notifier.reliable)
+    cursor = int((await check(b, bob))["nextTimestamp"])
+    messages = b.parley.messages
+    await messages.check(None, bob, cursor)
+    skipped = messages.polls_skipped
+    await messages.check(None, bob, cursor)
+    assert messages.polls_skipped == skipped + 1
+    assert b.parley.notifier.settled is not None and b.parley.notifier.settled()
+    # published by another "process", without giving this event loop a turn to read it
+    payload = msgspec.msgpack.encode(Wakeup("elsewhere", [bob]))
+    direct = redis.Redis.from_url(services.REDIS_URL)
+    try:
+        assert direct.publish(wakeups.channel, payload) == 1
+        deadline = time.monotonic() + 5
+        while b.parley.notifier.settled():
+            assert time.monotonic() < deadline, "the wake-up never reached the socket"
+            time.sleep(0.001)  # blocking: the event loop reads nothing meanwhile
+    finally:
+        direct.close()
+    looks = messages.polls_skipped
+    await messages.check(None, bob, cursor)
+    assert messages.polls_skipped == looks  # it looked
+    await wait_until(lambda: b.parley.notifier.settled is not None
+                     and b.parley.notifier.settled())  # fmt: skip
+    await messages.check(None, bob, cursor)
+    await messages.check(None, bob, cursor)
+    assert messages.polls_skipped == looks + 1
 
 
 async def test_long_poll_is_woken_by_a_send_through_another_process(make_app: MakeApp) -> None:

@@ -39,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import math
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from typing import TypeVar
 
 from parley.cache.base import Directory, Look, Watch, event_stream, sent_stream
@@ -373,6 +373,11 @@ class Notifier:
         # What a waiter compares to know that no wake-up meant for it was lost since it
         # last looked (None: it cannot know, and always looks again).
         self.mark: Callable[[], Hashable] | None = lambda: self.generation
+        # Whether every wake-up delivered to this process so far has been handled, so that
+        # a poll may be answered from them (None: polls always look; see ``Wakeups``).
+        self.settled: Callable[[], bool] | None = None
+        # Waits until the wake-ups queued so far have left for the other processes.
+        self.flush: Callable[[], Awaitable[None]] | None = None
 
     async def wait(
         self, streams: Iterable[str], timeout: float, watch: Watch | None = None
@@ -449,6 +454,11 @@ class Notifier:
                     self.unlisten(user_id, watch)
                 else:
                     watch.poke()
+
+    async def flushed(self) -> None:
+        """Return once the wake-ups queued so far have left for the other processes."""
+        if self.flush is not None:
+            await self.flush()
 
     def heard_since(self, serial: int, streams: Iterable[str]) -> bool:
         """Was one of ``streams`` notified after ``serial`` (a past ``self.serial``)?"""

@@ -15,13 +15,19 @@ again. Replies are parsed by hiredis; a Redis error reply is raised as
 
 Plain ``redis://`` and ``unix://`` URLs only (with a password and a database number);
 for anything else (``rediss://``) :func:`supported` is False and callers keep redis-py.
+
+:class:`Subscription` is the same idea for pub/sub: one connection subscribed to one
+channel, whose messages are handed to a callback as soon as the event loop reads them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Sequence
+import fcntl
+import struct
+import termios
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlparse
 
@@ -81,10 +87,10 @@ def _error(text: str) -> ResponseError:
     return ResponseError(text)
 
 
-class Wire:
-    """A pipelined connection to the Redis at ``url`` (see the module text)."""
+class _Address:
+    """Where a Redis is and how to sign in to it, from its URL."""
 
-    def __init__(self, url: str, connect_timeout: float) -> None:
+    def __init__(self, url: str) -> None:
         parts = urlparse(url)
         self.unix = parts.path if parts.scheme == "unix" else None
         self.host = parts.hostname or "127.0.0.1"
@@ -94,6 +100,33 @@ class Wire:
         self.db = int(db or 0)
         self.username = unquote(parts.username) if parts.username else None
         self.password = unquote(parts.password) if parts.password else None
+
+    def setup(self) -> list[list[Any]]:
+        """The commands a new connection sends first (AUTH, SELECT)."""
+        setup: list[list[Any]] = []
+        if self.password is not None:
+            auth = ["AUTH", self.password]
+            if self.username:
+                auth.insert(1, self.username)
+            setup.append(auth)
+        if self.db:
+            setup.append(["SELECT", self.db])
+        return setup
+
+    async def connect(self, factory: Callable[[], asyncio.Protocol]) -> asyncio.BaseProtocol:
+        loop = asyncio.get_running_loop()
+        if self.unix is not None:
+            _, protocol = await loop.create_unix_connection(factory, self.unix)
+        else:
+            _, protocol = await loop.create_connection(factory, self.host, self.port)
+        return protocol
+
+
+class Wire:
+    """A pipelined connection to the Redis at ``url`` (see the module text)."""
+
+    def __init__(self, url: str, connect_timeout: float) -> None:
+        self.address = _Address(url)
         self.connect_timeout = connect_timeout
         self.waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
         self._protocol: _Protocol | None = None
@@ -104,29 +137,15 @@ class Wire:
         self._stopped = False  # shut down for good: no new connection
 
     async def _connect(self) -> _Protocol:
-        loop = asyncio.get_running_loop()
         async with asyncio.timeout(self.connect_timeout):
-            if self.unix is not None:
-                _, protocol = await loop.create_unix_connection(lambda: _Protocol(self), self.unix)
-            else:
-                _, protocol = await loop.create_connection(
-                    lambda: _Protocol(self), self.host, self.port
-                )
+            protocol = cast(_Protocol, await self.address.connect(lambda: _Protocol(self)))
         if self._closed or self._stopped:
             assert protocol.transport is not None
             protocol.transport.abort()
             raise RedisConnectionError("closed")
         self._protocol = protocol
-        setup: list[list[Any]] = []
-        if self.password is not None:
-            auth = ["AUTH", self.password]
-            if self.username:
-                auth.insert(1, self.username)
-            setup.append(auth)
-        if self.db:
-            setup.append(["SELECT", self.db])
         try:
-            for command in setup:
+            for command in self.address.setup():
                 await asyncio.wait_for(self._send(protocol, command), self.connect_timeout)
         except BaseException:
             self.broken(protocol, RedisConnectionError("set-up failed"))
@@ -225,3 +244,114 @@ class Wire:
         """Close for good: later calls fail instead of connecting again."""
         self._stopped = True
         self.close()
+
+
+class _Listening(asyncio.Protocol):
+    def __init__(self, subscription: Subscription) -> None:
+        self.subscription = subscription
+        self.reader = hiredis.Reader()
+        self.transport: asyncio.Transport | None = None
+        self.fd = -1
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        self.fd = sock.fileno() if sock is not None else -1
+
+    def data_received(self, data: bytes) -> None:
+        reader = self.reader
+        reader.feed(data)
+        try:
+            while (reply := reader.gets()) is not False:
+                self.subscription.received(reply)
+        except hiredis.ProtocolError as exc:
+            self.subscription.lost(RedisConnectionError(f"bad reply from redis: {exc}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.subscription.lost(RedisConnectionError(f"connection to redis lost: {exc}"))
+
+
+class Subscription:
+    """One connection subscribed to ``channel``: each message is passed to ``on_message``
+    from the event loop's read of the socket itself (no task in between), so once
+    :meth:`unread` is 0 every message Redis delivered to this process has been handled.
+
+    ``open`` returns once Redis confirmed the subscription; ``closed`` completes when the
+    connection is lost (or :meth:`close`); ``ping`` proves the connection still answers."""
+
+    def __init__(
+        self, url: str, channel: str, on_message: Callable[[bytes], None], *, name: str
+    ) -> None:
+        self.address = _Address(url)
+        self.channel = channel.encode()
+        self.on_message = on_message
+        self.name = name
+        self._protocol: _Listening | None = None
+        self._replies: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def open(self, timeout: float) -> None:
+        async with asyncio.timeout(timeout):
+            protocol = cast(_Listening, await self.address.connect(lambda: _Listening(self)))
+            self._protocol = protocol
+            if self.closed.done():
+                raise RedisConnectionError("closed")
+            commands = [*self.address.setup(), ["CLIENT", "SETNAME", self.name]]
+            replies = [self._send(command) for command in commands]
+            confirmed = self._send(["SUBSCRIBE", self.channel])
+            await asyncio.gather(*replies)
+            await confirmed
+
+    def _send(self, args: Sequence[Any]) -> asyncio.Future[Any]:
+        future = asyncio.get_running_loop().create_future()
+        protocol = self._protocol
+        if protocol is None or protocol.transport is None or self.closed.done():
+            future.set_exception(RedisConnectionError("not connected"))
+            return future
+        self._replies.append(future)
+        protocol.transport.write(_encode(args))
+        return future
+
+    async def ping(self, timeout: float) -> None:
+        async with asyncio.timeout(timeout):
+            await self._send(["PING"])
+
+    def received(self, reply: Any) -> None:
+        if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":
+            self.on_message(reply[2])
+            return
+        if not self._replies:
+            return  # nothing asked for it
+        future = self._replies.popleft()
+        if future.done():
+            return
+        if isinstance(reply, hiredis.ReplyError):
+            future.set_exception(_error(str(reply)))
+        else:
+            future.set_result(reply)
+
+    def unread(self) -> int:
+        """Bytes Redis sent that this process has not read yet (-1: cannot tell)."""
+        protocol = self._protocol
+        if protocol is None or protocol.fd < 0 or self.closed.done():
+            return -1
+        try:
+            raw = fcntl.ioctl(protocol.fd, termios.FIONREAD, b"\0\0\0\0")
+        except OSError:
+            return -1
+        return int(struct.unpack("i", raw)[0])
+
+    def lost(self, exc: Exception) -> None:
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None and protocol.transport is not None:
+            protocol.transport.abort()
+            protocol.transport = None
+        replies, self._replies = self._replies, collections.deque()
+        for future in replies:
+            if not future.done():
+                future.set_exception(exc)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def close(self) -> None:
+        self.lost(RedisConnectionError("closed"))

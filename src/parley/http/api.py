@@ -355,6 +355,9 @@ class Api:
         observe = self.stats.observe
         name = spec.name
         limiter = self.limiter if spec.path.startswith("/v1/") else None
+        # A write's answer waits until its wake-ups have left for the other processes.
+        writes = spec.method not in ("GET", "HEAD")
+        wakeups = self.wakeups
 
         async def run(call: Call) -> Reply:
             started = time.perf_counter()
@@ -373,6 +376,8 @@ class Api:
                     "unhandled error in %s", name, extra={"request_id": request_id, "route": name}
                 )
                 reply = Reply(error_body(errors.Code.INTERNAL_ERROR, "internal error"), 500)
+            if writes:
+                await wakeups.flushed()
             reply.headers.append((b"x-request-id", request_id.encode()))
             observe(name, reply.status, time.perf_counter() - started)
             return reply

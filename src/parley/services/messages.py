@@ -42,6 +42,8 @@ from parley.storage.base import EventDraft, MessageDraft, Storage
 EXIT_AFTER_MARK = "send_marked" in os.environ.get("PARLEY_TEST_EXIT_AFTER_COMMIT", "").split(",")
 EXIT_AFTER_MARK_STATUS = 87
 RECHECK_SECONDS = 5.0  # a long-poll re-checks at least this often, woken or not
+# Idle polls remembered per process (about 250 bytes each); beyond it they start over.
+POLL_RESUMES_MAX = 250_000
 TYPING_MS = 5_000  # a typing notice expires this long after it was sent
 
 
@@ -88,6 +90,8 @@ class MessageService:
         groups.membership_listeners.append(lambda user_id: notifier.notify_all([user_id]))
         self.idle_checks = 0
         self.looks_skipped = 0  # live streams' keep-alives that needed no look
+        self.polls_skipped = 0  # polls answered from the wake-ups, with no look
+        self._polls: dict[str, Resume] = {}  # user (and flags) -> its last idle poll's look
         self.media: MediaService | None = None  # attachments (set by parley.app.build)
 
     # send ------------------------------------------------------------------------------
@@ -281,9 +285,10 @@ class MessageService:
         ev = include_events
         reused = None if resume is None else self._reuse(resume, user_id, after, include_sent, ev)
         if reused is not None:
+            self.looks_skipped += 1
             look = reused
-        elif resume is None:  # a poll: one look
-            look = await self.changes.look(user_id, after, include_sent, ev)
+        elif resume is None:  # a poll: one look, or the last one if nothing happened since
+            look = await self._poll_look(user_id, after, include_sent, ev)
         else:
             mark = self.notifier.mark() if self.notifier.mark is not None else None
             serial = self.notifier.serial
@@ -349,8 +354,44 @@ class MessageService:
         streams = streams_of(user_id, resume.groups, include_sent, include_events)
         if notifier.heard_since(resume.serial, streams):
             return None
-        self.looks_skipped += 1
         return Look(resume.groups, False)
+
+    async def _poll_look(
+        self, user_id: str, after: int | None, include_sent: bool, include_events: bool
+    ) -> Look:
+        """A poll's look. Where the wake-ups can vouch for it (``Wakeups.settled``: every
+        wake-up delivered to this process was handled) the last look of the same user and
+        cursor that found nothing still holds while none of its streams was notified and
+        the ``mark`` is unchanged: the same argument as a live stream's ``Resume``, and
+        since a write's answer waits until its wake-up has left for every process
+        (``Wakeups.flushed``), a poll after it, anywhere, finds it or looks again."""
+        settled = self.notifier.settled
+        if settled is None or after is None or self.notifier.mark is None:
+            return await self.changes.look(user_id, after, include_sent, include_events)
+        key = (
+            user_id
+            if not (include_sent or include_events)
+            else (f"{user_id}/{include_sent:d}{include_events:d}")
+        )
+        polls = self._polls
+        resume = polls.get(key)
+        if resume is not None and settled():
+            reused = self._reuse(resume, user_id, after, include_sent, include_events)
+            if reused is not None:
+                self.polls_skipped += 1
+                return reused
+        mark = self.notifier.mark()
+        serial = self.notifier.serial
+        look = await self.changes.look(user_id, after, include_sent, include_events)
+        if look.changed:
+            polls.pop(key, None)
+            return look
+        if resume is None:
+            if len(polls) >= POLL_RESUMES_MAX:
+                polls.clear()
+            resume = polls[key] = Resume()
+        resume.after, resume.groups, resume.serial, resume.mark = after, look.groups, serial, mark
+        return look
 
     async def _check_once(
         self,
