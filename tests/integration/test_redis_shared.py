@@ -244,7 +244,7 @@ async def test_a_poll_with_wake_ups_unread_asks_redis(make_app: MakeApp) -> None
         deadline = time.monotonic() + 5
         while b.parley.notifier.settled():
             assert time.monotonic() < deadline, "the wake-up never reached the socket"
-            time.sleep(0.001)  # blocking: the event loop reads nothing meanwhile
+            time.sleep(0.001)  # noqa: ASYNC251 (blocking on purpose: the loop reads nothing)
     finally:
         direct.close()
     looks = messages.polls_skipped
