@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ctypes
 import fcntl
 import struct
 import termios
@@ -246,6 +247,31 @@ class Wire:
         self.close()
 
 
+def _unread_counter() -> Callable[[int], int]:
+    """``FIONREAD``: the bytes waiting on a socket. Called through ``ctypes.PyDLL``, which
+    keeps the GIL: ``fcntl.ioctl`` releases it for the call, and on a server whose other
+    threads want it (granian's) every poll would then wait to get it back."""
+    try:
+        libc = ctypes.PyDLL(None, use_errno=True)
+        ioctl = libc.ioctl
+    except (OSError, AttributeError):  # no C library to call: the GIL is given up after all
+        return lambda fd: int(struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0])
+    ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.POINTER(ctypes.c_int)]
+    ioctl.restype = ctypes.c_int
+    count = ctypes.c_int(0)
+    where = ctypes.byref(count)
+
+    def unread(fd: int) -> int:
+        if ioctl(fd, termios.FIONREAD, where) != 0:
+            raise OSError(ctypes.get_errno(), "FIONREAD failed")
+        return count.value
+
+    return unread
+
+
+_unread = _unread_counter()
+
+
 class _Listening(asyncio.Protocol):
     def __init__(self, subscription: Subscription) -> None:
         self.subscription = subscription
@@ -336,10 +362,9 @@ class Subscription:
         if protocol is None or protocol.fd < 0 or self.closed.done():
             return -1
         try:
-            raw = fcntl.ioctl(protocol.fd, termios.FIONREAD, b"\0\0\0\0")
+            return _unread(protocol.fd)
         except OSError:
             return -1
-        return int(struct.unpack("i", raw)[0])
 
     def lost(self, exc: Exception) -> None:
         protocol, self._protocol = self._protocol, None
