@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import mimetypes
 import resource
@@ -263,10 +262,6 @@ def create_app(parley: Parley) -> ParleyApp:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await parley.start()
-        # What start-up built lives as long as the process: keep it out of the cyclic
-        # collector's scans, which otherwise walk it again and again under load.
-        gc.collect()
-        gc.freeze()
         try:
             yield
         finally:
