@@ -23,6 +23,7 @@ from parley.cache.base import Watch
 from parley.cache.redis_link import RedisLink
 from parley.cache.redis_wakeups import Wakeup
 from parley.http.server import create_app
+from parley.services import messages as messages_module
 from parley.settings import Settings
 from parley.storage.postgres import PostgresStorage
 from tests.backends import Harness
@@ -255,6 +256,22 @@ async def test_a_poll_with_wake_ups_unread_asks_redis(make_app: MakeApp) -> None
     await messages.check(None, bob, cursor)
     await messages.check(None, bob, cursor)
     assert messages.polls_skipped == looks + 1
+
+
+async def test_remembered_polls_are_bounded(
+    make_app: MakeApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the bound the longest-remembered polls are forgotten (they look again)."""
+    monkeypatch.setattr(messages_module, "POLL_RESUMES_MAX", 10)
+    b = await make_app()
+    await wait_until(lambda: b.parley.notifier.reliable)
+    users = [(await b.user(f"u{i}"))[0] for i in range(25)]
+    for user in users:
+        cursor = (await check(b, user))["nextTimestamp"]
+        await check(b, user, cursor)
+    remembered = b.parley.messages._polls
+    assert 0 < len(remembered) <= 10
+    assert users[-1] in remembered and users[0] not in remembered
 
 
 async def test_long_poll_is_woken_by_a_send_through_another_process(make_app: MakeApp) -> None:

@@ -10,6 +10,7 @@ position the client did not already hold.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 from collections.abc import Hashable, Sequence
 from collections.abc import Set as AbstractSet
@@ -42,7 +43,7 @@ from parley.storage.base import EventDraft, MessageDraft, Storage
 EXIT_AFTER_MARK = "send_marked" in os.environ.get("PARLEY_TEST_EXIT_AFTER_COMMIT", "").split(",")
 EXIT_AFTER_MARK_STATUS = 87
 RECHECK_SECONDS = 5.0  # a long-poll re-checks at least this often, woken or not
-# Idle polls remembered per process (about 250 bytes each); beyond it they start over.
+# Idle polls remembered per process (about 250 bytes each); beyond it the oldest go.
 POLL_RESUMES_MAX = 250_000
 TYPING_MS = 5_000  # a typing notice expires this long after it was sent
 
@@ -387,8 +388,9 @@ class MessageService:
             polls.pop(key, None)
             return look
         if resume is None:
-            if len(polls) >= POLL_RESUMES_MAX:
-                polls.clear()
+            if len(polls) >= POLL_RESUMES_MAX:  # forget the longest-remembered tenth
+                for old in list(itertools.islice(polls, POLL_RESUMES_MAX // 10)):
+                    del polls[old]
             resume = polls[key] = Resume()
         resume.after, resume.groups, resume.serial, resume.mark = after, look.groups, serial, mark
         return look
