@@ -4,6 +4,7 @@
     proxy.cut("refuse")                      # drop every connection, refuse new ones
     proxy.cut("hang")                        # connections stay open, nothing gets through
     proxy.restore()
+    proxy.delay = 0.2                        # every chunk, both ways, 200 ms late (in order)
 
 It runs in the test's event loop; every connection it holds is closed by ``stop``.
 """
@@ -24,6 +25,7 @@ class TcpProxy:
         self.up = True
         self.mode: Mode = "refuse"
         self.connections = 0
+        self.delay = 0.0  # seconds each chunk is held before it is passed on
         self._server: asyncio.Server | None = None
         self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter | None]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -110,6 +112,8 @@ class TcpProxy:
                     break
                 if not self.up:  # hang mode: swallow traffic on live connections
                     continue
+                if self.delay:
+                    await asyncio.sleep(self.delay)
                 writer.write(data)
                 await writer.drain()
         writer.transport.abort()

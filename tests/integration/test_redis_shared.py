@@ -13,15 +13,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
-import msgspec
 import pytest
-import redis
 import redis.asyncio as aioredis
 
 from parley.app import build
 from parley.cache.base import Watch
 from parley.cache.redis_link import RedisLink
-from parley.cache.redis_wakeups import Wakeup
+from parley.cache.redis_wakeups import LEASE
 from parley.http.server import create_app
 from parley.services import messages as messages_module
 from parley.settings import Settings
@@ -222,40 +220,88 @@ async def test_a_poll_after_a_write_elsewhere_finds_it(make_app: MakeApp) -> Non
     assert b.parley.messages.polls_skipped == skipped
 
 
-async def test_a_poll_with_wake_ups_unread_asks_redis(make_app: MakeApp) -> None:
-    """The barrier itself: a wake-up that reached this process's socket but was not
-    read yet (the event loop has not had its turn) makes the next poll look again."""
-    b = await make_app()
-    bob, _ = await b.user("bob")
-    wakeups = b.parley.wakeups
-    assert wakeups is not None
-    await wait_until(lambda: b.parley.notifier.reliable)
-    cursor = int((await check(b, bob))["nextTimestamp"])
-    messages = b.parley.messages
-    await messages.check(None, bob, cursor)
-    skipped = messages.polls_skipped
-    await messages.check(None, bob, cursor)
-    assert messages.polls_skipped == skipped + 1
-    assert b.parley.notifier.settled is not None and b.parley.notifier.settled()
-    # published by another "process", without giving this event loop a turn to read it
-    payload = msgspec.msgpack.encode(Wakeup("elsewhere", [bob]))
-    direct = redis.Redis.from_url(services.REDIS_URL)
-    try:
-        assert direct.publish(wakeups.channel, payload) == 1
-        deadline = time.monotonic() + 5
-        while b.parley.notifier.settled():
-            assert time.monotonic() < deadline, "the wake-up never reached the socket"
-            time.sleep(0.001)  # noqa: ASYNC251 (blocking on purpose: the loop reads nothing)
-    finally:
-        direct.close()
-    looks = messages.polls_skipped
-    await messages.check(None, bob, cursor)
-    assert messages.polls_skipped == looks  # it looked
+async def test_a_write_is_answered_once_every_listener_applied_it(make_app: MakeApp) -> None:
+    """b answers polls from memory (it holds a listener lease); a's send is answered only
+    after b acknowledged the wake-up, so b had applied it before a's client heard back."""
+    a, b = await make_app(), await make_app()
+    alice, _ = await a.user("alice")
+    bob, _ = await a.user("bob")
+    assert b.parley.wakeups is not None
     await wait_until(lambda: b.parley.notifier.settled is not None
                      and b.parley.notifier.settled())  # fmt: skip
-    await messages.check(None, bob, cursor)
-    await messages.check(None, bob, cursor)
-    assert messages.polls_skipped == looks + 1
+    acks = b.parley.wakeups.acks_sent
+    started = time.monotonic()
+    assert (await send(a, alice, bob, "hi")).status_code == 200
+    assert b.parley.wakeups.acks_sent > acks  # before the answer, not after
+    assert time.monotonic() - started < LEASE  # acknowledged, not waited out
+
+
+async def test_a_delayed_listener_delays_writes_not_answers(
+    make_app: MakeApp, proxy: TcpProxy
+) -> None:
+    """Every byte between b and Redis is late (in order, as on a slow network): a write
+    through a waits for b's acknowledgement or the end of b's lease, and the next poll
+    through b finds the message, however the delay falls."""
+    a, b = await make_app(), await make_app(proxy.url)
+    alice, _ = await a.user("alice")
+    bob, _ = await a.user("bob")
+    await wait_until(lambda: b.parley.notifier.settled is not None
+                     and b.parley.notifier.settled())  # fmt: skip
+    cursor = (await check(b, bob))["nextTimestamp"]
+    for i, delay in enumerate((0.05, 0.2, 0.4, 0.05, 0.2)):
+        proxy.delay = 0.0
+        await wait_until(lambda: b.parley.notifier.settled is not None
+                         and b.parley.notifier.settled())  # fmt: skip
+        skipped = b.parley.messages.polls_skipped
+        deadline = time.monotonic() + 5
+        while b.parley.messages.polls_skipped == skipped:  # b answers from memory now
+            assert time.monotonic() < deadline, i
+            assert (await check(b, bob, cursor))["messages"] == []
+        proxy.delay = delay
+        started = time.monotonic()
+        assert (await send(a, alice, bob, f"m{i}")).status_code == 200
+        assert time.monotonic() - started < LEASE + 1.5  # bounded by b's lease
+        page = await check(b, bob, cursor)
+        assert [m["message"] for m in page["messages"]] == [f"m{i}"], (i, delay)
+        cursor = page["nextTimestamp"]
+
+
+async def test_a_silent_listener_holds_writes_one_lease_at_most(
+    make_app: MakeApp, proxy: TcpProxy
+) -> None:
+    """b's subscription hangs (a stalled or partitioned connection that could not leave
+    the listeners) while the rest of its link to Redis works: a's writes wait for b's
+    lease to run out, once, then go on at full speed; b, its lease over, answers polls
+    through Redis, not from what it remembers."""
+    a, b = await make_app(), await make_app()
+    alice, _ = await a.user("alice")
+    bob, _ = await a.user("bob")
+    assert b.parley.wakeups is not None
+    b.parley.wakeups.subscription_url = proxy.url
+    await _kill_subscription(b)  # it comes back through the proxy
+    await wait_until(lambda: proxy.connections > 0 and b.parley.notifier.settled is not None
+                     and b.parley.notifier.settled())  # fmt: skip
+    cursor = (await check(b, bob))["nextTimestamp"]
+    skipped = b.parley.messages.polls_skipped
+    deadline = time.monotonic() + 5
+    while b.parley.messages.polls_skipped == skipped:  # b answers from memory now
+        assert time.monotonic() < deadline
+        assert (await check(b, bob, cursor))["messages"] == []
+    proxy.cut("hang")
+    started = time.monotonic()
+    assert (await send(a, alice, bob, "one")).status_code == 200
+    assert time.monotonic() - started < LEASE + 1.0
+    started = time.monotonic()
+    assert (await send(a, alice, bob, "two")).status_code == 200
+    assert time.monotonic() - started < LEASE / 2  # b's lease is over: nobody to wait for
+    page = await check(b, bob, cursor)  # its subscription still hangs
+    assert [m["message"] for m in page["messages"]] == ["one", "two"]
+    assert b.parley.redis is not None and b.parley.redis.usable  # Redis itself was fine
+    proxy.restore()
+    await wait_until(lambda: b.parley.notifier.settled is not None
+                     and b.parley.notifier.settled())  # fmt: skip
+    page = await check(b, bob, "0")
+    assert [m["message"] for m in page["messages"]] == ["one", "two"]
 
 
 async def test_remembered_polls_are_bounded(

@@ -189,14 +189,15 @@ class Wakeups(Protocol):
     # woken since, with the same token, knows that none of them changed.
     mark: Callable[[], Hashable] | None
     serial: int  # raised by every notification
-    # Whether every wake-up delivered to this process so far has been handled (None: it
-    # cannot tell). A poll whose last look found nothing, with the same ``mark`` and none
-    # of its streams heard since, may then answer "nothing new" without looking.
+    # Whether this process has applied every wake-up of every write answered so far, in
+    # any process (None: it cannot tell). A poll whose last look found nothing, with the
+    # same ``mark`` and none of its streams heard since, may then answer "nothing new"
+    # without looking (``parley.cache.redis_wakeups``: a listener lease).
     settled: Callable[[], bool] | None
 
     async def flushed(self) -> None:
-        """Return once the wake-ups queued so far have left for the other processes (a
-        write's answer waits for it, so a poll anywhere after it can learn of the write)."""
+        """Return once the wake-ups queued so far reached every process that answers polls
+        from them (a write's answer waits for it)."""
         ...
 
     def heard_since(self, serial: int, streams: Iterable[str]) -> bool:

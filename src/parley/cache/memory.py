@@ -373,10 +373,10 @@ class Notifier:
         # What a waiter compares to know that no wake-up meant for it was lost since it
         # last looked (None: it cannot know, and always looks again).
         self.mark: Callable[[], Hashable] | None = lambda: self.generation
-        # Whether every wake-up delivered to this process so far has been handled, so that
-        # a poll may be answered from them (None: polls always look; see ``Wakeups``).
+        # Whether this process applied the wake-ups of every write answered anywhere, so a
+        # poll may be answered from them (None: polls always look; see ``Wakeups``).
         self.settled: Callable[[], bool] | None = None
-        # Waits until the wake-ups queued so far have left for the other processes.
+        # Waits until the wake-ups queued so far reached the processes that rely on them.
         self.flush: Callable[[], Awaitable[None]] | None = None
 
     async def wait(

@@ -16,18 +16,15 @@ again. Replies are parsed by hiredis; a Redis error reply is raised as
 Plain ``redis://`` and ``unix://`` URLs only (with a password and a database number);
 for anything else (``rediss://``) :func:`supported` is False and callers keep redis-py.
 
-:class:`Subscription` is the same idea for pub/sub: one connection subscribed to one
-channel, whose messages are handed to a callback as soon as the event loop reads them.
+:class:`Subscription` is the same idea for pub/sub: one RESP3 connection subscribed to
+channels, whose messages are handed to a callback as soon as the event loop reads them,
+and which can run commands in order with them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import ctypes
-import fcntl
-import struct
-import termios
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlparse
@@ -247,42 +244,14 @@ class Wire:
         self.close()
 
 
-def _unread_counter() -> Callable[[int], int]:
-    """``FIONREAD``: the bytes waiting on a socket. Called through ``ctypes.PyDLL``, which
-    keeps the GIL: ``fcntl.ioctl`` releases it for the call, and on a server whose other
-    threads want it (granian's) every poll would then wait to get it back."""
-    try:
-        libc = ctypes.PyDLL(None, use_errno=True)
-        ioctl = libc.ioctl
-    except (OSError, AttributeError):  # no C library to call: the GIL is given up after all
-        return lambda fd: int(struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0])
-    ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.POINTER(ctypes.c_int)]
-    ioctl.restype = ctypes.c_int
-    count = ctypes.c_int(0)
-    where = ctypes.byref(count)
-
-    def unread(fd: int) -> int:
-        if ioctl(fd, termios.FIONREAD, where) != 0:
-            raise OSError(ctypes.get_errno(), "FIONREAD failed")
-        return count.value
-
-    return unread
-
-
-_unread = _unread_counter()
-
-
 class _Listening(asyncio.Protocol):
     def __init__(self, subscription: Subscription) -> None:
         self.subscription = subscription
         self.reader = hiredis.Reader()
         self.transport: asyncio.Transport | None = None
-        self.fd = -1
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        sock = transport.get_extra_info("socket")
-        self.fd = sock.fileno() if sock is not None else -1
 
     def data_received(self, data: bytes) -> None:
         reader = self.reader
@@ -298,18 +267,26 @@ class _Listening(asyncio.Protocol):
 
 
 class Subscription:
-    """One connection subscribed to ``channel``: each message is passed to ``on_message``
-    from the event loop's read of the socket itself (no task in between), so once
-    :meth:`unread` is 0 every message Redis delivered to this process has been handled.
+    """One RESP3 connection subscribed to ``channels``, which also runs commands.
 
-    ``open`` returns once Redis confirmed the subscription; ``closed`` completes when the
-    connection is lost (or :meth:`close`); ``ping`` proves the connection still answers."""
+    Each message is passed to ``on_message(channel, data)`` from the event loop's read of
+    the socket itself (no task in between), and Redis answers a connection in order: so
+    when the reply to a command sent on this connection is handled, every message
+    published before Redis ran that command has been handled too.
+
+    ``open`` returns once Redis confirmed every subscription; ``closed`` completes when
+    the connection is lost (or :meth:`close`)."""
 
     def __init__(
-        self, url: str, channel: str, on_message: Callable[[bytes], None], *, name: str
+        self,
+        url: str,
+        channels: Sequence[str],
+        on_message: Callable[[bytes, bytes], None],
+        *,
+        name: str,
     ) -> None:
         self.address = _Address(url)
-        self.channel = channel.encode()
+        self.channels = [c.encode() for c in channels]
         self.on_message = on_message
         self.name = name
         self._protocol: _Listening | None = None
@@ -322,11 +299,14 @@ class Subscription:
             self._protocol = protocol
             if self.closed.done():
                 raise RedisConnectionError("closed")
-            commands = [*self.address.setup(), ["CLIENT", "SETNAME", self.name]]
-            replies = [self._send(command) for command in commands]
-            confirmed = self._send(["SUBSCRIBE", self.channel])
-            await asyncio.gather(*replies)
-            await confirmed
+            hello: list[Any] = ["HELLO", 3]
+            if self.address.password is not None:
+                hello += ["AUTH", self.address.username or "default", self.address.password]
+            commands = [hello, ["CLIENT", "SETNAME", self.name]]
+            if self.address.db:
+                commands.append(["SELECT", self.address.db])
+            commands += [["SUBSCRIBE", channel] for channel in self.channels]
+            await asyncio.gather(*(self._send(command) for command in commands))
 
     def _send(self, args: Sequence[Any]) -> asyncio.Future[Any]:
         future = asyncio.get_running_loop().create_future()
@@ -338,13 +318,19 @@ class Subscription:
         protocol.transport.write(_encode(args))
         return future
 
-    async def ping(self, timeout: float) -> None:
+    async def execute(self, *args: Any, timeout: float) -> Any:
+        """One command on this connection, its reply (see the class text)."""
         async with asyncio.timeout(timeout):
-            await self._send(["PING"])
+            return await self._send(args)
+
+    def fire(self, *args: Any) -> None:
+        """Send a command whose reply nobody waits for."""
+        future = self._send(args)
+        future.add_done_callback(_ignore)
 
     def received(self, reply: Any) -> None:
         if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":
-            self.on_message(reply[2])
+            self.on_message(reply[1], reply[2])
             return
         if not self._replies:
             return  # nothing asked for it
@@ -355,16 +341,6 @@ class Subscription:
             future.set_exception(_error(str(reply)))
         else:
             future.set_result(reply)
-
-    def unread(self) -> int:
-        """Bytes Redis sent that this process has not read yet (-1: cannot tell)."""
-        protocol = self._protocol
-        if protocol is None or protocol.fd < 0 or self.closed.done():
-            return -1
-        try:
-            return _unread(protocol.fd)
-        except OSError:
-            return -1
 
     def lost(self, exc: Exception) -> None:
         protocol, self._protocol = self._protocol, None
@@ -380,3 +356,8 @@ class Subscription:
 
     def close(self) -> None:
         self.lost(RedisConnectionError("closed"))
+
+
+def _ignore(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # retrieved: a lost reply is nobody's error

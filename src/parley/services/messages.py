@@ -360,12 +360,12 @@ class MessageService:
     async def _poll_look(
         self, user_id: str, after: int | None, include_sent: bool, include_events: bool
     ) -> Look:
-        """A poll's look. Where the wake-ups can vouch for it (``Wakeups.settled``: every
-        wake-up delivered to this process was handled) the last look of the same user and
-        cursor that found nothing still holds while none of its streams was notified and
-        the ``mark`` is unchanged: the same argument as a live stream's ``Resume``, and
-        since a write's answer waits until its wake-up has left for every process
-        (``Wakeups.flushed``), a poll after it, anywhere, finds it or looks again."""
+        """A poll's look. Where the wake-ups can vouch for it (``Wakeups.settled``: this
+        process applied the wake-ups of every write answered so far) the last look of the
+        same user and cursor that found nothing still holds while none of its streams was
+        notified and the ``mark`` is unchanged: the same argument as a live stream's
+        ``Resume``. A write's answer waits for that (``Wakeups.flushed``), so a poll after
+        it, anywhere, finds it or looks again."""
         settled = self.notifier.settled
         if settled is None or after is None or self.notifier.mark is None:
             return await self.changes.look(user_id, after, include_sent, include_events)
