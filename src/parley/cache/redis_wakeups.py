@@ -153,6 +153,7 @@ class RedisWakeups:
         self.ack_channel = link.key("ack:", self.origin)
         self.lease_until = 0.0  # monotonic: this process's listener lease, as it trusts it
         self.acks_sent = 0
+        self.leases_waited_out = 0  # listeners a batch waited for until their lease ended
         self._seq = 0  # batches published by this process
         self._open: asyncio.Future[None] | None = None  # the batch being gathered
         self._inflight: set[asyncio.Future[None]] = set()  # published, not acknowledged
@@ -298,10 +299,16 @@ class RedisWakeups:
                 # the batch was published) is over by this process's clock
                 acks.pending.add(listener)
                 ends = heard_at + (int(answer[i + 1]) - now) / 1000
-                acks.handles.append(loop.call_at(ends, acks.drop, listener))
+                acks.handles.append(loop.call_at(ends, self._lease_over, acks, listener))
         if not acks.pending:
             acks.finish()
         return True
+
+    def _lease_over(self, acks: _Acks, listener: str) -> None:
+        """A listener's lease ran out before it acknowledged: the batch no longer waits."""
+        if listener in acks.pending:
+            self.leases_waited_out += 1
+        acks.drop(listener)
 
     def _acknowledged(self, data: bytes) -> None:
         """A listener applied our batch ``seq`` (``b"<origin>:<seq>"``)."""
