@@ -235,7 +235,20 @@ def build(
     )
     if redis is not None:
         _redis_metrics(parley, redis)
+    if parley.wakeups is not None:
+        _wakeup_metrics(parley, parley.wakeups)
     return parley
+
+
+def _wakeup_metrics(parley: Parley, wakeups: RedisWakeups) -> None:
+    add = parley.metrics.add_source
+    add("parley_listener_lease", "1 while this process answers polls from its wake-ups.",
+        "gauge", lambda: [("", 1 if wakeups.settled() else 0)])  # fmt: skip
+    add("parley_wakeup_acks_sent_total", "Wake-up batches of other processes acknowledged.",
+        "counter", lambda: [("", wakeups.acks_sent)])  # fmt: skip
+    add("parley_listener_leases_waited_out_total",
+        "Listeners a write waited for until their lease ended (stalled or cut off).",
+        "counter", lambda: [("", wakeups.leases_waited_out)])  # fmt: skip
 
 
 def _redis_metrics(parley: Parley, link: RedisLink) -> None:

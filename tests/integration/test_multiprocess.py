@@ -248,6 +248,9 @@ async def test_a_write_through_one_process_is_seen_by_the_next_poll_anywhere(
         cursor = page["nextTimestamp"]
     after = [await metric(fleet, i, name) for i in (0, 1)]
     assert sum(after) > sum(before)  # the polls between the writes needed no look
+    for i in (0, 1):  # each acknowledged the other's wake-ups
+        assert await metric(fleet, i, "parley_wakeup_acks_sent_total") > 0
+        assert await metric(fleet, i, "parley_listener_lease") in (0, 1)
 
 
 KINDS = {"edit": "message_edited", "delete": "message_deleted"}
