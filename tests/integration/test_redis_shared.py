@@ -15,8 +15,10 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from parley.app import build
+from parley.cache import redis_wire
 from parley.cache.base import Watch
 from parley.cache.redis_link import RedisLink
 from parley.http.server import create_app
@@ -300,6 +302,31 @@ async def test_a_silent_listener_holds_writes_one_lease_at_most(
                      and b.parley.notifier.settled())  # fmt: skip
     page = await check(b, bob, "0")
     assert [m["message"] for m in page["messages"]] == ["one", "two"]
+
+
+async def test_a_redis_without_resp3_still_carries_wake_ups(
+    make_app: MakeApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Redis before 6 refuses HELLO: b falls back to redis-py's pub/sub, wakes as
+    before, and is no listener (its polls always ask Redis)."""
+
+    async def refused(self: redis_wire.Subscription, timeout: float) -> None:
+        raise ResponseError("ERR unknown command 'HELLO', with args beginning with: '3'")
+
+    a = await make_app()
+    monkeypatch.setattr(redis_wire.Subscription, "open", refused)
+    b = await make_app()
+    alice, _ = await a.user("alice")
+    bob, _ = await a.user("bob")
+    await wait_until(lambda: b.parley.notifier.reliable)
+    assert b.parley.wakeups is not None and not b.parley.wakeups.own_subscription
+    assert b.parley.notifier.settled is not None and not b.parley.notifier.settled()
+    cursor = (await check(b, bob))["nextTimestamp"]
+    poll = asyncio.ensure_future(check(b, bob, cursor, wait="10"))
+    await asyncio.sleep(0.3)
+    assert (await send(a, alice, bob, "still woken")).status_code == 200
+    page = await asyncio.wait_for(poll, 5)
+    assert [m["message"] for m in page["messages"]] == ["still woken"]
 
 
 async def test_remembered_polls_are_bounded(

@@ -57,6 +57,7 @@ from collections.abc import Sequence
 
 import msgspec
 from redis.asyncio.client import PubSub
+from redis.exceptions import ResponseError
 
 from parley.cache import redis_wire
 from parley.cache.memory import Notifier
@@ -149,6 +150,9 @@ class RedisWakeups:
         self._dropped = False  # wake-ups left out of a full queue: they count as failed
         self._signals: list[Signal] = []
         self.subscription_url = link.url  # where the subscription connects (tests move it)
+        # A connection of our own (RESP3, a listener lease), or redis-py's pub/sub (rediss://,
+        # or a Redis before 6)
+        self.own_subscription = redis_wire.supported(link.url)
         self.listeners_key = link.key("wl")
         self.ack_channel = link.key("ack:", self.origin)
         self.lease_until = 0.0  # monotonic: this process's listener lease, as it trusts it
@@ -356,10 +360,17 @@ class RedisWakeups:
         lost = 0  # subscriptions lost in a row
         while not self._stopping:
             try:
-                if redis_wire.supported(self.link.url):
+                if self.own_subscription:
                     await self._listen_own()
                 else:
                     await self._listen_pubsub()
+            except ResponseError as exc:
+                if "HELLO" in str(exc).upper() or "UNKNOWN COMMAND" in str(exc).upper():
+                    # A Redis before 6 (no RESP3): redis-py's pub/sub, and no listener lease
+                    log.warning("redis without RESP3 (%s): polls will always ask Redis", exc)
+                    self.own_subscription = False
+                else:
+                    log.debug("redis subscription lost: %s", exc)
             except FAILURES as exc:
                 log.debug("redis subscription lost: %s", exc)
             finally:
