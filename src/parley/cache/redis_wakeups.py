@@ -232,7 +232,9 @@ class RedisWakeups:
         if not waits or self._stopping:
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(asyncio.gather(*waits)), LEASE + 1.0)
+            async with asyncio.timeout(LEASE + 1.0):
+                for future in waits:  # shielded: other writers wait on the same batches
+                    await asyncio.shield(future)
 
     async def _publish_loop(self) -> None:
         loop = asyncio.get_running_loop()
