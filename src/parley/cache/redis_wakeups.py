@@ -142,6 +142,7 @@ class RedisWakeups:
         self.notifier = notifier
         self.changes = changes
         self.channel = link.key("wake")
+        self._wake_channel = self.channel.encode()
         self.origin = os.urandom(6).hex()
         self.received = 0
         self.subscriptions = 0  # subscriptions confirmed (the first, then one per loss)
@@ -180,8 +181,9 @@ class RedisWakeups:
         # before publishing included); without one a waiter cannot know nothing was lost.
         self.notifier.mark = self.mark if self.link.log is not None else None
         self.notifier.flush = self.flushed
-        own = self.link.log is not None and redis_wire.supported(self.link.url)
-        self.notifier.settled = self.settled if own else None
+        # (a listener needs the cache log's catch-ups too, and its own subscription)
+        listener = self.link.log is not None and self.own_subscription
+        self.notifier.settled = self.settled if listener else None
         self._tasks = [
             asyncio.create_task(self._publish_loop(), name="parley-redis-publish"),
             asyncio.create_task(self._listen_loop(), name="parley-redis-listen"),
@@ -371,6 +373,7 @@ class RedisWakeups:
                     # A Redis before 6 (no RESP3): redis-py's pub/sub, and no listener lease
                     log.warning("redis without RESP3 (%s): polls will always ask Redis", exc)
                     self.own_subscription = False
+                    self.notifier.settled = None  # polls stop remembering their looks
                 else:
                     log.debug("redis subscription lost: %s", exc)
             except FAILURES as exc:
@@ -421,7 +424,7 @@ class RedisWakeups:
                 await self.link.call("ZREM", self.listeners_key, self.origin)
 
     def _message(self, channel: bytes, data: bytes) -> None:
-        if channel == self.channel.encode():
+        if channel == self._wake_channel:
             seq = self._heard(data)
             subscription = self._subscription
             if seq is not None and subscription is not None:

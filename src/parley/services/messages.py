@@ -291,11 +291,7 @@ class MessageService:
         elif resume is None:  # a poll: one look, or the last one if nothing happened since
             look = await self._poll_look(user_id, after, include_sent, ev)
         else:
-            mark = self.notifier.mark() if self.notifier.mark is not None else None
-            serial = self.notifier.serial
-            look = await self.changes.look(user_id, after, include_sent, ev)
-            resume.after, resume.groups, resume.serial = after, look.groups, serial
-            resume.mark = mark if after is not None and not look.changed else None
+            look = await self._look_into(resume, user_id, after, include_sent, ev)
         page = await self._check_once(user_id, after, page_size, include_sent, look, ev)
         if page.messages or page.events or wait <= 0 or after is None:
             return page
@@ -357,6 +353,24 @@ class MessageService:
             return None
         return Look(resume.groups, False)
 
+    async def _look_into(
+        self,
+        resume: Resume,
+        user_id: str,
+        after: int | None,
+        include_sent: bool,
+        include_events: bool,
+    ) -> Look:
+        """Look, and record in ``resume`` what a later check may reuse (``_reuse``): only
+        a look that found nothing, with the notifier's mark and serial taken before it."""
+        notifier = self.notifier
+        mark = notifier.mark() if notifier.mark is not None else None
+        serial = notifier.serial
+        look = await self.changes.look(user_id, after, include_sent, include_events)
+        resume.after, resume.groups, resume.serial = after, look.groups, serial
+        resume.mark = mark if after is not None and not look.changed else None
+        return look
+
     async def _poll_look(
         self, user_id: str, after: int | None, include_sent: bool, include_events: bool
     ) -> Look:
@@ -369,11 +383,9 @@ class MessageService:
         settled = self.notifier.settled
         if settled is None or after is None or self.notifier.mark is None:
             return await self.changes.look(user_id, after, include_sent, include_events)
-        key = (
-            user_id
-            if not (include_sent or include_events)
-            else (f"{user_id}/{include_sent:d}{include_events:d}")
-        )
+        key = user_id
+        if include_sent or include_events:
+            key = f"{user_id}/{include_sent:d}{include_events:d}"
         polls = self._polls
         resume = polls.get(key)
         if resume is not None and settled():
@@ -381,18 +393,17 @@ class MessageService:
             if reused is not None:
                 self.polls_skipped += 1
                 return reused
-        mark = self.notifier.mark()
-        serial = self.notifier.serial
-        look = await self.changes.look(user_id, after, include_sent, include_events)
-        if look.changed:
-            polls.pop(key, None)
-            return look
+        fresh = resume is None
         if resume is None:
+            resume = Resume()
+        look = await self._look_into(resume, user_id, after, include_sent, include_events)
+        if resume.mark is None:
+            polls.pop(key, None)
+        elif fresh:
             if len(polls) >= POLL_RESUMES_MAX:  # forget the longest-remembered tenth
                 for old in list(itertools.islice(polls, POLL_RESUMES_MAX // 10)):
                     del polls[old]
-            resume = polls[key] = Resume()
-        resume.after, resume.groups, resume.serial, resume.mark = after, look.groups, serial, mark
+            polls[key] = resume
         return look
 
     async def _check_once(
