@@ -26,6 +26,11 @@ FLAGS: tuple[tuple[str, str, str], ...] = (
     # flag, environment variable, help
     ("--host", "PARLEY_HOST", "address to listen on (default 127.0.0.1)"),
     ("--port", "PARLEY_PORT", "port to listen on (default 8080)"),
+    (
+        "--stream-port",
+        "PARLEY_STREAM_PORT",
+        "also serve GET requests (live streams) on this port, light per held connection",
+    ),
     ("--workers", "PARLEY_WORKERS", "server worker processes (default 1)"),
     ("--data-dir", "PARLEY_DATA_DIR", "folder of the SQLite database (default ./parley-data)"),
     ("--auth", "PARLEY_AUTH", "token (default) or none: the original API, no tokens"),
@@ -103,9 +108,10 @@ def serve(settings: Settings) -> int:
         lock = DataDirLock(settings.data_dir).acquire() if settings.storage == "sqlite" else None
     except StartupRefused as exc:
         return _refuse(exc)
-    problem = _port_taken(settings.host, settings.port)
-    if problem:
-        return _refuse(f"cannot listen on {settings.host}:{settings.port}: {problem}", 1)
+    for port in (settings.port, settings.stream_port) if settings.stream_port else (settings.port,):
+        problem = _port_taken(settings.host, port)
+        if problem:
+            return _refuse(f"cannot listen on {settings.host}:{port}: {problem}", 1)
     try:
         server_secret(settings)  # SQLite: generated into the data directory on first start
         asyncio.run(_check_storage(settings))
@@ -116,6 +122,9 @@ def serve(settings: Settings) -> int:
     url = f"{'https' if settings.tls_cert else 'http'}://{settings.host}:{settings.port}"
     print(f"Parley listening on {url}  (storage: {settings.storage}, auth: {settings.auth})")
     print(f"API docs: {url}/docs   web chat: {url}/")
+    if settings.stream_port:
+        scheme = "https" if settings.tls_cert else "http"
+        print(f"stream port: {scheme}://{settings.host}:{settings.stream_port} (GET requests)")
     sys.stdout.flush()
     connections = connection_limit(settings)
     if connections < settings.max_connections:

@@ -42,6 +42,9 @@ class RateLimits:
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
+    # the stream port (0: none): held connections, live streams above all, on a listener
+    # that keeps no buffer per idle connection (parley.http.streamport)
+    stream_port: int = 0
     workers: int = 1
     data_dir: Path = Path("parley-data")
     auth: str = "token"
@@ -102,6 +105,7 @@ class Settings:
         settings = cls(
             host=read.text("PARLEY_HOST", "127.0.0.1"),
             port=read.integer("PARLEY_PORT", 8080, 0, 65535),
+            stream_port=read.integer("PARLEY_STREAM_PORT", 0, 0, 65535),
             workers=read.integer("PARLEY_WORKERS", 1, 1, 64),
             data_dir=Path(read.text("PARLEY_DATA_DIR", "parley-data")),
             auth=read.choice("PARLEY_AUTH", "token", AUTH_MODES),
@@ -172,6 +176,8 @@ class Settings:
         _check_dynamodb(settings)
         _check_secret_key(settings)
         _check_tls(settings)
+        if settings.stream_port and settings.stream_port == settings.port:
+            raise SettingsError("PARLEY_STREAM_PORT must differ from PARLEY_PORT")
         if settings.media_url and not settings.media_url.startswith("s3://"):
             raise SettingsError("PARLEY_MEDIA_URL must look like s3://bucket/prefix")
         if settings.s3_endpoint and not settings.s3_endpoint.startswith(("http://", "https://")):

@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import resource
+import ssl
 import statistics
 import sys
 import tempfile
@@ -144,11 +145,13 @@ def stream_concurrency(streams: int) -> str:
     return str(max(10_000, streams + 100))
 
 
-async def create_many(url: str, count: int, prefix: str) -> list[tuple[str, str]]:
+async def create_many(
+    url: str, count: int, prefix: str, verify: ssl.SSLContext | bool = True
+) -> list[tuple[str, str]]:
     """``count`` users, created 256 at a time; their ids and tokens."""
     users: list[tuple[str, str]] = []
     limits = httpx.Limits(max_connections=32)
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits, verify=verify) as client:
         for start in range(0, count, 256):
             batch = range(start, min(count, start + 256))
             made = await asyncio.gather(*(create(client, f"{prefix}{i}") for i in batch))
@@ -160,11 +163,13 @@ Held = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 OPEN_BATCH = 50  # streams opened at once (each open checks a token the server may not hold)
 
 
-async def hold_stream(port: int, user: str, token: str, query: str = "") -> Held:
+async def hold_stream(
+    port: int, user: str, token: str, query: str = "", tls: ssl.SSLContext | None = None
+) -> Held:
     """One live stream on its own connection, open once its answer's head has arrived
     (plain sockets: an HTTP client's pool slows down with tens of thousands of them).
-    ``query``: the URL's query, e.g. ``?timestamp=...``."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    ``query``: the URL's query, e.g. ``?timestamp=...``; ``tls``: connect with TLS."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls)
     writer.write(
         f"GET /v1/messages/{user}/stream{query} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
         f"Authorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n".encode()
@@ -177,8 +182,12 @@ async def hold_stream(port: int, user: str, token: str, query: str = "") -> Held
     return reader, writer
 
 
-async def idle_streams(server: Server, count: int) -> dict[str, float]:
-    users = await create_many(server.url, count, "idle")
+async def idle_streams(
+    server: Server, count: int, tls: ssl.SSLContext | None = None
+) -> dict[str, float]:
+    """Memory per idle live stream: the server's resident memory before and after
+    ``count`` streams are opened on its stream port (``tls``: with TLS)."""
+    users = await create_many(server.url, count, "idle", tls or True)
     await asyncio.sleep(1)
     before = server.rss_bytes()
     opened: list[Held] = []
@@ -188,12 +197,12 @@ async def idle_streams(server: Server, count: int) -> dict[str, float]:
             # a client that has been connected before: a recent cursor, nothing to replay
             cursor = f"?timestamp={int(time.time() * 1000)}"
             opened += await asyncio.gather(
-                *(hold_stream(server.port, u, t, cursor) for u, t in batch)
+                *(hold_stream(server.stream_port, u, t, cursor, tls) for u, t in batch)
             )
         await asyncio.sleep(2)
         after = server.rss_bytes()
-        async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
-            alive = (await client.get("/healthz")).status_code == 200
+        async with httpx.AsyncClient(base_url=server.url, timeout=60, verify=tls or True) as c:
+            alive = (await c.get("/healthz")).status_code == 200
     finally:
         for _, writer in opened:
             writer.close()

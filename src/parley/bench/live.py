@@ -200,7 +200,7 @@ class Streams:
         for start in range(0, len(users), 200):
             batch = users[start : start + 200]
             opened = await asyncio.gather(
-                *(hold_stream(self.server.port, u, t, query) for u, t in batch)
+                *(hold_stream(self.server.stream_port, u, t, query) for u, t in batch)
             )
             for reader, writer in opened:
                 self.held.append((reader, writer))
@@ -410,7 +410,7 @@ async def measure_opens(
         ):
             user, token = users[next(turn) % len(users)]
             try:
-                sent, read = await _open_once(server.port, user, token, cursor)
+                sent, read = await _open_once(server.stream_port, user, token, cursor)
             except (OSError, RuntimeError, TimeoutError):
                 made["failed"] += 1
                 continue

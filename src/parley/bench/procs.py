@@ -40,6 +40,8 @@ class Server:
         **env: str,
     ) -> None:
         self.port = port or free_port()
+        # where live streams are held: the stream port when the server is given one
+        self.stream_port = int(env.get("PARLEY_STREAM_PORT") or self.port)
         # HTTPS when the server is given a certificate (a test's own: not verified)
         self.scheme = "https" if env.get("PARLEY_TLS_CERT") else "http"
         self.url = f"{self.scheme}://127.0.0.1:{self.port}"

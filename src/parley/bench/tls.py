@@ -1,10 +1,12 @@
-"""The server's CPU per TLS handshake it terminates (``PARLEY_TLS_CERT``).
+"""What terminating TLS (``PARLEY_TLS_CERT``) costs the server, on its stream port.
 
-Behind a TCP load balancer Parley terminates TLS itself, and every new connection costs it a
-handshake. Two servers on the same machine, one plain and one with a self-signed P-256
-certificate, each get ``count`` connections that send one request (``/healthz``) and close;
-the handshake's cost is the difference of the servers' CPU per connection. Needs the
-``openssl`` command for the certificate (without it: not measured).
+Behind a TCP load balancer Parley terminates TLS itself: every new connection costs it a
+handshake, and every held one the TLS library's state. Two servers on the same machine, one
+plain and one with a self-signed P-256 certificate, each get ``count`` connections on the
+stream port that send one request (``/healthz``) and close; the handshake's cost is the
+difference of the servers' CPU per connection. Then the TLS server holds ``idle`` live
+streams over TLS: its memory per idle stream. Needs the ``openssl`` command for the
+certificate (without it: not measured).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from parley.bench.procs import Server
+from parley.bench.latency import idle_streams, stream_concurrency
+from parley.bench.procs import Server, free_port
 
 CONCURRENCY = 8  # clients connecting at once
 WARM = 100  # connections before measuring
@@ -62,42 +65,57 @@ async def _connections(port: int, count: int, context: ssl.SSLContext | None) ->
 
 
 async def _cpu_per_connection(server: Server, count: int, context: ssl.SSLContext | None) -> float:
-    await _connections(server.port, WARM, context)
+    await _connections(server.stream_port, WARM, context)
     before = server.cpu_seconds()
-    answered = await _connections(server.port, count, context)
+    answered = await _connections(server.stream_port, count, context)
     if answered < count:
         raise RuntimeError(f"{count - answered} of {count} connections got no answer")
     return (server.cpu_seconds() - before) / count
 
 
-async def measure_handshakes(workdir: Path, count: int) -> dict[str, Any]:
-    """``tls_handshake_cpu_seconds`` and how it was measured (None: not measured)."""
+async def measure_handshakes(workdir: Path, count: int, idle: int = 0) -> dict[str, Any]:
+    """``tls_handshake_cpu_seconds``, ``idle_stream_tls_bytes`` and how they were measured
+    (None: not measured)."""
     made = self_signed(workdir / "tls")
     if made is None:
         return {"tls_handshake_cpu_seconds": None, "why": "openssl is not installed"}
     cert, key = made
     context = ssl.create_default_context(cafile=str(cert))
+    concurrency = stream_concurrency(idle)
     servers = {
-        "plain": Server(workdir / "plain", PARLEY_AUTH="token"),
+        "plain": Server(workdir / "plain", PARLEY_AUTH="token", PARLEY_MAX_CONCURRENCY=concurrency),
         "tls": Server(
-            workdir / "tls", PARLEY_AUTH="token", PARLEY_TLS_CERT=str(cert), PARLEY_TLS_KEY=str(key)
+            workdir / "tls",
+            PARLEY_AUTH="token",
+            PARLEY_MAX_CONCURRENCY=concurrency,
+            PARLEY_TLS_CERT=str(cert),
+            PARLEY_TLS_KEY=str(key),
         ),
     }
     per: dict[str, float] = {}
+    streams: dict[str, float] = {}
     for name, server in servers.items():
+        server.stream_port = free_port()
+        server.env["PARLEY_STREAM_PORT"] = str(server.stream_port)
         server.start()
         try:
             per[name] = await _cpu_per_connection(server, count, context if name == "tls" else None)
+            if name == "tls" and idle > 0:
+                streams = await idle_streams(server, idle, context)
         finally:
             server.stop()
     handshake = max(0.0, per["tls"] - per["plain"])
+    per_stream = streams.get("kib_per_connection")
     return {
         "tls_handshake_cpu_seconds": round(handshake, 7),
+        "idle_stream_tls_bytes": None if per_stream is None else round(per_stream * 1024),
+        "idle_streams": streams.get("connections"),
         "connections": count,
         "cpu_seconds_per_connection": {k: round(v, 7) for k, v in per.items()},
         "method": (
-            "server CPU per connection (one /healthz request, then close) with TLS minus "
-            "without, self-signed P-256 certificate, TLS 1.3, "
-            f"{CONCURRENCY} clients at once"
+            "on the stream port: server CPU per connection (one /healthz request, then "
+            "close) with TLS minus without, self-signed P-256 certificate, TLS 1.3, "
+            f"{CONCURRENCY} clients at once; then resident memory per idle live stream "
+            "held over TLS"
         ),
     }

@@ -34,6 +34,7 @@ from parley.http.asgi import (
 )
 from parley.http.errors import error_body
 from parley.http.openapi import document
+from parley.http.streamport import StreamPort, tls_context
 from parley.logs import configure_logging
 from parley.settings import Settings
 from parley.startup import server_secret
@@ -113,6 +114,7 @@ class ParleyApp:
         self.max_active = parley.settings.max_concurrency
         self.overloaded = 0  # requests refused because the process was full
         self.exempt: set[Endpoint] = set()
+        self.stream_port: StreamPort | None = None  # set at startup when one is configured
         api = Api(parley)
         for spec in ROUTES:
             endpoint = api.endpoint(spec, api.handler(spec))
@@ -259,19 +261,42 @@ def create_app(parley: Parley) -> ParleyApp:
             return _json(error_body(Code.METHOD_NOT_ALLOWED, "method not allowed"), 405)
         return _json(error_body(Code.BAD_REQUEST, "bad request"), status)
 
+    front: list[ParleyApp] = []
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await parley.start()
+        streams = await _open_stream_port(parley.settings, front[0])
         try:
             yield
         finally:
+            if streams is not None:
+                await streams.close()
             await parley.stop()
 
     app = Starlette(
         routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error}
     )
     app.state.parley = parley
-    return ParleyApp(parley, app)
+    front.append(ParleyApp(parley, app))
+    return front[0]
+
+
+async def _open_stream_port(settings: Settings, app: ParleyApp) -> StreamPort | None:
+    """The stream port of this worker process, when one is configured (every worker
+    listens on it; the kernel spreads the connections)."""
+    if not settings.stream_port:
+        return None
+    tls = tls_context(settings.tls_cert, settings.tls_key) if settings.tls_cert else None
+    port = StreamPort(
+        app,
+        tls=tls,
+        head_seconds=settings.request_timeout,
+        connections_max=connection_limit(settings),
+    )
+    app.stream_port = port
+    await port.start(settings.host, settings.stream_port)
+    return port
 
 
 FILE_RESERVE = 256  # open files kept free for storage, Redis, logs and the listener

@@ -1,0 +1,464 @@
+"""The stream port: a small HTTP/1.1 listener for connections that stay open.
+
+An idle live stream spends its life waiting, and at a million users the memory of the
+waiting connections, not CPU, decides how many processes a deployment needs. The main HTTP
+server keeps two 8 KiB buffers per HTTP/1 connection for the connection's life; this
+listener keeps none: a connection is its transport, this protocol object and the
+request's coroutine. Bytes that arrive are parsed at once and dropped; what is written goes
+straight to the socket (the kernel holds what it cannot take yet, and the answer waits
+while the transport's buffer is over its high-water mark).
+
+It serves the same application (every route answers here as on the main port), but only
+requests without a body: ``GET`` and ``HEAD``. Anything else is answered 405 and the
+connection closed, so no request body is ever read, and a request cannot be smuggled in
+one. With a certificate configured it speaks TLS itself through memory buffers (the event
+loop's own TLS layer allocates a 256 KiB read buffer per connection).
+
+Limits: a request head must arrive whole within ``head_seconds`` of the connection (or of
+the previous answer), be at most 8 KiB with at most 64 header lines; a client that sends
+more while its answer is going out (pipelining) may queue one head's worth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import logging
+import re
+import ssl
+from typing import Any, cast
+from urllib.parse import unquote
+
+from parley.errors import Code
+from parley.http.asgi import SECURITY_HEADERS, ASGIApp, Scope
+from parley.http.errors import error_body
+
+log = logging.getLogger("parley.http")
+
+HEAD_MAX = 8192  # bytes of one request head, its blank line included
+HEADERS_MAX = 64
+READ_CHUNK = 16384  # plaintext read from TLS at once
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_TARGET = re.compile(rb"/[\x21-\x7e]*")
+_REQUEST = {"type": "http.request", "body": b"", "more_body": False}
+_DISCONNECT = {"type": "http.disconnect"}
+_ASGI = {"version": "3.0", "spec_version": "2.3"}
+
+
+class _Refused(Exception):
+    """A request this listener answers itself, then closes the connection."""
+
+    def __init__(self, status: int, code: Code, message: str, allow: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.allow = allow
+
+
+def parse_head(head: bytes) -> tuple[str, bytes, str, list[tuple[bytes, bytes]]]:
+    """Method, target, HTTP version ("1.1" or "1.0") and headers (names lower-cased) of
+    one request head without its final blank line; :class:`_Refused` if it is not one
+    this listener answers."""
+    lines = head.split(b"\r\n")
+    parts = lines[0].split(b" ")
+    if len(parts) != 3 or not _TOKEN.fullmatch(parts[0]):
+        raise _Refused(400, Code.BAD_REQUEST, "malformed request line")
+    method, target, version = parts
+    if version not in (b"HTTP/1.1", b"HTTP/1.0"):
+        raise _Refused(505, Code.BAD_REQUEST, "only HTTP/1.1 and HTTP/1.0 are served")
+    if method not in (b"GET", b"HEAD"):
+        raise _Refused(405, Code.METHOD_NOT_ALLOWED, "the stream port serves GET and HEAD", True)
+    if not _TARGET.fullmatch(target):
+        raise _Refused(400, Code.BAD_REQUEST, "malformed request target")
+    if len(lines) - 1 > HEADERS_MAX:
+        raise _Refused(431, Code.HEADERS_TOO_LARGE, f"more than {HEADERS_MAX} headers")
+    headers: list[tuple[bytes, bytes]] = []
+    hosts = 0
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or not _TOKEN.fullmatch(name):  # also a folded line or a space before ':'
+            raise _Refused(400, Code.BAD_REQUEST, "malformed header line")
+        value = value.strip(b" \t")
+        if _BAD_VALUE.search(value):
+            raise _Refused(400, Code.BAD_REQUEST, "control character in a header")
+        name = name.lower()
+        if name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
+            raise _Refused(400, Code.BAD_REQUEST, "the stream port takes no request bodies")
+        hosts += name == b"host"
+        headers.append((name, value))
+    if hosts > 1 or (hosts == 0 and version == b"HTTP/1.1"):
+        raise _Refused(400, Code.BAD_REQUEST, "an HTTP/1.1 request names its host once")
+    return method.decode(), target, version[5:].decode(), headers
+
+
+class _Tls:
+    """TLS over two memory buffers: bytes from the network in, bytes for it out."""
+
+    __slots__ = ("incoming", "outgoing", "ready", "session")
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self.incoming = ssl.MemoryBIO()
+        self.outgoing = ssl.MemoryBIO()
+        self.session = context.wrap_bio(self.incoming, self.outgoing, server_side=True)
+        self.ready = False
+
+    def feed(self, data: bytes) -> tuple[bytes, bool]:
+        """The plaintext in ``data`` and whether the client closed TLS; raises
+        ``ssl.SSLError`` on a broken handshake or record."""
+        self.incoming.write(data)
+        if not self.ready:
+            try:
+                self.session.do_handshake()
+            except ssl.SSLWantReadError:
+                return b"", False
+            self.ready = True
+        chunks: list[bytes] = []
+        while True:
+            try:
+                chunk = self.session.read(READ_CHUNK)
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLZeroReturnError:
+                return b"".join(chunks), True
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks), False
+
+    def wrap(self, data: bytes) -> bytes:
+        self.session.write(data)
+        return self.outgoing.read()
+
+
+class StreamPort:
+    """Listens on one port in the running event loop and serves ``app`` there."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        tls: ssl.SSLContext | None = None,
+        head_seconds: float = 10.0,
+        connections_max: int = 20_000,
+    ) -> None:
+        self.app = app
+        self.tls = tls
+        self.head_seconds = head_seconds
+        self.connections_max = connections_max
+        self.connections: set[_Connection] = set()
+        self.refused = 0  # connections closed at once because the port was full
+        self.server: asyncio.Server | None = None
+
+    async def start(self, host: str, port: int) -> int:
+        """Listen (several processes may share the port) and return the port bound."""
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(
+            lambda: _Connection(self), host, port, reuse_port=True, backlog=2048
+        )
+        bound: int = self.server.sockets[0].getsockname()[1]
+        return bound
+
+    async def close(self, grace: float = 2.0) -> None:
+        """Stop listening, close every connection and give their answers ``grace``
+        seconds to end (they see the client gone)."""
+        if self.server is not None:
+            self.server.close()
+        tasks = [c.task for c in self.connections if c.task is not None]
+        for connection in list(self.connections):
+            connection.transport.close()
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace)
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: reads request heads, runs the application for each in turn,
+    writes its answer. Between requests it holds no buffer at all."""
+
+    __slots__ = (
+        "asked",
+        "chunked",
+        "closed",
+        "done",
+        "gone",
+        "head_only",
+        "keep",
+        "pending",
+        "port",
+        "response",
+        "task",
+        "timer",
+        "tls",
+        "transport",
+        "writable",
+    )
+
+    def __init__(self, port: StreamPort) -> None:
+        self.port = port
+        self.tls = _Tls(port.tls) if port.tls is not None else None
+        self.pending = b""  # bytes of a request head not yet complete (or queued behind one)
+        self.timer: asyncio.TimerHandle | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.gone: asyncio.Future[dict[str, Any]] | None = None  # a receive() waiting
+        self.writable: asyncio.Future[None] | None = None  # set while writing is paused
+        self.closed = False
+        self.keep = True  # keep the connection after this answer
+        self.head_only = False  # a HEAD request: no body goes out
+        self.response: tuple[int, list[tuple[bytes, bytes]]] | None = None  # start, unsent
+        self.chunked = False
+        self.done = False  # the answer's last byte went out
+        self.asked = False  # the application read the (empty) request body
+
+    # transport callbacks ------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are no subclass
+        port = self.port
+        if len(port.connections) >= port.connections_max:
+            port.refused += 1
+            self.closed = True
+            self.transport.abort()
+            return
+        port.connections.add(self)
+        self._await_head()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if self.tls is not None:
+            try:
+                data, ended = self.tls.feed(data)
+            except ssl.SSLError:
+                self.transport.abort()
+                return
+            self._flush_tls()
+            if ended:
+                self.transport.close()
+                return
+            if not data:
+                return
+        if self.task is not None:  # pipelined behind the answer in progress
+            if len(self.pending) + len(data) > HEAD_MAX:
+                self.transport.abort()
+            else:
+                self.pending += data
+            return
+        self.pending += data
+        self._next_request()
+
+    def eof_received(self) -> bool:
+        return False  # a client that stops sending is gone: close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.port.connections.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        gone, self.gone = self.gone, None
+        if gone is not None and not gone.done():
+            gone.set_result(_DISCONNECT)
+        self._resume()
+
+    def pause_writing(self) -> None:
+        if self.writable is None:
+            self.writable = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        self._resume()
+
+    def _resume(self) -> None:
+        writable, self.writable = self.writable, None
+        if writable is not None and not writable.done():
+            writable.set_result(None)
+
+    # requests -------------------------------------------------------------------------
+    def _await_head(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.timer = loop.call_later(self.port.head_seconds, self._head_timeout)
+
+    def _head_timeout(self) -> None:
+        self.timer = None
+        if self.task is None and not self.closed:
+            self.transport.close()
+
+    def _next_request(self) -> None:
+        pending = self.pending.lstrip(b"\r\n")  # empty lines before a request are allowed
+        end = pending.find(b"\r\n\r\n")
+        if end < 0:
+            self.pending = pending
+            if len(pending) >= HEAD_MAX:
+                self._refuse(_Refused(431, Code.HEADERS_TOO_LARGE, "request head over 8 KiB"))
+            return
+        if end + 4 > HEAD_MAX:
+            self._refuse(_Refused(431, Code.HEADERS_TOO_LARGE, "request head over 8 KiB"))
+            return
+        self.pending = pending[end + 4 :]
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        try:
+            method, target, version, headers = parse_head(pending[:end])
+        except _Refused as refused:
+            self._refuse(refused)
+            return
+        path, _, query = target.partition(b"?")
+        connection = b""
+        for name, value in headers:
+            if name == b"connection":
+                connection = value.lower()
+        self.keep = version == "1.1" and b"close" not in connection
+        self.head_only = method == "HEAD"
+        self.response = None
+        self.chunked = False
+        self.done = False
+        self.asked = False
+        sock = self.transport.get_extra_info
+        scope: Scope = {
+            "type": "http",
+            "asgi": _ASGI,
+            "http_version": version,
+            "method": method,
+            "scheme": "https" if self.tls is not None else "http",
+            "path": unquote(path.decode("ascii")),
+            "raw_path": path,
+            "query_string": query,
+            "root_path": "",
+            "headers": headers,
+            "client": _address(sock("peername")),
+            "server": _address(sock("sockname")),
+        }
+        self.task = asyncio.get_running_loop().create_task(self._answer(scope))
+
+    async def _answer(self, scope: Scope) -> None:
+        try:
+            await self.port.app(scope, self._receive, self._send)
+        except Exception:
+            log.exception("the stream port's answer failed")
+            if self.response is None and not self.done and not self.closed:
+                body = error_body(Code.INTERNAL_ERROR, "internal error")
+                self.keep = False
+                await self._send({"type": "http.response.start", "status": 500, "headers": []})
+                await self._send({"type": "http.response.body", "body": body})
+        finally:
+            self.task = None
+        if self.closed:
+            return
+        if not self.done or not self.keep:
+            self.transport.close()
+            return
+        self._await_head()
+        if self.pending:
+            self._next_request()
+
+    def _refuse(self, refused: _Refused) -> None:
+        """Answer a request this listener does not serve, then close."""
+        body = error_body(refused.code, str(refused))
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", b"%d" % len(body)),
+            (b"connection", b"close"),
+            *SECURITY_HEADERS,
+        ]
+        if refused.allow:
+            headers.append((b"allow", b"GET, HEAD"))
+        self._write(_status_line(refused.status) + _header_lines(headers) + body)
+        self.transport.close()
+
+    # the application's side -----------------------------------------------------------
+    def _receive(self) -> asyncio.Future[dict[str, Any]]:
+        """ASGI ``receive``: the empty body first, then a future that completes when the
+        client goes away (a future, not a coroutine: waiting on it needs no task)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[dict[str, Any]] = loop.create_future()
+        if not self.asked:
+            self.asked = True
+            future.set_result(_REQUEST)
+        elif self.closed:
+            future.set_result(_DISCONNECT)
+        else:
+            if self.gone is not None and not self.gone.done():
+                self.gone.cancel()  # only one receive waits at a time
+            self.gone = future
+        return future
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            self.response = (message["status"], list(message.get("headers", ())))
+            return
+        if kind != "http.response.body" or self.done:
+            return
+        body: bytes = message.get("body", b"")
+        more: bool = message.get("more_body", False)
+        out = b""
+        if self.response is not None:
+            out = self._head(body, more)
+        if self.head_only:
+            body = b""
+        elif self.chunked:
+            body = (b"%x\r\n%s\r\n" % (len(body), body) if body else b"") + (
+                b"" if more else b"0\r\n\r\n"
+            )
+        if not more:
+            self.done = True
+        self._write(out + body if out else body)
+        writable = self.writable
+        if writable is not None:
+            await writable
+
+    def _head(self, body: bytes, more: bool) -> bytes:
+        assert self.response is not None
+        status, headers = self.response
+        self.response = None
+        names = {name.lower() for name, _ in headers}
+        if b"content-length" not in names:
+            if not more:
+                headers.append((b"content-length", b"%d" % len(body)))
+            elif self.keep:
+                self.chunked = not self.head_only
+                if self.chunked:
+                    headers.append((b"transfer-encoding", b"chunked"))
+            # HTTP/1.0 or closing: the body ends with the connection
+        if not self.keep:
+            headers.append((b"connection", b"close"))
+        return _status_line(status) + _header_lines(headers)
+
+    def _write(self, data: bytes) -> None:
+        if self.closed or not data:
+            return
+        if self.tls is not None:
+            data = self.tls.wrap(data)
+        self.transport.write(data)
+
+    def _flush_tls(self) -> None:
+        assert self.tls is not None
+        out = self.tls.outgoing.read()
+        if out:
+            self.transport.write(out)
+
+
+def _address(address: Any) -> tuple[str, int] | None:
+    """(host, port) of a socket address (IPv6 ones have four parts)."""
+    if isinstance(address, tuple) and len(address) >= 2:
+        return str(address[0]), int(address[1])
+    return None
+
+
+def _status_line(status: int) -> bytes:
+    with contextlib.suppress(ValueError):
+        return b"HTTP/1.1 %d %s\r\n" % (status, http.HTTPStatus(status).phrase.encode())
+    return b"HTTP/1.1 %d \r\n" % status
+
+
+def _header_lines(headers: list[tuple[bytes, bytes]]) -> bytes:
+    return b"".join(b"%s: %s\r\n" % (name, value) for name, value in headers) + b"\r\n"
+
+
+def tls_context(cert: str, key: str) -> ssl.SSLContext:
+    """The stream port's TLS: the main port's certificate, TLS 1.2 at least, HTTP/1.1."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    context.set_alpn_protocols(["http/1.1"])
+    return context
