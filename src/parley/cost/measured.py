@@ -10,7 +10,9 @@ Format ``parley-bench/1`` (JSON; every number is per request of that operation):
       "sample": false,                      # true only for illustrative, unmeasured figures
       "note": "...", "measured_at": "2026-...", "machine": "...",
       "ceiling_requests_per_second": 41000, # optional: tools/ceiling.sh on the same machine
-      "idle_connection_bytes": 36659,       # optional: memory per idle live-stream connection
+      "idle_connection_bytes": 27300,       # optional: memory per idle live-stream connection
+                                            # as deployed (stream port, TLS in Parley)
+      "idle_connection_plain_bytes": 9700,  # optional: the same without TLS
       "workload": {"checks_per_user_per_minute": 1, "sends_per_user_per_day": 10,
                    "messages_per_check": 7, "group_send_share": 0.5, "group_members": 5},
       "shapes": {
@@ -167,7 +169,10 @@ class BenchFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     measured_at: str | None = None
     machine: str | None = None
     ceiling_requests_per_second: float | None = None
-    idle_connection_bytes: float | None = None  # memory per idle live-stream connection
+    # memory per idle live-stream connection, as the priced deployment holds it (the
+    # bench: on the stream port, with TLS when it measured TLS); the plain figure beside
+    idle_connection_bytes: float | None = None
+    idle_connection_plain_bytes: float | None = None
     # the server's CPU per TLS handshake it terminates (PARLEY_TLS_CERT), seconds
     tls_handshake_cpu_seconds: float | None = None
     # Everything else a benchmark run recorded (per-scenario figures, memory, settings);
@@ -192,6 +197,7 @@ def _validate(bench: BenchFile, source: str) -> BenchFile:
     for name in (
         "ceiling_requests_per_second",
         "idle_connection_bytes",
+        "idle_connection_plain_bytes",
         "tls_handshake_cpu_seconds",
     ):
         value = getattr(bench, name)
