@@ -111,6 +111,10 @@ async def test_refused_requests_leave_held_streams_alone(server: Server) -> None
                 answer = await asyncio.wait_for(reader.read(), 10)
                 writer.close()
                 assert answer.split(b" ", 2)[1] in (b"400", b"431")
+            metrics = (await main.get("/metrics")).text
+            held = [line for line in metrics.splitlines() if line.startswith("parley_stream_port_")]
+            assert "parley_stream_port_connections 1" in held, held  # the stream itself
+            assert "parley_stream_port_refused_total 0" in held, held
             got: list[str] = []
             sent = await send(main, alice, bob, ha, "still here")
             await _collect(stream, 1, got)

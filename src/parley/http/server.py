@@ -296,6 +296,12 @@ async def _open_stream_port(settings: Settings, app: ParleyApp) -> StreamPort | 
     )
     app.stream_port = port
     await port.start(settings.host, settings.stream_port)
+    add = app.parley.metrics.add_source
+    add("parley_stream_port_connections", "Connections open on the stream port.", "gauge",
+        lambda: [("", len(port.connections))])  # fmt: skip
+    add("parley_stream_port_refused_total",
+        "Connections the stream port closed at once because it was full.", "counter",
+        lambda: [("", port.refused)])  # fmt: skip
     return port
 
 
