@@ -122,8 +122,8 @@ class _Tls:
                 break
             except ssl.SSLZeroReturnError:
                 return b"".join(chunks), True
-            if not chunk:
-                break
+            if not chunk:  # the client's close_notify
+                return b"".join(chunks), True
             chunks.append(chunk)
         return b"".join(chunks), False
 
@@ -169,7 +169,11 @@ class StreamPort:
         for connection in list(self.connections):
             connection.transport.close()
         if tasks:
-            await asyncio.wait(tasks, timeout=grace)
+            _, late = await asyncio.wait(tasks, timeout=grace)
+            for task in late:
+                task.cancel()
+        for connection in list(self.connections):  # a client that does not read
+            connection.transport.abort()
 
 
 class _Connection(asyncio.Protocol):
@@ -187,6 +191,7 @@ class _Connection(asyncio.Protocol):
         "pending",
         "port",
         "response",
+        "started",
         "task",
         "timer",
         "tls",
@@ -206,6 +211,7 @@ class _Connection(asyncio.Protocol):
         self.keep = True  # keep the connection after this answer
         self.head_only = False  # a HEAD request: no body goes out
         self.response: tuple[int, list[tuple[bytes, bytes]]] | None = None  # start, unsent
+        self.started = False  # the answer's head went out
         self.chunked = False
         self.done = False  # the answer's last byte went out
         self.asked = False  # the application read the (empty) request body
@@ -310,6 +316,7 @@ class _Connection(asyncio.Protocol):
         self.keep = version == "1.1" and b"close" not in connection
         self.head_only = method == "HEAD"
         self.response = None
+        self.started = False
         self.chunked = False
         self.done = False
         self.asked = False
@@ -335,10 +342,11 @@ class _Connection(asyncio.Protocol):
             await self.port.app(scope, self._receive, self._send)
         except Exception:
             log.exception("the stream port's answer failed")
-            if self.response is None and not self.done and not self.closed:
+            if not self.started and not self.closed:  # else it is cut short: no last chunk
                 body = error_body(Code.INTERNAL_ERROR, "internal error")
                 self.keep = False
-                await self._send({"type": "http.response.start", "status": 500, "headers": []})
+                headers = [(b"content-type", b"application/json"), *SECURITY_HEADERS]
+                await self._send({"type": "http.response.start", "status": 500, "headers": headers})
                 await self._send({"type": "http.response.body", "body": body})
         finally:
             self.task = None
@@ -364,6 +372,7 @@ class _Connection(asyncio.Protocol):
             headers.append((b"allow", b"GET, HEAD"))
         self._write(_status_line(refused.status) + _header_lines(headers) + body)
         self.transport.close()
+        self.closed = True  # nothing more is read or answered on it
 
     # the application's side -----------------------------------------------------------
     def _receive(self) -> asyncio.Future[dict[str, Any]]:
@@ -376,9 +385,9 @@ class _Connection(asyncio.Protocol):
             future.set_result(_REQUEST)
         elif self.closed:
             future.set_result(_DISCONNECT)
+        elif self.gone is not None and not self.gone.done():
+            return self.gone  # a second waiter hears the same departure
         else:
-            if self.gone is not None and not self.gone.done():
-                self.gone.cancel()  # only one receive waits at a time
             self.gone = future
         return future
 
@@ -411,6 +420,7 @@ class _Connection(asyncio.Protocol):
         assert self.response is not None
         status, headers = self.response
         self.response = None
+        self.started = True
         names = {name.lower() for name, _ in headers}
         if b"content-length" not in names:
             if not more:
