@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import shutil
 import socket
 import ssl
@@ -61,7 +62,7 @@ class Response:
 async def read_response(reader: asyncio.StreamReader, *, head: bool = False) -> Response:
     """One answer: its head, then its body by content-length, chunks or the end of the
     connection (none at all for a HEAD request)."""
-    raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), LIMIT)
+    raw = undated(await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), LIMIT))
     lines = raw[:-4].split(b"\r\n")
     version, status, _ = lines[0].split(b" ", 2)
     assert version == b"HTTP/1.1"
@@ -93,15 +94,28 @@ async def read_response(reader: asyncio.StreamReader, *, head: bool = False) -> 
     return answer
 
 
+STATUS_LINE = re.compile(rb"HTTP/1\.1 \d\d\d ")
+DATE = re.compile(rb"date: [A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT\r\n")
+
+
+def undated(raw: bytes) -> bytes:
+    """``raw`` without the Date header of each answer in it: every answer has exactly one
+    (RFC 9110 asks an origin server with a clock for it), and the other bytes are exact."""
+    heads = len(STATUS_LINE.findall(raw))
+    undated, found = DATE.subn(b"", raw)
+    assert found == heads, f"{found} Date headers in {heads} answers: {raw[:300]!r}"
+    return undated
+
+
 async def read_to_end(reader: asyncio.StreamReader) -> bytes:
-    """Everything until the server closes the connection."""
-    return await asyncio.wait_for(reader.read(), LIMIT)
+    """Everything until the server closes the connection (Date headers taken out)."""
+    return undated(await asyncio.wait_for(reader.read(), LIMIT))
 
 
 async def closed_or_reset(reader: asyncio.StreamReader) -> bytes:
     """What comes before the end of the connection; b"" if it was reset."""
     try:
-        return await asyncio.wait_for(reader.read(), LIMIT)
+        return undated(await asyncio.wait_for(reader.read(), LIMIT))
     except ConnectionResetError:
         return b""
 
@@ -323,8 +337,9 @@ async def test_a_streamed_answer_with_its_own_length_is_not_chunked() -> None:
     async with serving(app) as (_, number), connected(number) as (reader, writer):
         writer.write(get() + get())
         for _ in range(2):
-            answer = await asyncio.wait_for(reader.readexactly(len(_LENGTH6)), LIMIT)
-            assert answer == _LENGTH6
+            date_line = len(b"date: Wed, 02 Dec 2026 12:00:00 GMT\r\n")
+            answer = await asyncio.wait_for(reader.readexactly(len(_LENGTH6) + date_line), LIMIT)
+            assert undated(answer) == _LENGTH6
 
 
 async def test_a_streamed_answer_to_http_1_0_ends_with_the_connection() -> None:
@@ -952,14 +967,14 @@ async def test_a_head_of_8_kib_plus_one_is_refused_whole_or_in_pieces() -> None:
     too_big = refusal(*TOO_MANY, b"request head over 8 KiB")
     connection, transport = await fake_connection(text_app())
     connection.data_received(head_of(HEAD_MAX + 1))
-    assert transport.written == too_big and transport.closing
+    assert undated(transport.written) == too_big and transport.closing
     connection.connection_lost(None)
     connection, transport = await fake_connection(text_app())
     head = head_of(HEAD_MAX + 1)
     connection.data_received(head[: HEAD_MAX - 1])
-    assert transport.written == b""
+    assert undated(transport.written) == b""
     connection.data_received(head[HEAD_MAX - 1 :])
-    assert transport.written == too_big and transport.closing
+    assert undated(transport.written) == too_big and transport.closing
     connection.connection_lost(None)
 
 
@@ -969,7 +984,7 @@ async def test_a_head_of_8_kib_in_pieces_is_served() -> None:
     connection.data_received(head[:5000])
     connection.data_received(head[5000:])
     await finish(connection)
-    assert transport.written == HELLO and not transport.closing
+    assert undated(transport.written) == HELLO and not transport.closing
     connection.connection_lost(None)
 
 

@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import http
 import logging
 import re
 import ssl
+import time
 from typing import Any, cast
 from urllib.parse import unquote
 
@@ -370,6 +372,7 @@ class _Connection(asyncio.Protocol):
         ]
         if refused.allow:
             headers.append((b"allow", b"GET, HEAD"))
+        headers.append((b"date", _date()))
         self._write(_status_line(refused.status) + _header_lines(headers) + body)
         self.transport.close()
         self.closed = True  # nothing more is read or answered on it
@@ -432,6 +435,8 @@ class _Connection(asyncio.Protocol):
             # HTTP/1.0 or closing: the body ends with the connection
         if not self.keep:
             headers.append((b"connection", b"close"))
+        if b"date" not in names:
+            headers.append((b"date", _date()))
         return _status_line(status) + _header_lines(headers)
 
     def _write(self, data: bytes) -> None:
@@ -453,6 +458,20 @@ def _address(address: Any) -> tuple[str, int] | None:
     if isinstance(address, tuple) and len(address) >= 2:
         return str(address[0]), int(address[1])
     return None
+
+
+_dates: list[tuple[int, bytes]] = [(0, b"")]
+
+
+def _date() -> bytes:
+    """The Date header's value (RFC 9110 asks an origin server with a clock for it),
+    formatted once a second."""
+    now = int(time.time())
+    second, text = _dates[0]
+    if second != now:
+        text = email.utils.formatdate(now, usegmt=True).encode()
+        _dates[0] = (now, text)
+    return text
 
 
 def _status_line(status: int) -> bytes:
