@@ -9,6 +9,9 @@ from .policies import MEDIA_PREFIX
 
 CONTAINER_NAME: Final = "parley"
 CONTAINER_PORT: Final = 8080
+# live streams: PARLEY_STREAM_PORT, a listener that keeps no buffer per idle connection
+STREAM_PORT: Final = 8081
+STREAM_PATH: Final = "/v1/messages/*/stream"  # the load balancer sends these to STREAM_PORT
 REDIS_PORT: Final = 6379
 SECRET_KEY_VARIABLE: Final = "PARLEY_SECRET_KEY"
 KEEPALIVE_SECONDS: Final = 60  # below the load balancer's idle timeout (90 s)
@@ -32,6 +35,7 @@ def environment(
     env = {
         "PARLEY_HOST": "0.0.0.0",
         "PARLEY_PORT": str(CONTAINER_PORT),
+        "PARLEY_STREAM_PORT": str(STREAM_PORT),
         "PARLEY_STORAGE": "dynamodb",
         "PARLEY_DYNAMODB_TABLE_PREFIX": cfg.prefix,
         "PARLEY_REDIS_URL": f"redis://{redis_host}:{REDIS_PORT}",
@@ -70,7 +74,8 @@ def container_definitions(
             "image": image,
             "essential": True,
             "portMappings": [
-                {"containerPort": CONTAINER_PORT, "hostPort": CONTAINER_PORT, "protocol": "tcp"}
+                {"containerPort": port, "hostPort": port, "protocol": "tcp"}
+                for port in (CONTAINER_PORT, STREAM_PORT)
             ],
             "environment": [{"name": key, "value": value} for key, value in sorted(env.items())],
             "secrets": [{"name": SECRET_KEY_VARIABLE, "valueFrom": secret_key_arn}],

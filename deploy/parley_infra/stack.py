@@ -28,7 +28,14 @@ with warnings.catch_warnings():
     )
 
 from .config import StackConfig
-from .containers import CONTAINER_NAME, CONTAINER_PORT, READY_PATH, REDIS_PORT
+from .containers import (
+    CONTAINER_NAME,
+    CONTAINER_PORT,
+    READY_PATH,
+    REDIS_PORT,
+    STREAM_PATH,
+    STREAM_PORT,
+)
 from .containers import container_definitions as make_container_definitions
 from .network import Network, build_network
 from .policies import assume_role_policy, execution_policy, media_policy, task_policy
@@ -103,6 +110,26 @@ class SecurityGroups:
             ip_protocol="tcp",
             from_port=CONTAINER_PORT,
             to_port=CONTAINER_PORT,
+            referenced_security_group_id=self.alb.id,
+            opts=opts,
+        )
+        aws.vpc.SecurityGroupEgressRule(
+            "parley-alb-out-tasks-streams",
+            security_group_id=self.alb.id,
+            description="forward live streams to the tasks' stream port",
+            ip_protocol="tcp",
+            from_port=STREAM_PORT,
+            to_port=STREAM_PORT,
+            referenced_security_group_id=self.tasks.id,
+            opts=opts,
+        )
+        aws.vpc.SecurityGroupIngressRule(
+            "parley-tasks-in-alb-streams",
+            security_group_id=self.tasks.id,
+            description="live streams from the load balancer",
+            ip_protocol="tcp",
+            from_port=STREAM_PORT,
+            to_port=STREAM_PORT,
             referenced_security_group_id=self.alb.id,
             opts=opts,
         )
@@ -328,25 +355,11 @@ class ParleyStack(pulumi.ComponentResource):
             drop_invalid_header_fields=True,
             opts=child,
         )
-        self.target_group = aws.lb.TargetGroup(
-            "parley-tg",
-            port=CONTAINER_PORT,
-            protocol="HTTP",
-            target_type="ip",
-            vpc_id=self.network.vpc.id,
-            deregistration_delay=30,
-            health_check=aws.lb.TargetGroupHealthCheckArgs(
-                enabled=True,
-                path=READY_PATH,
-                protocol="HTTP",
-                port="traffic-port",
-                matcher="200",
-                interval=15,
-                timeout=5,
-                healthy_threshold=2,
-                unhealthy_threshold=3,
-            ),
-            opts=child,
+        self.target_group = _target_group("parley-tg", CONTAINER_PORT, self.network, child)
+        # Live streams go to the tasks' stream port, whose listener keeps no buffer per idle
+        # connection (docs/realtime.md, "The stream port"); everything else to the main port.
+        self.streams_target_group = _target_group(
+            "parley-streams-tg", STREAM_PORT, self.network, child
         )
         forward = aws.lb.ListenerDefaultActionArgs(
             type="forward", target_group_arn=self.target_group.arn
@@ -377,6 +390,23 @@ class ParleyStack(pulumi.ComponentResource):
             port=80,
             protocol="HTTP",
             default_actions=[http_action],
+            opts=child,
+        )
+
+        self.streams_rule = aws.lb.ListenerRule(
+            "parley-streams",
+            listener_arn=(self.https_listener or self.http_listener).arn,
+            priority=10,
+            conditions=[
+                aws.lb.ListenerRuleConditionArgs(
+                    path_pattern=aws.lb.ListenerRuleConditionPathPatternArgs(values=[STREAM_PATH])
+                )
+            ],
+            actions=[
+                aws.lb.ListenerRuleActionArgs(
+                    type="forward", target_group_arn=self.streams_target_group.arn
+                )
+            ],
             opts=child,
         )
 
@@ -438,9 +468,13 @@ class ParleyStack(pulumi.ComponentResource):
             ),
             load_balancers=[
                 aws.ecs.ServiceLoadBalancerArgs(
-                    target_group_arn=self.target_group.arn,
+                    target_group_arn=group.arn,
                     container_name=CONTAINER_NAME,
-                    container_port=CONTAINER_PORT,
+                    container_port=port,
+                )
+                for group, port in (
+                    (self.target_group, CONTAINER_PORT),
+                    (self.streams_target_group, STREAM_PORT),
                 )
             ],
             health_check_grace_period_seconds=30,
@@ -457,6 +491,7 @@ class ParleyStack(pulumi.ComponentResource):
                 pulumi.ResourceOptions(
                     depends_on=[
                         *listeners,
+                        self.streams_rule,
                         self.execution_policy,
                         self.task_policy,
                         self.secret_key_version,  # tasks start with the secret in place
@@ -519,3 +554,29 @@ class ParleyStack(pulumi.ComponentResource):
 def build_stack(cfg: StackConfig, name: str = "parley") -> ParleyStack:
     """Create every resource of a Parley deployment described by ``cfg``."""
     return ParleyStack(name, cfg)
+
+
+def _target_group(
+    name: str, port: int, network: Network, opts: pulumi.ResourceOptions
+) -> aws.lb.TargetGroup:
+    """The tasks' ``port`` behind the load balancer, healthy while ``/readyz`` says so."""
+    return aws.lb.TargetGroup(
+        name,
+        port=port,
+        protocol="HTTP",
+        target_type="ip",
+        vpc_id=network.vpc.id,
+        deregistration_delay=30,
+        health_check=aws.lb.TargetGroupHealthCheckArgs(
+            enabled=True,
+            path=READY_PATH,
+            protocol="HTTP",
+            port="traffic-port",
+            matcher="200",
+            interval=15,
+            timeout=5,
+            healthy_threshold=2,
+            unhealthy_threshold=3,
+        ),
+        opts=opts,
+    )

@@ -275,16 +275,20 @@ def test_only_the_load_balancer_is_open_to_the_internet(base: Synth, tls: Synth)
         assert all(r.inputs["ipProtocol"] == "tcp" for r in public)
 
 
-def test_tasks_accept_8080_only_from_the_load_balancer(base: Synth) -> None:
+def test_tasks_accept_8080_and_8081_only_from_the_load_balancer(base: Synth) -> None:
     assert _ingress(base, "parley-tasks-sg") == [
         {
             "securityGroupId": "parley-tasks-sg-id",
             "referencedSecurityGroupId": "parley-alb-sg-id",
             "ipProtocol": "tcp",
-            "fromPort": 8080,
-            "toPort": 8080,
-            "description": "requests from the load balancer",
+            "fromPort": port,
+            "toPort": port,
+            "description": description,
         }
+        for port, description in (
+            (8080, "requests from the load balancer"),
+            (8081, "live streams from the load balancer"),
+        )
     ]
 
 
@@ -409,12 +413,14 @@ def test_task_size_and_count_come_from_config(base: Synth, big: Synth) -> None:
 def test_container_environment_and_port(base: Synth) -> None:
     container = _container(base)
     assert container["portMappings"] == [
-        {"containerPort": 8080, "hostPort": 8080, "protocol": "tcp"}
+        {"containerPort": 8080, "hostPort": 8080, "protocol": "tcp"},
+        {"containerPort": 8081, "hostPort": 8081, "protocol": "tcp"},
     ]
     env = {item["name"]: item["value"] for item in container["environment"]}
     assert env == {
         "PARLEY_HOST": "0.0.0.0",
         "PARLEY_PORT": "8080",
+        "PARLEY_STREAM_PORT": "8081",
         "PARLEY_STORAGE": "dynamodb",
         "PARLEY_DYNAMODB_TABLE_PREFIX": "parley-test-",
         "PARLEY_REDIS_URL": "redis://parley-redis.cache.example:6379",
@@ -473,16 +479,42 @@ def test_service_sits_behind_the_target_group(base: Synth) -> None:
     service = base.named("parley-service").inputs
     assert service["loadBalancers"] == [
         {
-            "targetGroupArn": base.named("parley-tg").state["arn"],
+            "targetGroupArn": base.named(name).state["arn"],
             "containerName": "parley",
-            "containerPort": 8080,
+            "containerPort": port,
         }
+        for name, port in (("parley-tg", 8080), ("parley-streams-tg", 8081))
     ]
     assert service["deploymentCircuitBreaker"] == {"enable": True, "rollback": True}
-    group = base.named("parley-tg").inputs
-    assert (group["port"], group["protocol"], group["targetType"]) == (8080, "HTTP", "ip")
-    assert group["healthCheck"]["path"] == "/readyz"
-    assert group["healthCheck"]["matcher"] == "200"
+    for name, port in (("parley-tg", 8080), ("parley-streams-tg", 8081)):
+        group = base.named(name).inputs
+        assert (group["port"], group["protocol"], group["targetType"]) == (port, "HTTP", "ip")
+        assert group["healthCheck"]["path"] == "/readyz"
+        assert group["healthCheck"]["port"] == "traffic-port"  # each port answers for itself
+        assert group["healthCheck"]["matcher"] == "200"
+
+
+def test_live_streams_go_to_the_stream_port(base: Synth, tls: Synth) -> None:
+    for result, listener in ((base, "parley-http"), (tls, "parley-https")):
+        rules = result.of_type("aws:lb/listenerRule:ListenerRule")
+        assert [r.name for r in rules] == ["parley-streams"]
+        rule = rules[0].inputs
+        assert rule["listenerArn"] == result.named(listener).state["arn"]
+        assert rule["conditions"] == [{"pathPattern": {"values": ["/v1/messages/*/stream"]}}]
+        assert rule["actions"] == [
+            {"type": "forward", "targetGroupArn": result.named("parley-streams-tg").state["arn"]}
+        ]
+        # the load balancer may reach the stream port, and only the tasks on it
+        egress = [
+            r.inputs
+            for typ in SG_RULE_TYPES
+            for r in result.of_type(typ)
+            if r.typ != INGRESS and r.inputs["securityGroupId"] == "parley-alb-sg-id"
+        ]
+        assert sorted((e["fromPort"], e["referencedSecurityGroupId"]) for e in egress) == [
+            (8080, "parley-tasks-sg-id"),
+            (8081, "parley-tasks-sg-id"),
+        ]
 
 
 def test_load_balancer_outlives_a_long_poll(base: Synth) -> None:
