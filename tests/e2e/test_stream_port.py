@@ -6,6 +6,7 @@ port does not serve is refused without disturbing the streams held on it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import ssl
@@ -50,12 +51,19 @@ async def _collect(stream: AsyncIterator[dict[str, str]], want: int, got: list[s
     return last
 
 
-async def test_streams_on_the_stream_port_get_every_message_once(server: Server) -> None:
+@contextlib.asynccontextmanager
+async def two_ports(server: Server) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
+    """A client of the main port and one of the stream port."""
     stream_url = f"http://127.0.0.1:{server.stream_port}"
     async with (
         httpx.AsyncClient(base_url=server.url, timeout=30) as main,
         httpx.AsyncClient(base_url=stream_url, timeout=30) as streams,
     ):
+        yield main, streams
+
+
+async def test_streams_on_the_stream_port_get_every_message_once(server: Server) -> None:
+    async with two_ports(server) as (main, streams):
         alice, ha = await create(main, "alice")
         bob, hb = await create(main, "bob")
         received: list[str] = []
@@ -86,11 +94,7 @@ async def test_streams_on_the_stream_port_get_every_message_once(server: Server)
 
 
 async def test_refused_requests_leave_held_streams_alone(server: Server) -> None:
-    stream_url = f"http://127.0.0.1:{server.stream_port}"
-    async with (
-        httpx.AsyncClient(base_url=server.url, timeout=30) as main,
-        httpx.AsyncClient(base_url=stream_url, timeout=30) as streams,
-    ):
+    async with two_ports(server) as (main, streams):
         alice, ha = await create(main, "alice")
         bob, hb = await create(main, "bob")
         async with streams.stream("GET", f"/v1/messages/{bob}/stream", headers=hb) as r:
