@@ -168,7 +168,18 @@ RECHECK_TOKEN_SECONDS = 1.0  # waiters re-check their token this often without r
 TOKEN_ID = "parley.token_id"  # where the calling token's id is kept in the request scope
 PASSWORD_NOTE = ", ".join(f"{k} {v}" for k, v in PARAMETERS.items())
 _request_ids = itertools.count(1)
-_process_tag = os.urandom(3).hex()
+_process_tag = os.urandom(3).hex()  # request ids: "<process tag>-<n>", unique per process
+
+
+def _new_process_tag() -> None:
+    """A forked worker gets a tag of its own (the server may import Parley before it
+    forks its workers, which would share the parent's)."""
+    global _process_tag, _request_ids
+    _process_tag = os.urandom(3).hex()
+    _request_ids = itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_new_process_tag)
 
 
 def _query(call: Call, name: str, options: tuple[str, ...], code: errors.Code) -> str:
