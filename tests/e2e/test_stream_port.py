@@ -160,3 +160,26 @@ async def test_the_stream_port_speaks_tls_with_the_main_certificate(tmp_path: Pa
             assert (await streams.get("/healthz")).status_code == 200
     finally:
         server.stop()
+
+
+async def test_shutdown_ends_streams_on_the_stream_port(tmp_path: Path) -> None:
+    """SIGTERM: the stream port's streams end within the shutdown grace and the server
+    exits by itself (not killed after the harness's 15 s wait)."""
+    server = _server(tmp_path).start()
+    process = server.proc
+    assert process is not None
+    try:
+        async with two_ports(server) as (main, streams):
+            bob, hb = await create(main, "bob")
+            async with streams.stream("GET", f"/v1/messages/{bob}/stream", headers=hb) as r:
+                stream = events(r)
+                await anext(stream)
+                stopping = asyncio.create_task(asyncio.to_thread(server.stop))
+                with contextlib.suppress(httpx.HTTPError, StopAsyncIteration):
+                    async with asyncio.timeout(10):
+                        async for _ in stream:
+                            pass
+                await asyncio.wait_for(stopping, 20)
+    finally:
+        server.stop()
+    assert process.returncode is not None and process.returncode >= 0, process.returncode
