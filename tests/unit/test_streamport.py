@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import http
 import json
 import re
 import shutil
@@ -1005,3 +1007,165 @@ async def test_pipelining_more_than_a_head_during_an_answer_aborts() -> None:
     connection.connection_lost(None)
     release.set()
     await finish(connection)
+
+
+# --- what a review found: each of these failed before its fix ---------------------------
+async def test_a_client_that_reads_nothing_is_cut_off_and_frees_its_answer() -> None:
+    progress = {"sent": 0}
+    finished = asyncio.Event()
+    app = flooding_app(progress, finished)
+    async with (
+        serving(app, head_seconds=0.5) as (port, number),
+        connected(number, small_window=True) as (_, writer),
+    ):
+        writer.write(get())
+        await until(lambda: any(c.writable is not None for c in port.connections))
+        await asyncio.wait_for(finished.wait(), LIMIT)  # its sends return: the slot is free
+        await until(lambda: not port.connections)
+        assert progress["sent"] == CHUNKS
+
+
+async def test_empty_lines_count_against_the_head_limit() -> None:
+    async with serving(text_app()) as (_, number), connected(number) as (reader, writer):
+        writer.write(b"\r\n" * (HEAD_MAX // 2 + 1) + get())
+        raw = await closed_or_reset(reader)
+        assert raw == b"" or raw.startswith(b"HTTP/1.1 431 ")
+
+
+async def test_more_than_a_head_pipelined_in_one_read_is_not_kept() -> None:
+    started = asyncio.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        started.set()
+        await streaming_app([b"x"])(scope, receive, send)
+
+    async with serving(app) as (port, number), connected(number) as (reader, writer):
+        writer.write(get() + b"A" * (HEAD_MAX + 1))
+        assert await closed_or_reset(reader) == b""
+        await until(lambda: not port.connections)
+        assert not started.is_set()
+
+
+async def test_an_answer_shorter_than_its_length_closes_the_connection() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(b"content-length", b"10")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"12345"})
+
+    async with serving(app) as (_, number), connected(number) as (reader, writer):
+        writer.write(get() + get())  # the second must not be read as the first's rest
+        raw = await read_to_end(reader)
+        assert raw == b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n12345"  # then closed
+
+
+async def test_an_answer_longer_than_its_length_is_cut_to_it() -> None:
+    forged = b"12345HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nforged"
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(b"content-length", b"5")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": forged})
+
+    async with serving(app) as (_, number), connected(number) as (reader, writer):
+        writer.write(get())
+        answer = await read_response(reader)
+        assert answer.body == b"12345"
+        writer.write(get(b"/", b"Connection: close\r\n"))
+        assert (await read_response(reader)).body == b"12345"
+        assert await read_to_end(reader) == b""  # nothing forged follows
+
+
+@pytest.mark.parametrize("status", [204, 304])
+async def test_bodiless_statuses_get_no_framing(status: int) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b"", "more_body": True})
+        await send({"type": "http.response.body", "body": b"ignored"})
+
+    async with serving(app) as (_, number), connected(number) as (reader, writer):
+        writer.write(get() + get(b"/", b"Connection: close\r\n"))
+        raw = await read_to_end(reader)
+        line = _status_line_of(status)
+        assert raw == line + b"\r\n" + line + b"connection: close\r\n\r\n"
+
+
+def _status_line_of(status: int) -> bytes:
+    return b"HTTP/1.1 %d %s\r\n" % (status, http.HTTPStatus(status).phrase.encode())
+
+
+async def test_close_in_any_connection_header_closes() -> None:
+    async with serving(text_app()) as (_, number), connected(number) as (reader, writer):
+        writer.write(get(b"/", b"Connection: close\r\n", b"Connection: keep-alive\r\n"))
+        answer = await read_response(reader)
+        assert answer.header(b"connection") == b"close"
+        assert await read_to_end(reader) == b""
+    async with serving(text_app()) as (_, number), connected(number) as (reader, writer):
+        writer.write(get(b"/", b"Connection: x-closed\r\n"))  # not the close option
+        assert (await read_response(reader)).header(b"connection") is None
+        writer.write(get())
+        assert (await read_response(reader)).raw == HELLO
+
+
+async def test_a_pipelined_request_does_not_see_the_previous_ones_context() -> None:
+    seen: contextvars.ContextVar[str] = contextvars.ContextVar("seen", default="-")
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        before = seen.get()
+        seen.set(scope["path"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": before.encode()})
+
+    async with serving(app) as (_, number), connected(number) as (reader, writer):
+        writer.write(get(b"/alice") + get(b"/bob"))
+        assert (await read_response(reader)).body == b"-"
+        assert (await read_response(reader)).body == b"-"
+
+
+async def test_closing_the_port_waits_for_the_answers_it_cancelled() -> None:
+    cleaned = asyncio.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        try:
+            await asyncio.sleep(60)  # ignores the client leaving
+        finally:
+            await asyncio.sleep(0.05)
+            cleaned.set()
+
+    port = StreamPort(app)
+    number = await port.start("127.0.0.1", 0)
+    async with connected(number) as (_, writer):
+        writer.write(get())
+        await until(lambda: any(c.task is not None for c in port.connections))
+        await port.close(grace=0.2)
+        assert cleaned.is_set()
+
+
+async def test_tls_large_answers_and_a_close_notify_at_the_end(
+    certificate: tuple[str, str],
+) -> None:
+    cert, key = certificate
+    big = bytes(range(256)) * 1024  # 256 KiB, in one send
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": big, "more_body": True})
+        await send({"type": "http.response.body", "body": b"end"})
+
+    def fetch(number: int) -> bytes:
+        raw = socket.create_connection(("127.0.0.1", number), timeout=LIMIT)
+        context = client_context(cert)
+        with context.wrap_socket(
+            raw, server_hostname="127.0.0.1", suppress_ragged_eofs=False
+        ) as tls:
+            tls.sendall(b"GET / HTTP/1.0\r\n\r\n")  # the body ends with the connection
+            got = b""
+            while chunk := tls.recv(65536):  # SSLEOFError without a close_notify
+                got += chunk
+            return got
+
+    async with serving(app, tls=tls_context(cert, key)) as (_, number):
+        raw = await asyncio.to_thread(fetch, number)
+    head, _, body = undated(raw).partition(b"\r\n\r\n")
+    assert head == b"HTTP/1.1 200 OK\r\nconnection: close"
+    assert body == big + b"end"

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import email.utils
 import http
 import logging
@@ -41,6 +42,8 @@ log = logging.getLogger("parley.http")
 HEAD_MAX = 8192  # bytes of one request head, its blank line included
 HEADERS_MAX = 64
 READ_CHUNK = 16384  # plaintext read from TLS at once
+RECORD = 16384  # bytes handed to TLS at once, either way
+BODILESS = frozenset({204, 304})  # statuses without a body (and 1xx)
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _TARGET = re.compile(rb"/[\x21-\x7e]*")
@@ -108,29 +111,48 @@ class _Tls:
 
     def feed(self, data: bytes) -> tuple[bytes, bool]:
         """The plaintext in ``data`` and whether the client closed TLS; raises
-        ``ssl.SSLError`` on a broken handshake or record."""
-        self.incoming.write(data)
-        if not self.ready:
-            try:
-                self.session.do_handshake()
-            except ssl.SSLWantReadError:
-                return b"", False
-            self.ready = True
+        ``ssl.SSLError`` on a broken handshake or record. The bytes go in a record's size
+        at a time, each drained before the next: a memory buffer keeps the largest size it
+        ever held for the connection's life."""
         chunks: list[bytes] = []
-        while True:
-            try:
-                chunk = self.session.read(READ_CHUNK)
-            except ssl.SSLWantReadError:
-                break
-            except ssl.SSLZeroReturnError:
-                return b"".join(chunks), True
-            if not chunk:  # the client's close_notify
-                return b"".join(chunks), True
-            chunks.append(chunk)
+        view = memoryview(data)
+        for start in range(0, len(view), RECORD):
+            self.incoming.write(view[start : start + RECORD])
+            if not self.ready:
+                try:
+                    self.session.do_handshake()
+                except ssl.SSLWantReadError:
+                    continue
+                self.ready = True
+            while True:
+                try:
+                    chunk = self.session.read(READ_CHUNK)
+                except ssl.SSLWantReadError:
+                    break
+                except ssl.SSLZeroReturnError:
+                    return b"".join(chunks), True
+                if not chunk:  # the client's close_notify
+                    return b"".join(chunks), True
+                chunks.append(chunk)
         return b"".join(chunks), False
 
     def wrap(self, data: bytes) -> bytes:
-        self.session.write(data)
+        """``data`` encrypted, a record's size at a time (see :meth:`feed`)."""
+        if len(data) <= RECORD:
+            self.session.write(data)
+            return self.outgoing.read()
+        out: list[bytes] = []
+        view = memoryview(data)
+        for start in range(0, len(view), RECORD):
+            self.session.write(view[start : start + RECORD])
+            out.append(self.outgoing.read())
+        return b"".join(out)
+
+    def goodbye(self) -> bytes:
+        """A close_notify, once the handshake is done (the client's answer is not awaited)."""
+        if self.ready:
+            with contextlib.suppress(ssl.SSLError):
+                self.session.unwrap()
         return self.outgoing.read()
 
 
@@ -152,9 +174,11 @@ class StreamPort:
         self.connections: set[_Connection] = set()
         self.refused = 0  # connections closed at once because the port was full
         self.server: asyncio.Server | None = None
+        self.context = contextvars.copy_context()  # each request starts from a copy
 
     async def start(self, host: str, port: int) -> int:
         """Listen (several processes may share the port) and return the port bound."""
+        self.context = contextvars.copy_context()
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(
             lambda: _Connection(self), host, port, reuse_port=True, backlog=2048
@@ -167,13 +191,16 @@ class StreamPort:
         seconds to end (they see the client gone)."""
         if self.server is not None:
             self.server.close()
-        tasks = [c.task for c in self.connections if c.task is not None]
-        for connection in list(self.connections):
-            connection.transport.close()
+        connections = list(self.connections)
+        for connection in connections:
+            connection.end()  # no new request starts on it after this
+        tasks = [c.task for c in connections if c.task is not None]
         if tasks:
             _, late = await asyncio.wait(tasks, timeout=grace)
             for task in late:
                 task.cancel()
+            if late:
+                await asyncio.wait(late, timeout=grace)
         for connection in list(self.connections):  # a client that does not read
             connection.transport.abort()
 
@@ -190,9 +217,11 @@ class _Connection(asyncio.Protocol):
         "gone",
         "head_only",
         "keep",
+        "left",
         "pending",
         "port",
         "response",
+        "stall",
         "started",
         "task",
         "timer",
@@ -205,7 +234,8 @@ class _Connection(asyncio.Protocol):
         self.port = port
         self.tls = _Tls(port.tls) if port.tls is not None else None
         self.pending = b""  # bytes of a request head not yet complete (or queued behind one)
-        self.timer: asyncio.TimerHandle | None = None
+        self.timer: asyncio.TimerHandle | None = None  # head due, or the last byte's deadline
+        self.stall: asyncio.TimerHandle | None = None  # set while the client reads nothing
         self.task: asyncio.Task[None] | None = None
         self.gone: asyncio.Future[dict[str, Any]] | None = None  # a receive() waiting
         self.writable: asyncio.Future[None] | None = None  # set while writing is paused
@@ -215,6 +245,7 @@ class _Connection(asyncio.Protocol):
         self.response: tuple[int, list[tuple[bytes, bytes]]] | None = None  # start, unsent
         self.started = False  # the answer's head went out
         self.chunked = False
+        self.left: int | None = None  # body bytes the answer's Content-Length still owes
         self.done = False  # the answer's last byte went out
         self.asked = False  # the application read the (empty) request body
 
@@ -241,7 +272,7 @@ class _Connection(asyncio.Protocol):
                 return
             self._flush_tls()
             if ended:
-                self.transport.close()
+                self.end()
                 return
             if not data:
                 return
@@ -255,30 +286,60 @@ class _Connection(asyncio.Protocol):
         self._next_request()
 
     def eof_received(self) -> bool:
-        return False  # a client that stops sending is gone: close
+        self.end()  # a client that stops sending is gone
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
         self.port.connections.discard(self)
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        gone, self.gone = self.gone, None
-        if gone is not None and not gone.done():
-            gone.set_result(_DISCONNECT)
-        self._resume()
+        for timer in (self.timer, self.stall):
+            if timer is not None:
+                timer.cancel()
+        self.timer = self.stall = None
+        self._stop()
 
     def pause_writing(self) -> None:
+        loop = asyncio.get_running_loop()
         if self.writable is None:
-            self.writable = asyncio.get_running_loop().create_future()
+            self.writable = loop.create_future()
+        if self.stall is None:  # a client that reads nothing for that long is cut off
+            self.stall = loop.call_later(self.port.head_seconds, self.transport.abort)
 
     def resume_writing(self) -> None:
+        if self.stall is not None:
+            self.stall.cancel()
+            self.stall = None
         self._resume()
 
     def _resume(self) -> None:
         writable, self.writable = self.writable, None
         if writable is not None and not writable.done():
             writable.set_result(None)
+
+    def _stop(self) -> None:
+        """Nothing more is read or answered: the application hears the client gone."""
+        self.closed = True
+        gone, self.gone = self.gone, None
+        if gone is not None and not gone.done():
+            gone.set_result(_DISCONNECT)
+        self._resume()
+
+    def end(self) -> None:
+        """Close: what was written goes out first (over TLS, then a close_notify), but a
+        client that does not take it is cut off after ``head_seconds``."""
+        if self.closed:
+            return
+        self._stop()
+        if self.tls is not None:
+            with contextlib.suppress(ssl.SSLError):
+                goodbye = self.tls.goodbye()
+                if goodbye:
+                    self.transport.write(goodbye)
+        self.transport.close()
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = asyncio.get_running_loop().call_later(
+            self.port.head_seconds, self.transport.abort
+        )
 
     # requests -------------------------------------------------------------------------
     def _await_head(self) -> None:
@@ -287,21 +348,25 @@ class _Connection(asyncio.Protocol):
 
     def _head_timeout(self) -> None:
         self.timer = None
-        if self.task is None and not self.closed:
-            self.transport.close()
+        if self.task is None:
+            self.end()
 
     def _next_request(self) -> None:
         pending = self.pending.lstrip(b"\r\n")  # empty lines before a request are allowed
+        skipped = len(self.pending) - len(pending)  # they count against the limit too
         end = pending.find(b"\r\n\r\n")
         if end < 0:
             self.pending = pending
-            if len(pending) >= HEAD_MAX:
+            if skipped + len(pending) >= HEAD_MAX:
                 self._refuse(_Refused(431, Code.HEADERS_TOO_LARGE, "request head over 8 KiB"))
             return
-        if end + 4 > HEAD_MAX:
+        if skipped + end + 4 > HEAD_MAX:
             self._refuse(_Refused(431, Code.HEADERS_TOO_LARGE, "request head over 8 KiB"))
             return
         self.pending = pending[end + 4 :]
+        if len(self.pending) > HEAD_MAX:  # more queued behind it than one head
+            self.transport.abort()
+            return
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -311,15 +376,18 @@ class _Connection(asyncio.Protocol):
             self._refuse(refused)
             return
         path, _, query = target.partition(b"?")
-        connection = b""
-        for name, value in headers:
-            if name == b"connection":
-                connection = value.lower()
-        self.keep = version == "1.1" and b"close" not in connection
+        options = {
+            option.strip().lower()
+            for name, value in headers
+            if name == b"connection"
+            for option in value.split(b",")
+        }
+        self.keep = version == "1.1" and b"close" not in options
         self.head_only = method == "HEAD"
         self.response = None
         self.started = False
         self.chunked = False
+        self.left = None
         self.done = False
         self.asked = False
         sock = self.transport.get_extra_info
@@ -337,7 +405,8 @@ class _Connection(asyncio.Protocol):
             "client": _address(sock("peername")),
             "server": _address(sock("sockname")),
         }
-        self.task = asyncio.get_running_loop().create_task(self._answer(scope))
+        loop = asyncio.get_running_loop()
+        self.task = loop.create_task(self._answer(scope), context=self.port.context.copy())
 
     async def _answer(self, scope: Scope) -> None:
         try:
@@ -355,7 +424,7 @@ class _Connection(asyncio.Protocol):
         if self.closed:
             return
         if not self.done or not self.keep:
-            self.transport.close()
+            self.end()
             return
         self._await_head()
         if self.pending:
@@ -374,8 +443,7 @@ class _Connection(asyncio.Protocol):
             headers.append((b"allow", b"GET, HEAD"))
         headers.append((b"date", _date()))
         self._write(_status_line(refused.status) + _header_lines(headers) + body)
-        self.transport.close()
-        self.closed = True  # nothing more is read or answered on it
+        self.end()
 
     # the application's side -----------------------------------------------------------
     def _receive(self) -> asyncio.Future[dict[str, Any]]:
@@ -408,6 +476,11 @@ class _Connection(asyncio.Protocol):
             out = self._head(body, more)
         if self.head_only:
             body = b""
+        elif self.left is not None:  # never more than the length said, and never less
+            body = body[: self.left]
+            self.left -= len(body)
+            if not more and self.left:
+                self.keep = False  # the answer is cut short: the client must see it end
         elif self.chunked:
             body = (b"%x\r\n%s\r\n" % (len(body), body) if body else b"") + (
                 b"" if more else b"0\r\n\r\n"
@@ -425,7 +498,13 @@ class _Connection(asyncio.Protocol):
         self.response = None
         self.started = True
         names = {name.lower() for name, _ in headers}
-        if b"content-length" not in names:
+        if status < 200 or status in BODILESS:
+            self.head_only = True  # no framing of its own, no body bytes
+        elif b"content-length" in names:
+            self.left = _length(headers)
+            if self.left is None:
+                self.keep = False  # unreadable: the body ends with the connection
+        else:
             if not more:
                 headers.append((b"content-length", b"%d" % len(body)))
             elif self.keep:
@@ -480,6 +559,14 @@ def _status_line(status: int) -> bytes:
     return b"HTTP/1.1 %d \r\n" % status
 
 
+def _length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    """The answer's Content-Length, None if it is given twice or is not a number."""
+    values = [value for name, value in headers if name.lower() == b"content-length"]
+    if len(values) != 1 or not values[0].isdigit() or len(values[0]) > 18:
+        return None
+    return int(values[0])
+
+
 def _header_lines(headers: list[tuple[bytes, bytes]]) -> bytes:
     return b"".join(b"%s: %s\r\n" % (name, value) for name, value in headers) + b"\r\n"
 
@@ -490,4 +577,5 @@ def tls_context(cert: str, key: str) -> ssl.SSLContext:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert, key)
     context.set_alpn_protocols(["http/1.1"])
+    context.options |= ssl.OP_NO_RENEGOTIATION
     return context
