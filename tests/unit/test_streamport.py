@@ -17,6 +17,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import warnings
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -1169,3 +1170,25 @@ async def test_tls_large_answers_and_a_close_notify_at_the_end(
     head, _, body = undated(raw).partition(b"\r\n\r\n")
     assert head == b"HTTP/1.1 200 OK\r\nconnection: close"
     assert body == big + b"end"
+
+
+async def test_a_refused_tls_handshake_gets_its_alert(certificate: tuple[str, str]) -> None:
+    cert, key = certificate
+    old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    old.check_hostname = False
+    old.verify_mode = ssl.CERT_NONE
+    old.set_ciphers("DEFAULT:@SECLEVEL=0")
+    with warnings.catch_warnings():  # TLS 1.1 on purpose: the port takes 1.2 at least
+        warnings.simplefilter("ignore", DeprecationWarning)
+        old.minimum_version = old.maximum_version = ssl.TLSVersion.TLSv1_1
+    hello = old.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO())
+    try:
+        hello.do_handshake()
+    except ssl.SSLWantReadError:
+        pass  # a hello went out: this OpenSSL can still offer TLS 1.1
+    except ssl.SSLError as exc:
+        pytest.skip(f"this OpenSSL cannot offer TLS 1.1 at all: {exc}")
+    async with serving(text_app(), tls=tls_context(cert, key)) as (port, number):
+        with pytest.raises(ssl.SSLError, match="PROTOCOL_VERSION"):  # an alert, not a reset
+            await asyncio.wait_for(asyncio.open_connection("127.0.0.1", number, ssl=old), LIMIT)
+        await until(lambda: not port.connections)

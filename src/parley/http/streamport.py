@@ -267,8 +267,9 @@ class _Connection(asyncio.Protocol):
         if self.tls is not None:
             try:
                 data, ended = self.tls.feed(data)
-            except ssl.SSLError:
-                self.transport.abort()
+            except ssl.SSLError:  # its alert goes out, then the connection ends
+                self._flush_tls()
+                self.end()
                 return
             self._flush_tls()
             if ended:
