@@ -601,11 +601,15 @@ def flooding_app(progress: dict[str, int], finished: asyncio.Event) -> ASGIApp:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         headers = [(b"content-length", b"%d" % (CHUNK * CHUNKS))]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
-        for i in range(CHUNKS):
-            more = i < CHUNKS - 1
-            await send({"type": "http.response.body", "body": b"x" * CHUNK, "more_body": more})
-            progress["sent"] += 1
-        finished.set()
+        try:
+            for i in range(CHUNKS):
+                more = i < CHUNKS - 1
+                body = b"x" * CHUNK
+                await send({"type": "http.response.body", "body": body, "more_body": more})
+                progress["sent"] += 1
+            finished.set()
+        finally:
+            progress["over"] = 1  # returned or raised: the answer holds nothing more
 
     return app
 
@@ -638,8 +642,10 @@ async def test_a_paused_answer_ends_when_the_client_leaves() -> None:
         async with connected(number, small_window=True) as (_, writer):
             writer.write(get())
             await until(lambda: any(c.writable is not None for c in port.connections))
-        # unread bytes in the client's buffer: closing resets the connection
-        await asyncio.wait_for(finished.wait(), LIMIT)  # every send returned
+        # unread bytes in the client's buffer: closing resets the connection; the next
+        # send raises (the client is gone) and the answer ends
+        await until(lambda: progress.get("over") == 1)
+        assert progress["sent"] < CHUNKS
         await until(lambda: not port.connections)
 
 
@@ -1021,9 +1027,9 @@ async def test_a_client_that_reads_nothing_is_cut_off_and_frees_its_answer() -> 
     ):
         writer.write(get())
         await until(lambda: any(c.writable is not None for c in port.connections))
-        await asyncio.wait_for(finished.wait(), LIMIT)  # its sends return: the slot is free
+        await until(lambda: progress.get("over") == 1)  # its answer ended: the slot is free
         await until(lambda: not port.connections)
-        assert progress["sent"] == CHUNKS
+        assert progress["sent"] < CHUNKS and not finished.is_set()
 
 
 async def test_empty_lines_count_against_the_head_limit() -> None:
@@ -1192,3 +1198,74 @@ async def test_a_refused_tls_handshake_gets_its_alert(certificate: tuple[str, st
         with pytest.raises(ssl.SSLError, match="PROTOCOL_VERSION"):  # an alert, not a reset
             await asyncio.wait_for(asyncio.open_connection("127.0.0.1", number, ssl=old), LIMIT)
         await until(lambda: not port.connections)
+
+
+async def test_an_answer_cut_short_over_tls_gets_no_close_notify(
+    certificate: tuple[str, str],
+) -> None:
+    cert, key = certificate
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b'{"part": [1,', "more_body": True})
+        raise RuntimeError("boom")
+
+    def fetch(number: int) -> tuple[bytes, str]:
+        raw = socket.create_connection(("127.0.0.1", number), timeout=LIMIT)
+        with client_context(cert).wrap_socket(
+            raw, server_hostname="127.0.0.1", suppress_ragged_eofs=False
+        ) as tls:
+            tls.sendall(b"GET / HTTP/1.0\r\n\r\n")  # the body ends with the connection
+            got = b""
+            try:
+                while chunk := tls.recv(65536):
+                    got += chunk
+            except (ssl.SSLEOFError, ConnectionResetError) as exc:
+                return got, type(exc).__name__
+            return got, "close_notify"
+
+    async with serving(app, tls=tls_context(cert, key)) as (_, number):
+        got, ending = await asyncio.to_thread(fetch, number)
+    assert got.endswith(b'{"part": [1,')
+    assert ending != "close_notify"  # the client can tell the answer was cut short
+
+
+async def test_sends_after_the_client_left_end_the_answer() -> None:
+    sent = {"n": 0}
+    over = asyncio.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        # like an export or a file: it never asks receive() whether the client is there
+        headers = [(b"content-length", b"%d" % (CHUNK * CHUNKS))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        try:
+            for _ in range(CHUNKS):
+                await send({"type": "http.response.body", "body": b"y", "more_body": True})
+                sent["n"] += 1
+                await asyncio.sleep(0.001)
+        finally:
+            over.set()
+
+    async with serving(app) as (_, number):
+        async with connected(number) as (reader, writer):
+            writer.write(get())
+            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), LIMIT)
+        await asyncio.wait_for(over.wait(), LIMIT)
+    assert sent["n"] < CHUNKS
+
+
+async def test_a_204_carries_no_length() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(b"content-type", b"text/plain"), (b"content-length", b"0")]  # as Reply does
+        await send({"type": "http.response.start", "status": 204, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+
+    async with (
+        serving(app) as (_, number),
+        connected(number) as (reader, writer),
+    ):
+        writer.write(get(b"/", b"Connection: close\r\n"))
+        raw = await read_to_end(reader)
+    assert (
+        raw == b"HTTP/1.1 204 No Content\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n"
+    )

@@ -52,6 +52,10 @@ _DISCONNECT = {"type": "http.disconnect"}
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
 
 
+class ClientGone(OSError):
+    """``send`` after the client went away (or the port closed): the answer is over."""
+
+
 class _Refused(Exception):
     """A request this listener answers itself, then closes the connection."""
 
@@ -326,10 +330,14 @@ class _Connection(asyncio.Protocol):
 
     def end(self) -> None:
         """Close: what was written goes out first (over TLS, then a close_notify), but a
-        client that does not take it is cut off after ``head_seconds``."""
+        client that does not take it is cut off after ``head_seconds``. An answer cut
+        short is reset instead, so that no client takes it for whole."""
         if self.closed:
             return
         self._stop()
+        if self.started and not self.done:
+            self.transport.abort()
+            return
         if self.tls is not None:
             with contextlib.suppress(ssl.SSLError):
                 goodbye = self.tls.goodbye()
@@ -412,6 +420,8 @@ class _Connection(asyncio.Protocol):
     async def _answer(self, scope: Scope) -> None:
         try:
             await self.port.app(scope, self._receive, self._send)
+        except ClientGone:
+            pass
         except Exception:
             log.exception("the stream port's answer failed")
             if not self.started and not self.closed:  # else it is cut short: no last chunk
@@ -470,6 +480,8 @@ class _Connection(asyncio.Protocol):
             return
         if kind != "http.response.body" or self.done:
             return
+        if self.closed:
+            raise ClientGone("the client is gone")
         body: bytes = message.get("body", b"")
         more: bool = message.get("more_body", False)
         out = b""
@@ -501,6 +513,9 @@ class _Connection(asyncio.Protocol):
         names = {name.lower() for name, _ in headers}
         if status < 200 or status in BODILESS:
             self.head_only = True  # no framing of its own, no body bytes
+            if status != 304:  # a 304 may repeat the length of what it stands for
+                framing = (b"content-length", b"transfer-encoding")
+                headers = [(k, v) for k, v in headers if k.lower() not in framing]
         elif b"content-length" in names:
             self.left = _length(headers)
             if self.left is None:
